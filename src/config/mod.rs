@@ -1,0 +1,597 @@
+//! Stevedore's configuration: a loader for distribution-style (`registry:2`)
+//! `config.yml` files, so that guides written for distribution work here.
+//!
+//! This module owns the configuration types, their defaults, reading the YAML
+//! file, the `REGISTRY_*` environment overlay ([`env`]), the check of keys
+//! against the known schema ([`schema`]), value parsing ([`units`]) and
+//! [`Config::validate`]. It must not do anything else: it opens no socket,
+//! reads no certificate, htpasswd or CA file (only `REGISTRY_*_FILE`
+//! secrets), creates no directory and installs no logger; the code that uses
+//! a setting is the one that acts on it.
+//!
+//! Loading is strict: an unknown key (a typo) or a key distribution has but
+//! stevedore does not implement stops start-up with a message naming the
+//! dotted key, as does a bad value.
+//!
+//! Differences from distribution, all deliberate:
+//! * keys stevedore adds are marked *stevedore extension* below;
+//! * `storage` may be omitted: it defaults to `filesystem` at `./data`;
+//! * a bare integer duration means seconds (see [`units`]);
+//! * `storage.filesystem.maxthreads`, `storage.tag` and
+//!   `health.storagedriver` are accepted and have no effect;
+//! * an unsupported key whose value configures nothing (`false`, empty) is
+//!   accepted.
+
+mod build;
+mod env;
+mod error;
+mod schema;
+pub mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+pub use error::ConfigError;
+
+/// The upstream a configuration without a file mirrors: Docker Hub.
+pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
+
+const HOUR: u64 = 3600;
+
+/// A whole stevedore configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Configuration format version; must be `"0.1"` (distribution's).
+    pub version: String,
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub proxy: ProxyConfig,
+}
+
+/// `log`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogConfig {
+    /// `log.level`: `error`, `warn` (or `warning`), `info`, `debug`, `trace`.
+    pub level: LogLevel,
+    /// `log.formatter`: `text`, `json`, or `logstash` (treated as `json`).
+    pub formatter: LogFormat,
+    /// `log.fields`: static fields added to every log line.
+    pub fields: BTreeMap<String, String>,
+    pub accesslog: AccessLogConfig,
+}
+
+/// Log verbosity, from least to most verbose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The lowercase name, as used in configuration and `EnvFilter`s.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `log.accesslog`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccessLogConfig {
+    pub disabled: bool,
+}
+
+/// `storage`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageConfig {
+    pub filesystem: FilesystemConfig,
+    pub delete: DeleteConfig,
+    pub maintenance: MaintenanceConfig,
+    pub cache: StorageCache,
+}
+
+/// `storage.filesystem`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesystemConfig {
+    /// Where blobs, manifests and metadata live; default `./data`.
+    pub rootdirectory: PathBuf,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            rootdirectory: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `storage.delete`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteConfig {
+    /// Allow `DELETE` of manifests and blobs; default false.
+    pub enabled: bool,
+}
+
+/// `storage.maintenance`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MaintenanceConfig {
+    pub uploadpurging: UploadPurging,
+    pub readonly: ReadOnly,
+}
+
+/// `storage.maintenance.uploadpurging`: removal of abandoned uploads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadPurging {
+    /// Default true.
+    pub enabled: bool,
+    /// Uploads older than this are removed; default 168h.
+    pub age: Duration,
+    /// How often to look; default 24h.
+    pub interval: Duration,
+    /// Only log what would be removed.
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(168 * HOUR),
+            interval: Duration::from_secs(24 * HOUR),
+            dryrun: false,
+        }
+    }
+}
+
+/// `storage.maintenance.readonly`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadOnly {
+    /// Refuse pushes and deletes.
+    pub enabled: bool,
+}
+
+/// `storage.cache`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageCache {
+    /// Only `"inmemory"` (the default) is supported.
+    pub blobdescriptor: String,
+    /// Entries of the in-memory blob-descriptor cache; default 10000.
+    pub blobdescriptorsize: u64,
+}
+
+impl Default for StorageCache {
+    fn default() -> Self {
+        StorageCache {
+            blobdescriptor: "inmemory".into(),
+            blobdescriptorsize: 10_000,
+        }
+    }
+}
+
+/// `http`.
+#[derive(Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Listen address; default `0.0.0.0:5000`. `:5000` means all interfaces.
+    pub addr: SocketAddr,
+    /// Only `"tcp"`.
+    pub net: String,
+    /// Only `""` is supported; `"/"` is accepted and stored as `""`.
+    pub prefix: String,
+    /// Externally reachable base URL, used for absolute `Location` headers.
+    pub host: Option<String>,
+    /// Return relative URLs in `Location` headers.
+    pub relativeurls: bool,
+    /// How long to let connections finish on shutdown; default 10s.
+    pub draintimeout: Duration,
+    /// Headers added to every response.
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub debug: DebugConfig,
+    /// Serve HTTPS when set.
+    pub tls: Option<TlsConfig>,
+    pub http2: Http2Config,
+    /// Key for signing upload state; random when unset. Redacted in `Debug`.
+    pub secret: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000),
+            net: "tcp".into(),
+            prefix: String::new(),
+            host: None,
+            relativeurls: false,
+            draintimeout: Duration::from_secs(10),
+            headers: BTreeMap::new(),
+            debug: DebugConfig::default(),
+            tls: None,
+            http2: Http2Config::default(),
+            secret: None,
+        }
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("addr", &self.addr)
+            .field("net", &self.net)
+            .field("prefix", &self.prefix)
+            .field("host", &self.host)
+            .field("relativeurls", &self.relativeurls)
+            .field("draintimeout", &self.draintimeout)
+            .field("headers", &self.headers)
+            .field("debug", &self.debug)
+            .field("tls", &self.tls)
+            .field("http2", &self.http2)
+            .field("secret", &Redacted(&self.secret))
+            .finish()
+    }
+}
+
+/// `http.debug`: a second listener for metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DebugConfig {
+    /// Listen address of the debug server; none by default.
+    pub addr: Option<SocketAddr>,
+    pub prometheus: PrometheusConfig,
+}
+
+/// `http.debug.prometheus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// Default false; needs `http.debug.addr`.
+    pub enabled: bool,
+    /// Default `/metrics`.
+    pub path: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: false,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+/// `http.tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundles; when non-empty, clients must present a certificate.
+    pub clientcas: Vec<PathBuf>,
+    /// `"tls1.2"` or `"tls1.3"`; none means the TLS library's default.
+    pub minimumtls: Option<String>,
+}
+
+/// `http.http2`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Http2Config {
+    /// Serve HTTP/1.1 only.
+    pub disabled: bool,
+}
+
+/// `auth`: at most one of its kinds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthConfig {
+    pub htpasswd: Option<HtpasswdAuth>,
+    pub token: Option<TokenAuth>,
+}
+
+/// `auth.htpasswd`: basic authentication against a bcrypt htpasswd file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HtpasswdAuth {
+    pub realm: String,
+    pub path: PathBuf,
+}
+
+/// `auth.token`: bearer tokens issued by an external token server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub rootcertbundle: PathBuf,
+    pub autoredirect: bool,
+}
+
+/// `proxy`: pull-through caching of upstream registries.
+#[derive(Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// The upstream registry mirrored for repositories not matched by an
+    /// `upstreams` entry; `None` (no `proxy` section) = a private registry.
+    /// Stored without a trailing slash.
+    pub remoteurl: Option<String>,
+    pub username: Option<String>,
+    /// Redacted in `Debug`.
+    pub password: Option<String>,
+    /// Expiry of proxied content; default 168h; zero = never expires.
+    pub ttl: Duration,
+    /// *Stevedore extension*: how long a proxied tag is trusted before it is
+    /// revalidated upstream with a `HEAD`; default 60s.
+    pub tagttl: Duration,
+    /// *Stevedore extension*: connect + response-header timeout of each
+    /// upstream request; default 30s.
+    pub timeout: Duration,
+    /// *Stevedore extension*: a blob body that sends no byte for this long is
+    /// abandoned; default 60s.
+    pub stalltimeout: Duration,
+    /// *Stevedore extension*: cache size bound in bytes; `None` = unbounded.
+    pub maxsize: Option<u64>,
+    /// *Stevedore extension*: extra PEM CA bundle trusted for upstream HTTPS.
+    pub cafile: Option<PathBuf>,
+    /// *Stevedore extension*: repository name prefixes that are local-only
+    /// (never proxied), each ending with `/`, e.g. `["local/", "team/"]`.
+    pub localprefixes: Vec<String>,
+    /// *Stevedore extension*: further upstream registries.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            remoteurl: None,
+            username: None,
+            password: None,
+            ttl: Duration::from_secs(168 * HOUR),
+            tagttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            stalltimeout: Duration::from_secs(60),
+            maxsize: None,
+            cafile: None,
+            localprefixes: Vec::new(),
+            upstreams: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("remoteurl", &self.remoteurl)
+            .field("username", &self.username)
+            .field("password", &Redacted(&self.password))
+            .field("ttl", &self.ttl)
+            .field("tagttl", &self.tagttl)
+            .field("timeout", &self.timeout)
+            .field("stalltimeout", &self.stalltimeout)
+            .field("maxsize", &self.maxsize)
+            .field("cafile", &self.cafile)
+            .field("localprefixes", &self.localprefixes)
+            .field("upstreams", &self.upstreams)
+            .finish()
+    }
+}
+
+/// `proxy.upstreams[]` (*stevedore extension*): one more upstream registry.
+#[derive(Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Registry host name, e.g. `"ghcr.io"`: matched against containerd's
+    /// `?ns=` query parameter.
+    pub name: String,
+    /// Base URL, without trailing slash.
+    pub remoteurl: String,
+    pub username: Option<String>,
+    /// Redacted in `Debug`.
+    pub password: Option<String>,
+    /// Repository prefix ending with `/`, e.g. `"ghcr/"`: a request for
+    /// `ghcr/foo/bar` goes to this upstream as `foo/bar`.
+    pub prefix: Option<String>,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("remoteurl", &self.remoteurl)
+            .field("username", &self.username)
+            .field("password", &Redacted(&self.password))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Shows whether a secret is set, never its value.
+struct Redacted<'a>(&'a Option<String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("Some(<redacted>)"),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl Default for Config {
+    /// A plain private registry with every default (no proxy).
+    fn default() -> Self {
+        Config {
+            version: "0.1".into(),
+            log: LogConfig::default(),
+            storage: StorageConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            proxy: ProxyConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// What `stevedore` serves with no configuration file: every default,
+    /// mirroring Docker Hub.
+    pub fn default_mirror() -> Config {
+        let mut config = Config::default();
+        config.proxy.remoteurl = Some(DOCKER_HUB_URL.to_string());
+        config
+    }
+
+    /// Parses a configuration file's text; absent keys take their defaults,
+    /// and no `proxy` section means a plain private registry. No environment
+    /// overlay. The result is validated.
+    pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
+        let mut tree = parse_tree(text)?;
+        schema::normalize(&mut tree);
+        schema::check(&tree)?;
+        let config = build::build(&tree)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the file at `path` (or starts from [`Config::default_mirror`]
+    /// when `None`), applies the `REGISTRY_*` variables of `env`, and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let mut tree = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                parse_tree(&text)?
+            }
+            None => default_mirror_tree(),
+        };
+        schema::normalize(&mut tree);
+        // Check the file alone first, so its mistakes are not blamed on env.
+        schema::check(&tree)?;
+        let origins = env::overlay(&mut tree, env.vars())?;
+        schema::normalize(&mut tree);
+        let result = schema::check(&tree)
+            .and_then(|()| build::build(&tree))
+            .and_then(|config| config.validate().map(|()| config));
+        result.map_err(|e| env::attribute(e, &origins))
+    }
+
+    /// Checks values and their combinations; every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+
+    /// Whether any upstream is configured.
+    pub fn proxy_enabled(&self) -> bool {
+        self.proxy.remoteurl.is_some() || !self.proxy.upstreams.is_empty()
+    }
+}
+
+fn parse_tree(text: &str) -> Result<Value, ConfigError> {
+    let mut tree: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml {
+        message: e.to_string(),
+    })?;
+    tree.apply_merge().map_err(|e| ConfigError::Yaml {
+        message: e.to_string(),
+    })?;
+    Ok(tree)
+}
+
+fn default_mirror_tree() -> Value {
+    let mut proxy = serde_yaml::Mapping::new();
+    proxy.insert("remoteurl".into(), DOCKER_HUB_URL.into());
+    let mut root = serde_yaml::Mapping::new();
+    root.insert("proxy".into(), Value::Mapping(proxy));
+    Value::Mapping(root)
+}
+
+/// Where the `REGISTRY_*` overlay comes from; lets tests avoid `set_var`.
+pub trait EnvSource {
+    /// All variables (only names starting with `REGISTRY_` are used).
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment. Variables that are not valid UTF-8 are skipped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    }
+}
+
+/// An empty environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEnv;
+
+impl EnvSource for NoEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+impl EnvSource for Vec<(String, String)> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.clone()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl EnvSource for [(&str, &str)] {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+}
+
+impl<const N: usize> EnvSource for [(&str, &str); N] {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.as_slice().vars()
+    }
+}

@@ -1,0 +1,314 @@
+//! [`Config::validate`]: checks of values and of combinations of keys that
+//! the types alone do not enforce. Every error names its key(s). Nothing here
+//! touches the filesystem or the network.
+
+use std::collections::BTreeSet;
+
+use super::units;
+use super::{Config, ConfigError};
+
+pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+    if c.version != "0.1" {
+        return Err(ConfigError::value(
+            "version",
+            format!("{:?}", c.version),
+            "the only configuration version is \"0.1\"",
+        ));
+    }
+    storage(c)?;
+    http(c)?;
+    auth(c)?;
+    proxy(c)
+}
+
+fn storage(c: &Config) -> Result<(), ConfigError> {
+    let s = &c.storage;
+    if s.filesystem.rootdirectory.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(
+            "storage.filesystem.rootdirectory",
+            "must not be empty",
+        ));
+    }
+    let up = &s.maintenance.uploadpurging;
+    if up.enabled && up.interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "storage.maintenance.uploadpurging.interval",
+            "must be greater than zero while upload purging is enabled",
+        ));
+    }
+    if s.cache.blobdescriptor != "inmemory" {
+        return Err(if s.cache.blobdescriptor == "redis" {
+            ConfigError::Unsupported {
+                key: "storage.cache.blobdescriptor".into(),
+                hint: "only \"inmemory\" is available".into(),
+            }
+        } else {
+            ConfigError::value(
+                "storage.cache.blobdescriptor",
+                format!("{:?}", s.cache.blobdescriptor),
+                "the only blob descriptor cache is \"inmemory\"",
+            )
+        });
+    }
+    if s.cache.blobdescriptorsize == 0 {
+        return Err(ConfigError::invalid(
+            "storage.cache.blobdescriptorsize",
+            "must be greater than zero",
+        ));
+    }
+    Ok(())
+}
+
+fn http(c: &Config) -> Result<(), ConfigError> {
+    let h = &c.http;
+    match h.net.as_str() {
+        "tcp" => {}
+        "unix" => {
+            return Err(ConfigError::Unsupported {
+                key: "http.net".into(),
+                hint: "only \"tcp\" is available".into(),
+            });
+        }
+        other => {
+            return Err(ConfigError::value(
+                "http.net",
+                format!("{other:?}"),
+                "expected \"tcp\"",
+            ));
+        }
+    }
+    if !h.prefix.is_empty() && h.prefix != "/" {
+        return Err(ConfigError::Unsupported {
+            key: "http.prefix".into(),
+            hint: format!(
+                "stevedore serves /v2/ at the root; {:?} cannot be honoured",
+                h.prefix
+            ),
+        });
+    }
+    if let Some(host) = &h.host {
+        units::parse_http_url(host)
+            .map_err(|r| ConfigError::value("http.host", format!("{host:?}"), r))?;
+    }
+    for (name, values) in &h.headers {
+        units::check_header_name(name)
+            .map_err(|r| ConfigError::invalid(format!("http.headers.{name}"), r))?;
+        if values
+            .iter()
+            .any(|v| v.chars().any(|ch| ch.is_control() && ch != '\t'))
+        {
+            return Err(ConfigError::invalid(
+                format!("http.headers.{name}"),
+                "header values must not contain control characters",
+            ));
+        }
+    }
+    let prom = &h.debug.prometheus;
+    if !prom.path.starts_with('/') {
+        return Err(ConfigError::value(
+            "http.debug.prometheus.path",
+            format!("{:?}", prom.path),
+            "must start with \"/\"",
+        ));
+    }
+    if prom.enabled && h.debug.addr.is_none() {
+        return Err(ConfigError::conflict(
+            "http.debug.prometheus.enabled",
+            "http.debug.addr",
+            "metrics are served on the debug listener: set http.debug.addr (e.g. \":5001\")",
+        ));
+    }
+    if h.debug.addr == Some(h.addr) && h.addr.port() != 0 {
+        return Err(ConfigError::conflict(
+            "http.debug.addr",
+            "http.addr",
+            "the debug listener needs its own address",
+        ));
+    }
+    if let Some(tls) = &h.tls {
+        if tls.certificate.as_os_str().is_empty() {
+            return Err(ConfigError::missing(
+                "http.tls.certificate",
+                "http.tls needs both a certificate and a key",
+            ));
+        }
+        if tls.key.as_os_str().is_empty() {
+            return Err(ConfigError::missing(
+                "http.tls.key",
+                "http.tls needs both a certificate and a key",
+            ));
+        }
+        match tls.minimumtls.as_deref() {
+            None | Some("tls1.2") | Some("tls1.3") => {}
+            Some(v @ ("tls1.0" | "tls1.1")) => {
+                return Err(ConfigError::value(
+                    "http.tls.minimumtls",
+                    format!("{v:?}"),
+                    "TLS versions below 1.2 are not supported; use \"tls1.2\" or \"tls1.3\"",
+                ));
+            }
+            Some(v) => {
+                return Err(ConfigError::value(
+                    "http.tls.minimumtls",
+                    format!("{v:?}"),
+                    "expected \"tls1.2\" or \"tls1.3\"",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn auth(c: &Config) -> Result<(), ConfigError> {
+    let a = &c.auth;
+    if a.htpasswd.is_some() && a.token.is_some() {
+        return Err(ConfigError::conflict(
+            "auth.htpasswd",
+            "auth.token",
+            "configure only one kind of authentication",
+        ));
+    }
+    if let Some(h) = &a.htpasswd {
+        let why = "auth.htpasswd needs a realm and a path";
+        if h.realm.trim().is_empty() {
+            return Err(ConfigError::missing("auth.htpasswd.realm", why));
+        }
+        if h.path.as_os_str().is_empty() {
+            return Err(ConfigError::missing("auth.htpasswd.path", why));
+        }
+    }
+    if let Some(t) = &a.token {
+        let why = "auth.token needs realm, service, issuer and rootcertbundle";
+        for (key, empty) in [
+            ("auth.token.realm", t.realm.trim().is_empty()),
+            ("auth.token.service", t.service.trim().is_empty()),
+            ("auth.token.issuer", t.issuer.trim().is_empty()),
+            (
+                "auth.token.rootcertbundle",
+                t.rootcertbundle.as_os_str().is_empty(),
+            ),
+        ] {
+            if empty {
+                return Err(ConfigError::missing(key, why));
+            }
+        }
+        units::parse_http_url(&t.realm)
+            .map_err(|r| ConfigError::value("auth.token.realm", format!("{:?}", t.realm), r))?;
+    }
+    Ok(())
+}
+
+fn proxy(c: &Config) -> Result<(), ConfigError> {
+    let p = &c.proxy;
+    if let Some(url) = &p.remoteurl {
+        check_url("proxy.remoteurl", url)?;
+    }
+    credentials("proxy", &p.username, &p.password)?;
+    if p.timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "proxy.timeout",
+            "must be greater than zero",
+        ));
+    }
+    if p.stalltimeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "proxy.stalltimeout",
+            "must be greater than zero",
+        ));
+    }
+    if p.maxsize == Some(0) {
+        return Err(ConfigError::invalid(
+            "proxy.maxsize",
+            "must be greater than zero (leave it out for no bound)",
+        ));
+    }
+    if p.cafile.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+        return Err(ConfigError::invalid("proxy.cafile", "must not be empty"));
+    }
+    let mut local = BTreeSet::new();
+    for (i, prefix) in p.localprefixes.iter().enumerate() {
+        let key = format!("proxy.localprefixes[{i}]");
+        units::check_repo_prefix(prefix)
+            .map_err(|r| ConfigError::value(&key, format!("{prefix:?}"), r))?;
+        if !local.insert(prefix.as_str()) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{prefix:?} is listed twice"),
+            ));
+        }
+    }
+    let mut names = BTreeSet::new();
+    let mut prefixes = BTreeSet::new();
+    for (i, u) in p.upstreams.iter().enumerate() {
+        let at = format!("proxy.upstreams[{i}]");
+        if u.name.trim().is_empty() {
+            return Err(ConfigError::missing(
+                format!("{at}.name"),
+                "each proxy.upstreams entry needs a name",
+            ));
+        }
+        if !names.insert(u.name.to_ascii_lowercase()) {
+            return Err(ConfigError::invalid(
+                format!("{at}.name"),
+                format!("another upstream is already named {:?}", u.name),
+            ));
+        }
+        check_url(&format!("{at}.remoteurl"), &u.remoteurl)?;
+        credentials(&at, &u.username, &u.password)?;
+        if let Some(prefix) = &u.prefix {
+            let key = format!("{at}.prefix");
+            units::check_repo_prefix(prefix)
+                .map_err(|r| ConfigError::value(&key, format!("{prefix:?}"), r))?;
+            if !prefixes.insert(prefix.as_str()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("another upstream already uses the prefix {prefix:?}"),
+                ));
+            }
+            if local.contains(prefix.as_str()) {
+                return Err(ConfigError::conflict(
+                    key,
+                    "proxy.localprefixes",
+                    format!("{prefix:?} cannot be both local-only and proxied"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let shown = if url.contains('@') {
+        "(redacted: contains credentials)".to_string()
+    } else {
+        format!("{url:?}")
+    };
+    let normalized =
+        units::parse_http_url(url).map_err(|r| ConfigError::value(key, shown.clone(), r))?;
+    if normalized != url {
+        return Err(ConfigError::value(
+            key,
+            shown,
+            "must not end with \"/\" or have surrounding spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn credentials(
+    at: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> Result<(), ConfigError> {
+    match (username, password) {
+        (Some(_), None) => Err(ConfigError::missing(
+            format!("{at}.password"),
+            format!("{at}.username is set"),
+        )),
+        (None, Some(_)) => Err(ConfigError::missing(
+            format!("{at}.username"),
+            format!("{at}.password is set"),
+        )),
+        _ => Ok(()),
+    }
+}

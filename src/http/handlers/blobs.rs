@@ -1,0 +1,91 @@
+//! Blob endpoints: GET (with ranges) and HEAD, local or proxied, and DELETE.
+
+use super::{HandlerResult, Req};
+use crate::App;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::range::ByteRange;
+use crate::http::{body, response};
+use crate::metrics::Source;
+use crate::mirror::{BlobContent, Scope};
+use crate::oci::Digest;
+use futures::StreamExt;
+use http::{StatusCode, header};
+
+pub async fn get(
+    app: &App,
+    scope: &Scope,
+    digest: &str,
+    req: &Req,
+    with_body: bool,
+) -> HandlerResult {
+    let digest = Digest::parse(digest)?;
+    if !with_body {
+        let size = match (scope, &app.mirror) {
+            (Scope::Proxy(p), Some(m)) => m.blob_size(p, &digest).await?,
+            _ => app
+                .registry
+                .blob_size(scope.local(), &digest)
+                .await?
+                .ok_or_else(|| RegistryError::blob_unknown(&digest))?,
+        };
+        return Ok(headers(StatusCode::OK, &digest, size)
+            .body(body::empty())
+            .expect("blob headers are valid"));
+    }
+    let content = match (scope, &app.mirror) {
+        (Scope::Proxy(p), Some(m)) => m.blob(p, &digest).await?,
+        _ => match app.registry.open_blob(scope.local(), &digest).await? {
+            Some((file, size)) => BlobContent::file(file, size, Source::Local),
+            None => return Err(RegistryError::blob_unknown(&digest)),
+        },
+    };
+    let size = content.size;
+    let source = content.source;
+    let (status, start, len) = match ByteRange::parse(req.header(header::RANGE), size) {
+        ByteRange::Whole => (StatusCode::OK, 0, size),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Invalid => {
+            return Err(RegistryError::new(
+                ErrorCode::RangeInvalid,
+                format!("requested range not satisfiable for a blob of {size} bytes"),
+            )
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+    };
+    let mut b = headers(status, &digest, len);
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    let metrics = app.metrics.clone();
+    let stream = content.stream(start, len).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            metrics.served(source, c.len() as u64);
+        }
+    });
+    let mut resp = b
+        .body(body::streamed(stream))
+        .expect("blob headers are valid");
+    resp.extensions_mut().insert(source);
+    Ok(resp)
+}
+
+fn headers(status: StatusCode, digest: &Digest, len: u64) -> http::response::Builder {
+    response::builder(status)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("docker-content-digest", digest.as_str())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000")
+}
+
+pub async fn delete(app: &App, scope: &Scope, digest: &str) -> HandlerResult {
+    let digest = Digest::parse(digest)?;
+    app.registry.delete_blob(scope.local(), &digest).await?;
+    Ok(response::empty(StatusCode::ACCEPTED)
+        .body(body::empty())
+        .expect("static headers are valid"))
+}

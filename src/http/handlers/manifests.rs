@@ -1,0 +1,116 @@
+//! Manifest endpoints: GET/HEAD (local or proxied), PUT, DELETE.
+
+use super::{HandlerResult, Req};
+use crate::App;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{body, response};
+use crate::metrics::Source;
+use crate::mirror::Scope;
+use crate::oci::manifest::MAX_MANIFEST_BYTES;
+use crate::oci::{Reference, media};
+use crate::registry::Manifest;
+use http::{StatusCode, header};
+
+pub async fn get(
+    app: &App,
+    scope: &Scope,
+    reference: &str,
+    req: &Req,
+    with_body: bool,
+) -> HandlerResult {
+    let reference = Reference::parse(reference)?;
+    let (m, source) = match (scope, &app.mirror) {
+        (Scope::Proxy(p), Some(mirror)) => mirror.get_manifest(p, &reference).await?,
+        _ => match app.registry.get_manifest(scope.local(), &reference).await? {
+            Some(m) => (m, Source::Local),
+            None => return Err(RegistryError::manifest_unknown(&reference)),
+        },
+    };
+    let accept = media::accepted(
+        req.headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    if !media::acceptable(&m.media_type, &accept) {
+        return Err(RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "the manifest is a {} and the request's Accept header does not list it",
+                m.media_type
+            ),
+        ));
+    }
+    Ok(respond(app, m, source, with_body))
+}
+
+fn respond(app: &App, m: Manifest, source: Source, with_body: bool) -> http::Response<body::Body> {
+    let len = m.bytes.len();
+    let b = response::builder(StatusCode::OK)
+        .header(header::CONTENT_TYPE, m.media_type.as_str())
+        .header(header::CONTENT_LENGTH, len)
+        .header("docker-content-digest", m.digest.as_str())
+        .header(header::ETAG, format!("\"{}\"", m.digest));
+    let body = if with_body {
+        app.metrics.served(source, len as u64);
+        body::full(m.bytes)
+    } else {
+        body::empty()
+    };
+    let mut resp = b.body(body).expect("manifest headers are valid");
+    resp.extensions_mut().insert(source);
+    resp
+}
+
+pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> HandlerResult {
+    let reference = Reference::parse(reference)?;
+    let too_large = || {
+        RegistryError::new(
+            ErrorCode::SizeInvalid,
+            format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if let Some(len) = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|l| l.parse::<u64>().ok())
+        && len > MAX_MANIFEST_BYTES as u64
+    {
+        return Err(too_large());
+    }
+    let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
+    let bytes = body::collect_limited(req.body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e {
+            body::CollectError::TooLarge(_) => too_large(),
+            body::CollectError::Body(e) => RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("manifest body broke off: {e}"),
+            ),
+        })?;
+    let local = scope.local();
+    let put = app
+        .registry
+        .put_manifest(local, &reference, content_type.as_deref(), bytes)
+        .await?;
+    let mut b = response::empty(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{local}/manifests/{}", put.digest),
+        )
+        .header("docker-content-digest", put.digest.as_str());
+    if let Some(subject) = &put.subject {
+        b = b.header("oci-subject", subject.as_str());
+    }
+    Ok(b.body(body::empty()).expect("manifest headers are valid"))
+}
+
+pub async fn delete(app: &App, scope: &Scope, reference: &str) -> HandlerResult {
+    let reference = Reference::parse(reference)?;
+    app.registry
+        .delete_manifest(scope.local(), &reference)
+        .await?;
+    Ok(response::empty(StatusCode::ACCEPTED)
+        .body(body::empty())
+        .expect("static headers are valid"))
+}

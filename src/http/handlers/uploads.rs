@@ -1,0 +1,128 @@
+//! Upload endpoints: start (or mount, or a single-request upload), status, PATCH chunks, the
+//! final PUT, and cancel.
+
+use super::{HandlerResult, Req};
+use crate::App;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{body, response};
+use crate::mirror::Scope;
+use crate::oci::{Digest, RepoName};
+use crate::registry::UploadStatus;
+use http::{StatusCode, header};
+
+/// 202 with where the upload stands.
+fn accepted(repo: &RepoName, status: &UploadStatus) -> HandlerResult {
+    let range_end = status.offset.saturating_sub(1);
+    Ok(response::empty(StatusCode::ACCEPTED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{repo}/blobs/uploads/{}", status.id),
+        )
+        .header(header::RANGE, format!("0-{range_end}"))
+        .header("docker-upload-uuid", status.id.as_str())
+        .header("oci-chunk-min-length", 0)
+        .body(body::empty())
+        .expect("upload headers are valid"))
+}
+
+/// 201 for a committed blob.
+fn created(repo: &RepoName, digest: &Digest) -> HandlerResult {
+    Ok(response::empty(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header("docker-content-digest", digest.as_str())
+        .body(body::empty())
+        .expect("upload headers are valid"))
+}
+
+fn digest_param(req: &Req) -> Result<Option<Digest>, RegistryError> {
+    req.query("digest")
+        .map(Digest::parse)
+        .transpose()
+        .map_err(Into::into)
+}
+
+pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
+    let repo = scope.local();
+    if let Some(mount) = req.query("mount") {
+        let digest = Digest::parse(mount)?;
+        if let Some(from) = req.query("from").and_then(|f| RepoName::parse(f).ok())
+            && app.registry.mount_blob(repo, &digest, &from).await?
+        {
+            return created(repo, &digest);
+        }
+        // Not mountable: the spec says to start an ordinary upload instead.
+        let status = app.registry.start_upload(repo).await?;
+        return accepted(repo, &status);
+    }
+    if let Some(digest) = digest_param(&req)? {
+        app.registry
+            .upload_whole(repo, &digest, body::request_stream(req.body))
+            .await?;
+        return created(repo, &digest);
+    }
+    let status = app.registry.start_upload(repo).await?;
+    accepted(repo, &status)
+}
+
+pub async fn status(app: &App, scope: &Scope, id: &str) -> HandlerResult {
+    let repo = scope.local();
+    let status = app.registry.upload_status(repo, id).await?;
+    let resp = accepted(repo, &status)?;
+    let (mut parts, b) = resp.into_parts();
+    parts.status = StatusCode::NO_CONTENT;
+    Ok(http::Response::from_parts(parts, b))
+}
+
+/// `Content-Range: <start>-<end>` (also accepted with a `bytes ` prefix).
+fn content_range(req: &Req) -> Result<Option<(u64, u64)>, RegistryError> {
+    let Some(v) = req.header(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let spec = v
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
+    let spec = spec.split('/').next().unwrap_or(spec);
+    let parsed = spec
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .filter(|(a, b)| a <= b);
+    match parsed {
+        Some(r) => Ok(Some(r)),
+        None => Err(RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("invalid Content-Range {v:?}"),
+        )),
+    }
+}
+
+pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
+    let repo = scope.local();
+    let range = content_range(&req)?;
+    let status = app
+        .registry
+        .upload_chunk(repo, id, range, body::request_stream(req.body))
+        .await?;
+    accepted(repo, &status)
+}
+
+pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
+    let repo = scope.local();
+    let digest = digest_param(&req)?.ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::DigestInvalid,
+            "the final PUT of an upload needs a ?digest= parameter",
+        )
+    })?;
+    app.registry
+        .finish_upload(repo, id, &digest, body::request_stream(req.body))
+        .await?;
+    created(repo, &digest)
+}
+
+pub async fn cancel(app: &App, scope: &Scope, id: &str) -> HandlerResult {
+    app.registry.cancel_upload(scope.local(), id).await?;
+    Ok(response::empty(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("static headers are valid"))
+}

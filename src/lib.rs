@@ -1,0 +1,297 @@
+//! stevedore: a container registry whose main job is a pull-through caching mirror.
+//!
+//! ```text
+//! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
+//!   ↓
+//! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving
+//!   ↓
+//! registry   the API's operations on local content: uploads, manifests, links, listings
+//!   ↓              ↓              ↓             ↓
+//! storage/   index (sled)   cache (moka)   upstream/ (the only network I/O to upstreams)
+//! ```
+//!
+//! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
+//! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
+//! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
+//! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
+//! capped at 4 MiB, are the exception).
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod mirror;
+pub mod oci;
+pub mod registry;
+pub mod storage;
+pub mod upstream;
+
+use config::Config;
+use metrics::Metrics;
+use mirror::{Mirror, MirrorOptions, Upstream};
+use registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use upstream::{ClientOptions, UpstreamClient};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("storage at {path}: {source}")]
+    Storage {
+        path: String,
+        source: storage::StoreError,
+    },
+    #[error("index at {path}: {source}")]
+    Index {
+        path: String,
+        source: index::IndexError,
+    },
+    #[error("upstream {name}: {source}")]
+    Upstream {
+        name: String,
+        source: upstream::UpstreamError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request handler can reach.
+pub struct App {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub mirror: Option<Arc<Mirror>>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+    pub prometheus_path: Option<String>,
+}
+
+impl App {
+    /// Opens the storage and index under the configured root and sets up the upstreams.
+    pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        let root = config.storage.filesystem.rootdirectory.clone();
+        let path = root.display().to_string();
+        let storage_err = |source| StartError::Storage {
+            path: path.clone(),
+            source,
+        };
+        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
+        let uploads = storage::Uploads::open(&root, store.clone())
+            .await
+            .map_err(storage_err)?;
+        let index_path = root.join("index");
+        let index = index::Index::open(&index_path).map_err(|source| StartError::Index {
+            path: index_path.display().to_string(),
+            source,
+        })?;
+        let cache = cache::LayerCache::new(config.storage.cache.blobdescriptorsize);
+        let registry = Arc::new(Registry::new(
+            store,
+            uploads,
+            index,
+            cache,
+            metrics.clone(),
+            registry::Options {
+                delete_enabled: config.storage.delete.enabled,
+                read_only: config.storage.maintenance.readonly.enabled,
+            },
+        ));
+        let mirror = if config.proxy_enabled() {
+            Some(Arc::new(build_mirror(
+                &config,
+                registry.clone(),
+                metrics.clone(),
+            )?))
+        } else {
+            None
+        };
+        let prometheus_path = config
+            .http
+            .debug
+            .prometheus
+            .enabled
+            .then(|| config.http.debug.prometheus.path.clone());
+        Ok(App {
+            access_log: !config.log.accesslog.disabled,
+            prometheus_path,
+            config: Arc::new(config),
+            registry,
+            mirror,
+            metrics,
+        })
+    }
+
+    /// Sets the storage gauges from the index.
+    pub fn refresh_gauges(&self) {
+        let Ok(blobs) = self.registry.index.blobs() else {
+            return;
+        };
+        for origin in [index::Origin::Local, index::Origin::Proxy] {
+            let (n, bytes) = blobs
+                .iter()
+                .filter(|(_, r)| r.origin == origin)
+                .fold((0i64, 0i64), |(n, b), (_, r)| (n + 1, b + r.size as i64));
+            self.metrics
+                .storage_blobs
+                .with_label_values(&[origin.as_str()])
+                .set(n);
+            self.metrics
+                .storage_bytes
+                .with_label_values(&[origin.as_str()])
+                .set(bytes);
+        }
+    }
+
+    /// Whether the storage accepts writes (always ready when read-only).
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.config.storage.maintenance.readonly.enabled {
+            return Ok(());
+        }
+        let w = self
+            .registry
+            .store
+            .writer()
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(w);
+        Ok(())
+    }
+}
+
+/// The host (and port) of a URL, lowercased.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest).to_ascii_lowercase()
+}
+
+fn build_mirror(
+    config: &Config,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) -> Result<Mirror, StartError> {
+    let p = &config.proxy;
+    let opts = || ClientOptions {
+        timeout: p.timeout,
+        stall_timeout: p.stalltimeout,
+        ca_file: p.cafile.clone(),
+    };
+    let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<String>| {
+        let creds = match (user, pass) {
+            (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
+            _ => None,
+        };
+        UpstreamClient::new(name, url, creds, opts(), metrics.clone())
+            .map(Arc::new)
+            .map_err(|source| StartError::Upstream {
+                name: name.to_owned(),
+                source,
+            })
+    };
+    let default = match &p.remoteurl {
+        None => None,
+        Some(url) => {
+            let host = url_host(url);
+            let docker_hub =
+                ["registry-1.docker.io", "index.docker.io", "docker.io"].contains(&host.as_str());
+            let (name, aliases) = if docker_hub {
+                (
+                    "docker.io".to_owned(),
+                    vec![
+                        "registry-1.docker.io".to_owned(),
+                        "index.docker.io".to_owned(),
+                    ],
+                )
+            } else {
+                (host, Vec::new())
+            };
+            Some(Arc::new(Upstream {
+                client: client(&name, url, &p.username, &p.password)?,
+                name,
+                aliases,
+                prefix: None,
+            }))
+        }
+    };
+    let mut upstreams = Vec::new();
+    for u in &p.upstreams {
+        upstreams.push(Arc::new(Upstream {
+            client: client(&u.name, &u.remoteurl, &u.username, &u.password)?,
+            name: u.name.to_ascii_lowercase(),
+            aliases: vec![url_host(&u.remoteurl)],
+            prefix: u.prefix.clone(),
+        }));
+    }
+    Ok(Mirror::new(
+        registry,
+        default,
+        upstreams,
+        MirrorOptions {
+            tag_ttl: p.tagttl,
+            local_prefixes: p.localprefixes.clone(),
+        },
+        metrics,
+    ))
+}
+
+/// Runs the registry on already-bound listeners until `shutdown` resolves.
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    debug_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let app = Arc::new(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = debug_listener {
+        tasks.spawn(http::debug::serve(l, app.clone(), stopped()));
+    }
+    let purging = app.config.storage.maintenance.uploadpurging.clone();
+    if purging.enabled && !purging.interval.is_zero() {
+        let app = app.clone();
+        let stop = stopped();
+        tasks.spawn(async move {
+            let work = async {
+                loop {
+                    match app
+                        .registry
+                        .uploads
+                        .purge(purging.age, purging.dryrun)
+                        .await
+                    {
+                        Ok(n) if n > 0 => tracing::info!(sessions = n, "upload purging done"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "upload purging failed"),
+                    }
+                    tokio::time::sleep(purging.interval).await;
+                }
+            };
+            tokio::select! {
+                () = work => {},
+                () = stop => {},
+            }
+        });
+    }
+    let drain = app.config.http.draintimeout;
+    let main = http::serve(listener, app.clone(), shutdown, drain);
+    main.await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = app.registry.index.flush().await {
+        tracing::warn!(error = %e, "index flush at shutdown failed");
+    }
+}

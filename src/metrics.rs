@@ -1,0 +1,304 @@
+//! Every Prometheus metric stevedore exports, in one `Metrics` struct, and the text encoder for
+//! `/metrics`. Owns metric names and label sets; must not do I/O or know about HTTP types.
+//!
+//! Names follow Prometheus conventions: base units, `_total` for counters, `_seconds`/`_bytes`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// Buckets for request and upstream latencies, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// What kind of object a cache lookup was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Manifest,
+    Blob,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+        }
+    }
+}
+
+/// The outcome of a cache lookup for proxied content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache without asking the upstream for content.
+    Hit,
+    /// Fetched from the upstream by this request.
+    Miss,
+    /// Joined a fetch another request had already started.
+    Coalesced,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// Where the bytes of a response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Content pushed to this registry.
+    Local,
+    /// Proxied content already in the cache.
+    Cache,
+    /// Proxied content streamed in from the upstream during this request.
+    Upstream,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Cache => "cache",
+            Source::Upstream => "upstream",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub http_in_flight: IntGauge,
+    pub cache_lookups: IntCounterVec,
+    pub served_bytes: IntCounterVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_request_duration: HistogramVec,
+    pub upstream_bytes: IntCounterVec,
+    pub upstream_fetches_in_flight: IntGaugeVec,
+    pub upstream_ratelimit_remaining: IntGaugeVec,
+    pub stale_serves: IntCounterVec,
+    pub storage_bytes: IntGaugeVec,
+    pub storage_blobs: IntGaugeVec,
+    pub evictions: IntCounterVec,
+    pub evicted_bytes: IntCounter,
+    pub gc_runs: IntCounter,
+    pub upload_bytes: IntCounter,
+    pub errors: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub layer_info_lookups: IntCounterVec,
+    pub verify_failures: IntCounter,
+    pub process_start: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definition is valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registered once");
+                m
+            }};
+        }
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        let metrics = Metrics {
+            http_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_http_requests_total",
+                    "HTTP requests answered, by method, API endpoint and status code."
+                ),
+                &["method", "endpoint", "status"]
+            )),
+            http_request_duration: reg!(HistogramVec::new(
+                latency(
+                    "stevedore_http_request_duration_seconds",
+                    "Time from request to response headers, by method and API endpoint."
+                ),
+                &["method", "endpoint"]
+            )),
+            http_in_flight: reg!(IntGauge::new(
+                "stevedore_http_requests_in_flight",
+                "HTTP requests being handled now."
+            )),
+            cache_lookups: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_cache_lookups_total",
+                    "Lookups of proxied content, by kind (manifest, blob), upstream and outcome (hit, miss, coalesced)."
+                ),
+                &["kind", "upstream", "outcome"]
+            )),
+            served_bytes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_served_bytes_total",
+                    "Blob and manifest bytes sent to clients, by source (local, cache, upstream)."
+                ),
+                &["source"]
+            )),
+            upstream_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_upstream_requests_total",
+                    "Requests sent to upstream registries, by upstream, operation and status code (\"error\" when no answer came)."
+                ),
+                &["upstream", "operation", "status"]
+            )),
+            upstream_request_duration: reg!(HistogramVec::new(
+                latency(
+                    "stevedore_upstream_request_duration_seconds",
+                    "Time until an upstream answered with its headers, by upstream and operation."
+                ),
+                &["upstream", "operation"]
+            )),
+            upstream_bytes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_upstream_received_bytes_total",
+                    "Blob and manifest bytes received from upstream registries."
+                ),
+                &["upstream"]
+            )),
+            upstream_fetches_in_flight: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_upstream_fetches_in_flight",
+                    "Blob fetches from an upstream under way now."
+                ),
+                &["upstream"]
+            )),
+            upstream_ratelimit_remaining: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_upstream_ratelimit_remaining",
+                    "Pulls the upstream says are left in its window, from its ratelimit-remaining header (Docker Hub)."
+                ),
+                &["upstream"]
+            )),
+            stale_serves: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_stale_serves_total",
+                    "Cached content served because the upstream could not be asked (unreachable, timeout, 429, 5xx)."
+                ),
+                &["kind", "upstream"]
+            )),
+            storage_bytes: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_storage_bytes",
+                    "Bytes of blobs and manifests on disk, by origin (local = pushed, proxy = cached)."
+                ),
+                &["origin"]
+            )),
+            storage_blobs: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_storage_blobs",
+                    "Blobs and manifests on disk, by origin (local = pushed, proxy = cached)."
+                ),
+                &["origin"]
+            )),
+            evictions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_evictions_total",
+                    "Cached blobs removed, by reason (size, age)."
+                ),
+                &["reason"]
+            )),
+            evicted_bytes: reg!(IntCounter::new(
+                "stevedore_evicted_bytes_total",
+                "Bytes of cached blobs removed by eviction."
+            )),
+            gc_runs: reg!(IntCounter::new(
+                "stevedore_gc_runs_total",
+                "Garbage collection runs completed."
+            )),
+            upload_bytes: reg!(IntCounter::new(
+                "stevedore_upload_received_bytes_total",
+                "Bytes received in blob uploads."
+            )),
+            errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_errors_total",
+                    "Error responses, by OCI error code."
+                ),
+                &["code"]
+            )),
+            build_info: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_build_info",
+                    "Always 1; labels carry the version."
+                ),
+                &["version"]
+            )),
+            layer_info_lookups: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_layer_info_lookups_total",
+                    "Lookups of blob size and type, by outcome (memory = answered by the in-memory cache, index, absent)."
+                ),
+                &["outcome"]
+            )),
+            verify_failures: reg!(IntCounter::new(
+                "stevedore_digest_mismatches_total",
+                "Blobs refused because their bytes did not match their digest."
+            )),
+            process_start: reg!(Histogram::with_opts(HistogramOpts::new(
+                "stevedore_startup_duration_seconds",
+                "Time taken to open and recover the store at start-up."
+            ))),
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding of gathered metrics cannot fail");
+        buf
+    }
+
+    pub fn cache_lookup(&self, kind: Kind, upstream: &str, outcome: Outcome) {
+        self.cache_lookups
+            .with_label_values(&[kind.as_str(), upstream, outcome.as_str()])
+            .inc();
+    }
+
+    pub fn served(&self, source: Source, bytes: u64) {
+        self.served_bytes
+            .with_label_values(&[source.as_str()])
+            .inc_by(bytes);
+    }
+
+    pub fn upstream_answer(&self, upstream: &str, operation: &str, status: &str, took: Duration) {
+        self.upstream_requests
+            .with_label_values(&[upstream, operation, status])
+            .inc();
+        self.upstream_request_duration
+            .with_label_values(&[upstream, operation])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn stale(&self, kind: Kind, upstream: &str) {
+        self.stale_serves
+            .with_label_values(&[kind.as_str(), upstream])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

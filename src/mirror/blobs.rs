@@ -1,0 +1,160 @@
+//! Proxied blobs: cache hit, single-flight miss, and HEAD without a download.
+
+use super::fetch::{self, FetchJob};
+use super::{BlobContent, Mirror, ProxyRepo};
+use crate::error::RegistryError;
+use crate::index::Origin;
+use crate::metrics::{Kind, Outcome, Source};
+use crate::oci::Digest;
+use crate::upstream::UpstreamError;
+use std::sync::Arc;
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+fn upstream_error(e: UpstreamError, digest: &Digest) -> RegistryError {
+    match e {
+        UpstreamError::NotFound => RegistryError::blob_unknown(digest),
+        other => other.into(),
+    }
+}
+
+impl Mirror {
+    /// The size of a proxied blob, asking the upstream (HEAD, no download) on a miss.
+    pub async fn blob_size(&self, p: &ProxyRepo, digest: &Digest) -> Result<u64> {
+        let up = p.upstream.name.as_str();
+        if let Some(size) = self.registry.blob_size(&p.local, digest).await?
+            && self.registry.store.stat(digest).await?.is_some()
+        {
+            self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
+            return Ok(size);
+        }
+        match p
+            .upstream
+            .client
+            .head_blob(&p.remote, digest.as_str())
+            .await
+        {
+            Ok(Some(size)) => Ok(size),
+            Ok(None) => {
+                // No length upstream: fetch it, which also caches it.
+                Ok(self.blob(p, digest).await?.size)
+            }
+            Err(e) => Err(upstream_error(e, digest)),
+        }
+    }
+
+    /// A proxied blob's content, from the cache or streaming in from the upstream.
+    pub async fn blob(&self, p: &ProxyRepo, digest: &Digest) -> Result<BlobContent> {
+        let up = p.upstream.name.as_str();
+        loop {
+            if let Some((file, size)) = self.registry.open_blob(&p.local, digest).await? {
+                self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
+                return Ok(BlobContent::file(file, size, Source::Cache));
+            }
+            // Present in the store for another repository: the upstream must confirm that
+            // this repository has it too before we serve it.
+            if let Some(size) = self.registry.store.stat(digest).await?
+                && !self.fetching(digest)
+            {
+                match p
+                    .upstream
+                    .client
+                    .head_blob(&p.remote, digest.as_str())
+                    .await
+                {
+                    Ok(_) => {
+                        self.registry
+                            .adopt_blob(&p.local, digest, size, Origin::Proxy)
+                            .await?;
+                        continue;
+                    }
+                    Err(e) => return Err(upstream_error(e, digest)),
+                }
+            }
+            let (f, outcome) = self.join_or_start(p, digest);
+            match fetch::started(&f).await {
+                Ok(Some((path, Some(size)))) => match std::fs::File::open(&path) {
+                    Ok(file) => {
+                        self.metrics.cache_lookup(Kind::Blob, up, outcome);
+                        return Ok(BlobContent::growing(f, file, size));
+                    }
+                    // Committed and renamed meanwhile: once recorded, the store has it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        wait_outcome(&f).await;
+                        continue;
+                    }
+                    Err(e) => return Err(crate::storage::StoreError::from(e).into()),
+                },
+                Ok(Some((_, None))) => {
+                    // No Content-Length upstream: wait for the whole blob, then serve it.
+                    wait_outcome(&f).await;
+                    continue;
+                }
+                Ok(None) => continue,
+                Err(fetch::FetchError::Upstream(e)) => {
+                    let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_upstream_error(&e));
+                    return Err(upstream_error(e, digest));
+                }
+                Err(e) => {
+                    return Err(RegistryError::new(
+                        crate::error::ErrorCode::Unavailable,
+                        format!("fetching {digest} failed: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Joins the fetch of `digest` under way, or starts one.
+    fn join_or_start(&self, p: &ProxyRepo, digest: &Digest) -> (Arc<fetch::Fetch>, Outcome) {
+        let mut fetches = self.blob_fetches.lock().expect("fetch map poisoned");
+        if let Some(f) = fetches.get(digest) {
+            return (f.clone(), Outcome::Coalesced);
+        }
+        let job = FetchJob {
+            digest: digest.clone(),
+            repo: p.remote.clone(),
+            upstream: p.upstream.client.clone(),
+            store: self.registry.store.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let f = fetch::start(
+            job,
+            self.registry.clone(),
+            p.local.clone(),
+            self.blob_fetches.clone(),
+        );
+        fetches.insert(digest.clone(), f.clone());
+        (f, Outcome::Miss)
+    }
+}
+
+/// Waits until a fetch is done or failed.
+async fn wait_outcome(f: &fetch::Fetch) {
+    let mut rx = f.subscribe();
+    let _ = rx
+        .wait_for(|s| {
+            matches!(
+                s,
+                fetch::FetchState::Done { .. } | fetch::FetchState::Failed(_)
+            )
+        })
+        .await;
+}
+
+fn clone_upstream_error(e: &UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::NotFound => UpstreamError::NotFound,
+        UpstreamError::Unauthorized(m) => UpstreamError::Unauthorized(m.clone()),
+        UpstreamError::Denied(m) => UpstreamError::Denied(m.clone()),
+        UpstreamError::TooManyRequests { retry_after } => UpstreamError::TooManyRequests {
+            retry_after: retry_after.clone(),
+        },
+        UpstreamError::Status(s, m) => UpstreamError::Status(*s, m.clone()),
+        UpstreamError::Timeout(w) => UpstreamError::Timeout(w),
+        UpstreamError::Connect(m) => UpstreamError::Connect(m.clone()),
+        UpstreamError::Body(m) => UpstreamError::Body(m.clone()),
+        UpstreamError::TooLarge => UpstreamError::TooLarge,
+        UpstreamError::Invalid(m) => UpstreamError::Invalid(m.clone()),
+    }
+}

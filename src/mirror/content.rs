@@ -1,0 +1,47 @@
+//! `BlobContent`: the bytes of a blob about to be sent, from a committed file or from a file
+//! that is still being fetched from the upstream.
+
+use super::fetch::{Fetch, follow};
+use crate::metrics::Source;
+use crate::storage::FileChunks;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use std::sync::Arc;
+
+enum Reader {
+    File(std::fs::File),
+    Growing(Arc<Fetch>, std::fs::File),
+}
+
+pub struct BlobContent {
+    pub size: u64,
+    pub source: Source,
+    reader: Reader,
+}
+
+impl BlobContent {
+    pub fn file(file: std::fs::File, size: u64, source: Source) -> BlobContent {
+        BlobContent {
+            size,
+            source,
+            reader: Reader::File(file),
+        }
+    }
+
+    pub(super) fn growing(fetch: Arc<Fetch>, file: std::fs::File, size: u64) -> BlobContent {
+        BlobContent {
+            size,
+            source: Source::Upstream,
+            reader: Reader::Growing(fetch, file),
+        }
+    }
+
+    /// `len` bytes from `start`.
+    pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
+        match self.reader {
+            Reader::File(f) => FileChunks::new(f, start, len).boxed(),
+            Reader::Growing(fetch, f) => follow(fetch, f, start, len).boxed(),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Single-flight blob fetches. The first request for a missing blob starts one fetch task that
+//! streams the upstream body into a temporary file; every request for that blob (the first one
+//! included) reads the growing file as the bytes land, so a late joiner gets what has already
+//! arrived and then follows the rest. The task runs on even if every client goes away, so the
+//! blob still lands in the cache. Readers are woken by a watch channel, never by a timer.
+//!
+//! Nothing unverified is ever complete for a client: while the fetch runs, readers are held one
+//! byte short of the announced size; the last byte is released only once the digest has been
+//! verified and the blob committed. A failed fetch ends every reader's stream with an error.
+
+use crate::index::Origin;
+use crate::metrics::Metrics;
+use crate::oci::{Digest, RepoName};
+use crate::registry::Registry;
+use crate::storage::{BlobStore, CHUNK_SIZE, StoreError, read_at};
+use crate::upstream::{UpstreamClient, UpstreamError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Where a fetch stands.
+#[derive(Debug, Clone)]
+pub enum FetchState {
+    /// Waiting for the upstream's answer.
+    Starting,
+    /// Bytes are landing in `path`; `written` of them are readable.
+    Streaming {
+        path: PathBuf,
+        size: Option<u64>,
+        written: u64,
+    },
+    /// Verified and committed to the store.
+    Done { size: u64 },
+    /// Abandoned; nothing was kept.
+    Failed(FetchError),
+}
+
+/// Why a fetch failed, kept cloneable for every waiter.
+#[derive(Debug, Clone)]
+pub enum FetchError {
+    Upstream(Arc<UpstreamError>),
+    Store(String),
+    DigestMismatch(String),
+    /// The fetch task went away without an outcome.
+    Lost,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Upstream(e) => write!(f, "upstream: {e}"),
+            FetchError::Store(e) => write!(f, "storage: {e}"),
+            FetchError::DigestMismatch(e) => write!(f, "{e}"),
+            FetchError::Lost => f.write_str("fetch task ended without an outcome"),
+        }
+    }
+}
+
+/// One fetch in flight, shared by every reader of its blob.
+#[derive(Debug)]
+pub struct Fetch {
+    pub digest: Digest,
+    state: watch::Receiver<FetchState>,
+}
+
+impl Fetch {
+    pub fn subscribe(&self) -> watch::Receiver<FetchState> {
+        self.state.clone()
+    }
+}
+
+/// What a fetch task needs.
+pub struct FetchJob {
+    pub digest: Digest,
+    pub repo: String,
+    pub upstream: Arc<UpstreamClient>,
+    pub store: BlobStore,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The fetches under way, by digest.
+pub type Fetches = Arc<Mutex<HashMap<Digest, Arc<Fetch>>>>;
+
+/// Starts the task. On success the blob is recorded as cached for `local` before `Done` is
+/// published, and the fetch leaves `fetches` only after its outcome is published, so a request
+/// that arrives at any moment either joins it or finds the blob committed and recorded.
+pub fn start(
+    job: FetchJob,
+    registry: Arc<Registry>,
+    local: RepoName,
+    fetches: Fetches,
+) -> Arc<Fetch> {
+    let (tx, rx) = watch::channel(FetchState::Starting);
+    let fetch = Arc::new(Fetch {
+        digest: job.digest.clone(),
+        state: rx,
+    });
+    tokio::spawn(async move {
+        let gauge = job
+            .metrics
+            .upstream_fetches_in_flight
+            .with_label_values(&[job.upstream.name()]);
+        gauge.inc();
+        let mut outcome = run(&job, &tx).await;
+        gauge.dec();
+        if let Ok(size) = outcome
+            && let Err(e) = registry
+                .adopt_blob(&local, &job.digest, size, Origin::Proxy)
+                .await
+        {
+            outcome = Err(FetchError::Store(e.to_string()));
+        }
+        match &outcome {
+            Ok(size) => {
+                tracing::info!(digest = %job.digest, size, upstream = job.upstream.name(), "blob fetched and cached")
+            }
+            Err(e) => {
+                tracing::warn!(digest = %job.digest, upstream = job.upstream.name(), error = %e, "blob fetch failed; nothing cached")
+            }
+        }
+        let _ = tx.send(match outcome {
+            Ok(size) => FetchState::Done { size },
+            Err(e) => FetchState::Failed(e),
+        });
+        fetches
+            .lock()
+            .expect("fetch map poisoned")
+            .remove(&job.digest);
+    });
+    fetch
+}
+
+async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, FetchError> {
+    let upstream_err = |e: UpstreamError| FetchError::Upstream(Arc::new(e));
+    let store_err = |e: StoreError| FetchError::Store(e.to_string());
+    let resp = job
+        .upstream
+        .get_blob(&job.repo, job.digest.as_str())
+        .await
+        .map_err(upstream_err)?;
+    let size = resp.len;
+    let mut writer = job.store.writer().await.map_err(store_err)?;
+    let path = writer.temp_path().to_owned();
+    let _ = tx.send(FetchState::Streaming {
+        path: path.clone(),
+        size,
+        written: 0,
+    });
+    // Whatever chunks are ready are written together, then published to readers.
+    let mut body = resp.body.ready_chunks(64);
+    while let Some(batch) = body.next().await {
+        for chunk in batch {
+            let chunk = chunk.map_err(upstream_err)?;
+            if let Some(size) = size
+                && writer.len() + chunk.len() as u64 > size
+            {
+                return Err(upstream_err(UpstreamError::Body(format!(
+                    "upstream sent more than the {size} bytes it announced"
+                ))));
+            }
+            writer.write(&chunk).await.map_err(store_err)?;
+        }
+        writer.flush().await.map_err(store_err)?;
+        let written = writer.len();
+        tx.send_modify(|s| {
+            if let FetchState::Streaming { written: w, .. } = s {
+                *w = written;
+            }
+        });
+    }
+    if let Some(size) = size
+        && writer.len() != size
+    {
+        return Err(upstream_err(UpstreamError::Body(format!(
+            "upstream body ended after {} of {size} bytes",
+            writer.len()
+        ))));
+    }
+    match writer.commit(Some(&job.digest)).await {
+        Ok((_, len)) => Ok(len),
+        Err(StoreError::DigestMismatch { expected, actual }) => {
+            job.metrics.verify_failures.inc();
+            Err(FetchError::DigestMismatch(format!(
+                "upstream sent content with digest {actual} for {expected}"
+            )))
+        }
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// Waits until the fetch has an answer from the upstream: `Ok(Some(path, size))` while
+/// streaming, `Ok(None)` when already committed, or the failure.
+pub async fn started(fetch: &Fetch) -> Result<Option<(PathBuf, Option<u64>)>, FetchError> {
+    let mut rx = fetch.subscribe();
+    let state = rx
+        .wait_for(|s| !matches!(s, FetchState::Starting))
+        .await
+        .map_err(|_| FetchError::Lost)?
+        .clone();
+    match state {
+        FetchState::Streaming { path, size, .. } => Ok(Some((path, size))),
+        FetchState::Done { .. } => Ok(None),
+        FetchState::Failed(e) => Err(e),
+        FetchState::Starting => unreachable!("waited past Starting"),
+    }
+}
+
+/// How far a reader may read now: everything once committed, one byte short of the end while
+/// the digest is unverified. `Err` when the fetch failed.
+fn readable(state: &FetchState, size: u64) -> Result<u64, FetchError> {
+    match state {
+        FetchState::Starting => Ok(0),
+        FetchState::Streaming { written, .. } => Ok((*written).min(size.saturating_sub(1))),
+        FetchState::Done { .. } => Ok(size),
+        FetchState::Failed(e) => Err(e.clone()),
+    }
+}
+
+/// Streams `len` bytes from `start` of a blob still landing in `file`.
+pub fn follow(
+    fetch: Arc<Fetch>,
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+    let end = start + len;
+    let file = Arc::new(file);
+    let rx = fetch.subscribe();
+    // The blob's full size bounds what is readable; callers pass the announced size's range.
+    futures::stream::unfold((rx, start, fetch), move |(mut rx, pos, fetch)| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            loop {
+                let now = readable(&rx.borrow_and_update(), end.max(pos + 1));
+                let avail = match now {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let err = std::io::Error::other(format!("blob fetch failed: {e}"));
+                        return Some((Err(err), (rx, end, fetch)));
+                    }
+                };
+                if avail > pos {
+                    let want = (avail - pos).min(CHUNK_SIZE as u64) as usize;
+                    let f = file.clone();
+                    let chunk = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                    return match chunk {
+                        Ok(c) if c.is_empty() => Some((
+                            Err(std::io::Error::other("blob file ended early")),
+                            (rx, end, fetch),
+                        )),
+                        Ok(c) => {
+                            let next = pos + c.len() as u64;
+                            Some((Ok(c), (rx, next, fetch)))
+                        }
+                        Err(e) => Some((Err(e), (rx, end, fetch))),
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    // The task is gone; its last state decides.
+                    if matches!(&*rx.borrow(), FetchState::Done { .. }) {
+                        continue;
+                    }
+                    let err = std::io::Error::other("blob fetch ended without an outcome");
+                    return Some((Err(err), (rx, end, fetch)));
+                }
+            }
+        }
+    })
+}

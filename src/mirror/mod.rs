@@ -1,0 +1,137 @@
+//! The pull-through cache. A request for a proxied repository is answered from the cache when
+//! it can be, and otherwise from the upstream, whose answer lands in the cache as it streams
+//! to the client. Rules:
+//!
+//! - Which upstream: a configured name prefix (`ghcr/…`), else containerd's `?ns=` parameter,
+//!   else the default upstream (`proxy.remoteurl`). Repositories under `proxy.localprefixes`
+//!   are never proxied. A locally pushed tag wins over the upstream's tag of the same name.
+//! - Manifests by digest are immutable and cached for good. Tags are trusted for
+//!   `proxy.tagttl`, then revalidated with a HEAD (which Docker Hub does not count as a pull).
+//! - When the upstream cannot be asked (down, timeout, 429, 5xx), cached content is served,
+//!   stale tags included; what is not cached fails promptly with the upstream's error.
+//! - Blob misses are single-flight (see `fetch`).
+//!
+//! Depends on the registry (storage, index) and the upstream clients; knows no HTTP types.
+
+mod blobs;
+mod content;
+mod fetch;
+mod manifests;
+mod scope;
+
+pub use content::BlobContent;
+pub use scope::{ProxyRepo, Scope};
+
+use crate::metrics::Metrics;
+use crate::oci::Digest;
+use crate::registry::Registry;
+use crate::upstream::UpstreamClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An upstream registry and how requests reach it.
+pub struct Upstream {
+    /// Label in metrics and logs, and the `ns` value that selects it (e.g. `docker.io`).
+    pub name: String,
+    /// Other `ns` values that also select it.
+    pub aliases: Vec<String>,
+    /// Repository name prefix that selects it (stripped before asking the upstream).
+    pub prefix: Option<String>,
+    pub client: Arc<UpstreamClient>,
+}
+
+pub struct MirrorOptions {
+    pub tag_ttl: Duration,
+    pub local_prefixes: Vec<String>,
+}
+
+pub struct Mirror {
+    registry: Arc<Registry>,
+    /// The upstream for names no prefix or `ns` selects, if any.
+    default: Option<Arc<Upstream>>,
+    upstreams: Vec<Arc<Upstream>>,
+    options: MirrorOptions,
+    metrics: Arc<Metrics>,
+    blob_fetches: fetch::Fetches,
+    manifest_locks: KeyedLocks,
+}
+
+impl Mirror {
+    pub fn new(
+        registry: Arc<Registry>,
+        default: Option<Arc<Upstream>>,
+        upstreams: Vec<Arc<Upstream>>,
+        options: MirrorOptions,
+        metrics: Arc<Metrics>,
+    ) -> Mirror {
+        Mirror {
+            registry,
+            default,
+            upstreams,
+            options,
+            metrics,
+            blob_fetches: Default::default(),
+            manifest_locks: KeyedLocks::default(),
+        }
+    }
+
+    /// Whether any blob fetch is under way (used by eviction and GC to spare such blobs).
+    pub fn fetching(&self, digest: &Digest) -> bool {
+        self.blob_fetches
+            .lock()
+            .expect("fetch map poisoned")
+            .contains_key(digest)
+    }
+}
+
+/// Async locks by key, so that concurrent misses of one manifest ask the upstream once.
+#[derive(Default)]
+struct KeyedLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held keyed lock; removes its entry when the last holder lets go.
+struct KeyedGuard<'a> {
+    owner: &'a KeyedLocks,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    /// Locks `key`; the flag says whether another holder had it first (a coalesced wait).
+    async fn lock(&self, key: String) -> (KeyedGuard<'_>, bool) {
+        let lock = self
+            .locks
+            .lock()
+            .expect("lock map poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let (guard, waited) = match lock.clone().try_lock_owned() {
+            Ok(g) => (g, false),
+            Err(_) => (lock.clone().lock_owned().await, true),
+        };
+        (
+            KeyedGuard {
+                owner: self,
+                key,
+                lock,
+                guard: Some(guard),
+            },
+            waited,
+        )
+    }
+}
+
+impl Drop for KeyedGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.owner.locks.lock().expect("lock map poisoned");
+        // Two references: ours and the map's. Nobody else waits, so the entry can go.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.key);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Which repositories are proxied, and through which upstream.
+
+use super::{Mirror, Upstream};
+use crate::oci::RepoName;
+use std::sync::Arc;
+
+/// A proxied repository.
+#[derive(Clone)]
+pub struct ProxyRepo {
+    pub upstream: Arc<Upstream>,
+    /// The name the upstream knows.
+    pub remote: String,
+    /// The name the cache stores it under (unique across upstreams).
+    pub local: RepoName,
+}
+
+/// How a request for a repository is served.
+#[derive(Clone)]
+pub enum Scope {
+    /// Only what was pushed (or cached) here.
+    Local(RepoName),
+    Proxy(ProxyRepo),
+}
+
+impl Scope {
+    /// The repository name in this registry's own index.
+    pub fn local(&self) -> &RepoName {
+        match self {
+            Scope::Local(r) => r,
+            Scope::Proxy(p) => &p.local,
+        }
+    }
+}
+
+impl Mirror {
+    /// Chooses the scope of `name`, given containerd's `ns` parameter if any.
+    pub fn scope(&self, name: &RepoName, ns: Option<&str>) -> Scope {
+        let n = name.as_str();
+        if self
+            .options
+            .local_prefixes
+            .iter()
+            .any(|p| n.starts_with(p.as_str()))
+        {
+            return Scope::Local(name.clone());
+        }
+        for up in &self.upstreams {
+            if let Some(prefix) = &up.prefix
+                && let Some(rest) = n.strip_prefix(prefix.as_str())
+                && !rest.is_empty()
+            {
+                return Scope::Proxy(ProxyRepo {
+                    upstream: up.clone(),
+                    remote: rest.to_owned(),
+                    local: name.clone(),
+                });
+            }
+        }
+        if let Some(ns) = ns {
+            let ns = ns.to_ascii_lowercase();
+            let selects = |u: &Upstream| u.name == ns || u.aliases.iter().any(|a| *a == ns);
+            if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
+                return proxied(d, name, name.clone());
+            }
+            if let Some(up) = self.upstreams.iter().find(|u| selects(u)) {
+                // Cached under "<registry>/<name>" so that e.g. quay.io's foo/bar and Docker
+                // Hub's foo/bar never share tags.
+                let local =
+                    RepoName::parse(&format!("{}/{}", up.name, n)).unwrap_or_else(|_| name.clone());
+                return proxied(up, name, local);
+            }
+            // A registry we do not mirror: only local content, so the client falls back to it.
+            return Scope::Local(name.clone());
+        }
+        match &self.default {
+            Some(d) => proxied(d, name, name.clone()),
+            None => Scope::Local(name.clone()),
+        }
+    }
+}
+
+fn proxied(up: &Arc<Upstream>, name: &RepoName, local: RepoName) -> Scope {
+    Scope::Proxy(ProxyRepo {
+        upstream: up.clone(),
+        remote: name.as_str().to_owned(),
+        local,
+    })
+}

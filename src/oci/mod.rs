@@ -1,0 +1,11 @@
+//! The OCI / Docker vocabulary as validated types: digests, repository names, tags and references,
+//! media types, and manifest parsing. Pure functions only: no I/O, no HTTP types, no storage.
+
+pub mod digest;
+pub mod manifest;
+pub mod media;
+pub mod name;
+
+pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use manifest::{Descriptor, ManifestError, ParsedManifest};
+pub use name::{NameError, Reference, RepoName, Tag};

@@ -1,0 +1,237 @@
+//! Committed blobs: open, stat, delete, and the verified write path (`BlobWriter`).
+
+use super::StoreError;
+use crate::oci::{Digest, Sha256Hasher};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// The committed blobs under `<root>/blobs` and the scratch space under `<root>/tmp`.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store under `root` and removes temporary files left by a crash.
+    pub async fn open(root: &Path) -> Result<BlobStore, StoreError> {
+        let store = BlobStore {
+            blobs: root.join("blobs").join("sha256"),
+            tmp: root.join("tmp"),
+        };
+        tokio::fs::create_dir_all(&store.blobs).await?;
+        tokio::fs::create_dir_all(&store.tmp).await?;
+        let mut dir = tokio::fs::read_dir(&store.tmp).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            tracing::info!(path = %entry.path().display(), "removing temporary file left by an earlier run");
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// The size of a committed blob, if present.
+    pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        match tokio::fs::metadata(self.path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a committed blob for reading, with its size.
+    pub async fn open_blob(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(std::fs::File, u64)>, StoreError> {
+        let path = self.path(digest);
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let f = std::fs::File::open(path)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        match opened {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a small committed blob (a manifest) whole, refusing one over `max` bytes.
+    pub async fn read_small(
+        &self,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        match self.stat(digest).await? {
+            None => Ok(None),
+            Some(len) if len > max => Err(StoreError::TooLarge(max)),
+            Some(_) => match tokio::fs::read(self.path(digest)).await {
+                Ok(v) => Ok(Some(v.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Removes a committed blob; false when it was not there.
+    pub async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
+        match tokio::fs::remove_file(self.path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts writing a new blob into a temporary file.
+    pub async fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok(BlobWriter {
+            file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
+            guard: TempGuard(Some(path)),
+            hasher: Sha256Hasher::new(),
+            len: 0,
+            store: self.clone(),
+        })
+    }
+
+    /// Stores `data` (small: a manifest) under its digest.
+    pub async fn put_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
+        let mut w = self.writer().await?;
+        w.write(data).await?;
+        Ok(w.commit(None).await?.0)
+    }
+
+    /// Moves a complete, already-verified file into place as `digest`: fsync the file, rename,
+    /// fsync the directory. Used by upload sessions, whose data file was hashed as it arrived.
+    pub async fn commit_file(&self, file: &Path, digest: &Digest) -> Result<(), StoreError> {
+        let dest = self.path(digest);
+        let src = file.to_owned();
+        tokio::task::spawn_blocking(move || commit_blocking(&src, &dest))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Digests of every committed blob, for recovery and garbage collection.
+    pub async fn list(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Digest, u64)>> {
+            let mut out = Vec::new();
+            for shard in std::fs::read_dir(&blobs)? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(shard.path())? {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
+                        out.push((d, entry.metadata()?.len()));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(StoreError::from)
+    }
+}
+
+/// fsync `src`, rename it to `dest` (creating the shard directory), fsync the directory.
+fn commit_blocking(src: &Path, dest: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(src)?.sync_all()?;
+    let dir = dest.parent().expect("blob paths have a shard directory");
+    std::fs::create_dir_all(dir)?;
+    std::fs::rename(src, dest)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Removes its file when dropped, unless disarmed.
+#[derive(Debug)]
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A blob being written. Dropping it without `commit` removes the temporary file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    guard: TempGuard,
+    hasher: Sha256Hasher,
+    len: u64,
+    store: BlobStore,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        let file = self.file.as_mut().expect("writer used after commit");
+        file.write_all(data).await?;
+        Ok(())
+    }
+
+    /// Flushes buffered bytes so that readers of `temp_path` see everything written so far.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.file
+            .as_mut()
+            .expect("writer used after commit")
+            .flush()
+            .await?;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the bytes are being written (readers of a blob still arriving follow this file).
+    pub fn temp_path(&self) -> &Path {
+        self.guard.0.as_deref().expect("guard armed until commit")
+    }
+
+    /// Verifies the digest (when one is expected), then makes the blob durable and visible.
+    /// On a mismatch nothing is kept.
+    pub async fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+        let actual = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = expected
+            && *expected != actual
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let mut file = self.file.take().expect("commit once");
+        file.flush().await?;
+        drop(file.into_inner());
+        let src = self.guard.0.clone().expect("guard armed until commit");
+        self.store.commit_file(&src, &actual).await?;
+        self.guard.0 = None;
+        Ok((actual, self.len))
+    }
+}

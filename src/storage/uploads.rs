@@ -1,0 +1,327 @@
+//! Push upload sessions: `uploads/<id>/data` grows with each PATCH, `info.json` says which
+//! repository started it and when. The sha256 state is kept in memory while the server runs so
+//! that finishing an upload needs no second read; after a restart the data is re-hashed instead.
+
+use super::{BlobStore, StoreError};
+use crate::oci::{Digest, RepoName, Sha256Hasher};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+
+/// What `info.json` records of a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub repo: String,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Hash of `data` so far; `None` when unknown (after a restart or a failed write).
+    hasher: Option<Sha256Hasher>,
+    hashed_len: u64,
+}
+
+/// A locked session: only one request works on an upload at a time.
+pub struct UploadSession {
+    pub id: String,
+    pub info: UploadInfo,
+    pub offset: u64,
+    dir: PathBuf,
+    state: tokio::sync::OwnedMutexGuard<State>,
+}
+
+/// Every upload session of the store.
+#[derive(Debug)]
+pub struct Uploads {
+    dir: PathBuf,
+    store: BlobStore,
+    live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<State>>>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Upload ids are UUIDs we issued; anything else is not a session (and never becomes a path).
+fn canonical_id(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+        .filter(|c| c == id)
+}
+
+impl Uploads {
+    pub async fn open(root: &Path, store: BlobStore) -> Result<Uploads, StoreError> {
+        let dir = root.join("uploads");
+        tokio::fs::create_dir_all(&dir).await?;
+        Ok(Uploads {
+            dir,
+            store,
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn state(&self, id: &str) -> Arc<tokio::sync::Mutex<State>> {
+        let mut live = self.live.lock().expect("uploads map poisoned");
+        live.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        self.live.lock().expect("uploads map poisoned").remove(id);
+    }
+
+    /// Starts a session for `repo`.
+    pub async fn create(&self, repo: &RepoName) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let dir = self.dir.join(&id);
+        tokio::fs::create_dir(&dir).await?;
+        let info = UploadInfo {
+            repo: repo.as_str().to_owned(),
+            started: now_secs(),
+        };
+        let json = serde_json::to_vec(&info).expect("upload info serializes");
+        let result = async {
+            tokio::fs::write(dir.join("info.json"), json).await?;
+            tokio::fs::File::create(dir.join("data")).await?;
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
+        }
+        let state = self.state(&id);
+        *state.lock().await = State {
+            hasher: Some(Sha256Hasher::new()),
+            hashed_len: 0,
+        };
+        Ok(id)
+    }
+
+    /// Locks session `id` of `repo`; `None` when there is no such session.
+    pub async fn lock(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let Some(id) = canonical_id(id) else {
+            return Ok(None);
+        };
+        let state = self.state(&id).lock_owned().await;
+        let dir = self.dir.join(&id);
+        let info: UploadInfo = match tokio::fs::read(dir.join("info.json")).await {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(i) => i,
+                Err(_) => return Ok(None),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                drop(state);
+                self.forget(&id);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if info.repo != repo.as_str() {
+            return Ok(None);
+        }
+        let offset = match tokio::fs::metadata(dir.join("data")).await {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(UploadSession {
+            id,
+            info,
+            offset,
+            dir,
+            state,
+        }))
+    }
+
+    /// Removes a session and its data.
+    pub async fn remove(&self, session: UploadSession) -> Result<(), StoreError> {
+        let id = session.id.clone();
+        let dir = session.dir.clone();
+        let result = tokio::fs::remove_dir_all(&dir).await;
+        drop(session);
+        self.forget(&id);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends a body to the session, hashing as it goes; returns the new offset. A body that
+    /// breaks off keeps what arrived (the client can ask the status and resume). A failed write
+    /// cuts the data back to where it was before the failing chunk.
+    pub async fn append<S, E>(
+        &self,
+        session: &mut UploadSession,
+        body: S,
+        limit: Option<u64>,
+    ) -> Result<u64, AppendError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+    {
+        let path = session.dir.join("data");
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(|e| AppendError::Store(e.into()))?;
+        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        if session.state.hashed_len != session.offset {
+            session.state.hasher = None;
+        }
+        let start = session.offset;
+        let mut body = std::pin::pin!(body);
+        let mut body_error = None;
+        let mut write_error = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            };
+            if let Some(limit) = limit
+                && session.offset + chunk.len() as u64 > limit
+            {
+                write_error = Some(StoreError::TooLarge(limit));
+                break;
+            }
+            if let Err(e) = file.write_all(&chunk).await {
+                write_error = Some(e.into());
+                break;
+            }
+            if let Some(h) = session.state.hasher.as_mut() {
+                h.update(&chunk);
+            }
+            session.offset += chunk.len() as u64;
+        }
+        if write_error.is_none()
+            && let Err(e) = file.flush().await
+        {
+            write_error = Some(e.into());
+        }
+        if let Some(e) = write_error {
+            // Whatever part of the failing chunk reached the file is cut off again; the hash
+            // no longer matches the file, so it is recomputed at the end.
+            let keep = if matches!(e, StoreError::TooLarge(_)) {
+                session.offset
+            } else {
+                start
+            };
+            let _ = file.get_ref().set_len(keep).await;
+            session.offset = keep;
+            session.state.hasher = None;
+            return Err(AppendError::Store(e));
+        }
+        session.state.hashed_len = session.offset;
+        match body_error {
+            Some(e) => Err(AppendError::Body(e, session.offset)),
+            None => Ok(session.offset),
+        }
+    }
+
+    /// Verifies the session's data against `digest` and commits it into the blob store. The
+    /// session is removed whatever the outcome: a mismatch leaves nothing behind.
+    pub async fn finish(
+        &self,
+        mut session: UploadSession,
+        digest: &Digest,
+    ) -> Result<u64, StoreError> {
+        let data = session.dir.join("data");
+        let actual = match session.state.hasher.take() {
+            Some(h) if session.state.hashed_len == session.offset => h.finish(),
+            _ => hash_file(&data).await?,
+        };
+        let size = session.offset;
+        let result = if actual != *digest {
+            Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            })
+        } else {
+            self.store.commit_file(&data, digest).await
+        };
+        self.remove(session).await?;
+        result.map(|()| size)
+    }
+
+    /// Removes sessions started more than `age` ago; returns how many.
+    pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize, StoreError> {
+        let cutoff = now_secs().saturating_sub(age.as_secs());
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(canonical_id) else {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+                continue;
+            };
+            let started = tokio::fs::read(entry.path().join("info.json"))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
+                .map(|i| i.started)
+                .unwrap_or(0);
+            if started > cutoff {
+                continue;
+            }
+            removed += 1;
+            if dry_run {
+                tracing::info!(upload = %id, "would purge stale upload session");
+                continue;
+            }
+            let state = self.state(&id);
+            let _held = state.lock().await;
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            drop(_held);
+            self.forget(&id);
+            tracing::info!(upload = %id, "purged stale upload session");
+        }
+        Ok(removed)
+    }
+}
+
+/// Why an append stopped.
+#[derive(Debug)]
+pub enum AppendError<E> {
+    /// The request body failed after this many bytes of the session were stored.
+    Body(E, u64),
+    Store(StoreError),
+}
+
+/// sha256 of a whole file, read in large chunks on the blocking pool.
+pub async fn hash_file(path: &Path) -> Result<Digest, StoreError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Sha256Hasher::new();
+        let mut buf = vec![0u8; super::CHUNK_SIZE];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    .map_err(StoreError::from)
+}

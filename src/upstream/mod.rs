@@ -1,0 +1,896 @@
+//! The only code in stevedore that talks to upstream registries over the network.
+//!
+//! [`UpstreamClient`] (one per configured upstream) speaks the Docker Registry V2 / OCI
+//! Distribution API read side: manifest HEAD/GET, blob HEAD/GET, tag lists. It owns
+//! authentication as real registries do it (Bearer token flow with per-scope token caching,
+//! Basic), redirects (blobs go to a CDN; Authorization is never sent to another host),
+//! timeouts (connect + headers, and a stall timeout between body chunks), and the upstream
+//! metrics. Submodules:
+//! - `auth`: WWW-Authenticate parsing, token endpoint URL and answer, credentials;
+//! - `token_cache`: tokens per scope with expiry and single-flight fetching;
+//! - `body`: streamed, capped and excerpted body reading;
+//! - `tls`: the HTTPS connector and its root certificates;
+//! - `error`: [`UpstreamError`].
+//!
+//! Callers check digests; this module passes bytes through as received.
+
+mod auth;
+mod body;
+mod error;
+mod tls;
+mod token_cache;
+
+pub use error::UpstreamError;
+
+use crate::metrics::Metrics;
+use auth::{AuthChallenge, Credentials};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use token_cache::TokenCache;
+
+/// Largest manifest (and tag list) we accept.
+pub const MANIFEST_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Largest token endpoint answer we read.
+const TOKEN_MAX_BYTES: usize = 64 * 1024;
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+/// How long idle pooled connections are kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const USER_AGENT: &str = concat!("stevedore/", env!("CARGO_PKG_VERSION"));
+
+/// Network settings of one upstream.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Budget for connecting and receiving the response headers of one request. The TCP
+    /// connect alone gets two thirds of it, so a dead host shows as a connect timeout.
+    pub timeout: Duration,
+    /// Longest wait for the next body chunk.
+    pub stall_timeout: Duration,
+    /// Extra CA certificates (PEM) trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            ca_file: None,
+        }
+    }
+}
+
+/// What a manifest HEAD told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// Docker-Content-Digest.
+    pub digest: Option<String>,
+    /// Content-Type.
+    pub media_type: Option<String>,
+    /// Content-Length.
+    pub size: Option<u64>,
+}
+
+/// A manifest fetched whole.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Bytes,
+    /// Content-Type.
+    pub media_type: Option<String>,
+    /// Docker-Content-Digest header (unchecked).
+    pub digest: Option<String>,
+}
+
+/// A blob whose headers arrived; the body comes as it is received.
+pub struct BlobResponse {
+    /// Content-Length.
+    pub len: Option<u64>,
+    /// The bytes; each chunk must come within the stall timeout (else `Timeout`), and a body
+    /// ending before Content-Length yields `Body("truncated…")`.
+    pub body: BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+impl fmt::Debug for BlobResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobResponse")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Upstream operations, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    ManifestHead,
+    ManifestGet,
+    BlobGet,
+    BlobHead,
+    Tags,
+    Token,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::ManifestHead => "manifest_head",
+            Op::ManifestGet => "manifest_get",
+            Op::BlobGet => "blob_get",
+            Op::BlobHead => "blob_head",
+            Op::Tags => "tags",
+            Op::Token => "token",
+        }
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Client of one upstream registry. Cheap to clone (shares the connection pool and tokens).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    /// Scheme, authority and optional path prefix, without trailing slash.
+    base: String,
+    base_uri: Uri,
+    docker_hub: bool,
+    credentials: Option<Credentials>,
+    opts: ClientOptions,
+    metrics: Arc<Metrics>,
+    http: HttpClient,
+    tokens: TokenCache,
+    /// Set once the upstream asked for Basic auth: later requests send it straight away.
+    basic_mode: AtomicBool,
+}
+
+impl fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("name", &self.inner.name)
+            .field("base", &self.inner.base)
+            .field("credentials", &self.inner.credentials)
+            .field("tokens", &self.inner.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One logical request: what to ask and how to label it.
+struct Call<'a> {
+    op: Op,
+    method: Method,
+    /// Path and query, appended to the base URL.
+    path: String,
+    accept: Option<HeaderValue>,
+    /// Repository the request is for (scopes the token).
+    repo: &'a str,
+}
+
+impl UpstreamClient {
+    /// A client for the upstream at `remote_url` (`https://registry-1.docker.io`,
+    /// `http://127.0.0.1:1234`, optionally with a path prefix).
+    pub fn new(
+        name: &str,
+        remote_url: &str,
+        credentials: Option<(String, String)>,
+        opts: ClientOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<UpstreamClient, UpstreamError> {
+        let (base, base_uri) = parse_base(remote_url)?;
+        let connect_timeout = opts.timeout.mul_f64(2.0 / 3.0);
+        let connector = tls::connector(connect_timeout, opts.ca_file.as_deref())?;
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let docker_hub = is_docker_hub(&base_uri);
+        let inner = Inner {
+            name: name.to_string(),
+            base,
+            base_uri,
+            docker_hub,
+            credentials: credentials.map(|(u, p)| Credentials::new(u, p)),
+            opts,
+            metrics,
+            http,
+            tokens: TokenCache::default(),
+            basic_mode: AtomicBool::new(false),
+        };
+        Ok(UpstreamClient {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The upstream's configured name (metric label).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// HEAD of a manifest with the given Accept media types. Docker Hub does not count HEAD
+    /// against the pull limit.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<ManifestHead, UpstreamError> {
+        let call = self.manifest_call(Op::ManifestHead, Method::HEAD, repo, reference, accept)?;
+        let resp = self.inner.send(&call).await?;
+        let headers = resp.headers();
+        Ok(ManifestHead {
+            digest: header_string(headers, "docker-content-digest"),
+            media_type: header_string(headers, header::CONTENT_TYPE.as_str()),
+            size: content_length(headers),
+        })
+    }
+
+    /// GET of a manifest, read whole; `TooLarge` past 4 MiB.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let call = self.manifest_call(Op::ManifestGet, Method::GET, repo, reference, accept)?;
+        let resp = self.inner.send(&call).await?;
+        let media_type = header_string(resp.headers(), header::CONTENT_TYPE.as_str());
+        let digest = header_string(resp.headers(), "docker-content-digest");
+        let bytes = self.inner.read_capped(resp).await?;
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// GET of a blob, following redirects (Authorization only to the upstream's own origin).
+    /// Returns once the headers are in; see [`BlobResponse`] for the body.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<BlobResponse, UpstreamError> {
+        let call = self.blob_call(Op::BlobGet, Method::GET, repo, digest)?;
+        let resp = self.inner.send(&call).await?;
+        let len = content_length(resp.headers());
+        let counter = self.inner.bytes_counter();
+        let body = body::stream(
+            resp.into_body(),
+            len,
+            self.inner.opts.stall_timeout,
+            counter,
+        );
+        Ok(BlobResponse { len, body })
+    }
+
+    /// HEAD of a blob: `Ok(Some(size))` if present, `Ok(None)` if present without
+    /// Content-Length, `Err(NotFound)` if absent.
+    pub async fn head_blob(&self, repo: &str, digest: &str) -> Result<Option<u64>, UpstreamError> {
+        let call = self.blob_call(Op::BlobHead, Method::HEAD, repo, digest)?;
+        let resp = self.inner.send(&call).await?;
+        Ok(content_length(resp.headers()))
+    }
+
+    /// GET of `/v2/<repo>/tags/list[?query]`, passed through: the raw body (at most 4 MiB)
+    /// and the Link header, if any.
+    pub async fn list_tags(
+        &self,
+        repo: &str,
+        query: Option<&str>,
+    ) -> Result<(Bytes, Option<String>), UpstreamError> {
+        let repo = self.upstream_repo(repo)?;
+        let mut path = format!("/v2/{repo}/tags/list");
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            check_query(query)?;
+            path.push('?');
+            path.push_str(query);
+        }
+        let call = Call {
+            op: Op::Tags,
+            method: Method::GET,
+            path,
+            accept: None,
+            repo: &repo,
+        };
+        let resp = self.inner.send(&call).await?;
+        let link = header_string(resp.headers(), header::LINK.as_str());
+        let bytes = self.inner.read_capped(resp).await?;
+        Ok((bytes, link))
+    }
+
+    fn manifest_call<'a>(
+        &self,
+        op: Op,
+        method: Method,
+        repo: &'a str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<Call<'a>, UpstreamError> {
+        check_reference(reference)?;
+        let upstream_repo = self.upstream_repo(repo)?;
+        Ok(Call {
+            op,
+            method,
+            path: format!("/v2/{upstream_repo}/manifests/{reference}"),
+            accept: accept_header(accept)?,
+            repo,
+        })
+    }
+
+    fn blob_call<'a>(
+        &self,
+        op: Op,
+        method: Method,
+        repo: &'a str,
+        digest: &str,
+    ) -> Result<Call<'a>, UpstreamError> {
+        check_reference(digest)?;
+        if !digest.contains(':') {
+            return Err(UpstreamError::Invalid(format!("bad digest {digest:?}")));
+        }
+        let upstream_repo = self.upstream_repo(repo)?;
+        Ok(Call {
+            op,
+            method,
+            path: format!("/v2/{upstream_repo}/blobs/{digest}"),
+            accept: None,
+            repo,
+        })
+    }
+
+    /// The repository name as the upstream knows it: checked, and on Docker Hub with
+    /// `library/` before single-component names.
+    fn upstream_repo(&self, repo: &str) -> Result<String, UpstreamError> {
+        check_repo(repo)?;
+        if self.inner.docker_hub && !repo.contains('/') {
+            Ok(format!("library/{repo}"))
+        } else {
+            Ok(repo.to_string())
+        }
+    }
+}
+
+impl Inner {
+    /// Sends a call with authentication and redirects handled; returns a 2xx response or the
+    /// error its status means.
+    async fn send(&self, call: &Call<'_>) -> Result<Response<Incoming>, UpstreamError> {
+        let resp = self.send_authenticated(call).await?;
+        self.check_status(call.op, resp).await
+    }
+
+    /// Sends a call, answering 401 challenges: Bearer (fetch a token, or replace a rejected
+    /// one, then retry once) and Basic (retry once with credentials).
+    async fn send_authenticated(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let url = parse_url(&format!("{}{}", self.base, call.path))?;
+        let scope = pull_scope(call.repo, self.docker_hub);
+        let mut auth = self.initial_auth(&scope).await?;
+        let (mut tried_bearer, mut tried_basic) = (false, false);
+        loop {
+            let resp = self
+                .follow(
+                    call.op,
+                    &call.method,
+                    &url,
+                    call.accept.as_ref(),
+                    auth.header(),
+                    &self.base_uri,
+                )
+                .await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let challenge = auth::challenge_from_headers(resp.headers());
+            match challenge {
+                Some(AuthChallenge::Bearer {
+                    realm,
+                    service,
+                    scope: asked,
+                }) if !tried_bearer => {
+                    tried_bearer = true;
+                    self.discard(resp).await;
+                    let token_scope = asked.unwrap_or_else(|| scope.clone());
+                    let rejected = auth.bearer().map(str::to_string);
+                    let token = self
+                        .tokens
+                        .get_or_fetch(&scope, rejected.as_deref(), || {
+                            self.fetch_token(&realm, service.as_deref(), &token_scope)
+                        })
+                        .await?;
+                    auth = Auth::from_token(&token)?;
+                }
+                Some(AuthChallenge::Basic { .. }) if !tried_basic && self.credentials.is_some() => {
+                    tried_basic = true;
+                    self.discard(resp).await;
+                    self.basic_mode.store(true, Ordering::Relaxed);
+                    auth = self.basic_auth()?;
+                }
+                _ => {
+                    let text = body::excerpt(resp.into_body(), self.opts.stall_timeout).await;
+                    tracing::warn!(upstream = %self.name, op = call.op.as_str(), %url, "upstream refused our credentials: {text}");
+                    return Err(UpstreamError::Unauthorized(text));
+                }
+            }
+        }
+    }
+
+    /// What to send first: a cached token for the scope, else Basic if the upstream wants it.
+    async fn initial_auth(&self, scope: &str) -> Result<Auth, UpstreamError> {
+        if let Some(token) = self.tokens.get(scope).await {
+            return Auth::from_token(&token);
+        }
+        if self.basic_mode.load(Ordering::Relaxed) && self.credentials.is_some() {
+            return self.basic_auth();
+        }
+        Ok(Auth::None)
+    }
+
+    fn basic_auth(&self) -> Result<Auth, UpstreamError> {
+        match &self.credentials {
+            Some(c) => Ok(Auth::Basic(c.basic_header()?)),
+            None => Ok(Auth::None),
+        }
+    }
+
+    /// Gets a token from the realm (with Basic credentials if we have them).
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<token_cache::Token, UpstreamError> {
+        let url = auth::token_url(realm, service, scope)?;
+        let basic = match &self.credentials {
+            Some(c) => Some(c.basic_header()?),
+            None => None,
+        };
+        let resp = self
+            .follow(Op::Token, &Method::GET, &url, None, basic.as_ref(), &url)
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let text = body::excerpt(resp.into_body(), self.opts.stall_timeout).await;
+            tracing::warn!(upstream = %self.name, %status, "token endpoint refused: {text}");
+            return Err(UpstreamError::Unauthorized(format!(
+                "token endpoint answered {status}: {text}"
+            )));
+        }
+        let resp = self.check_status(Op::Token, resp).await?;
+        let len = content_length(resp.headers());
+        let stall = self.opts.stall_timeout;
+        let body = read_token_body(resp.into_body(), len, stall).await?;
+        tracing::debug!(upstream = %self.name, scope, "got a token");
+        auth::parse_token_answer(&body)
+    }
+
+    /// Sends one request, following up to 5 redirects; `auth` goes only to `auth_origin`'s
+    /// scheme, host and port.
+    async fn follow(
+        &self,
+        op: Op,
+        method: &Method,
+        url: &Uri,
+        accept: Option<&HeaderValue>,
+        auth: Option<&HeaderValue>,
+        auth_origin: &Uri,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut url = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let auth = auth.filter(|_| same_origin(&url, auth_origin));
+            let resp = self.exchange(op, method, &url, accept, auth).await?;
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpstreamError::Invalid("redirect without Location".into()))?;
+            let next = resolve_location(&url, location)?;
+            tracing::debug!(upstream = %self.name, op = op.as_str(), from = %url, to = %next, "following redirect");
+            self.discard(resp).await;
+            url = next;
+        }
+        Err(UpstreamError::Invalid(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// One HTTP exchange up to the response headers, timed, logged and counted.
+    async fn exchange(
+        &self,
+        op: Op,
+        method: &Method,
+        url: &Uri,
+        accept: Option<&HeaderValue>,
+        auth: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let req = build_request(method, url, accept, auth)?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.opts.timeout, self.http.request(req)).await;
+        let took = started.elapsed();
+        let outcome = match result {
+            Err(_) => Err(UpstreamError::Timeout("response headers")),
+            Ok(Err(e)) => Err(UpstreamError::from_client(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        };
+        match &outcome {
+            Ok(resp) => {
+                let status = resp.status();
+                self.metrics
+                    .upstream_answer(&self.name, op.as_str(), status.as_str(), took);
+                self.note_ratelimit(resp.headers());
+                tracing::debug!(upstream = %self.name, op = op.as_str(), %method, %url, status = status.as_u16(), took_ms = took.as_millis() as u64, "upstream answered");
+            }
+            Err(err) => {
+                self.metrics
+                    .upstream_answer(&self.name, op.as_str(), "error", took);
+                tracing::warn!(upstream = %self.name, op = op.as_str(), %method, %url, took_ms = took.as_millis() as u64, "upstream request failed: {err}");
+            }
+        }
+        outcome
+    }
+
+    /// Maps non-2xx statuses onto errors (reading a short excerpt of the body).
+    async fn check_status(
+        &self,
+        op: Op,
+        resp: Response<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = header_string(resp.headers(), header::RETRY_AFTER.as_str());
+        let text = body::excerpt(resp.into_body(), self.opts.stall_timeout).await;
+        let err = match status {
+            StatusCode::NOT_FOUND => UpstreamError::NotFound,
+            StatusCode::UNAUTHORIZED => UpstreamError::Unauthorized(text),
+            StatusCode::FORBIDDEN => UpstreamError::Denied(text),
+            StatusCode::TOO_MANY_REQUESTS => UpstreamError::TooManyRequests { retry_after },
+            _ => UpstreamError::Status(status.as_u16(), text),
+        };
+        if err.is_unavailable() {
+            tracing::warn!(upstream = %self.name, op = op.as_str(), "upstream failed: {err}");
+        } else {
+            tracing::debug!(upstream = %self.name, op = op.as_str(), "upstream refused: {err}");
+        }
+        Err(err)
+    }
+
+    /// Reads a response we do not need, briefly, so the connection can be reused.
+    async fn discard(&self, resp: Response<Incoming>) {
+        let _ = body::excerpt(resp.into_body(), self.opts.stall_timeout).await;
+    }
+
+    async fn read_capped(&self, resp: Response<Incoming>) -> Result<Bytes, UpstreamError> {
+        let len = content_length(resp.headers());
+        let counter = self.bytes_counter();
+        body::read_capped(
+            resp.into_body(),
+            len,
+            MANIFEST_MAX_BYTES,
+            self.opts.stall_timeout,
+            Some(counter),
+        )
+        .await
+    }
+
+    fn bytes_counter(&self) -> prometheus::IntCounter {
+        self.metrics
+            .upstream_bytes
+            .with_label_values(&[self.name.as_str()])
+    }
+
+    /// Records Docker Hub's `ratelimit-remaining: 100;w=21600`.
+    fn note_ratelimit(&self, headers: &HeaderMap) {
+        let remaining = headers
+            .get("ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .and_then(|n| n.trim().parse::<i64>().ok());
+        if let Some(n) = remaining {
+            self.metrics
+                .upstream_ratelimit_remaining
+                .with_label_values(&[self.name.as_str()])
+                .set(n);
+        }
+    }
+}
+
+async fn read_token_body(
+    body: Incoming,
+    len: Option<u64>,
+    stall: Duration,
+) -> Result<Bytes, UpstreamError> {
+    // Token answers are not content: not counted in upstream_bytes.
+    body::read_capped(body, len, TOKEN_MAX_BYTES, stall, None).await
+}
+
+/// The Authorization we send.
+enum Auth {
+    None,
+    Bearer(HeaderValue, String),
+    Basic(HeaderValue),
+}
+
+impl Auth {
+    fn from_token(token: &str) -> Result<Auth, UpstreamError> {
+        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| UpstreamError::Invalid("token makes a bad header".into()))?;
+        value.set_sensitive(true);
+        Ok(Auth::Bearer(value, token.to_string()))
+    }
+
+    fn header(&self) -> Option<&HeaderValue> {
+        match self {
+            Auth::None => None,
+            Auth::Bearer(value, _) | Auth::Basic(value) => Some(value),
+        }
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        match self {
+            Auth::Bearer(_, token) => Some(token),
+            _ => None,
+        }
+    }
+}
+
+fn build_request(
+    method: &Method,
+    url: &Uri,
+    accept: Option<&HeaderValue>,
+    auth: Option<&HeaderValue>,
+) -> Result<Request<Empty<Bytes>>, UpstreamError> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(url.clone())
+        .header(header::USER_AGENT, USER_AGENT)
+        .body(Empty::new())
+        .map_err(|e| UpstreamError::Invalid(format!("request to {url}: {e}")))?;
+    let headers = req.headers_mut();
+    if let Some(accept) = accept {
+        headers.insert(header::ACCEPT, accept.clone());
+    }
+    if let Some(auth) = auth {
+        headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    Ok(req)
+}
+
+/// `repository:<repo>:pull`, with Docker Hub's `library/` for single-component names.
+fn pull_scope(repo: &str, docker_hub: bool) -> String {
+    if docker_hub && !repo.contains('/') {
+        format!("repository:library/{repo}:pull")
+    } else {
+        format!("repository:{repo}:pull")
+    }
+}
+
+/// Splits the configured URL into the base string and its parsed form.
+fn parse_base(remote_url: &str) -> Result<(String, Uri), UpstreamError> {
+    let trimmed = remote_url.trim().trim_end_matches('/');
+    let uri = parse_url(trimmed)?;
+    if uri.query().is_some() {
+        return Err(UpstreamError::Invalid(format!(
+            "upstream URL {remote_url:?} must not have a query"
+        )));
+    }
+    Ok((trimmed.to_string(), uri))
+}
+
+/// An absolute http(s) URL.
+fn parse_url(url: &str) -> Result<Uri, UpstreamError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| UpstreamError::Invalid(format!("bad URL {url:?}")))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+        return Err(UpstreamError::Invalid(format!(
+            "URL {url:?} is not an absolute http(s) URL"
+        )));
+    }
+    Ok(uri)
+}
+
+fn is_docker_hub(uri: &Uri) -> bool {
+    matches!(
+        uri.host().map(str::to_ascii_lowercase).as_deref(),
+        Some("registry-1.docker.io") | Some("index.docker.io") | Some("docker.io")
+    )
+}
+
+/// Same scheme, host and port (default ports filled in).
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    let port = |u: &Uri| {
+        u.port_u16().unwrap_or(if u.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        })
+    };
+    a.scheme_str() == b.scheme_str()
+        && matches!((a.host(), b.host()), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
+        && port(a) == port(b)
+}
+
+/// The URL a Location header points to, relative to the URL that answered.
+fn resolve_location(current: &Uri, location: &str) -> Result<Uri, UpstreamError> {
+    let location = location.trim();
+    let scheme = current.scheme_str().unwrap_or("https");
+    let authority = current.authority().map(|a| a.as_str()).unwrap_or("");
+    let absolute = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else {
+        let dir = current.path().rsplit_once('/').map_or("", |(d, _)| d);
+        format!("{scheme}://{authority}{dir}/{location}")
+    };
+    parse_url(&absolute)
+}
+
+fn accept_header(accept: &[&str]) -> Result<Option<HeaderValue>, UpstreamError> {
+    if accept.is_empty() {
+        return Ok(None);
+    }
+    HeaderValue::try_from(accept.join(", "))
+        .map(Some)
+        .map_err(|_| UpstreamError::Invalid("bad Accept media type".into()))
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Repository names: `/`-separated components of `[a-z0-9._-]`, none empty, `.` or `..`.
+fn check_repo(repo: &str) -> Result<(), UpstreamError> {
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    if repo.len() <= 255 && repo.split('/').all(component_ok) {
+        Ok(())
+    } else {
+        Err(UpstreamError::Invalid(format!(
+            "bad repository name {repo:?}"
+        )))
+    }
+}
+
+/// Tags and digests: `[A-Za-z0-9._:+=-]`, at most 256 characters, not `.` or `..`.
+fn check_reference(reference: &str) -> Result<(), UpstreamError> {
+    let ok = !reference.is_empty()
+        && reference.len() <= 256
+        && reference != "."
+        && reference != ".."
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:+=-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(UpstreamError::Invalid(format!(
+            "bad reference {reference:?}"
+        )))
+    }
+}
+
+/// Tag list queries: printable ASCII without spaces or `#`.
+fn check_query(query: &str) -> Result<(), UpstreamError> {
+    let ok = query.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+    if ok {
+        Ok(())
+    } else {
+        Err(UpstreamError::Invalid(format!("bad query {query:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn origins() {
+        assert!(same_origin(
+            &uri("https://a.io/x"),
+            &uri("https://A.io:443/y")
+        ));
+        assert!(!same_origin(&uri("https://a.io/x"), &uri("http://a.io/x")));
+        assert!(!same_origin(
+            &uri("http://127.0.0.1:5/"),
+            &uri("http://localhost:5/")
+        ));
+        assert!(!same_origin(&uri("http://a:1/"), &uri("http://a:2/")));
+    }
+
+    #[test]
+    fn locations() {
+        let cur = uri("https://reg.io/v2/a/blobs/sha256:1");
+        assert_eq!(
+            resolve_location(&cur, "https://cdn.io/x?sig=1")
+                .unwrap()
+                .to_string(),
+            "https://cdn.io/x?sig=1"
+        );
+        assert_eq!(
+            resolve_location(&cur, "/cdn/1").unwrap().to_string(),
+            "https://reg.io/cdn/1"
+        );
+        assert_eq!(
+            resolve_location(&cur, "//cdn.io/y").unwrap().to_string(),
+            "https://cdn.io/y"
+        );
+        assert_eq!(
+            resolve_location(&cur, "z").unwrap().to_string(),
+            "https://reg.io/v2/a/blobs/z"
+        );
+        assert!(resolve_location(&cur, "ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_repo("library/alpine").is_ok());
+        assert!(check_repo("a/b-c/d_e.f").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "A", "a/../b", "a?b", "a b", "a#b"] {
+            assert!(check_repo(bad).is_err(), "{bad}");
+        }
+        assert!(check_reference("latest").is_ok());
+        assert!(check_reference("sha256:abc").is_ok());
+        for bad in ["", "..", "a/b", "a?b", "a b"] {
+            assert!(check_reference(bad).is_err(), "{bad}");
+        }
+        assert!(check_query("n=10&last=x").is_ok());
+        assert!(check_query("n=1 0").is_err());
+        assert!(check_query("a#b").is_err());
+    }
+
+    #[test]
+    fn base_urls() {
+        let (base, u) = parse_base("https://registry-1.docker.io/").unwrap();
+        assert_eq!(base, "https://registry-1.docker.io");
+        assert!(is_docker_hub(&u));
+        let (base, u) = parse_base("http://127.0.0.1:1234/prefix").unwrap();
+        assert_eq!(base, "http://127.0.0.1:1234/prefix");
+        assert!(!is_docker_hub(&u));
+        assert!(parse_base("registry-1.docker.io").is_err());
+        assert!(parse_base("ftp://x").is_err());
+        assert!(parse_base("http://x/?q").is_err());
+        assert_eq!(pull_scope("alpine", true), "repository:library/alpine:pull");
+        assert_eq!(pull_scope("alpine", false), "repository:alpine:pull");
+    }
+}
