@@ -22,9 +22,7 @@ impl Mirror {
     /// The size of a proxied blob, asking the upstream (HEAD, no download) on a miss.
     pub async fn blob_size(&self, p: &ProxyRepo, digest: &Digest) -> Result<u64> {
         let up = p.upstream.name.as_str();
-        if let Some(size) = self.registry.blob_size(&p.local, digest).await?
-            && self.registry.store.stat(digest).await?.is_some()
-        {
+        if let Some(size) = self.registry.blob_size(&p.local, digest).await? {
             self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
             return Ok(size);
         }

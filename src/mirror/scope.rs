@@ -33,8 +33,10 @@ impl Scope {
 }
 
 impl Mirror {
-    /// Chooses the scope of `name`, given containerd's `ns` parameter if any.
-    pub fn scope(&self, name: &RepoName, ns: Option<&str>) -> Scope {
+    /// Chooses the scope of `name`, given containerd's `ns` parameter if any. `None` when `ns`
+    /// names a registry this mirror does not mirror: nothing here is that registry's content,
+    /// and a not-found answer sends containerd to the registry itself.
+    pub fn scope(&self, name: &RepoName, ns: Option<&str>) -> Option<Scope> {
         let n = name.as_str();
         if self
             .options
@@ -42,40 +44,39 @@ impl Mirror {
             .iter()
             .any(|p| n.starts_with(p.as_str()))
         {
-            return Scope::Local(name.clone());
+            return Some(Scope::Local(name.clone()));
         }
         for up in &self.upstreams {
             if let Some(prefix) = &up.prefix
                 && let Some(rest) = n.strip_prefix(prefix.as_str())
                 && !rest.is_empty()
             {
-                return Scope::Proxy(ProxyRepo {
+                return Some(Scope::Proxy(ProxyRepo {
                     upstream: up.clone(),
                     remote: rest.to_owned(),
                     local: name.clone(),
-                });
+                }));
             }
         }
         if let Some(ns) = ns {
             let ns = ns.to_ascii_lowercase();
             let selects = |u: &Upstream| u.name == ns || u.aliases.iter().any(|a| *a == ns);
             if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
-                return proxied(d, name, name.clone());
+                return Some(proxied(d, name, name.clone()));
             }
             if let Some(up) = self.upstreams.iter().find(|u| selects(u)) {
                 // Cached under "<registry>/<name>" so that e.g. quay.io's foo/bar and Docker
                 // Hub's foo/bar never share tags.
                 let local =
                     RepoName::parse(&format!("{}/{}", up.name, n)).unwrap_or_else(|_| name.clone());
-                return proxied(up, name, local);
+                return Some(proxied(up, name, local));
             }
-            // A registry we do not mirror: only local content, so the client falls back to it.
-            return Scope::Local(name.clone());
+            return None;
         }
-        match &self.default {
+        Some(match &self.default {
             Some(d) => proxied(d, name, name.clone()),
             None => Scope::Local(name.clone()),
-        }
+        })
     }
 }
 

@@ -59,10 +59,19 @@ fn repo(name: &str) -> Result<RepoName, RegistryError> {
 /// How `name` is served: the mirror decides for proxied names.
 fn scope(app: &App, name: &str, req: &Req) -> Result<Scope, RegistryError> {
     let r = repo(name)?;
-    Ok(match &app.mirror {
-        Some(m) => m.scope(&r, req.query("ns")),
-        None => Scope::Local(r),
-    })
+    let ns = req.query("ns");
+    match &app.mirror {
+        Some(m) => m.scope(&r, ns).ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::NameUnknown,
+                format!(
+                    "this mirror does not mirror registry {:?}",
+                    ns.unwrap_or_default()
+                ),
+            )
+        }),
+        None => Ok(Scope::Local(r)),
+    }
 }
 
 pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult {
