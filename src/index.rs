@@ -47,8 +47,9 @@ impl Origin {
 pub struct BlobRecord {
     pub size: u64,
     pub origin: Origin,
-    /// Seconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch.
     pub created: u64,
+    /// Milliseconds since the Unix epoch.
     pub last_access: u64,
 }
 

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;
@@ -57,6 +58,8 @@ pub enum StartError {
         name: String,
         source: upstream::UpstreamError,
     },
+    #[error("recovering the store: {0}")]
+    Recovery(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -104,6 +107,13 @@ impl App {
                 read_only: config.storage.maintenance.readonly.enabled,
             },
         ));
+        let started = std::time::Instant::now();
+        lifecycle::recover::recover(&registry)
+            .await
+            .map_err(|e| StartError::Recovery(e.to_string()))?;
+        metrics
+            .startup_duration
+            .observe(started.elapsed().as_secs_f64());
         let mirror = if config.proxy_enabled() {
             Some(Arc::new(build_mirror(
                 &config,
@@ -151,6 +161,18 @@ impl App {
     }
 
     /// Whether the storage accepts writes (always ready when read-only).
+    /// Runs a garbage collection now, sparing blobs being fetched.
+    pub async fn gc(
+        &self,
+        options: &lifecycle::GcOptions,
+    ) -> Result<lifecycle::GcReport, error::RegistryError> {
+        let mirror = self.mirror.clone();
+        lifecycle::gc::collect(&self.registry, options, &move |d: &oci::Digest| {
+            mirror.as_ref().is_some_and(|m| m.fetching(d))
+        })
+        .await
+    }
+
     pub async fn ready(&self) -> Result<(), String> {
         if self.config.storage.maintenance.readonly.enabled {
             return Ok(());
@@ -286,11 +308,47 @@ pub async fn run(
             }
         });
     }
+    if let Some(mirror) = app.mirror.clone() {
+        let options = lifecycle::EvictOptions {
+            max_size: app.config.proxy.maxsize,
+            max_age: app.config.proxy.ttl,
+        };
+        let registry = app.registry.clone();
+        let stop = stopped();
+        tasks.spawn(async move {
+            let evictor = registry.evictor.clone();
+            evictor
+                .run(registry, options, move |d| mirror.fetching(d), stop)
+                .await;
+        });
+    }
+    {
+        // Access times reach the index every 30 s (and at shutdown), not on every read.
+        let registry = app.registry.clone();
+        let stop = stopped();
+        tasks.spawn(async move {
+            let work = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    if let Err(e) = registry.flush_access() {
+                        tracing::warn!(error = %e, "writing access times failed");
+                    }
+                }
+            };
+            tokio::select! {
+                () = work => {},
+                () = stop => {},
+            }
+        });
+    }
     let drain = app.config.http.draintimeout;
     let main = http::serve(listener, app.clone(), shutdown, drain);
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Err(e) = app.registry.flush_access() {
+        tracing::warn!(error = %e, "writing access times at shutdown failed");
+    }
     if let Err(e) = app.registry.index.flush().await {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }

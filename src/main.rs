@@ -34,6 +34,29 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Delete pushed blobs that no manifest references any more (as distribution's
+    /// garbage-collect). Safe while the server runs: it then asks the server (through
+    /// http.debug.addr) to collect, sparing uploads in progress and blobs being read.
+    Gc {
+        /// Report what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete manifests that no tag reaches.
+        #[arg(long, short = 'm')]
+        delete_untagged: bool,
+        /// Keep blobs created or used more recently than this (default 10m when the server
+        /// is running, 0s when it is not).
+        #[arg(long)]
+        grace: Option<String>,
+        config: PathBuf,
+    },
+    /// Re-hash every stored blob; report (and with --quarantine move aside) those whose bytes
+    /// do not match their digest. Exits 1 when any is corrupt.
+    Verify {
+        #[arg(long)]
+        quarantine: bool,
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,6 +69,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
+        Command::Gc {
+            dry_run,
+            delete_untagged,
+            grace,
+            config,
+        } => gc(config, dry_run, delete_untagged, grace),
+        Command::Verify { quarantine, config } => verify(config, quarantine),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match Config::load(Some(&config), &ProcessEnv) {
@@ -58,6 +88,104 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(Some(path), &ProcessEnv).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+}
+
+fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<String>) -> ExitCode {
+    let config = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let grace = match grace
+        .as_deref()
+        .map(stevedore::config::units::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("stevedore gc: --grace: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let debug_addr = config.http.debug.addr;
+    let result = runtime().block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        match stevedore::App::open(config, metrics).await {
+            Ok(app) => {
+                let options = stevedore::lifecycle::GcOptions {
+                    dry_run,
+                    delete_untagged,
+                    grace: grace.unwrap_or_default(),
+                };
+                app.gc(&options)
+                    .await
+                    .map(|r| serde_json::to_string(&r).expect("report serializes"))
+                    .map_err(|e| e.to_string())
+            }
+            // The index is held by a running server: ask it.
+            Err(stevedore::StartError::Index { source, .. }) => match debug_addr {
+                Some(addr) => {
+                    let grace = grace.map(|g| format!("{}s", g.as_secs())).unwrap_or_else(|| "10m".into());
+                    let query = format!("dryrun={dry_run}&untagged={delete_untagged}&grace={grace}");
+                    stevedore::http::debug::request_gc(addr, &query).await
+                }
+                None => Err(format!(
+                    "{source} (is the server running? set http.debug.addr so gc can ask it, or stop it)"
+                )),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stevedore gc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(config: PathBuf, quarantine: bool) -> ExitCode {
+    let config = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let root = config.storage.filesystem.rootdirectory.clone();
+    match runtime().block_on(stevedore::lifecycle::verify::verify(&root, quarantine)) {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("report serializes")
+            );
+            if report.corrupt.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("stevedore verify: {}: {e}", root.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -96,7 +96,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub layer_info_lookups: IntCounterVec,
     pub verify_failures: IntCounter,
-    pub process_start: Histogram,
+    pub startup_duration: Histogram,
 }
 
 impl Metrics {
@@ -247,7 +247,7 @@ impl Metrics {
                 "stevedore_digest_mismatches_total",
                 "Blobs refused because their bytes did not match their digest."
             )),
-            process_start: reg!(Histogram::with_opts(HistogramOpts::new(
+            startup_duration: reg!(Histogram::with_opts(HistogramOpts::new(
                 "stevedore_startup_duration_seconds",
                 "Time taken to open and recover the store at start-up."
             ))),

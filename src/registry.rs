@@ -16,6 +16,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
+/// Milliseconds since the Unix epoch (blob records' times).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -52,6 +60,13 @@ pub struct Options {
     pub read_only: bool,
 }
 
+/// A committed blob opened for reading, pinned against eviction while this lives.
+pub struct OpenBlob {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub pin: crate::storage::PinGuard,
+}
+
 pub struct Registry {
     pub store: BlobStore,
     pub uploads: Uploads,
@@ -59,6 +74,10 @@ pub struct Registry {
     pub cache: LayerCache,
     pub metrics: Arc<Metrics>,
     options: Options,
+    /// Woken when proxied content lands, so eviction can keep the cache under its bound.
+    pub evictor: crate::lifecycle::Evictor,
+    /// Last access times not yet written to the index (see `flush_access`).
+    access: std::sync::Mutex<std::collections::HashMap<Digest, u64>>,
 }
 
 fn body_failed<E: std::fmt::Display>(e: E, offset: u64) -> RegistryError {
@@ -84,7 +103,36 @@ impl Registry {
             cache,
             metrics,
             options,
+            access: Default::default(),
+            evictor: Default::default(),
         }
+    }
+
+    /// Notes that a blob was used now. Kept in memory; `flush_access` writes it to the index,
+    /// so the hot path does no index write.
+    pub fn touch(&self, digest: &Digest) {
+        self.access
+            .lock()
+            .expect("access map poisoned")
+            .insert(digest.clone(), now_ms());
+    }
+
+    /// The last access of `digest` known in memory, if newer than the index's.
+    pub fn recent_access(&self, digest: &Digest) -> Option<u64> {
+        self.access
+            .lock()
+            .expect("access map poisoned")
+            .get(digest)
+            .copied()
+    }
+
+    /// Writes the access times gathered in memory to the index.
+    pub fn flush_access(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.access.lock().expect("access map poisoned"));
+        for (d, t) in pending {
+            self.index.touch_blob(&d, t)?;
+        }
+        Ok(())
     }
 
     fn writable(&self) -> Result<()> {
@@ -136,18 +184,15 @@ impl Registry {
     }
 
     /// Opens `digest` for `repo`, if the repository may see it and the file is there.
-    pub async fn open_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<Option<(std::fs::File, u64)>> {
+    pub async fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<OpenBlob>> {
         if self.blob_size(repo, digest).await?.is_none() {
             return Ok(None);
         }
+        let pin = self.store.pins.pin(digest);
         match self.store.open_blob(digest).await? {
-            Some(f) => {
-                self.index.touch_blob(digest, now())?;
-                Ok(Some(f))
+            Some((file, size)) => {
+                self.touch(digest);
+                Ok(Some(OpenBlob { file, size, pin }))
             }
             None => {
                 // The index knew a blob whose file is gone: forget it.
@@ -167,7 +212,7 @@ impl Registry {
         size: u64,
         origin: Origin,
     ) -> Result<()> {
-        let t = now();
+        let t = now_ms();
         self.index.put_blob(
             digest,
             &BlobRecord {
@@ -179,6 +224,9 @@ impl Registry {
         )?;
         self.index.link(repo, digest)?;
         self.cache.insert_blob(repo, digest, size).await;
+        if origin == Origin::Proxy {
+            self.evictor.wake();
+        }
         Ok(())
     }
 
@@ -197,6 +245,7 @@ impl Registry {
             return Ok(false);
         }
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
+        self.index.flush().await?;
         Ok(true)
     }
 
@@ -207,6 +256,7 @@ impl Registry {
             return Err(RegistryError::blob_unknown(digest));
         }
         self.cache.forget_link(repo, digest).await;
+        self.index.flush().await?;
         Ok(())
     }
 
@@ -318,6 +368,8 @@ impl Registry {
             }
         };
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
+        // A push is acknowledged only once its records are durable.
+        self.index.flush().await?;
         Ok(size)
     }
 
@@ -373,6 +425,7 @@ impl Registry {
         let Some(rec) = self.index.manifest(repo, digest)? else {
             return Ok(None);
         };
+        self.touch(digest);
         if let Some(m) = self.cache.manifest(digest).await {
             return Ok(Some(Manifest {
                 digest: digest.clone(),
@@ -463,6 +516,7 @@ impl Registry {
         };
         self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, now())
             .await?;
+        self.index.flush().await?;
         Ok(PutManifest {
             digest,
             subject: parsed.subject,
@@ -484,7 +538,7 @@ impl Registry {
         let stored = self.store.put_bytes(&bytes).await?;
         debug_assert_eq!(&stored, digest);
         let size = bytes.len() as u64;
-        let t = now();
+        let t = now_ms();
         self.index.put_blob(
             digest,
             &BlobRecord {
@@ -547,6 +601,7 @@ impl Registry {
         if !found {
             return Err(RegistryError::manifest_unknown(reference));
         }
+        self.index.flush().await?;
         Ok(())
     }
 

@@ -45,6 +45,9 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<bytes::Bytes>) -
 }
 
 async fn answer(app: &App, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::POST && req.uri().path() == "/debug/gc" {
+        return gc(app, req.uri().query()).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -74,5 +77,73 @@ async fn answer(app: &App, req: Request<Incoming>) -> Response<Body> {
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// `POST /debug/gc?dryrun=true&untagged=true&grace=10m`: a garbage collection in the running
+/// server (what `stevedore gc` asks for when the server holds the index).
+async fn gc(app: &App, query: Option<&str>) -> Response<Body> {
+    let q: Vec<(String, String)> = super::handlers::parse_query(query);
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let flag = |k: &str| matches!(get(k), Some("true" | "1"));
+    let grace = match get("grace").map(crate::config::units::parse_duration) {
+        None => std::time::Duration::from_secs(600),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("grace: {e}\n"),
+            );
+        }
+    };
+    let options = crate::lifecycle::GcOptions {
+        dry_run: flag("dryrun"),
+        delete_untagged: flag("untagged"),
+        grace,
+    };
+    match app.gc(&options).await {
+        Ok(report) => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&report).expect("report serializes"),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+/// Asks a running stevedore's debug listener at `addr` to collect garbage; returns its JSON
+/// report.
+pub async fn request_gc(addr: std::net::SocketAddr, query: &str) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach the debug listener at {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::post(format!("/debug/gc?{query}"))
+        .header(header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("the server answered {status}: {body}"))
     }
 }

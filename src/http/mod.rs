@@ -4,7 +4,7 @@
 
 pub mod body;
 pub mod debug;
-mod handlers;
+pub(crate) mod handlers;
 pub mod range;
 pub mod response;
 pub mod route;
@@ -90,7 +90,6 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let label = endpoint.label();
             let (parts, body) = req.into_parts();
             let r = handlers::Req {
-                method: parts.method,
                 query: handlers::parse_query(parts.uri.query()),
                 headers: parts.headers,
                 body,

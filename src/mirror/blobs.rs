@@ -45,9 +45,9 @@ impl Mirror {
     pub async fn blob(&self, p: &ProxyRepo, digest: &Digest) -> Result<BlobContent> {
         let up = p.upstream.name.as_str();
         loop {
-            if let Some((file, size)) = self.registry.open_blob(&p.local, digest).await? {
+            if let Some(open) = self.registry.open_blob(&p.local, digest).await? {
                 self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
-                return Ok(BlobContent::file(file, size, Source::Cache));
+                return Ok(BlobContent::file(open, Source::Cache));
             }
             // Present in the store for another repository: the upstream must confirm that
             // this repository has it too before we serve it.
@@ -131,12 +131,7 @@ impl Mirror {
 async fn wait_outcome(f: &fetch::Fetch) {
     let mut rx = f.subscribe();
     let _ = rx
-        .wait_for(|s| {
-            matches!(
-                s,
-                fetch::FetchState::Done { .. } | fetch::FetchState::Failed(_)
-            )
-        })
+        .wait_for(|s| matches!(s, fetch::FetchState::Done | fetch::FetchState::Failed(_)))
         .await;
 }
 

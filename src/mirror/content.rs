@@ -3,6 +3,7 @@
 
 use super::fetch::{Fetch, follow};
 use crate::metrics::Source;
+use crate::registry::OpenBlob;
 use crate::storage::FileChunks;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -10,7 +11,7 @@ use futures::stream::BoxStream;
 use std::sync::Arc;
 
 enum Reader {
-    File(std::fs::File),
+    File(std::fs::File, crate::storage::PinGuard),
     Growing(Arc<Fetch>, std::fs::File),
 }
 
@@ -21,11 +22,11 @@ pub struct BlobContent {
 }
 
 impl BlobContent {
-    pub fn file(file: std::fs::File, size: u64, source: Source) -> BlobContent {
+    pub fn file(open: OpenBlob, source: Source) -> BlobContent {
         BlobContent {
-            size,
+            size: open.size,
             source,
-            reader: Reader::File(file),
+            reader: Reader::File(open.file, open.pin),
         }
     }
 
@@ -40,7 +41,12 @@ impl BlobContent {
     /// `len` bytes from `start`.
     pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
         match self.reader {
-            Reader::File(f) => FileChunks::new(f, start, len).boxed(),
+            Reader::File(f, pin) => FileChunks::new(f, start, len)
+                .map(move |chunk| {
+                    let _held = &pin;
+                    chunk
+                })
+                .boxed(),
             Reader::Growing(fetch, f) => follow(fetch, f, start, len).boxed(),
         }
     }

@@ -33,7 +33,7 @@ pub enum FetchState {
         written: u64,
     },
     /// Verified and committed to the store.
-    Done { size: u64 },
+    Done,
     /// Abandoned; nothing was kept.
     Failed(FetchError),
 }
@@ -62,7 +62,6 @@ impl std::fmt::Display for FetchError {
 /// One fetch in flight, shared by every reader of its blob.
 #[derive(Debug)]
 pub struct Fetch {
-    pub digest: Digest,
     state: watch::Receiver<FetchState>,
 }
 
@@ -94,10 +93,7 @@ pub fn start(
     fetches: Fetches,
 ) -> Arc<Fetch> {
     let (tx, rx) = watch::channel(FetchState::Starting);
-    let fetch = Arc::new(Fetch {
-        digest: job.digest.clone(),
-        state: rx,
-    });
+    let fetch = Arc::new(Fetch { state: rx });
     tokio::spawn(async move {
         let gauge = job
             .metrics
@@ -122,7 +118,7 @@ pub fn start(
             }
         }
         let _ = tx.send(match outcome {
-            Ok(size) => FetchState::Done { size },
+            Ok(_) => FetchState::Done,
             Err(e) => FetchState::Failed(e),
         });
         fetches
@@ -202,7 +198,7 @@ pub async fn started(fetch: &Fetch) -> Result<Option<(PathBuf, Option<u64>)>, Fe
         .clone();
     match state {
         FetchState::Streaming { path, size, .. } => Ok(Some((path, size))),
-        FetchState::Done { .. } => Ok(None),
+        FetchState::Done => Ok(None),
         FetchState::Failed(e) => Err(e),
         FetchState::Starting => unreachable!("waited past Starting"),
     }
@@ -214,7 +210,7 @@ fn readable(state: &FetchState, size: u64) -> Result<u64, FetchError> {
     match state {
         FetchState::Starting => Ok(0),
         FetchState::Streaming { written, .. } => Ok((*written).min(size.saturating_sub(1))),
-        FetchState::Done { .. } => Ok(size),
+        FetchState::Done => Ok(size),
         FetchState::Failed(e) => Err(e.clone()),
     }
 }
@@ -266,7 +262,7 @@ pub fn follow(
                 }
                 if rx.changed().await.is_err() {
                     // The task is gone; its last state decides.
-                    if matches!(&*rx.borrow(), FetchState::Done { .. }) {
+                    if matches!(&*rx.borrow(), FetchState::Done) {
                         continue;
                     }
                     let err = std::io::Error::other("blob fetch ended without an outcome");

@@ -10,6 +10,8 @@ use tokio::io::AsyncWriteExt;
 pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Blobs being read; see `Pins`.
+    pub pins: super::Pins,
 }
 
 impl BlobStore {
@@ -18,6 +20,7 @@ impl BlobStore {
         let store = BlobStore {
             blobs: root.join("blobs").join("sha256"),
             tmp: root.join("tmp"),
+            pins: super::Pins::default(),
         };
         tokio::fs::create_dir_all(&store.blobs).await?;
         tokio::fs::create_dir_all(&store.tmp).await?;

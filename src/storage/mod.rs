@@ -13,10 +13,12 @@
 
 mod blobs;
 mod error;
+mod pins;
 mod read;
 mod uploads;
 
 pub use blobs::{BlobStore, BlobWriter};
 pub use error::StoreError;
+pub use pins::{PinGuard, Pins};
 pub use read::{CHUNK_SIZE, FileChunks, read_at};
 pub use uploads::{AppendError, UploadInfo, UploadSession, Uploads, hash_file};

@@ -35,7 +35,7 @@ pub async fn get(
     let content = match (scope, &app.mirror) {
         (Scope::Proxy(p), Some(m)) => m.blob(p, &digest).await?,
         _ => match app.registry.open_blob(scope.local(), &digest).await? {
-            Some((file, size)) => BlobContent::file(file, size, Source::Local),
+            Some(open) => BlobContent::file(open, Source::Local),
             None => return Err(RegistryError::blob_unknown(&digest)),
         },
     };

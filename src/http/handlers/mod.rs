@@ -13,14 +13,13 @@ use crate::App;
 use crate::error::{ErrorCode, RegistryError};
 use crate::mirror::Scope;
 use crate::oci::RepoName;
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 
 pub type HandlerResult = Result<Response<Body>, RegistryError>;
 
 /// The parts of a request handlers look at.
 pub struct Req {
-    pub method: Method,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     pub body: Incoming,

@@ -1,0 +1,14 @@
+//! The cache's life over time: recovery at start-up, eviction of proxied content by size and
+//! age, garbage collection of unreferenced pushed blobs, and re-verification of the store.
+//! Runs beside request handling; never blocks it, and never removes a blob that is pinned
+//! (being read) or still being fetched.
+
+pub mod evict;
+pub mod gc;
+pub mod recover;
+pub mod verify;
+
+pub use evict::{EvictOptions, Evictor};
+pub use gc::{GcOptions, GcReport};
+pub use recover::RecoveryReport;
+pub use verify::VerifyReport;

@@ -1,0 +1,60 @@
+//! Start-up recovery after a crash (or any stop): temporary files are gone already (the blob
+//! store removes them when it opens); here, upload sessions without their files are removed,
+//! index records whose files are missing are dropped, and committed files the index does not
+//! know are adopted. Files under `blobs/` are only ever created by a verified rename, so an
+//! unknown one is a complete blob whose index record was lost.
+
+use crate::index::{BlobRecord, Origin};
+use crate::oci::{Digest, RepoName};
+use crate::registry::{Registry, now_ms};
+use std::collections::HashSet;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub dropped_blob_records: usize,
+    pub dropped_manifests: usize,
+    pub adopted_files: usize,
+}
+
+pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error::RegistryError> {
+    let mut report = RecoveryReport::default();
+    let files = registry.store.list().await?;
+    let on_disk: HashSet<&Digest> = files.iter().map(|(d, _)| d).collect();
+    let records = registry.index.blobs()?;
+    let known: HashSet<&Digest> = records.iter().map(|(d, _)| d).collect();
+    for (d, _) in &records {
+        if !on_disk.contains(d) {
+            registry.index.remove_blob(d)?;
+            report.dropped_blob_records += 1;
+        }
+    }
+    let t = now_ms();
+    for (d, size) in &files {
+        if !known.contains(d) {
+            registry.index.put_blob(
+                d,
+                &BlobRecord {
+                    size: *size,
+                    origin: Origin::Proxy,
+                    created: t,
+                    last_access: t,
+                },
+            )?;
+            report.adopted_files += 1;
+        }
+    }
+    for (repo, digest, _) in registry.index.manifests()? {
+        let (Ok(r), Ok(d)) = (RepoName::parse(&repo), Digest::parse(&digest)) else {
+            continue;
+        };
+        if !on_disk.contains(&d) {
+            registry.index.delete_manifest(&r, &d)?;
+            report.dropped_manifests += 1;
+        }
+    }
+    if report != RecoveryReport::default() {
+        tracing::info!(?report, "recovered the store after an unclean stop");
+        registry.index.flush().await?;
+    }
+    Ok(report)
+}
