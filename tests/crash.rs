@@ -1,0 +1,312 @@
+//! Crash safety: the server is killed with SIGKILL at random moments of concurrent pushes and
+//! proxied pulls, many times; after each restart everything it lists pulls and verifies, and
+//! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors.
+
+mod common;
+
+use bytes::Bytes;
+use common::fake_upstream::{FakeOptions, FakeUpstream};
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ROUNDS: u64 = 8;
+
+/// Pushes images in a loop, chunked and monolithic, recording each acknowledged manifest.
+async fn pusher(
+    base: String,
+    repo: String,
+    round: u64,
+    acked: Arc<Mutex<Vec<(String, String, String)>>>,
+) {
+    for i in 0.. {
+        let seed = round * 10_000 + i;
+        let tag = format!("r{round}-{i}");
+        let config = format!("{{\"seed\":{seed}}}").into_bytes();
+        let Some(cd) = try_push(&base, &repo, &config, i % 2 == 0).await else {
+            return;
+        };
+        let layer = random_bytes(50_000 + (seed as usize % 7) * 100_000, seed);
+        let Some(ld) = try_push(&base, &repo, &layer, i % 2 == 1).await else {
+            return;
+        };
+        let body = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[(&ld, layer.len())]);
+        let Ok(r) = client()
+            .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body.clone())
+            .send()
+            .await
+        else {
+            return;
+        };
+        if r.status() != 201 {
+            return;
+        }
+        acked
+            .lock()
+            .unwrap()
+            .push((repo.clone(), tag, digest(&body)));
+    }
+}
+
+/// One blob upload, monolithic or in chunks; `None` when the server went away.
+async fn try_push(base: &str, repo: &str, data: &[u8], chunked: bool) -> Option<String> {
+    let d = digest(data);
+    let c = client();
+    if !chunked {
+        let r = c
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .ok()?;
+        return (r.status() == 201).then_some(d);
+    }
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .ok()?;
+    let mut loc = r.headers().get("location")?.to_str().ok()?.to_owned();
+    let mut off = 0;
+    for chunk in data.chunks(40_000) {
+        let r = c
+            .patch(format!("{base}{loc}"))
+            .header(
+                "content-range",
+                format!("{}-{}", off, off + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 202 {
+            return None;
+        }
+        loc = r.headers().get("location")?.to_str().ok()?.to_owned();
+        off += chunk.len();
+    }
+    let r = c.put(format!("{base}{loc}?digest={d}")).send().await.ok()?;
+    (r.status() == 201).then_some(d)
+}
+
+/// Pulls proxied images (manifest, then every blob) in a loop.
+async fn puller(base: String, tags: Vec<String>) {
+    loop {
+        for t in &tags {
+            let Ok(r) = client()
+                .get(format!("{base}/v2/library/upimg/manifests/{t}"))
+                .header("accept", DOCKER_MANIFEST)
+                .send()
+                .await
+            else {
+                return;
+            };
+            let Ok(v) = r.json::<serde_json::Value>().await else {
+                return;
+            };
+            for l in v["layers"].as_array().into_iter().flatten() {
+                let d = l["digest"].as_str().unwrap_or_default();
+                let Ok(r) = client()
+                    .get(format!("{base}/v2/library/upimg/blobs/{d}"))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.bytes().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Everything the registry lists pulls, and every blob matches its digest.
+async fn check_all_listed(s: &Server) -> usize {
+    let c = client();
+    let cat: serde_json::Value = c
+        .get(s.url("/v2/_catalog?n=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for repo in cat["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags: serde_json::Value = c
+            .get(s.url(&format!("/v2/{repo}/tags/list?n=1000")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for tag in tags["tags"].as_array().into_iter().flatten() {
+            let tag = tag.as_str().unwrap();
+            let r = c
+                .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+                .header("accept", format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{repo}:{tag} is listed but does not pull");
+            let want = r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = r.bytes().await.unwrap();
+            assert_eq!(
+                digest(&body),
+                want,
+                "{repo}:{tag} manifest does not match its digest"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut blobs = vec![v["config"]["digest"].as_str().unwrap().to_owned()];
+            blobs.extend(
+                v["layers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["digest"].as_str().unwrap().to_owned()),
+            );
+            for d in blobs {
+                let r = c
+                    .get(s.url(&format!("/v2/{repo}/blobs/{d}")))
+                    .send()
+                    .await
+                    .unwrap();
+                // A proxied layer may be uncached (it is then fetched); a pushed one must be here.
+                assert_eq!(r.status(), 200, "{repo}:{tag} blob {d}");
+                assert_eq!(
+                    digest(&r.bytes().await.unwrap()),
+                    d,
+                    "{repo}:{tag} blob {d} is corrupt"
+                );
+            }
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let mut up_tags = Vec::new();
+    for i in 0..4u64 {
+        let config = Bytes::from(format!("{{\"up\":{i}}}"));
+        let cd = up.add_blob("library/upimg", config.clone());
+        let layers: Vec<Bytes> = (0..3)
+            .map(|j| Bytes::from(random_bytes(200_000 + j * 150_000, 500 + i * 10 + j as u64)))
+            .collect();
+        let refs: Vec<(String, usize)> = layers
+            .iter()
+            .map(|l| (up.add_blob("library/upimg", l.clone()), l.len()))
+            .collect();
+        let refs: Vec<(&str, usize)> = refs.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+        let body = image_manifest(DOCKER_MANIFEST, (&cd, config.len()), &refs);
+        up.add_manifest(
+            "library/upimg",
+            Some(&format!("t{i}")),
+            DOCKER_MANIFEST,
+            Bytes::from(body),
+        );
+        up_tags.push(format!("t{i}"));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        extra_yaml: format!("proxy:\n  remoteurl: {}\n", up.url()),
+        data_dir: Some(data.path().join("data")),
+        ..Options::default()
+    };
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    for round in 0..ROUNDS {
+        let mut s = Server::start_with(opts());
+        let base = s.url("");
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in 0..3 {
+            tasks.spawn(pusher(
+                base.clone(),
+                format!("crash/p{p}"),
+                round,
+                acked.clone(),
+            ));
+        }
+        tasks.spawn(puller(base.clone(), up_tags.clone()));
+        tasks.spawn(puller(
+            base.clone(),
+            up_tags.iter().rev().cloned().collect(),
+        ));
+        // A pseudo-random moment between 50 and 650 ms into the work.
+        let delay = 50 + (round * 7919 % 600);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        s.kill9();
+        tasks.shutdown().await;
+
+        let s = Server::start_with(opts());
+        let listed = check_all_listed(&s).await;
+        let acked_now = acked.lock().unwrap().clone();
+        for (repo, tag, d) in &acked_now {
+            let r = client()
+                .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                200,
+                "round {round}: acknowledged push {repo}:{tag} was lost"
+            );
+            assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        }
+        assert!(listed >= acked_now.len());
+        let out = std::process::Command::new(BIN)
+            .args(["verify", s.config_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: verify found corrupt blobs: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        drop(s);
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= ROUNDS as usize,
+        "the test pushed too little to mean anything: {}",
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged pushes survived {ROUNDS} kills",
+        acked.len()
+    );
+    // A real client pulls survivors.
+    let s = Server::start_with(opts());
+    for (repo, tag, _) in acked.iter().step_by((acked.len() / 5).max(1)) {
+        let out_dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}/{repo}:{tag}", s.host()),
+                &format!("oci:{}:x", out_dir.path().display()),
+            ])
+            .output();
+        match st {
+            Ok(o) => assert!(
+                o.status.success(),
+                "skopeo could not pull {repo}:{tag}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!(
+                "skopeo is needed for this test (scripts/install-test-deps.sh installs it): {e}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Cache lifecycle: eviction order and bound, pinning of blobs being read, garbage collection
+//! after deletes, upload-session expiry, recovery of a damaged store, verification.
+
+mod common;
+
+use bytes::Bytes;
+use common::fake_upstream::{FakeOptions, FakeUpstream};
+use common::*;
+use futures::StreamExt;
+use std::process::Command;
+use std::time::Duration;
+
+const REPO: &str = "library/cache";
+
+fn blob_path(s: &Server, d: &str) -> std::path::PathBuf {
+    let hex = d.trim_start_matches("sha256:");
+    s.dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+async fn fetch(s: &Server, d: &str) -> Bytes {
+    let r = client()
+        .get(s.url(&format!("/v2/{REPO}/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap()
+}
+
+/// Waits for the evictor to settle: proxied bytes at or under `max`.
+async fn proxied_bytes(s: &Server) -> f64 {
+    s.metric("stevedore_storage_bytes", &[("origin", "proxy")])
+        .await
+}
+
+#[tokio::test]
+async fn least_recently_used_goes_first_and_local_content_stays() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let blobs: Vec<Bytes> = (0..3)
+        .map(|i| Bytes::from(random_bytes(100_000, 40 + i)))
+        .collect();
+    let ds: Vec<String> = blobs.iter().map(|b| up.add_blob(REPO, b.clone())).collect();
+    let s = Server::mirror(&up.url(), "  maxsize: 250000\n");
+    // A pushed blob larger than the bound is never evicted.
+    let local = random_bytes(300_000, 99);
+    let ld = push_blob(&s.url(""), "team/own", &local).await;
+    fetch(&s, &ds[0]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fetch(&s, &ds[1]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fetch(&s, &ds[0]).await; // 0 is now more recent than 1
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fetch(&s, &ds[2]).await; // over the bound: 1 must go
+    assert!(
+        eventually(Duration::from_secs(10), || !blob_path(&s, &ds[1]).exists()).await,
+        "LRU blob evicted"
+    );
+    assert!(blob_path(&s, &ds[0]).exists());
+    assert!(blob_path(&s, &ds[2]).exists());
+    assert!(
+        blob_path(&s, &ld).exists(),
+        "pushed content is never evicted"
+    );
+    assert!(proxied_bytes(&s).await <= 250_000.0);
+    assert_eq!(
+        s.metric("stevedore_evictions_total", &[("reason", "size")])
+            .await,
+        1.0
+    );
+    // The evicted blob is simply fetched again.
+    assert_eq!(fetch(&s, &ds[1]).await, blobs[1]);
+}
+
+#[tokio::test]
+async fn a_blob_being_read_is_not_evicted() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let big = Bytes::from(random_bytes(20 * 1024 * 1024, 50));
+    let other = Bytes::from(random_bytes(20 * 1024 * 1024, 51));
+    let d_big = up.add_blob(REPO, big.clone());
+    let d_other = up.add_blob(REPO, other.clone());
+    let s = Server::mirror(&up.url(), "  maxsize: 30MiB\n");
+    fetch(&s, &d_big).await;
+    // Start reading the big blob and stop after the first chunk: the response stays open.
+    let r = client()
+        .get(s.url(&format!("/v2/{REPO}/blobs/{d_big}")))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // Fill the cache past its bound: the reader's blob is pinned, so it stays.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fetch(&s, &d_other).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(blob_path(&s, &d_big).exists(), "a pinned blob was evicted");
+    let mut got = first.to_vec();
+    while let Some(c) = stream.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(digest(&got), d_big);
+    // Once the reader is done, the next pass may take it (it is the least recently used).
+    fetch(&s, &d_other).await;
+    assert!(eventually(Duration::from_secs(70), || !blob_path(&s, &d_big).exists()).await);
+}
+
+#[tokio::test]
+async fn the_bound_holds_under_concurrent_misses() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let ds: Vec<String> = (0..12)
+        .map(|i| up.add_blob(REPO, Bytes::from(random_bytes(200_000, 60 + i))))
+        .collect();
+    let s = Server::mirror(&up.url(), "  maxsize: 1MB\n");
+    let pulls = ds.iter().map(|d| fetch(&s, d));
+    let got = futures::future::join_all(pulls).await;
+    for (d, b) in ds.iter().zip(&got) {
+        assert_eq!(digest(b), *d);
+    }
+    let mut last = 0.0;
+    for _ in 0..200 {
+        last = proxied_bytes(&s).await;
+        if last <= 1_000_000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last <= 1_000_000.0, "cache holds {last} bytes");
+    let on_disk: u64 = ds
+        .iter()
+        .filter_map(|d| std::fs::metadata(blob_path(&s, d)).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        on_disk <= 1_000_000,
+        "{on_disk} bytes of cached blobs on disk"
+    );
+}
+
+#[tokio::test]
+async fn unused_content_expires_after_ttl() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let d = up.add_blob(REPO, Bytes::from(random_bytes(1000, 70)));
+    let s = Server::mirror(&up.url(), "  ttl: 1s\n");
+    fetch(&s, &d).await;
+    assert!(blob_path(&s, &d).exists());
+    // The periodic pass runs every minute; another fill wakes it sooner.
+    let d2 = up.add_blob(REPO, Bytes::from(random_bytes(1000, 71)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fetch(&s, &d2).await;
+    assert!(eventually(Duration::from_secs(10), || !blob_path(&s, &d).exists()).await);
+    assert_eq!(
+        s.metric("stevedore_evictions_total", &[("reason", "age")])
+            .await,
+        1.0
+    );
+}
+
+fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_env(args, &[])
+}
+
+fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn gc_removes_what_deleted_manifests_left() {
+    let s = Server::start();
+    let base = s.url("");
+    // Two images sharing a layer.
+    let shared = random_bytes(5000, 80);
+    let sd = push_blob(&base, "gc/app", &shared).await;
+    let (m1, body1) = push_image(&base, "gc/app", "v1", 2, 81).await;
+    let (m2, _) = push_image(&base, "gc/app", "v2", 1, 82).await;
+    let v1: serde_json::Value = serde_json::from_slice(&body1).unwrap();
+    let v1_layers: Vec<String> = v1["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let r = client()
+        .delete(s.url(&format!("/v2/gc/app/manifests/{m1}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let config = s.config_path.to_str().unwrap().to_owned();
+    // The server holds the index, so gc asks it through its debug listener.
+    let debug = s.debug_addr.clone().unwrap();
+    let env = [("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())];
+    let run_cli = |args: &[&str]| run_cli_env(args, &env);
+    // Dry run: reports, deletes nothing.
+    let (code, out, err) = run_cli(&["gc", "--dry-run", "--grace", "0s", &config]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["dry_run"], true);
+    // v1's config, its two layers, its manifest, and the unreferenced shared blob.
+    assert_eq!(report["blobs_deleted"], 5, "{report}");
+    assert!(blob_path(&s, &v1_layers[0]).exists());
+    let (code, out, err) = run_cli(&["gc", "--grace", "0s", &config]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["blobs_deleted"], 5, "{report}");
+    assert!(report["bytes_freed"].as_u64().unwrap() > 5000);
+    for l in &v1_layers {
+        assert!(!blob_path(&s, l).exists());
+        let r = client()
+            .get(s.url(&format!("/v2/gc/app/blobs/{l}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    assert!(!blob_path(&s, &sd).exists());
+    assert!(!blob_path(&s, &m1).exists());
+    // v2 is whole.
+    let r = client()
+        .get(s.url("/v2/gc/app/manifests/v2"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], m2.as_str());
+    let v2: serde_json::Value = r.json().await.unwrap();
+    for l in v2["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        let r = client()
+            .get(s.url(&format!("/v2/gc/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(digest(&r.bytes().await.unwrap()), d);
+    }
+    // The default grace spares fresh uploads (a push whose manifest is still to come).
+    let fresh = push_blob(&base, "gc/app", &random_bytes(3000, 83)).await;
+    let (code, out, _) = run_cli(&["gc", &config]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"blobs_deleted\":0"), "{out}");
+    assert!(blob_path(&s, &fresh).exists());
+}
+
+#[tokio::test]
+async fn gc_offline_and_untagged_manifests() {
+    let mut s = Server::start();
+    let base = s.url("");
+    let (m1, _) = push_image(&base, "gc/off", "v1", 1, 90).await;
+    // Re-tagging v1 leaves the old manifest untagged.
+    let (m2, _) = push_image(&base, "gc/off", "v1", 1, 91).await;
+    s.stop();
+    let config = s.config_path.to_str().unwrap().to_owned();
+    let (code, out, err) = run_cli(&["gc", "--delete-untagged", &config]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["manifests_deleted"], 1, "{report}");
+    assert!(!blob_path(&s, &m1).exists());
+    assert!(blob_path(&s, &m2).exists());
+}
+
+#[tokio::test]
+async fn stale_upload_sessions_expire() {
+    let s = Server::start_with(Options {
+        extra_yaml: "storage:\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1s\n      interval: 1s\n".into(),
+        ..Options::default()
+    });
+    let r = client()
+        .post(s.url("/v2/up/expire/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = client()
+        .patch(s.url(&loc))
+        .body(vec![1u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut gone = false;
+    for _ in 0..100 {
+        let r = client().get(s.url(&loc)).send().await.unwrap();
+        if r.status() == 404 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "stale session was not purged");
+    assert_eq!(std::fs::read_dir(s.dir.join("uploads")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn restart_recovers_a_damaged_store() {
+    let mut s = Server::start();
+    let base = s.url("");
+    let (_, body) = push_image(&base, "rec/app", "v1", 2, 100).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let layer = v["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let kept = v["layers"][1]["digest"].as_str().unwrap().to_owned();
+    s.kill9();
+    // A file lost from disk, a leftover temporary file, an orphan committed file.
+    std::fs::remove_file(blob_path(&s, &layer)).unwrap();
+    std::fs::write(s.dir.join("tmp/partial"), b"half a blob").unwrap();
+    let orphan = random_bytes(777, 101);
+    let od = digest(&orphan);
+    let op = blob_path(&s, &od);
+    std::fs::create_dir_all(op.parent().unwrap()).unwrap();
+    std::fs::write(&op, &orphan).unwrap();
+    let s2 = Server::start_with(Options {
+        data_dir: Some(s.dir.clone()),
+        ..Options::default()
+    });
+    let r = client()
+        .get(s2.url(&format!("/v2/rec/app/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a lost blob is unknown, not an error");
+    let r = client()
+        .get(s2.url(&format!("/v2/rec/app/blobs/{kept}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(digest(&r.bytes().await.unwrap()), kept);
+    assert!(!s.dir.join("tmp/partial").exists());
+    assert!(
+        s2.log_text().contains("recovered the store"),
+        "{}",
+        s2.log_text()
+    );
+    assert_eq!(
+        s2.metric("stevedore_storage_blobs", &[("origin", "proxy")])
+            .await,
+        1.0,
+        "the orphan was adopted"
+    );
+}
+
+#[tokio::test]
+async fn verify_finds_and_quarantines_corrupt_blobs() {
+    let mut s = Server::start();
+    let base = s.url("");
+    let good = push_blob(&base, "ver/app", &random_bytes(4000, 110)).await;
+    let bad = push_blob(&base, "ver/app", &random_bytes(4000, 111)).await;
+    let mut bytes = std::fs::read(blob_path(&s, &bad)).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(blob_path(&s, &bad), bytes).unwrap();
+    let config = s.config_path.to_str().unwrap().to_owned();
+    let (code, out, _) = run_cli(&["verify", &config]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["checked"], 2);
+    assert_eq!(report["corrupt"][0], bad.as_str());
+    let (code, _, _) = run_cli(&["verify", "--quarantine", &config]);
+    assert_eq!(code, 1);
+    assert!(!blob_path(&s, &bad).exists());
+    assert!(
+        s.dir
+            .join("quarantine")
+            .join(bad.trim_start_matches("sha256:"))
+            .exists()
+    );
+    let r = client()
+        .get(s.url(&format!("/v2/ver/app/blobs/{bad}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a quarantined blob is never served");
+    let (code, _, _) = run_cli(&["verify", &config]);
+    assert_eq!(code, 0);
+    assert!(blob_path(&s, &good).exists());
+    s.stop();
+}
