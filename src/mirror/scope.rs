@@ -60,7 +60,7 @@ impl Mirror {
         }
         if let Some(ns) = ns {
             let ns = ns.to_ascii_lowercase();
-            let selects = |u: &Upstream| u.name == ns || u.aliases.iter().any(|a| *a == ns);
+            let selects = |u: &Upstream| u.name == ns || u.aliases.contains(&ns);
             if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
                 return Some(proxied(d, name, name.clone()));
             }

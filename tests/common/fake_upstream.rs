@@ -373,10 +373,9 @@ fn registry(state: &State, req: &Request<Incoming>, path: &str, fault: &Fault) -
             "read-only fake",
         );
     }
-    if !matches!(route, Route::Tags(_)) {
-        if let Some(answer) = status_fault(fault) {
-            return answer;
-        }
+    let status_faults_apply = !matches!(route, Route::Tags(_));
+    if let (true, Some(answer)) = (status_faults_apply, status_fault(fault)) {
+        return answer;
     }
     match route {
         Route::Manifest(repo, reference) => manifest(state, req, repo, reference, fault),
@@ -464,13 +463,16 @@ fn unauthorized(challenge: &str) -> Answer {
 
 fn token_endpoint(state: &State, req: &Request<Incoming>) -> Answer {
     state.data().token_requests += 1;
-    if let Some(creds) = &state.opts.basic_credentials {
-        if header(req, AUTHORIZATION.as_str()) != Some(basic_value(creds)) {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                r#"{"details":"incorrect username or password"}"#.into(),
-            );
-        }
+    let credentials_ok = state
+        .opts
+        .basic_credentials
+        .as_ref()
+        .is_none_or(|creds| header(req, AUTHORIZATION.as_str()) == Some(basic_value(creds)));
+    if !credentials_ok {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"details":"incorrect username or password"}"#.into(),
+        );
     }
     let query = req.uri().query().unwrap_or("");
     let repos: Vec<String> = query_params(query)
@@ -551,10 +553,8 @@ fn manifest(
 fn add_ratelimit(state: &State, resp: &mut Answer, is_get: bool) {
     let remaining = {
         let mut d = state.data();
-        if is_get {
-            if let Some(n) = d.ratelimit.as_mut() {
-                *n = n.saturating_sub(1);
-            }
+        if let (true, Some(n)) = (is_get, d.ratelimit.as_mut()) {
+            *n = n.saturating_sub(1);
         }
         d.ratelimit
     };
@@ -681,6 +681,8 @@ fn faulty_body(state: &State, data: Bytes, fault: &Fault) -> FakeBody {
             let head = data.slice(..after.min(data.len()));
             tokio::spawn(async move {
                 let _ = tx.send(Ok(head)).await;
+                // Let the bytes reach the socket before the connection is dropped.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = tx.send(Err(io::Error::other("fake truncation"))).await;
             });
         }

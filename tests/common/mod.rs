@@ -3,7 +3,11 @@
 //! Also small helpers to push blobs and manifests over the API.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fake_upstream;
+pub mod oci_layout;
+pub mod refreg;
+pub mod tools;
 
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,108 @@
+//! Helpers for end-to-end tests that drive external programs (skopeo, dockerd, the reference
+//! registry): finding them on PATH, running them with their output captured, picking a free
+//! port, polling with a deadline, and stopping a child politely (SIGTERM, then SIGKILL).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// Whether `prog` is an executable file in a directory on PATH.
+pub fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| is_executable(&d.join(prog))))
+        .unwrap_or(false)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Panics with an install hint unless `prog` is on PATH.
+pub fn require(prog: &str, package: &str) {
+    assert!(
+        on_path(prog),
+        "`{prog}` is not on PATH: install the Debian package `{package}` (see .ci/run)"
+    );
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, then released). Another
+/// process may take it before the caller binds it, so callers retry on "address in use".
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Runs `cmd` to completion with stdout and stderr captured.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd`, panics (showing both streams) unless it exits 0; returns trimmed stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes; returns its last answer.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Sends SIGTERM to `child` and waits up to `grace` for it to exit, then SIGKILLs it.
+/// Returns true when it exited on SIGTERM.
+pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    if let Ok(Some(_)) = child.try_wait() {
+        return true;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    if wait_until(grace, || matches!(child.try_wait(), Ok(Some(_)))) {
+        return true;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// The status code of a plain `GET path` to `addr` (host:port), or None when nothing answers.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    // "HTTP/1.1 200"
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
