@@ -84,13 +84,17 @@ impl Uploads {
     pub async fn create(&self, repo: &RepoName) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let dir = self.dir.join(&id);
-        tokio::fs::create_dir(&dir).await?;
+        // Held until the session is whole, so that `purge` never sees it half-made (a directory
+        // without its info.json looks like an abandoned one).
+        let state = self.state(&id);
+        let mut held = state.lock().await;
         let info = UploadInfo {
             repo: repo.as_str().to_owned(),
             started: now_secs(),
         };
         let json = serde_json::to_vec(&info).expect("upload info serializes");
         let result = async {
+            tokio::fs::create_dir(&dir).await?;
             tokio::fs::write(dir.join("info.json"), json).await?;
             tokio::fs::File::create(dir.join("data")).await?;
             Ok::<_, std::io::Error>(())
@@ -98,10 +102,11 @@ impl Uploads {
         .await;
         if let Err(e) = result {
             let _ = tokio::fs::remove_dir_all(&dir).await;
+            drop(held);
+            self.forget(&id);
             return Err(e.into());
         }
-        let state = self.state(&id);
-        *state.lock().await = State {
+        *held = State {
             hasher: Some(Sha256Hasher::new()),
             hashed_len: 0,
         };
@@ -272,12 +277,22 @@ impl Uploads {
                 let _ = tokio::fs::remove_dir_all(entry.path()).await;
                 continue;
             };
-            let started = tokio::fs::read(entry.path().join("info.json"))
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
-                .map(|i| i.started)
-                .unwrap_or(0);
+            // Decided under the session's lock: a session being created or written is whole
+            // by the time the lock is ours.
+            let state = self.state(&id);
+            let held = state.lock().await;
+            let started = match tokio::fs::read(entry.path().join("info.json")).await {
+                Ok(b) => serde_json::from_slice::<UploadInfo>(&b)
+                    .map(|i| i.started)
+                    .unwrap_or(0),
+                Err(_) if !tokio::fs::try_exists(entry.path()).await.unwrap_or(true) => {
+                    // Finished or cancelled meanwhile.
+                    drop(held);
+                    self.forget(&id);
+                    continue;
+                }
+                Err(_) => 0,
+            };
             if started > cutoff {
                 continue;
             }
@@ -286,10 +301,8 @@ impl Uploads {
                 tracing::info!(upload = %id, "would purge stale upload session");
                 continue;
             }
-            let state = self.state(&id);
-            let _held = state.lock().await;
             let _ = tokio::fs::remove_dir_all(entry.path()).await;
-            drop(_held);
+            drop(held);
             self.forget(&id);
             tracing::info!(upload = %id, "purged stale upload session");
         }

@@ -11,6 +11,10 @@ use http::StatusCode;
 /// Largest page the listing endpoints return, whatever `n` asks.
 pub const MAX_PAGE: usize = 1000;
 
+/// Catalog page size when `n` is absent (distribution's). A tags list without `n` has no
+/// default page: clients that do not paginate expect every tag, so it gets `MAX_PAGE`.
+const CATALOG_PAGE: usize = 100;
+
 fn with_link(
     mut resp: http::Response<crate::http::body::Body>,
     path: &str,
@@ -30,7 +34,7 @@ fn with_link(
 }
 
 pub fn catalog(app: &App, req: &Req) -> HandlerResult {
-    let (n, last) = pagination(req, MAX_PAGE)?;
+    let (n, last) = pagination(req, CATALOG_PAGE, MAX_PAGE)?;
     let mut repos = app.registry.catalog(last.as_deref(), n + 1)?;
     let more = repos.len() > n;
     repos.truncate(n);
@@ -43,7 +47,7 @@ pub fn catalog(app: &App, req: &Req) -> HandlerResult {
 }
 
 pub async fn tags(app: &App, scope: &Scope, req: &Req) -> HandlerResult {
-    let (n, last) = pagination(req, MAX_PAGE)?;
+    let (n, last) = pagination(req, MAX_PAGE, MAX_PAGE)?;
     let local = scope.local();
     let found = app.registry.list_tags(local, last.as_deref(), n + 1)?;
     let mut tags = match found {

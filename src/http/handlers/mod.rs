@@ -112,10 +112,15 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
     }
 }
 
-/// `n` and `last` of the listing endpoints. `n` is capped so no request allocates without bound.
-pub fn pagination(req: &Req, max: usize) -> Result<(usize, Option<String>), RegistryError> {
+/// `n` and `last` of the listing endpoints (`default` when `n` is absent). `n` is capped so no
+/// request allocates without bound.
+pub fn pagination(
+    req: &Req,
+    default: usize,
+    max: usize,
+) -> Result<(usize, Option<String>), RegistryError> {
     let n = match req.query("n") {
-        None | Some("") => max.min(100),
+        None | Some("") => default.min(max),
         Some(s) => s
             .parse::<u64>()
             .map_err(|_| {
