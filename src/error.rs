@@ -3,6 +3,7 @@
 //! `UpstreamError`, `NameError`, …) is mapped here, once. Turning it into a response is the
 //! HTTP layer's job (`http::response::error`).
 
+use crate::auth::AuthError;
 use crate::index::IndexError;
 use crate::oci::{DigestError, ManifestError, NameError};
 use crate::storage::StoreError;
@@ -246,6 +247,23 @@ impl From<StoreError> for RegistryError {
                 "the registry is in read-only mode (storage.maintenance.readonly)",
             ),
             StoreError::Io(_) => RegistryError::internal(format!("storage error: {e}")),
+        }
+    }
+}
+
+impl From<AuthError> for RegistryError {
+    fn from(e: AuthError) -> Self {
+        let detail = e.detail();
+        let err = match e {
+            AuthError::Unauthorized {
+                reason, challenge, ..
+            } => RegistryError::new(ErrorCode::Unauthorized, reason)
+                .with_header(http::header::WWW_AUTHENTICATE, challenge.to_string()),
+            AuthError::Denied { reason, .. } => RegistryError::new(ErrorCode::Denied, reason),
+        };
+        match detail {
+            Some(d) => err.detail(d),
+            None => err,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
-//!   ↓
+//!   ↓        auth/ (htpasswd, bearer tokens, policy) decides each request before its handler
 //! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
@@ -16,9 +16,12 @@
 //! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
 //! capped at 4 MiB, are the exception).
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod index;
 pub mod lifecycle;
@@ -58,8 +61,12 @@ pub enum StartError {
         name: String,
         source: upstream::UpstreamError,
     },
+    #[error("{0}")]
+    Auth(#[from] auth::AuthSetupError),
     #[error("recovering the store: {0}")]
     Recovery(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] http::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -72,14 +79,24 @@ pub struct App {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub mirror: Option<Arc<Mirror>>,
+    /// Who may do what; `None` when no `auth` is configured (everyone may do everything).
+    pub auth: Option<auth::Authenticator>,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
     pub prometheus_path: Option<String>,
+    /// The main listener's TLS (certificate reloadable on SIGHUP), when `http.tls` is set.
+    pub tls: Option<Arc<http::tls::ServerTls>>,
 }
 
 impl App {
     /// Opens the storage and index under the configured root and sets up the upstreams.
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        // First, so that a bad certificate fails start-up before any storage work.
+        let tls = match &config.http.tls {
+            Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
+            None => None,
+        };
+        let auth = auth::Authenticator::from_config(&config.auth)?;
         let root = config.storage.filesystem.rootdirectory.clone();
         let path = root.display().to_string();
         let storage_err = |source| StartError::Storage {
@@ -132,9 +149,11 @@ impl App {
         Ok(App {
             access_log: !config.log.accesslog.disabled,
             prometheus_path,
+            tls,
             config: Arc::new(config),
             registry,
             mirror,
+            auth,
             metrics,
         })
     }

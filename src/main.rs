@@ -256,12 +256,33 @@ async fn serve_async(config: Config) -> Result<(), stevedore::StartError> {
         debug = debug_listener.as_ref().map(local).unwrap_or_default(),
         root = %config.storage.filesystem.rootdirectory.display(),
         upstream = config.proxy.remoteurl.as_deref().unwrap_or("none"),
+        tls = config.http.tls.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "stevedore listening"
     );
     let app = stevedore::App::open(config, metrics).await?;
+    if let Some(tls) = app.tls.clone() {
+        // Registered before serving, so a SIGHUP never finds the default (terminating) action.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_tls_on_sighup(tls, hup));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
     stevedore::run(app, listener, debug_listener, shutdown_signal()).await;
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP (a bad pair keeps the old one).
+async fn reload_tls_on_sighup(
+    tls: Arc<stevedore::http::tls::ServerTls>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the TLS certificate");
+        let _ = tls.reload();
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

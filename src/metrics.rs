@@ -257,6 +257,10 @@ impl Metrics {
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …
+        let _ = metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         metrics
     }
 

@@ -99,9 +99,11 @@ async fn a_blob_being_read_is_not_evicted() {
         got.extend_from_slice(&c.unwrap());
     }
     assert_eq!(digest(&got), d_big);
-    // Once the reader is done, the next pass may take it (it is the least recently used).
-    fetch(&s, &d_other).await;
-    assert!(eventually(Duration::from_secs(70), || !blob_path(&s, &d_big).exists()).await);
+    // Once the reader is done, the next pass (woken by another fill) may take it: it is the
+    // least recently used.
+    let third = up.add_blob(REPO, Bytes::from(random_bytes(1024 * 1024, 52)));
+    fetch(&s, &third).await;
+    assert!(eventually(Duration::from_secs(10), || !blob_path(&s, &d_big).exists()).await);
 }
 
 #[tokio::test]
@@ -148,10 +150,11 @@ async fn unused_content_expires_after_ttl() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     fetch(&s, &d2).await;
     assert!(eventually(Duration::from_secs(10), || !blob_path(&s, &d).exists()).await);
-    assert_eq!(
+    // At least the expired blob (on a loaded machine the fresh one may have aged too).
+    assert!(
         s.metric("stevedore_evictions_total", &[("reason", "age")])
-            .await,
-        1.0
+            .await
+            >= 1.0
     );
 }
 

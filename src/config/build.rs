@@ -15,8 +15,8 @@ use serde_yaml::Value;
 use super::schema::{describe, join};
 use super::units;
 use super::{
-    AuthConfig, Config, ConfigError, HtpasswdAuth, LogFormat, LogLevel, TlsConfig, TokenAuth,
-    UpstreamConfig,
+    AuthConfig, AuthPolicyConfig, AuthRuleConfig, Config, ConfigError, HtpasswdAuth, LogFormat,
+    LogLevel, TlsConfig, TokenAuth, UpstreamConfig,
 };
 
 /// Values under one mapping, with the dotted path used in errors.
@@ -96,6 +96,22 @@ impl<'a> Reader<'a> {
                     describe(v),
                     "expected a non-negative integer",
                 )),
+            })
+            .transpose()
+    }
+
+    /// A finite, non-negative number.
+    fn f64(&self, rel: &str) -> Result<Option<f64>, ConfigError> {
+        self.get(rel)
+            .map(|(v, key)| {
+                let n = match v {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                n.filter(|n| n.is_finite() && *n >= 0.0).ok_or_else(|| {
+                    ConfigError::value(key, describe(v), "expected a non-negative number")
+                })
             })
             .transpose()
     }
@@ -353,6 +369,25 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
         });
     }
     put(&mut h.http2.disabled, r.bool("http.http2.disabled")?);
+    let l = &mut h.limits;
+    put(&mut l.maxconns, r.u64("http.limits.maxconns")?);
+    put(
+        &mut l.maxconnsperclient,
+        r.u64("http.limits.maxconnsperclient")?,
+    );
+    put(
+        &mut l.requestspersecond,
+        r.f64("http.limits.requestspersecond")?,
+    );
+    put(&mut l.burst, r.u64("http.limits.burst")?);
+    put(
+        &mut l.headertimeout,
+        r.duration("http.limits.headertimeout")?,
+    );
+    put(&mut l.bodytimeout, r.duration("http.limits.bodytimeout")?);
+    put(&mut l.maxheaderbytes, r.size("http.limits.maxheaderbytes")?);
+    put(&mut l.maxheaders, r.u64("http.limits.maxheaders")?);
+    put(&mut l.maxstreams, r.u64("http.limits.maxstreams")?);
 
     // auth
     c.auth = AuthConfig {
@@ -376,7 +411,29 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
             }
             None => None,
         },
+        policy: AuthPolicyConfig::default(),
     };
+    put(
+        &mut c.auth.policy.anonymouspull,
+        r.bool("auth.policy.anonymouspull")?,
+    );
+    if let Some((Value::Sequence(items), key)) = r.get("auth.policy.rules") {
+        for (i, item) in items.iter().enumerate() {
+            let u = Reader {
+                value: item,
+                path: format!("{key}[{i}]"),
+            };
+            c.auth.policy.rules.push(AuthRuleConfig {
+                repository: u.required(
+                    "repository",
+                    "each auth.policy.rules entry needs a repository glob",
+                )?,
+                pull: u.list("pull")?,
+                push: u.list("push")?,
+                delete: u.list("delete")?,
+            });
+        }
+    }
     if r.get("auth.htpasswd").is_some() && c.auth.htpasswd.is_none() {
         return Err(ConfigError::missing(
             "auth.htpasswd.realm",

@@ -229,6 +229,8 @@ pub struct HttpConfig {
     /// Serve HTTPS when set.
     pub tls: Option<TlsConfig>,
     pub http2: Http2Config,
+    /// *Stevedore extension*: connection and request limits.
+    pub limits: LimitsConfig,
     /// Key for signing upload state; random when unset. Redacted in `Debug`.
     pub secret: Option<String>,
 }
@@ -246,6 +248,7 @@ impl Default for HttpConfig {
             debug: DebugConfig::default(),
             tls: None,
             http2: Http2Config::default(),
+            limits: LimitsConfig::default(),
             secret: None,
         }
     }
@@ -264,6 +267,7 @@ impl fmt::Debug for HttpConfig {
             .field("debug", &self.debug)
             .field("tls", &self.tls)
             .field("http2", &self.http2)
+            .field("limits", &self.limits)
             .field("secret", &Redacted(&self.secret))
             .finish()
     }
@@ -315,11 +319,98 @@ pub struct Http2Config {
     pub disabled: bool,
 }
 
-/// `auth`: at most one of its kinds.
+/// `http.limits` (*stevedore extension*): what one client, and all of them
+/// together, may hold of the server. The defaults do not get in the way of
+/// normal use (a `docker pull` opens a handful of connections).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Open connections in all; more are closed at once. Default 4096;
+    /// 0 = unlimited.
+    pub maxconns: u64,
+    /// Open connections from one client address (an IPv6 client is its /64);
+    /// more are answered 429 and closed. Default 256; 0 = unlimited.
+    pub maxconnsperclient: u64,
+    /// Sustained requests per second from one client address; more are
+    /// answered 429 with `Retry-After`. Default 0 = unlimited.
+    pub requestspersecond: f64,
+    /// Requests one client may send at once before the rate applies;
+    /// default 0 = twice `requestspersecond` (at least 1).
+    pub burst: u64,
+    /// A client must send a request's headers (and finish a TLS handshake)
+    /// within this; default 30s.
+    pub headertimeout: Duration,
+    /// A request body that sends no byte for this long is abandoned; default
+    /// 60s.
+    pub bodytimeout: Duration,
+    /// Largest request head (HTTP/1 request line + headers, HTTP/2 header
+    /// list); default 64KiB, between 8KiB and 1MiB.
+    pub maxheaderbytes: u64,
+    /// Most headers in an HTTP/1 request; default 100.
+    pub maxheaders: u64,
+    /// Concurrent streams of one HTTP/2 connection; default 128.
+    pub maxstreams: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            maxconns: 4096,
+            maxconnsperclient: 256,
+            requestspersecond: 0.0,
+            burst: 0,
+            headertimeout: Duration::from_secs(30),
+            bodytimeout: Duration::from_secs(60),
+            maxheaderbytes: 64 * 1024,
+            maxheaders: 100,
+            maxstreams: 128,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The effective burst: `burst`, or twice the rate (at least 1) when 0.
+    pub fn effective_burst(&self) -> f64 {
+        if self.burst > 0 {
+            self.burst as f64
+        } else {
+            (self.requestspersecond * 2.0).ceil().max(1.0)
+        }
+    }
+}
+
+/// `auth`: at most one of its kinds, and the access policy.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthConfig {
     pub htpasswd: Option<HtpasswdAuth>,
     pub token: Option<TokenAuth>,
+    pub policy: AuthPolicyConfig,
+}
+
+/// `auth.policy` (*stevedore extension*): what users may do beyond being
+/// authenticated. Needs `auth.htpasswd` or `auth.token`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthPolicyConfig {
+    /// Let requests without credentials pull (manifests, blobs, tags,
+    /// referrers; not `GET /v2/` or the catalog). Default false.
+    pub anonymouspull: bool,
+    /// Per-repository rules; the first whose `repository` glob matches
+    /// decides. A repository no rule matches is open to every authenticated
+    /// user.
+    pub rules: Vec<AuthRuleConfig>,
+}
+
+/// `auth.policy.rules[]`: who may pull, push or delete in the repositories
+/// matching `repository`. An action the rule does not list stays open to
+/// every authenticated user; a list names users (htpasswd users, or a
+/// token's `sub`), `"*"` meaning any authenticated user, `[]` nobody.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthRuleConfig {
+    /// Glob on repository names; `*` matches any characters, `/` included
+    /// (`team/*` covers `team/a/b`).
+    pub repository: String,
+    pub pull: Option<Vec<String>>,
+    pub push: Option<Vec<String>>,
+    pub delete: Option<Vec<String>>,
 }
 
 /// `auth.htpasswd`: basic authentication against a bcrypt htpasswd file.

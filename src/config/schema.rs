@@ -130,6 +130,21 @@ pub(super) static ROOT: Fields = &[
                     ("signingalgorithms", Unsupported(NONE)),
                 ]),
             ),
+            (
+                "policy",
+                Section(&[
+                    ("anonymouspull", Leaf(Yaml)),
+                    (
+                        "rules",
+                        List(&[
+                            ("repository", Leaf(Str)),
+                            ("pull", Leaf(Yaml)),
+                            ("push", Leaf(Yaml)),
+                            ("delete", Leaf(Yaml)),
+                        ]),
+                    ),
+                ]),
+            ),
             ("silly", Selector(NONE)),
         ]),
     ),
@@ -169,6 +184,20 @@ pub(super) static ROOT: Fields = &[
                 ]),
             ),
             ("http2", Section(&[("disabled", Leaf(Yaml))])),
+            (
+                "limits",
+                Section(&[
+                    ("maxconns", Leaf(Yaml)),
+                    ("maxconnsperclient", Leaf(Yaml)),
+                    ("requestspersecond", Leaf(Yaml)),
+                    ("burst", Leaf(Yaml)),
+                    ("headertimeout", Leaf(Yaml)),
+                    ("bodytimeout", Leaf(Yaml)),
+                    ("maxheaderbytes", Leaf(Yaml)),
+                    ("maxheaders", Leaf(Yaml)),
+                    ("maxstreams", Leaf(Yaml)),
+                ]),
+            ),
         ]),
     ),
     (

@@ -65,6 +65,14 @@ fn defaults_are_the_documented_ones() {
     assert!(!c.http.debug.prometheus.enabled);
     assert_eq!(c.http.debug.prometheus.path, "/metrics");
     assert!(c.http.tls.is_none() && c.http.secret.is_none() && c.http.host.is_none());
+    let l = &c.http.limits;
+    assert_eq!((l.maxconns, l.maxconnsperclient, l.burst), (4096, 256, 0));
+    assert_eq!(l.requestspersecond, 0.0);
+    assert_eq!((l.headertimeout, l.bodytimeout), (secs(30), secs(60)));
+    assert_eq!(
+        (l.maxheaderbytes, l.maxheaders, l.maxstreams),
+        (64 * 1024, 100, 128)
+    );
     assert_eq!(c.auth, AuthConfig::default());
     assert_eq!(c.proxy.remoteurl, None);
     assert_eq!(c.proxy.ttl, secs(168 * 3600));
@@ -1029,4 +1037,72 @@ fn debug_output_redacts_secrets() {
     assert!(!pretty.contains("SECRET"), "{pretty}");
     // Unset secrets show as None.
     assert!(format!("{:?}", Config::default()).contains("secret: None"));
+}
+
+#[test]
+fn http_limits() {
+    let c = Config::from_yaml_str(
+        "http:\n  limits:\n    maxconns: 10\n    maxconnsperclient: 0\n    requestspersecond: 2.5\n    headertimeout: 5s\n    bodytimeout: 1m\n    maxheaderbytes: 16KiB\n    maxheaders: 50\n    maxstreams: 8\n",
+    )
+    .expect("limits");
+    let l = &c.http.limits;
+    assert_eq!((l.maxconns, l.maxconnsperclient), (10, 0));
+    assert_eq!(l.requestspersecond, 2.5);
+    assert_eq!(l.effective_burst(), 5.0);
+    assert_eq!((l.headertimeout, l.bodytimeout), (secs(5), secs(60)));
+    assert_eq!(
+        (l.maxheaderbytes, l.maxheaders, l.maxstreams),
+        (16 * 1024, 50, 8)
+    );
+    let c = Config::from_yaml_str("http:\n  limits:\n    requestspersecond: 0.2\n    burst: 7\n")
+        .expect("burst");
+    assert_eq!(c.http.limits.effective_burst(), 7.0);
+    assert_eq!(LimitsConfig::default().effective_burst(), 1.0);
+    for (text, key) in [
+        (
+            "http:\n  limits:\n    requestspersecond: -1\n",
+            "http.limits.requestspersecond",
+        ),
+        (
+            "http:\n  limits:\n    requestspersecond: fast\n",
+            "http.limits.requestspersecond",
+        ),
+        (
+            "http:\n  limits:\n    headertimeout: 0s\n",
+            "http.limits.headertimeout",
+        ),
+        (
+            "http:\n  limits:\n    bodytimeout: 0\n",
+            "http.limits.bodytimeout",
+        ),
+        (
+            "http:\n  limits:\n    maxheaderbytes: 1KiB\n",
+            "http.limits.maxheaderbytes",
+        ),
+        (
+            "http:\n  limits:\n    maxheaderbytes: 2MiB\n",
+            "http.limits.maxheaderbytes",
+        ),
+        (
+            "http:\n  limits:\n    maxstreams: 0\n",
+            "http.limits.maxstreams",
+        ),
+        (
+            "http:\n  limits:\n    maxheaders: 0\n",
+            "http.limits.maxheaders",
+        ),
+        ("http:\n  limits:\n    maxconn: 3\n", "http.limits.maxconn"),
+    ] {
+        assert_eq!(err(text).key(), Some(key), "{text}");
+    }
+    let c = load_env(
+        "version: 0.1\n",
+        &[
+            ("REGISTRY_HTTP_LIMITS_REQUESTSPERSECOND", "3"),
+            ("REGISTRY_HTTP_LIMITS_BURST", "9"),
+        ],
+    )
+    .expect("limits from env");
+    assert_eq!(c.http.limits.requestspersecond, 3.0);
+    assert_eq!(c.http.limits.burst, 9);
 }

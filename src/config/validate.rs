@@ -125,6 +125,34 @@ fn http(c: &Config) -> Result<(), ConfigError> {
             "the debug listener needs its own address",
         ));
     }
+    let l = &h.limits;
+    for (key, d) in [
+        ("http.limits.headertimeout", l.headertimeout),
+        ("http.limits.bodytimeout", l.bodytimeout),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError::invalid(key, "must be greater than zero"));
+        }
+    }
+    if !(8 * 1024..=1024 * 1024).contains(&l.maxheaderbytes) {
+        return Err(ConfigError::value(
+            "http.limits.maxheaderbytes",
+            l.maxheaderbytes.to_string(),
+            "must be between 8KiB and 1MiB",
+        ));
+    }
+    for (key, n) in [
+        ("http.limits.maxheaders", l.maxheaders),
+        ("http.limits.maxstreams", l.maxstreams),
+    ] {
+        if n == 0 || n > 100_000 {
+            return Err(ConfigError::value(
+                key,
+                n.to_string(),
+                "must be between 1 and 100000",
+            ));
+        }
+    }
     if let Some(tls) = &h.tls {
         if tls.certificate.as_os_str().is_empty() {
             return Err(ConfigError::missing(
@@ -161,6 +189,13 @@ fn http(c: &Config) -> Result<(), ConfigError> {
 
 fn auth(c: &Config) -> Result<(), ConfigError> {
     let a = &c.auth;
+    let policy_set = a.policy.anonymouspull || !a.policy.rules.is_empty();
+    if policy_set && a.htpasswd.is_none() && a.token.is_none() {
+        return Err(ConfigError::invalid(
+            "auth.policy",
+            "an access policy needs auth.htpasswd or auth.token to know who is asking",
+        ));
+    }
     if a.htpasswd.is_some() && a.token.is_some() {
         return Err(ConfigError::conflict(
             "auth.htpasswd",

@@ -1,13 +1,18 @@
-//! The HTTP front end: the accept loop with connection draining, routing, handlers, and the
-//! debug listener (metrics, health). The only module that sees hyper's request and response
+//! The HTTP front end: the accept loop with connection draining, TLS (`tls`), per-client
+//! connection and request limits (`limits`), routing, handlers, and the debug listener (metrics,
+//! health). The only module that sees hyper's request and response
 //! types; it maps every `RegistryError` to a response in one place (`response::error`).
 
+pub mod access;
 pub mod body;
 pub mod debug;
 pub(crate) mod handlers;
+mod io;
+pub mod limits;
 pub mod range;
 pub mod response;
 pub mod route;
+pub mod tls;
 
 use crate::App;
 use crate::error::{ErrorCode, RegistryError};
@@ -15,17 +20,73 @@ use crate::metrics::Source;
 use body::Body;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use limits::{Limits, Refusal};
 use route::{Endpoint, RouteError};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a connection refused for its client's connection limit may take to hear its 429.
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
+
+/// The connection builders: auto-detected HTTP/1 or HTTP/2 (plain), and one protocol each
+/// (after TLS, whose ALPN said which).
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(http: &crate::config::HttpConfig) -> Builders {
+        let l = &http.limits;
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(l.headertimeout)
+            .max_buf_size(usize::try_from(l.maxheaderbytes).unwrap_or(usize::MAX))
+            .max_headers(usize::try_from(l.maxheaders).unwrap_or(usize::MAX));
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(l.maxheaderbytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(u32::try_from(l.maxstreams).unwrap_or(u32::MAX))
+            // An idle HTTP/2 connection is legitimate, a dead peer is not: ping it.
+            .keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Builders {
+            http1: b.clone().http1_only(),
+            http2: b.clone().http2_only(),
+            auto: if http.http2.disabled {
+                b.http1_only()
+            } else {
+                b
+            },
+        }
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    app: Arc<App>,
+    limits: Arc<Limits>,
+    builders: Builders,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: Duration,
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// for up to `drain`.
+/// for up to `drain`. Plain HTTP, or HTTPS when the app has a TLS configuration.
+///
+/// Each connection must send its first byte (or finish its TLS handshake) and then each request
+/// head within `http.limits.headertimeout`; connections beyond `http.limits.maxconns` are
+/// closed at once, and those beyond a client's `maxconnsperclient` are answered 429 and closed;
+/// requests beyond a client's rate are answered 429 with `Retry-After`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -33,13 +94,14 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(64 * 1024);
-    builder.http2().max_header_list_size(64 * 1024);
+    let shared = Arc::new(Shared {
+        limits: Arc::new(Limits::new(&app.config.http.limits)),
+        builders: Builders::new(&app.config.http),
+        tls: app.tls.as_ref().map(|t| t.acceptor()),
+        header_timeout: app.config.http.limits.headertimeout,
+        app,
+    });
+    let mut last_full_warning: Option<Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -54,20 +116,32 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(&app, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let (guard, verdict) = shared.limits.admit(peer.ip());
+        let refused = match verdict {
+            Ok(()) => false,
+            Err(Refusal::Full) => {
+                // Spend nothing on it; warn at most every 10 s.
+                if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    last_full_warning = Some(Instant::now());
+                    tracing::warn!(
+                        maxconns = shared.app.config.http.limits.maxconns,
+                        "connection limit reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
             }
+            Err(Refusal::ClientFull) => {
+                tracing::debug!(%peer, "client connection limit reached: refusing");
+                true
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            shared.connection(stream, peer, refused, watcher).await;
+            drop(guard);
         });
     }
     tracing::info!("shutting down: draining open connections");
@@ -77,6 +151,103 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
+}
+
+impl Shared {
+    /// Serves one accepted connection: TLS handshake (if any) and HTTP. The handshake and then
+    /// the first bytes of HTTP must each come within the header timeout.
+    async fn connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        refused: bool,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let Some(acceptor) = &self.tls else {
+            let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
+            let builder = &self.builders.auto;
+            return self.http(builder, stream, peer, refused, watcher).await;
+        };
+        let stream = match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let builder = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => &self.builders.http2,
+            _ => &self.builders.http1,
+        };
+        let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
+        self.http(builder, stream, peer, refused, watcher).await
+    }
+
+    async fn http<I>(
+        self: &Arc<Self>,
+        builder: &auto::Builder<TokioExecutor>,
+        io: I,
+        peer: SocketAddr,
+        refused: bool,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        if refused {
+            let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                let e = RegistryError::new(
+                    ErrorCode::TooManyRequests,
+                    "too many connections from your address",
+                )
+                .with_header(http::header::RETRY_AFTER, "1")
+                .with_header(http::header::CONNECTION, "close");
+                Ok::<_, Infallible>(response::error(&e))
+            });
+            let conn = builder.serve_connection(io, service);
+            let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
+            return;
+        }
+        let shared = self.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            async move {
+                if let Err(wait) = shared.limits.request(peer.ip()) {
+                    return Ok::<_, Infallible>(too_many_requests(&shared.app, &req, wait));
+                }
+                Ok(handle(&shared.app, req).await)
+            }
+        });
+        let conn = builder.serve_connection(io, service).into_owned();
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The answer to a request over its client's rate: 429 with the time until the next token.
+fn too_many_requests(app: &App, req: &Request<Incoming>, wait: Duration) -> Response<Body> {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let e = RegistryError::new(
+        ErrorCode::TooManyRequests,
+        "too many requests from your address: slow down",
+    )
+    .with_header(http::header::RETRY_AFTER, secs.to_string());
+    app.metrics
+        .errors
+        .with_label_values(&[e.code.as_str()])
+        .inc();
+    app.metrics
+        .http_requests
+        .with_label_values(&[req.method().as_str(), "limited", "429"])
+        .inc();
+    tracing::debug!(method = %req.method(), path = req.uri().path(), "request over the rate limit");
+    response::error(&e)
 }
 
 /// Answers one request: route, dispatch, map errors, count, log.
@@ -94,7 +265,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 headers: parts.headers,
                 body,
             };
-            (label, handlers::dispatch(app, endpoint, r).await)
+            // Access control before any handler, so none can forget it.
+            let result = match access::check(app, &endpoint, &r).await {
+                Ok(()) => handlers::dispatch(app, endpoint, r).await,
+                Err(e) => Err(e),
+            };
+            (label, result)
         }
         Err(RouteError::NotFound) => (
             "unknown",

@@ -21,9 +21,8 @@ fn upstream_error(e: UpstreamError, digest: &Digest) -> RegistryError {
 impl Mirror {
     /// The size of a proxied blob, asking the upstream (HEAD, no download) on a miss.
     pub async fn blob_size(&self, p: &ProxyRepo, digest: &Digest) -> Result<u64> {
-        let up = p.upstream.name.as_str();
+        // Existence checks are not counted as lookups: only GETs move bytes.
         if let Some(size) = self.registry.blob_size(&p.local, digest).await? {
-            self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
             return Ok(size);
         }
         match p
@@ -44,9 +43,13 @@ impl Mirror {
     /// A proxied blob's content, from the cache or streaming in from the upstream.
     pub async fn blob(&self, p: &ProxyRepo, digest: &Digest) -> Result<BlobContent> {
         let up = p.upstream.name.as_str();
+        // One lookup per request, whatever turns the loop takes.
+        let mut counted = false;
         loop {
             if let Some(open) = self.registry.open_blob(&p.local, digest).await? {
-                self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
+                if !counted {
+                    self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
+                }
                 return Ok(BlobContent::file(open, Source::Cache));
             }
             // Present in the store for another repository: the upstream must confirm that
@@ -70,12 +73,13 @@ impl Mirror {
                 }
             }
             let (f, outcome) = self.join_or_start(p, digest);
+            if !counted {
+                self.metrics.cache_lookup(Kind::Blob, up, outcome);
+                counted = true;
+            }
             match fetch::started(&f).await {
                 Ok(Some((path, Some(size)))) => match std::fs::File::open(&path) {
-                    Ok(file) => {
-                        self.metrics.cache_lookup(Kind::Blob, up, outcome);
-                        return Ok(BlobContent::growing(f, file, size));
-                    }
+                    Ok(file) => return Ok(BlobContent::growing(f, file, size)),
                     // Committed and renamed meanwhile: once recorded, the store has it.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         wait_outcome(&f).await;

@@ -66,7 +66,10 @@ impl Mirror {
                 if rec.origin != Origin::Local && !fresh {
                     return Ok(None);
                 }
-                let Some(m) = reg.get_manifest(&p.local, reference).await? else {
+                let Ok(d) = Digest::parse(&rec.digest) else {
+                    return Ok(None);
+                };
+                let Some(m) = reg.manifest_by_digest(&p.local, &d).await? else {
                     return Ok(None);
                 };
                 if rec.origin == Origin::Local {

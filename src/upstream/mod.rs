@@ -22,6 +22,8 @@ mod names;
 mod tls;
 mod token_cache;
 
+/// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use auth::parse_challenges;
 pub use error::UpstreamError;
 
 use crate::metrics::Metrics;

@@ -6,24 +6,18 @@
 
 use super::tools::{on_path, run, run_ok, tail, terminate, wait_until};
 use std::fs::File;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// Whether `dockerd` and `docker` are installed; when not, says loudly that `test` is skipped.
+/// Checks that `dockerd` and `docker` are installed; a missing one fails `test` with the
+/// install hint (scripts/install-test-deps.sh installs Debian's docker.io).
 pub fn available_or_skip(test: &str) -> bool {
-    if on_path("dockerd") && on_path("docker") {
-        return true;
-    }
-    // Straight to stderr, past the test harness's output capture, so it shows on success too.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED {test}: `dockerd`/`docker` not on PATH (apt-get install docker.io)\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    assert!(
+        on_path("dockerd") && on_path("docker"),
+        "{test}: `dockerd`/`docker` not on PATH (scripts/install-test-deps.sh installs docker.io)"
     );
-    false
+    true
 }
 
 /// How to start a daemon.

@@ -79,15 +79,19 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
         return Err(too_large());
     }
     let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
-    let bytes = body::collect_limited(req.body, MAX_MANIFEST_BYTES)
-        .await
-        .map_err(|e| match e {
-            body::CollectError::TooLarge(_) => too_large(),
-            body::CollectError::Body(e) => RegistryError::new(
-                ErrorCode::ManifestInvalid,
-                format!("manifest body broke off: {e}"),
-            ),
-        })?;
+    let bytes = body::collect_limited(
+        req.body,
+        MAX_MANIFEST_BYTES,
+        app.config.http.limits.bodytimeout,
+    )
+    .await
+    .map_err(|e| match e {
+        body::CollectError::TooLarge(_) => too_large(),
+        body::CollectError::Body(e) => RegistryError::new(
+            ErrorCode::ManifestInvalid,
+            format!("manifest body broke off: {e}"),
+        ),
+    })?;
     let local = scope.local();
     let put = app
         .registry

@@ -56,7 +56,11 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
     }
     if let Some(digest) = digest_param(&req)? {
         app.registry
-            .upload_whole(repo, &digest, body::request_stream(req.body))
+            .upload_whole(
+                repo,
+                &digest,
+                body::request_stream(req.body, app.config.http.limits.bodytimeout),
+            )
             .await?;
         return created(repo, &digest);
     }
@@ -101,7 +105,12 @@ pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResul
     let range = content_range(&req)?;
     let status = app
         .registry
-        .upload_chunk(repo, id, range, body::request_stream(req.body))
+        .upload_chunk(
+            repo,
+            id,
+            range,
+            body::request_stream(req.body, app.config.http.limits.bodytimeout),
+        )
         .await?;
     accepted(repo, &status)
 }
@@ -115,7 +124,12 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
         )
     })?;
     app.registry
-        .finish_upload(repo, id, &digest, body::request_stream(req.body))
+        .finish_upload(
+            repo,
+            id,
+            &digest,
+            body::request_stream(req.body, app.config.http.limits.bodytimeout),
+        )
         .await?;
     created(repo, &digest)
 }
