@@ -557,6 +557,8 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             platform: None,
         });
+        // Manifests are blobs too: distribution serves them from the blob endpoint.
+        self.index.link(repo, digest)?;
         self.index.put_manifest(
             repo,
             digest,

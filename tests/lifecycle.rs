@@ -101,7 +101,7 @@ async fn a_blob_being_read_is_not_evicted() {
     assert_eq!(digest(&got), d_big);
     // Once the reader is done, the next pass (woken by another fill) may take it: it is the
     // least recently used.
-    let third = up.add_blob(REPO, Bytes::from(random_bytes(1024 * 1024, 52)));
+    let third = up.add_blob(REPO, Bytes::from(random_bytes(15 * 1024 * 1024, 52)));
     fetch(&s, &third).await;
     assert!(eventually(Duration::from_secs(10), || !blob_path(&s, &d_big).exists()).await);
 }

@@ -103,6 +103,17 @@ fn content_range(req: &Req) -> Result<Option<(u64, u64)>, RegistryError> {
 pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
     let repo = scope.local();
     let range = content_range(&req)?;
+    if let (Some((start, end)), Some(len)) = (
+        range,
+        req.header(header::CONTENT_LENGTH)
+            .and_then(|l| l.parse::<u64>().ok()),
+    ) && (end - start).checked_add(1) != Some(len)
+    {
+        return Err(RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("Content-Range {start}-{end} does not match the body's {len} bytes"),
+        ));
+    }
     let status = app
         .registry
         .upload_chunk(
@@ -117,12 +128,14 @@ pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResul
 
 pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
     let repo = scope.local();
-    let digest = digest_param(&req)?.ok_or_else(|| {
-        RegistryError::new(
+    let Some(digest) = digest_param(&req)? else {
+        // An unknown session is reported as such before the missing parameter.
+        app.registry.upload_status(repo, id).await?;
+        return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             "the final PUT of an upload needs a ?digest= parameter",
-        )
-    })?;
+        ));
+    };
     app.registry
         .finish_upload(
             repo,
