@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod index;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;

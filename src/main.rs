@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use stevedore::config::{Config, LogFormat, ProcessEnv};
+use stevedore::config::{Config, ProcessEnv};
 use stevedore::metrics::Metrics;
 
 #[derive(Parser)]
@@ -190,16 +190,7 @@ fn verify(config: PathBuf, quarantine: bool) -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("STEVEDORE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sled=warn", config.log.level.as_str())));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.formatter {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    stevedore::logging::init(config);
 }
 
 fn serve(path: Option<PathBuf>) -> ExitCode {

@@ -250,6 +250,10 @@ fn too_many_requests(app: &App, req: &Request<Incoming>, wait: Duration) -> Resp
     response::error(&e)
 }
 
+/// Response extension naming the upstream a proxied repository is served from (access log).
+#[derive(Debug, Clone)]
+pub(crate) struct ViaUpstream(pub(crate) String);
+
 /// Answers one request: route, dispatch, map errors, count, log.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -323,6 +327,11 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             .get::<Source>()
             .map(|s| s.as_str())
             .unwrap_or("-");
+        let upstream = resp
+            .extensions()
+            .get::<ViaUpstream>()
+            .map(|u| u.0.as_str())
+            .unwrap_or("-");
         tracing::info!(
             target: "stevedore::access",
             method = %method,
@@ -331,6 +340,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             bytes,
             duration_ms = took.as_secs_f64() * 1000.0,
             cache,
+            upstream,
             "request"
         );
     }

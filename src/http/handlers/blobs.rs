@@ -69,6 +69,10 @@ pub async fn get(
         .body(body::streamed(stream))
         .expect("blob headers are valid");
     resp.extensions_mut().insert(source);
+    if let Scope::Proxy(p) = scope {
+        resp.extensions_mut()
+            .insert(crate::http::ViaUpstream(p.upstream.name.clone()));
+    }
     Ok(resp)
 }
 

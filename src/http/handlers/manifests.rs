@@ -41,7 +41,12 @@ pub async fn get(
             ),
         ));
     }
-    Ok(respond(app, m, source, with_body))
+    let mut resp = respond(app, m, source, with_body);
+    if let Scope::Proxy(p) = scope {
+        resp.extensions_mut()
+            .insert(crate::http::ViaUpstream(p.upstream.name.clone()));
+    }
+    Ok(resp)
 }
 
 fn respond(app: &App, m: Manifest, source: Source, with_body: bool) -> http::Response<body::Body> {

@@ -1,0 +1,71 @@
+//! Logs: one JSON access line per request with method, path, status, bytes, duration, cache
+//! outcome and upstream; `log.fields` on every line; text format when asked.
+
+mod common;
+
+use bytes::Bytes;
+use common::fake_upstream::{FakeOptions, FakeUpstream};
+use common::*;
+use std::time::Duration;
+
+fn access_lines(s: &Server) -> Vec<serde_json::Value> {
+    s.log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "stevedore::access")
+        .collect()
+}
+
+#[tokio::test]
+async fn access_lines_say_where_bytes_came_from() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let data = Bytes::from(random_bytes(12_345, 1));
+    let d = up.add_blob("library/logs", data.clone());
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "log:\n  fields:\n    service: mirror-a\n    env: test\nproxy:\n  remoteurl: {}\n",
+            up.url()
+        ),
+        ..Options::default()
+    });
+    let url = s.url(&format!("/v2/library/logs/blobs/{d}"));
+    for _ in 0..2 {
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap(), data);
+    }
+    let r = client()
+        .get(s.url("/v2/nope/manifests/x?ns=gcr.io"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let found = eventually(Duration::from_secs(5), || access_lines(&s).len() >= 3).await;
+    assert!(found, "{}", s.log_text());
+    let lines = access_lines(&s);
+    let blob_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["path"].as_str().unwrap().contains("/blobs/"))
+        .collect();
+    assert_eq!(blob_lines.len(), 2);
+    let upstream = up.url().trim_start_matches("http://").to_owned();
+    for (line, cache) in blob_lines.iter().zip(["upstream", "cache"]) {
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["bytes"], "12345");
+        assert_eq!(line["cache"], cache, "{line}");
+        assert_eq!(line["upstream"], upstream.as_str());
+        assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == 404 && l["upstream"] == "-")
+    );
+    // Static fields on every line, access lines and others.
+    for l in s.log_text().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert_eq!(v["service"], "mirror-a", "{l}");
+        assert_eq!(v["env"], "test", "{l}");
+    }
+}
