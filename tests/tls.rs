@@ -657,3 +657,69 @@ async fn silent_clients_after_the_handshake_are_cut_off() {
         );
     }
 }
+
+/// The mirror reaches an HTTPS upstream that its `proxy.cafile` trusts (here another
+/// stevedore with TLS), and refuses one it does not trust.
+#[tokio::test]
+async fn mirror_fetches_from_an_https_upstream_trusting_its_cafile() {
+    let ca = Ca::new("upstream ca");
+    let files = Files::new(&ca.server("upstream", 1), &[]);
+    let upstream = tls_server(files.yaml(0, ""));
+    let cafile = files.path("ca.pem");
+    std::fs::write(&cafile, &ca.pem).unwrap();
+    let blob = random_bytes(70_000, 5);
+    let d = digest(&blob);
+    let pushed = push_over_tls(&upstream.addr, &ca, "library/secure", &blob).await;
+    assert_eq!(pushed, 201);
+    let remote = format!("https://{}", upstream.addr);
+    let trusted = Server::mirror(&remote, &format!("  cafile: {}\n", cafile.display()));
+    let r = client()
+        .get(trusted.url(&format!("/v2/library/secure/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(digest(&r.bytes().await.unwrap()), d);
+    // Without the CA the upstream's certificate is not trusted: unavailable, nothing cached.
+    let untrusting = Server::mirror(&remote, "");
+    let r = client()
+        .get(untrusting.url(&format!("/v2/library/secure/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+/// A monolithic blob push over TLS trusting `ca`; returns the status.
+async fn push_over_tls(addr: &str, ca: &Ca, repo: &str, data: &[u8]) -> u16 {
+    use http_body_util::{BodyExt, Full};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("/v2/{repo}/blobs/uploads/?digest={}", digest(data)))
+        .header("host", addr)
+        .body(Full::new(bytes::Bytes::copy_from_slice(data)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
