@@ -268,3 +268,64 @@ async fn delete_blob_unlinks_it_from_that_repository_only() {
     let r = get(&url_a, None).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
 }
+
+/// Reads one HTTP/1.1 response (head and Content-Length body) from `r`.
+async fn read_response(r: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status = 0;
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.unwrap();
+    (status, body)
+}
+
+/// Pipelined GETs on one connection, whole and ranged, each answered with its own bytes:
+/// zero-copy responses must stay in order behind each other.
+#[tokio::test]
+async fn pipelined_blob_gets_get_their_own_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start();
+    let base = s.url("");
+    let blobs: Vec<Vec<u8>> = (0..4)
+        .map(|i| random_bytes(700_000 + i * 333_333, 900 + i as u64))
+        .collect();
+    let mut ds = Vec::new();
+    for b in &blobs {
+        ds.push(push_blob(&base, "pipe/line", b).await);
+    }
+    let mut reqs = String::new();
+    for d in &ds {
+        reqs.push_str(&format!(
+            "GET /v2/pipe/line/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        reqs.push_str(&format!(
+            "GET /v2/pipe/line/blobs/{d} HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n"
+        ));
+    }
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let mut r = tokio::io::BufReader::new(tcp);
+    r.get_mut().write_all(reqs.as_bytes()).await.unwrap();
+    for b in &blobs {
+        let (status, body) = read_response(&mut r).await;
+        assert_eq!(status, 200);
+        assert_eq!(digest(&body), digest(b));
+        let (status, body) = read_response(&mut r).await;
+        assert_eq!(status, 206);
+        assert_eq!(body, b[100..200]);
+    }
+}

@@ -119,7 +119,11 @@ async fn miss_then_hit_with_bearer_auth_and_redirects() {
         99.0
     );
     for l in &layers {
-        assert!(blob_file(&s, &digest(l)).exists());
+        assert!(
+            eventually(Duration::from_secs(10), || blob_file(&s, &digest(l))
+                .exists())
+            .await
+        );
     }
 }
 
@@ -225,7 +229,7 @@ async fn body_fault_leaves_nothing(fault: Fault, proxy_extra: &str) {
     let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), data);
-    assert!(blob_file(&s, &d).exists());
+    assert!(eventually(Duration::from_secs(10), || blob_file(&s, &d).exists()).await);
 }
 
 #[tokio::test]

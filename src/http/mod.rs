@@ -12,6 +12,7 @@ pub mod limits;
 pub mod range;
 pub mod response;
 pub mod route;
+mod sendfile;
 pub mod tls;
 
 use crate::App;
@@ -48,6 +49,8 @@ impl Builders {
         let l = &http.limits;
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
+            // Body chunks are queued, never copied into hyper's buffer: `sendfile` relies on it.
+            .writev(true)
             .timer(TokioTimer::new())
             .header_read_timeout(l.headertimeout)
             .max_buf_size(usize::try_from(l.maxheaderbytes).unwrap_or(usize::MAX))
@@ -164,9 +167,12 @@ impl Shared {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let Some(acceptor) = &self.tls else {
+            let (stream, slot) = sendfile::SendfileStream::new(stream);
             let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
             let builder = &self.builders.auto;
-            return self.http(builder, stream, peer, refused, watcher).await;
+            return self
+                .http(builder, stream, peer, refused, watcher, Some(slot))
+                .await;
         };
         let stream = match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await
         {
@@ -185,7 +191,8 @@ impl Shared {
             _ => &self.builders.http1,
         };
         let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
-        self.http(builder, stream, peer, refused, watcher).await
+        self.http(builder, stream, peer, refused, watcher, None)
+            .await
     }
 
     async fn http<I>(
@@ -195,6 +202,7 @@ impl Shared {
         peer: SocketAddr,
         refused: bool,
         watcher: hyper_util::server::graceful::Watcher,
+        sendfile: Option<sendfile::SendfileSlot>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -214,8 +222,14 @@ impl Shared {
             return;
         }
         let shared = self.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let shared = shared.clone();
+            // Zero-copy blob bodies need HTTP/1's plain byte stream on a plain socket.
+            if let Some(slot) = &sendfile
+                && req.version() <= http::Version::HTTP_11
+            {
+                req.extensions_mut().insert(slot.clone());
+            }
             async move {
                 if let Err(wait) = shared.limits.request(peer.ip()) {
                     return Ok::<_, Infallible>(too_many_requests(&shared.app, &req, wait));
@@ -265,6 +279,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let label = endpoint.label();
             let (parts, body) = req.into_parts();
             let r = handlers::Req {
+                sendfile: parts.extensions.get::<sendfile::SendfileSlot>().cloned(),
                 query: handlers::parse_query(parts.uri.query()),
                 headers: parts.headers,
                 body,

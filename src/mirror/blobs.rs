@@ -25,6 +25,16 @@ impl Mirror {
         if let Some(size) = self.registry.blob_size(&p.local, digest).await? {
             return Ok(size);
         }
+        // Being fetched (or just fetched and being committed): its size is known already.
+        let in_flight = self
+            .blob_fetches
+            .lock()
+            .expect("fetch map poisoned")
+            .get(digest)
+            .cloned();
+        if let Some(size) = in_flight.and_then(|f| fetch::known_size(&f)) {
+            return Ok(size);
+        }
         match p
             .upstream
             .client

@@ -38,6 +38,14 @@ impl BlobContent {
         }
     }
 
+    /// The committed file and its pin, when the content is one (not a blob still arriving).
+    pub fn into_file(self) -> Result<(std::fs::File, crate::storage::PinGuard), BlobContent> {
+        match self.reader {
+            Reader::File(f, pin) => Ok((f, pin)),
+            reader => Err(BlobContent { reader, ..self }),
+        }
+    }
+
     /// `len` bytes from `start`.
     pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
         match self.reader {

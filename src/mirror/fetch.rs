@@ -12,7 +12,7 @@ use crate::index::Origin;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
-use crate::storage::{BlobStore, CHUNK_SIZE, StoreError, read_at};
+use crate::storage::{BlobStore, StoreError, read_at};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -28,6 +28,8 @@ pub enum FetchState {
     Starting,
     /// Bytes are landing in `path`; `written` of them are readable.
     Streaming {
+        /// The digest matched: every byte may be read, though the blob is not durable yet.
+        verified: bool,
         path: PathBuf,
         size: Option<u64>,
         written: u64,
@@ -79,6 +81,10 @@ pub struct FetchJob {
     pub store: BlobStore,
     pub metrics: Arc<Metrics>,
 }
+
+/// Bytes a reader of a growing file takes per read: readers of a miss are many at once (a
+/// fleet pulling the same new image), so they keep small buffers.
+const FOLLOW_CHUNK: u64 = 128 * 1024;
 
 /// The fetches under way, by digest.
 pub type Fetches = Arc<Mutex<HashMap<Digest, Arc<Fetch>>>>;
@@ -141,6 +147,7 @@ async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, Fetc
     let mut writer = job.store.writer().await.map_err(store_err)?;
     let path = writer.temp_path().to_owned();
     let _ = tx.send(FetchState::Streaming {
+        verified: false,
         path: path.clone(),
         size,
         written: 0,
@@ -175,16 +182,24 @@ async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, Fetc
             writer.len()
         ))));
     }
-    match writer.commit(Some(&job.digest)).await {
-        Ok((_, len)) => Ok(len),
+    match writer.verify(&job.digest).await {
+        Ok(()) => {}
         Err(StoreError::DigestMismatch { expected, actual }) => {
             job.metrics.verify_failures.inc();
-            Err(FetchError::DigestMismatch(format!(
+            return Err(FetchError::DigestMismatch(format!(
                 "upstream sent content with digest {actual} for {expected}"
-            )))
+            )));
         }
-        Err(e) => Err(store_err(e)),
+        Err(e) => return Err(store_err(e)),
     }
+    // Readers get the last byte now; making the file durable (fsync, rename) is not their wait.
+    tx.send_modify(|s| {
+        if let FetchState::Streaming { verified, .. } = s {
+            *verified = true;
+        }
+    });
+    let (_, len) = writer.commit(None).await.map_err(store_err)?;
+    Ok(len)
 }
 
 /// Waits until the fetch has an answer from the upstream: `Ok(Some(path, size))` while
@@ -204,11 +219,20 @@ pub async fn started(fetch: &Fetch) -> Result<Option<(PathBuf, Option<u64>)>, Fe
     }
 }
 
+/// The blob's size if the upstream has announced it, without waiting.
+pub fn known_size(fetch: &Fetch) -> Option<u64> {
+    match &*fetch.state.borrow() {
+        FetchState::Streaming { size, .. } => *size,
+        _ => None,
+    }
+}
+
 /// How far a reader may read now: everything once committed, one byte short of the end while
 /// the digest is unverified. `Err` when the fetch failed.
 fn readable(state: &FetchState, size: u64) -> Result<u64, FetchError> {
     match state {
         FetchState::Starting => Ok(0),
+        FetchState::Streaming { verified: true, .. } => Ok(size),
         FetchState::Streaming { written, .. } => Ok((*written).min(size.saturating_sub(1))),
         FetchState::Done => Ok(size),
         FetchState::Failed(e) => Err(e.clone()),
@@ -242,7 +266,7 @@ pub fn follow(
                     }
                 };
                 if avail > pos {
-                    let want = (avail - pos).min(CHUNK_SIZE as u64) as usize;
+                    let want = (avail - pos).min(FOLLOW_CHUNK) as usize;
                     let f = file.clone();
                     let chunk = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
                         .await

@@ -104,6 +104,7 @@ impl BlobStore {
             file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
             guard: TempGuard(Some(path)),
             hasher: Sha256Hasher::new(),
+            verified: None,
             len: 0,
             store: self.clone(),
         })
@@ -181,6 +182,8 @@ pub struct BlobWriter {
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     guard: TempGuard,
     hasher: Sha256Hasher,
+    /// Set by `verify`.
+    verified: Option<Digest>,
     len: u64,
     store: BlobStore,
 }
@@ -217,10 +220,29 @@ impl BlobWriter {
         self.guard.0.as_deref().expect("guard armed until commit")
     }
 
-    /// Verifies the digest (when one is expected), then makes the blob durable and visible.
-    /// On a mismatch nothing is kept.
-    pub async fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+    /// Checks the bytes written so far against `expected`, so that readers of the temporary
+    /// file may be given the last byte before the blob is made durable. On a mismatch the
+    /// writer is spent; dropping it removes the file.
+    pub async fn verify(&mut self, expected: &Digest) -> Result<(), StoreError> {
         let actual = std::mem::take(&mut self.hasher).finish();
+        if *expected != actual {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.flush().await?;
+        self.verified = Some(actual);
+        Ok(())
+    }
+
+    /// Verifies the digest (when one is expected; once is enough after `verify`), then makes
+    /// the blob durable and visible. On a mismatch nothing is kept.
+    pub async fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+        let actual = match self.verified.take() {
+            Some(d) => d,
+            None => std::mem::take(&mut self.hasher).finish(),
+        };
         if let Some(expected) = expected
             && *expected != actual
         {

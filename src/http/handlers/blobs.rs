@@ -60,20 +60,34 @@ pub async fn get(
         );
     }
     let metrics = app.metrics.clone();
-    let stream = content.stream(start, len).inspect(move |chunk| {
-        if let Ok(c) = chunk {
-            metrics.served(source, c.len() as u64);
-        }
-    });
-    let mut resp = b
-        .body(body::streamed(stream))
-        .expect("blob headers are valid");
+    let served = move |n: u64| metrics.served(source, n);
+    let body = match &req.sendfile {
+        // A committed file on a plain HTTP/1 connection: the kernel copies it to the socket.
+        Some(slot) => match content.into_file() {
+            Ok((file, pin)) => body::streamed(slot.body(file, start, len, pin, served)),
+            Err(content) => body::streamed(counted(content.stream(start, len), served)),
+        },
+        None => body::streamed(counted(content.stream(start, len), served)),
+    };
+    let mut resp = b.body(body).expect("blob headers are valid");
     resp.extensions_mut().insert(source);
     if let Scope::Proxy(p) = scope {
         resp.extensions_mut()
             .insert(crate::http::ViaUpstream(p.upstream.name.clone()));
     }
     Ok(resp)
+}
+
+/// Tells `served` of each chunk as it goes out.
+fn counted(
+    stream: impl futures::Stream<Item = std::io::Result<bytes::Bytes>>,
+    served: impl Fn(u64),
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    stream.inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            served(c.len() as u64);
+        }
+    })
 }
 
 fn headers(status: StatusCode, digest: &Digest, len: u64) -> http::response::Builder {

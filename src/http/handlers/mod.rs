@@ -20,6 +20,8 @@ pub type HandlerResult = Result<Response<Body>, RegistryError>;
 
 /// The parts of a request handlers look at.
 pub struct Req {
+    /// Set on plain HTTP/1 connections, where blob bodies can go out with `sendfile`.
+    pub sendfile: Option<crate::http::sendfile::SendfileSlot>,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     pub body: Incoming,

@@ -1,0 +1,207 @@
+//! Zero-copy blob responses on plain HTTP/1.1 connections: the kernel copies file pages
+//! straight to the socket (`sendfile(2)`), as nginx does, instead of reading each chunk into
+//! memory and writing it back out.
+//!
+//! hyper owns the socket writes, so the trick is done below it. Each plain connection's socket
+//! is wrapped in a `SendfileStream` that shares a `SendfileSlot` with the connection's requests.
+//! A blob handler that can use it registers the file range in the slot and answers with a body
+//! of *placeholder* chunks: slices of one static buffer, which hyper passes down untouched (the
+//! connections are built with vectored writes, so hyper queues body chunks instead of copying
+//! them). When a write reaches the socket wrapper, slices that point into the placeholder buffer
+//! are replaced by `sendfile` of as many bytes from the registered range. Anything that is not
+//! a placeholder is written as is. A placeholder with no range registered fails the connection:
+//! the client gets a short body and an error, never filler bytes.
+
+use bytes::Bytes;
+use futures::Stream;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The placeholder buffer. Never read: only its address range is compared.
+static PLACEHOLDER: [u8; PLACEHOLDER_LEN] = [0; PLACEHOLDER_LEN];
+const PLACEHOLDER_LEN: usize = 1024 * 1024;
+
+fn is_placeholder(buf: &[u8]) -> bool {
+    !buf.is_empty() && PLACEHOLDER.as_ptr_range().contains(&buf.as_ptr())
+}
+
+/// A file range to send, registered by a handler for its response body. Ranges queue in the
+/// order the responses go out (hyper answers one request of a connection at a time, in order,
+/// but may read a body to its end, and start on a pipelined next request, before it has
+/// written all of it), and each leaves the queue when its last byte is sent.
+struct Job {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    remaining: u64,
+    /// Whatever must live as long as the sending (a pin on the blob).
+    _keep: Box<dyn Send>,
+}
+
+/// Shared by a connection's socket wrapper and its requests.
+#[derive(Clone, Default)]
+pub struct SendfileSlot {
+    jobs: Arc<Mutex<VecDeque<Job>>>,
+}
+
+impl SendfileSlot {
+    /// Registers `len` bytes of `file` from `start` and returns the body that stands for them.
+    /// `keep` (a pin on the blob, say) lives as long as the body; `sent` is told of each chunk
+    /// handed to hyper.
+    pub fn body<K: Send + 'static>(
+        &self,
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+        keep: K,
+        sent: impl Fn(u64) + Send + 'static,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        if len > 0 {
+            self.jobs
+                .lock()
+                .expect("sendfile slot poisoned")
+                .push_back(Job {
+                    file: Arc::new(file),
+                    offset: start,
+                    remaining: len,
+                    _keep: Box::new(keep),
+                });
+        }
+        futures::stream::unfold(len, move |left| {
+            let n = left.min(PLACEHOLDER_LEN as u64);
+            let item = (n > 0).then(|| {
+                sent(n);
+                Ok(Bytes::from_static(&PLACEHOLDER[..n as usize]))
+            });
+            std::future::ready(item.map(|i| (i, left - n)))
+        })
+    }
+}
+
+/// A plain TCP connection that turns placeholder writes into `sendfile`.
+pub struct SendfileStream {
+    tcp: TcpStream,
+    slot: SendfileSlot,
+}
+
+impl SendfileStream {
+    pub fn new(tcp: TcpStream) -> (SendfileStream, SendfileSlot) {
+        let slot = SendfileSlot::default();
+        (
+            SendfileStream {
+                tcp,
+                slot: slot.clone(),
+            },
+            slot,
+        )
+    }
+
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
+        let mut jobs = self.slot.jobs.lock().expect("sendfile slot poisoned");
+        let Some(job) = jobs.front_mut() else {
+            return Poll::Ready(Err(io::Error::other(
+                "placeholder body bytes with no file range registered",
+            )));
+        };
+        let want = (max as u64).min(job.remaining) as usize;
+        if want == 0 {
+            return Poll::Ready(Err(io::Error::other(
+                "placeholder body bytes past the registered file range",
+            )));
+        }
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let mut offset = job.offset;
+            let tcp = &self.tcp;
+            let file = &job.file;
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(tcp, &**file, Some(&mut offset), want).map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its recorded size",
+                    )));
+                }
+                Ok(n) => {
+                    job.offset += n as u64;
+                    job.remaining -= n as u64;
+                    if job.remaining == 0 {
+                        jobs.pop_front();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if is_placeholder(buf) {
+            return this.poll_sendfile(cx, buf.len());
+        }
+        Pin::new(&mut this.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match bufs.iter().position(|b| is_placeholder(b)) {
+            Some(0) => this.poll_sendfile(cx, bufs[0].len()),
+            Some(i) => Pin::new(&mut this.tcp).poll_write_vectored(cx, &bufs[..i]),
+            None => Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_detection() {
+        assert!(is_placeholder(&PLACEHOLDER[..10]));
+        assert!(is_placeholder(&PLACEHOLDER[PLACEHOLDER_LEN - 1..]));
+        assert!(!is_placeholder(&PLACEHOLDER[..0]));
+        let copy = PLACEHOLDER[..10].to_vec();
+        assert!(!is_placeholder(&copy), "a copy is not a placeholder");
+    }
+}
