@@ -85,6 +85,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
     pub prometheus_path: Option<String>,
+    /// `http.headers`: added to every response of the main listener.
+    pub extra_headers: ::http::HeaderMap,
     /// The main listener's TLS (certificate reloadable on SIGHUP), when `http.tls` is set.
     pub tls: Option<Arc<http::tls::ServerTls>>,
 }
@@ -150,6 +152,7 @@ impl App {
         Ok(App {
             access_log: !config.log.accesslog.disabled,
             prometheus_path,
+            extra_headers: extra_headers(&config.http.headers),
             tls,
             config: Arc::new(config),
             registry,
@@ -206,6 +209,22 @@ impl App {
         drop(w);
         Ok(())
     }
+}
+
+/// `http.headers` as a header map; names and values were validated with the configuration.
+fn extra_headers(headers: &std::collections::BTreeMap<String, Vec<String>>) -> ::http::HeaderMap {
+    let mut map = ::http::HeaderMap::new();
+    for (name, values) in headers {
+        let Ok(name) = ::http::HeaderName::try_from(name.as_str()) else {
+            continue;
+        };
+        for v in values {
+            if let Ok(v) = ::http::HeaderValue::try_from(v.as_str()) {
+                map.append(name.clone(), v);
+            }
+        }
+    }
+    map
 }
 
 /// The host (and port) of a URL, lowercased.

@@ -69,3 +69,23 @@ async fn access_lines_say_where_bytes_came_from() {
         assert_eq!(v["env"], "test", "{l}");
     }
 }
+
+#[tokio::test]
+async fn configured_headers_are_on_every_response() {
+    let s = Server::start_with(Options {
+        extra_yaml:
+            "http:\n  headers:\n    X-Content-Type-Options: [nosniff]\n    X-Extra: [a, b]\n".into(),
+        ..Options::default()
+    });
+    for path in ["/v2/", "/v2/nope/manifests/x", "/v2/_catalog"] {
+        let r = client().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+        let extra: Vec<_> = r
+            .headers()
+            .get_all("x-extra")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(extra, ["a", "b"], "{path}");
+    }
+}

@@ -305,7 +305,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             ))),
         ),
     };
-    let resp = match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             app.metrics
@@ -358,6 +358,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             upstream,
             "request"
         );
+    }
+    for (name, value) in &app.extra_headers {
+        resp.headers_mut().append(name, value.clone());
     }
     resp
 }
