@@ -436,3 +436,39 @@ async fn containerd_ns_parameter_picks_the_upstream() {
     let r = get(&s.url(&format!("/v2/{REPO}/manifests/v1?ns=gcr.io"))).await;
     assert_eq!(r.status(), 404);
 }
+
+/// A mirror accepts pushes to any name: the existence checks a pusher makes (HEAD of each
+/// blob) answer "not here" when the upstream is unreachable or refuses us, so the push goes
+/// on, and the pushed image then wins over the upstream.
+#[tokio::test]
+async fn pushes_to_a_mirror_work_whatever_the_upstream_says() {
+    for fault in ["down", "refused"] {
+        let up = FakeUpstream::start(FakeOptions {
+            bearer_auth: true,
+            basic_credentials: Some(("someone".into(), "secret".into())),
+            ..FakeOptions::default()
+        })
+        .await;
+        if fault == "down" {
+            up.set_fault(Fault::Down);
+        }
+        let s = Server::mirror(&up.url(), "  timeout: 2s\n");
+        let blob = random_bytes(5000, 77);
+        let r = client()
+            .head(s.url(&format!("/v2/newuser/app/blobs/{}", digest(&blob))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{fault}");
+        let (d, body) = push_image(&s.url(""), "newuser/app", "latest", 2, 78).await;
+        let r = client()
+            .get(s.url("/v2/newuser/app/manifests/latest"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{fault}");
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+        assert_eq!(r.bytes().await.unwrap(), body);
+    }
+}

@@ -46,7 +46,13 @@ impl Mirror {
                 // No length upstream: fetch it, which also caches it.
                 Ok(self.blob(p, digest).await?.size)
             }
-            Err(e) => Err(upstream_error(e, digest)),
+            // An existence check is how a client starts a push: whatever the upstream says
+            // (nothing, no access, not reachable), the blob is not here, and the client may
+            // push it. Pulls use GET, which reports upstream failures as they are.
+            Err(e) => {
+                tracing::debug!(%digest, repo = %p.local, error = %e, "blob HEAD: not here, upstream could not confirm it");
+                Err(RegistryError::blob_unknown(digest))
+            }
         }
     }
 
