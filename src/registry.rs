@@ -74,6 +74,10 @@ pub struct Registry {
     pub cache: LayerCache,
     pub metrics: Arc<Metrics>,
     options: Options,
+    /// Held shared by every write that makes pushed content reference blobs (manifest pushes,
+    /// mounts, finished uploads) and exclusively by garbage collection and by eviction's
+    /// deletes, so that neither removes a blob a concurrent push has just come to rely on.
+    pub maintenance: tokio::sync::RwLock<()>,
     /// Woken when proxied content lands, so eviction can keep the cache under its bound.
     pub evictor: crate::lifecycle::Evictor,
     /// Last access times not yet written to the index (see `flush_access`).
@@ -105,6 +109,7 @@ impl Registry {
             options,
             access: Default::default(),
             evictor: Default::default(),
+            maintenance: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -238,6 +243,7 @@ impl Registry {
         from: &RepoName,
     ) -> Result<bool> {
         self.writable()?;
+        let _pushing = self.maintenance.read().await;
         let Some(size) = self.blob_size(from, digest).await? else {
             return Ok(false);
         };
@@ -323,7 +329,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let before = s.offset;
-        let r = self.uploads.append(s, body, None).await;
+        let r = self.uploads.append(s, body).await;
         self.metrics
             .upload_bytes
             .inc_by(s.offset.saturating_sub(before));
@@ -358,6 +364,7 @@ impl Registry {
         s: UploadSession,
         digest: &Digest,
     ) -> Result<u64> {
+        let _pushing = self.maintenance.read().await;
         let size = match self.uploads.finish(s, digest).await {
             Ok(size) => size,
             Err(e) => {
@@ -479,6 +486,7 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PutManifest> {
         self.writable()?;
+        let _pushing = self.maintenance.read().await;
         let parsed = ParsedManifest::parse(&bytes, content_type)?;
         let digest = Digest::of(&bytes);
         if let Reference::Digest(d) = reference

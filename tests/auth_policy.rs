@@ -267,3 +267,47 @@ fn a_policy_needs_an_authentication_kind() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("auth.policy.rules[0].repository"), "{err}");
 }
+
+/// containerd's `?ns=` sends a name to another registry's cache ("quay.io/<name>"): a user
+/// who may push to `team/x` may not push into `quay.io/team/x` that way.
+#[tokio::test]
+async fn ns_cannot_reach_a_repository_the_rules_do_not_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let ht = htpasswd_file(dir.path());
+    let quay = FakeUpstream::start(FakeOptions::default()).await;
+    let extra = format!(
+        "proxy:\n  remoteurl: {}\n  upstreams:\n    - name: quay.io\n      remoteurl: {}\n",
+        quay.url(),
+        quay.url()
+    );
+    // Bob may not push under quay.io/*; team/* is alice's; the catch-all lets bob push to bob/*.
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "{extra}auth:\n  htpasswd:\n    realm: ns-test\n    path: {}\n  policy:\n    rules:\n      - repository: quay.io/*\n        push: [alice]\n",
+            ht.display()
+        ),
+        ..Options::default()
+    });
+    let data = random_bytes(1000, 5);
+    let d = digest(&data);
+    let plain = client()
+        .post(s.url(&format!("/v2/bob/x/blobs/uploads/?digest={d}")))
+        .basic_auth(BOB.0, Some(BOB.1))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 201, "bob may push to bob/x");
+    let via_ns = client()
+        .post(s.url(&format!("/v2/bob/x/blobs/uploads/?digest={d}&ns=quay.io")))
+        .basic_auth(BOB.0, Some(BOB.1))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        via_ns.status(),
+        403,
+        "ns=quay.io writes quay.io/bob/x, which bob may not push"
+    );
+}

@@ -18,7 +18,20 @@ pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), Regi
     let Some(auth) = &app.auth else {
         return Ok(());
     };
-    let needs = required(endpoint, &req.query)?;
+    let mut needs = required(endpoint, &req.query)?;
+    // containerd's `?ns=` can send a name to another registry's cache, stored as
+    // "<registry>/<name>": what the handler will touch must be authorized too.
+    if let (Some(mirror), Some(ns)) = (&app.mirror, req.query("ns")) {
+        let extra: Vec<Access> = needs
+            .iter()
+            .filter_map(|a| {
+                let repo = a.repo.as_ref()?;
+                let local = mirror.scope(repo, Some(ns))?.local().clone();
+                (local != *repo).then(|| Access::repository(local, a.actions))
+            })
+            .collect();
+        needs.extend(extra);
+    }
     let who = auth.authorize(&req.headers, &needs).await?;
     if let Some(user) = who.name() {
         tracing::debug!(user, endpoint = endpoint.label(), "authorized");

@@ -86,6 +86,16 @@ pub async fn pass(
         if registry.store.pins.is_pinned(&d) || busy(&d) {
             continue;
         }
+        // Under the lock pushes take, and only if still cached content: a mount or upload may
+        // have made it pushed content since the snapshot.
+        let _exclusive = registry.maintenance.write().await;
+        if registry
+            .index
+            .blob(&d)?
+            .is_none_or(|r| r.origin != Origin::Proxy)
+        {
+            continue;
+        }
         if remove_blob(registry, &d).await? {
             total -= size;
             evicted += 1;

@@ -47,10 +47,10 @@ async fn references(
     };
     match ParsedManifest::parse(&bytes, Some(media_type)) {
         Ok(p) => Ok(Some((p.blobs, p.manifests))),
-        Err(e) => {
-            tracing::warn!(digest = %d, error = %e, "stored manifest does not parse; keeping what it may reference");
-            Ok(None)
-        }
+        // What it references is unknown, so nothing may be swept.
+        Err(e) => Err(crate::error::RegistryError::internal(format!(
+            "stored manifest {d} does not parse ({e}); garbage collection stopped before deleting anything"
+        ))),
     }
 }
 
@@ -59,6 +59,8 @@ pub async fn collect(
     options: &GcOptions,
     busy: &(impl Fn(&Digest) -> bool + ?Sized),
 ) -> Result<GcReport> {
+    // No push may start relying on a blob between the mark and the sweep.
+    let _exclusive = registry.maintenance.write().await;
     let mut report = GcReport {
         dry_run: options.dry_run,
         ..GcReport::default()

@@ -94,32 +94,22 @@ impl Mirror {
                 counted = true;
             }
             match fetch::started(&f).await {
-                Ok(Some((path, Some(size)))) => match std::fs::File::open(&path) {
+                // An announced size of zero would hand out a complete (empty) body unverified.
+                Ok(Some((path, Some(size)))) if size > 0 => match std::fs::File::open(&path) {
                     Ok(file) => return Ok(BlobContent::growing(f, file, size)),
                     // Committed and renamed meanwhile: once recorded, the store has it.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        wait_outcome(&f).await;
-                        continue;
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(crate::storage::StoreError::from(e).into()),
                 },
-                Ok(Some((_, None))) => {
-                    // No Content-Length upstream: wait for the whole blob, then serve it.
-                    wait_outcome(&f).await;
-                    continue;
-                }
+                // No (or a zero) Content-Length upstream: the whole blob first, then serve it.
+                Ok(Some(_)) => {}
                 Ok(None) => continue,
-                Err(fetch::FetchError::Upstream(e)) => {
-                    let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_upstream_error(&e));
-                    return Err(upstream_error(e, digest));
-                }
-                Err(e) => {
-                    return Err(RegistryError::new(
-                        crate::error::ErrorCode::Unavailable,
-                        format!("fetching {digest} failed: {e}"),
-                    ));
-                }
+                Err(e) => return Err(fetch_error(e, digest)),
             }
+            // A failure is the answer; success means the store has the blob now.
+            fetch_outcome(&f)
+                .await
+                .map_err(|e| fetch_error(e, digest))?;
         }
     }
 
@@ -147,12 +137,32 @@ impl Mirror {
     }
 }
 
-/// Waits until a fetch is done or failed.
-async fn wait_outcome(f: &fetch::Fetch) {
+/// Waits until a fetch is done (`Ok`) or failed.
+async fn fetch_outcome(f: &fetch::Fetch) -> std::result::Result<(), fetch::FetchError> {
     let mut rx = f.subscribe();
-    let _ = rx
+    let state = rx
         .wait_for(|s| matches!(s, fetch::FetchState::Done | fetch::FetchState::Failed(_)))
-        .await;
+        .await
+        .map_err(|_| fetch::FetchError::Lost)?
+        .clone();
+    match state {
+        fetch::FetchState::Failed(e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What a client is told of a failed fetch.
+fn fetch_error(e: fetch::FetchError, digest: &Digest) -> RegistryError {
+    match e {
+        fetch::FetchError::Upstream(e) => {
+            let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_upstream_error(&e));
+            upstream_error(e, digest)
+        }
+        other => RegistryError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!("fetching {digest} failed: {other}"),
+        ),
+    }
 }
 
 fn clone_upstream_error(e: &UpstreamError) -> UpstreamError {

@@ -101,6 +101,12 @@ pub fn start(
     let (tx, rx) = watch::channel(FetchState::Starting);
     let fetch = Arc::new(Fetch { state: rx });
     tokio::spawn(async move {
+        // Leaves the map however the task ends, a panic included: later requests then start
+        // afresh instead of joining a fetch that will never finish.
+        let _leave = Leave {
+            fetches: fetches.clone(),
+            digest: job.digest.clone(),
+        };
         let gauge = job
             .metrics
             .upstream_fetches_in_flight
@@ -127,12 +133,22 @@ pub fn start(
             Ok(_) => FetchState::Done,
             Err(e) => FetchState::Failed(e),
         });
-        fetches
-            .lock()
-            .expect("fetch map poisoned")
-            .remove(&job.digest);
     });
     fetch
+}
+
+/// Removes a fetch from the map when its task ends (after the outcome is published).
+struct Leave {
+    fetches: Fetches,
+    digest: Digest,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.fetches.lock() {
+            f.remove(&self.digest);
+        }
+    }
 }
 
 async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, FetchError> {

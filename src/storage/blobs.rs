@@ -159,6 +159,12 @@ fn commit_blocking(src: &Path, dest: &Path) -> Result<(), StoreError> {
     std::fs::File::open(src)?.sync_all()?;
     let dir = dest.parent().expect("blob paths have a shard directory");
     std::fs::create_dir_all(dir)?;
+    // A blob already there has these very bytes (both were verified against the name): keep
+    // it rather than replace a file that readers may have open.
+    if dest.exists() {
+        std::fs::remove_file(src)?;
+        return Ok(());
+    }
     std::fs::rename(src, dest)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())

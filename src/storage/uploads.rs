@@ -169,12 +169,14 @@ impl Uploads {
 
     /// Appends a body to the session, hashing as it goes; returns the new offset. A body that
     /// breaks off keeps what arrived (the client can ask the status and resume). A failed write
-    /// cuts the data back to where it was before the failing chunk.
+    /// cuts the data back to where it was before this request. The running hash is taken out
+    /// of the session while the append runs and put back only when it ends normally: a request
+    /// dropped midway (a cancelled HTTP/2 stream) leaves no hash, and the data is re-hashed at
+    /// the end instead of being trusted to match a hash of bytes that never reached the file.
     pub async fn append<S, E>(
         &self,
         session: &mut UploadSession,
         body: S,
-        limit: Option<u64>,
     ) -> Result<u64, AppendError<E>>
     where
         S: Stream<Item = Result<Bytes, E>>,
@@ -186,9 +188,11 @@ impl Uploads {
             .await
             .map_err(|e| AppendError::Store(e.into()))?;
         let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-        if session.state.hashed_len != session.offset {
-            session.state.hasher = None;
-        }
+        let mut hasher = session
+            .state
+            .hasher
+            .take()
+            .filter(|_| session.state.hashed_len == session.offset);
         let start = session.offset;
         let mut body = std::pin::pin!(body);
         let mut body_error = None;
@@ -201,17 +205,11 @@ impl Uploads {
                     break;
                 }
             };
-            if let Some(limit) = limit
-                && session.offset + chunk.len() as u64 > limit
-            {
-                write_error = Some(StoreError::TooLarge(limit));
-                break;
-            }
             if let Err(e) = file.write_all(&chunk).await {
                 write_error = Some(e.into());
                 break;
             }
-            if let Some(h) = session.state.hasher.as_mut() {
+            if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
             session.offset += chunk.len() as u64;
@@ -222,18 +220,12 @@ impl Uploads {
             write_error = Some(e.into());
         }
         if let Some(e) = write_error {
-            // Whatever part of the failing chunk reached the file is cut off again; the hash
-            // no longer matches the file, so it is recomputed at the end.
-            let keep = if matches!(e, StoreError::TooLarge(_)) {
-                session.offset
-            } else {
-                start
-            };
-            let _ = file.get_ref().set_len(keep).await;
-            session.offset = keep;
-            session.state.hasher = None;
+            // Whatever part of this request reached the file is cut off again.
+            let _ = file.get_ref().set_len(start).await;
+            session.offset = start;
             return Err(AppendError::Store(e));
         }
+        session.state.hasher = hasher;
         session.state.hashed_len = session.offset;
         match body_error {
             Some(e) => Err(AppendError::Body(e, session.offset)),
