@@ -546,16 +546,8 @@ impl Registry {
         let stored = self.store.put_bytes(&bytes).await?;
         debug_assert_eq!(&stored, digest);
         let size = bytes.len() as u64;
-        let t = now_ms();
-        self.index.put_blob(
-            digest,
-            &BlobRecord {
-                size,
-                origin,
-                created: t,
-                last_access: t,
-            },
-        )?;
+        // Manifests are blobs too: distribution serves them from the blob endpoint.
+        self.adopt_blob(repo, digest, size, origin).await?;
         let referrer = parsed.subject.as_ref().map(|_| Descriptor {
             media_type: parsed.media_type.clone(),
             digest: digest.to_string(),
@@ -565,8 +557,6 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             platform: None,
         });
-        // Manifests are blobs too: distribution serves them from the blob endpoint.
-        self.index.link(repo, digest)?;
         self.index.put_manifest(
             repo,
             digest,
