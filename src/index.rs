@@ -119,8 +119,16 @@ impl Index {
     }
 
     /// Makes every write so far durable.
+    ///
+    /// sled 0.34's `flush_async` deadlocks when called concurrently (its I/O threads all wait
+    /// for a stability no thread is left to provide; spacejam/sled#1308, fixed only on an
+    /// unreleased branch, and seen here under 8 concurrent manifest pushes). The blocking
+    /// `flush`, which writes in the calling thread, runs on tokio's blocking pool instead.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| IndexError::Db(format!("flush task failed: {e}")))??;
         Ok(())
     }
 

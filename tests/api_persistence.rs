@@ -214,3 +214,37 @@ async fn a_wrong_digest_after_restart_still_leaves_nothing() {
     .await;
     assert_eq!(r.status(), 404);
 }
+
+/// Many pushes at once, each acknowledged only after the index is durable, must not stall
+/// (sled 0.34's `flush_async` deadlocks when called concurrently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_do_not_stall() {
+    let s = Server::start();
+    let base = s.url("");
+    let (_, body) = push_image(&base, "stall/app", "seed", 1, 7).await;
+    let body = std::sync::Arc::new(body);
+    let work = async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..32 {
+            let (base, body) = (base.clone(), body.clone());
+            tasks.spawn(async move {
+                for i in 0..10 {
+                    let r = client()
+                        .put(format!("{base}/v2/stall/app/manifests/t{t}-{i}"))
+                        .header("content-type", OCI_MANIFEST)
+                        .body(body.to_vec())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), work)
+        .await
+        .expect("320 concurrent manifest pushes stalled");
+}

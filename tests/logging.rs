@@ -29,9 +29,14 @@ async fn access_lines_say_where_bytes_came_from() {
         ..Options::default()
     });
     let url = s.url(&format!("/v2/library/logs/blobs/{d}"));
+    let hex = d.trim_start_matches("sha256:").to_owned();
+    let cached = s.dir.join("blobs/sha256").join(&hex[..2]).join(&hex);
     for _ in 0..2 {
         let r = client().get(&url).send().await.unwrap();
         assert_eq!(r.bytes().await.unwrap(), data);
+        // A client has its last byte before the blob is committed: wait for the cache.
+        assert!(eventually(Duration::from_secs(10), || cached.exists()).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let r = client()
         .get(s.url("/v2/nope/manifests/x?ns=gcr.io"))
