@@ -154,30 +154,10 @@ async fn fetch_outcome(f: &fetch::Fetch) -> std::result::Result<(), fetch::Fetch
 /// What a client is told of a failed fetch.
 fn fetch_error(e: fetch::FetchError, digest: &Digest) -> RegistryError {
     match e {
-        fetch::FetchError::Upstream(e) => {
-            let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_upstream_error(&e));
-            upstream_error(e, digest)
-        }
+        fetch::FetchError::Upstream(e) => upstream_error(e, digest),
         other => RegistryError::new(
             crate::error::ErrorCode::Unavailable,
             format!("fetching {digest} failed: {other}"),
         ),
-    }
-}
-
-fn clone_upstream_error(e: &UpstreamError) -> UpstreamError {
-    match e {
-        UpstreamError::NotFound => UpstreamError::NotFound,
-        UpstreamError::Unauthorized(m) => UpstreamError::Unauthorized(m.clone()),
-        UpstreamError::Denied(m) => UpstreamError::Denied(m.clone()),
-        UpstreamError::TooManyRequests { retry_after } => UpstreamError::TooManyRequests {
-            retry_after: retry_after.clone(),
-        },
-        UpstreamError::Status(s, m) => UpstreamError::Status(*s, m.clone()),
-        UpstreamError::Timeout(w) => UpstreamError::Timeout(w),
-        UpstreamError::Connect(m) => UpstreamError::Connect(m.clone()),
-        UpstreamError::Body(m) => UpstreamError::Body(m.clone()),
-        UpstreamError::TooLarge => UpstreamError::TooLarge,
-        UpstreamError::Invalid(m) => UpstreamError::Invalid(m.clone()),
     }
 }

@@ -43,7 +43,7 @@ pub enum FetchState {
 /// Why a fetch failed, kept cloneable for every waiter.
 #[derive(Debug, Clone)]
 pub enum FetchError {
-    Upstream(Arc<UpstreamError>),
+    Upstream(UpstreamError),
     Store(String),
     DigestMismatch(String),
     /// The fetch task went away without an outcome.
@@ -152,7 +152,7 @@ impl Drop for Leave {
 }
 
 async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, FetchError> {
-    let upstream_err = |e: UpstreamError| FetchError::Upstream(Arc::new(e));
+    let upstream_err = FetchError::Upstream;
     let store_err = |e: StoreError| FetchError::Store(e.to_string());
     let resp = job
         .upstream

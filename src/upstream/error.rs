@@ -5,8 +5,9 @@
 use std::error::Error as StdError;
 use std::io;
 
-/// Why a request to an upstream registry failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a request to an upstream registry failed. Cloneable, so that every waiter on a shared
+/// fetch can be told the same failure.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// 404, whatever the error code inside (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN…).
     #[error("not found upstream")]
