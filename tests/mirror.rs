@@ -443,6 +443,39 @@ async fn containerd_ns_parameter_picks_the_upstream() {
     assert_eq!(r.status(), 404);
 }
 
+/// containerd's rule (issue 18): `ns=docker.io` (or no `ns`) is the default upstream whatever
+/// its host, unless an upstream is named `docker.io`, which then takes both.
+#[tokio::test]
+async fn ns_docker_io_is_the_default_upstream_unless_one_is_named_so() {
+    let corp = FakeUpstream::start(FakeOptions::default()).await;
+    let (corp_digest, _, _) = seed_image(&corp, "v1", &[100], 33);
+    let s = Server::mirror(&corp.url(), "");
+    for q in ["", "?ns=docker.io", "?ns=DOCKER.IO"] {
+        let r = get(&s.url(&format!("/v2/{REPO}/manifests/v1{q}"))).await;
+        assert_eq!(r.status(), 200, "{q}");
+        assert_eq!(r.headers()["docker-content-digest"], corp_digest.as_str());
+    }
+    let r = get(&s.url(&format!("/v2/{REPO}/manifests/v1?ns=ghcr.io"))).await;
+    assert_eq!(r.status(), 404);
+
+    let hub = FakeUpstream::start(FakeOptions::default()).await;
+    let (hub_digest, _, _) = seed_image(&hub, "v1", &[100], 34);
+    let extra = format!(
+        "  upstreams:\n    - name: docker.io\n      remoteurl: {}\n",
+        hub.url()
+    );
+    let s = Server::mirror(&corp.url(), &extra);
+    for q in ["", "?ns=docker.io"] {
+        let r = get(&s.url(&format!("/v2/{REPO}/manifests/v1{q}"))).await;
+        assert_eq!(r.status(), 200, "{q}");
+        assert_eq!(r.headers()["docker-content-digest"], hub_digest.as_str());
+    }
+    // The default upstream is still reachable by its own name.
+    let corp_ns = corp.url().trim_start_matches("http://").to_owned();
+    let r = get(&s.url(&format!("/v2/{REPO}/manifests/v1?ns={corp_ns}"))).await;
+    assert_eq!(r.headers()["docker-content-digest"], corp_digest.as_str());
+}
+
 /// A mirror accepts pushes to any name: the existence checks a pusher makes (HEAD of each
 /// blob) answer "not here" when the upstream is unreachable or refuses us, so the push goes
 /// on, and the pushed image then wins over the upstream.

@@ -19,14 +19,16 @@ pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), Regi
         return Ok(());
     };
     let mut needs = required(endpoint, &req.query)?;
-    // containerd's `?ns=` can send a name to another registry's cache, stored as
-    // "<registry>/<name>": what the handler will touch must be authorized too.
-    if let (Some(mirror), Some(ns)) = (&app.mirror, req.query("ns")) {
+    // containerd's `?ns=` (or, with no `ns`, an upstream named `docker.io`) can send a name
+    // to another registry's cache, stored as "<registry>/<name>": what the handler will touch
+    // must be authorized too.
+    if let Some(mirror) = &app.mirror {
+        let ns = req.query("ns");
         let extra: Vec<Access> = needs
             .iter()
             .filter_map(|a| {
                 let repo = a.repo.as_ref()?;
-                let local = mirror.scope(repo, Some(ns))?.local().clone();
+                let local = mirror.scope(repo, ns)?.local().clone();
                 (local != *repo).then(|| Access::repository(local, a.actions))
             })
             .collect();

@@ -33,9 +33,14 @@ impl Scope {
 }
 
 impl Mirror {
-    /// Chooses the scope of `name`, given containerd's `ns` parameter if any. `None` when `ns`
-    /// names a registry this mirror does not mirror: nothing here is that registry's content,
-    /// and a not-found answer sends containerd to the registry itself.
+    /// Chooses the scope of `name`, given containerd's `ns` parameter if any.
+    ///
+    /// No `ns`, or `ns=docker.io` (what containerd sends for a `certs.d/docker.io` mirror), is
+    /// served by the upstream named `docker.io` when one is configured, else by the default
+    /// upstream, whatever its host. Any other `ns` names a configured upstream (default
+    /// included) by name or alias. `None` when `ns` names a registry this mirror does not
+    /// mirror: nothing here is that registry's content, and a not-found answer sends containerd
+    /// to the registry itself.
     pub fn scope(&self, name: &RepoName, ns: Option<&str>) -> Option<Scope> {
         let n = name.as_str();
         if self
@@ -58,26 +63,40 @@ impl Mirror {
                 }));
             }
         }
-        if let Some(ns) = ns {
-            let ns = ns.to_ascii_lowercase();
-            let selects = |u: &Upstream| u.name == ns || u.aliases.contains(&ns);
-            if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
-                return Some(proxied(d, name, name.clone()));
+        let ns = ns.map(str::to_ascii_lowercase);
+        let hub = ns.as_deref().is_none_or(|ns| ns == DOCKER_HUB);
+        if hub {
+            if let Some(up) = self.upstreams.iter().find(|u| u.name == DOCKER_HUB) {
+                return Some(named(up, name));
             }
-            if let Some(up) = self.upstreams.iter().find(|u| selects(u)) {
-                // Cached under "<registry>/<name>" so that e.g. quay.io's foo/bar and Docker
-                // Hub's foo/bar never share tags.
-                let local =
-                    RepoName::parse(&format!("{}/{}", up.name, n)).unwrap_or_else(|_| name.clone());
-                return Some(proxied(up, name, local));
+            match (&self.default, &ns) {
+                (Some(d), _) => return Some(proxied(d, name, name.clone())),
+                (None, None) => return Some(Scope::Local(name.clone())),
+                // `ns=docker.io` with nothing mirroring Docker Hub: not ours.
+                (None, Some(_)) => return None,
             }
-            return None;
         }
-        Some(match &self.default {
-            Some(d) => proxied(d, name, name.clone()),
-            None => Scope::Local(name.clone()),
-        })
+        let ns = ns.unwrap_or_default();
+        let selects = |u: &Upstream| u.name == ns || u.aliases.contains(&ns);
+        if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
+            return Some(proxied(d, name, name.clone()));
+        }
+        self.upstreams
+            .iter()
+            .find(|u| selects(u))
+            .map(|up| named(up, name))
     }
+}
+
+/// The `ns` value containerd sends for Docker Hub.
+const DOCKER_HUB: &str = "docker.io";
+
+/// `name` on a non-default upstream, cached under "<registry>/<name>" so that e.g. quay.io's
+/// foo/bar and Docker Hub's foo/bar never share tags.
+fn named(up: &Arc<Upstream>, name: &RepoName) -> Scope {
+    let local =
+        RepoName::parse(&format!("{}/{}", up.name, name.as_str())).unwrap_or_else(|_| name.clone());
+    proxied(up, name, local)
 }
 
 fn proxied(up: &Arc<Upstream>, name: &RepoName, local: RepoName) -> Scope {

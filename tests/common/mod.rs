@@ -3,6 +3,7 @@
 //! Also small helpers to push blobs and manifests over the API.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod docker;
 pub mod fake_upstream;
 pub mod oci_layout;

@@ -1,0 +1,121 @@
+//! End to end with containerd (issue 18): a private containerd whose `certs.d`-style hosts
+//! directory names stevedore as the mirror of `docker.io` and `ghcr.io` pulls through it.
+//! containerd adds `?ns=<registry>` to each mirror request; stevedore must route `ns=docker.io`
+//! to its default upstream even when that is not Docker Hub itself (here a fake upstream on a
+//! loopback port), and `ns=ghcr.io` to the upstream of that name. Each `server =` fallback is a
+//! closed loopback port, so a request the mirror refuses cannot be answered anywhere else.
+
+mod common;
+
+use bytes::Bytes;
+use common::containerd::{Containerd, available_or_skip, write_hosts_toml};
+use common::fake_upstream::{FakeOptions, FakeUpstream};
+use common::oci_layout::{Image, Layout, read_blob};
+use common::tools::free_port;
+use common::*;
+
+/// Builds a one-layer image (a real gzip'd tar) and stores it in `up` as `repo:tag`.
+fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u64) -> Image {
+    let layout = Layout::create(&dir.join(format!("layout-{seed}")));
+    let layer = layout.add_layer(seed, 3, 20_000);
+    let image = layout.add_image("amd64", &[layer]);
+    let blob = |d: &str| Bytes::from(read_blob(&layout.dir, d));
+    up.add_blob(repo, blob(&image.config.digest));
+    for l in &image.layers {
+        up.add_blob(repo, blob(&l.desc.digest));
+    }
+    let d = up.add_manifest(repo, Some(tag), OCI_MANIFEST, blob(&image.manifest.digest));
+    assert_eq!(d, image.manifest.digest);
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
+    if !available_or_skip("containerd_pulls_docker_io_and_ghcr_io_through_the_mirror") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The default upstream is not registry-1.docker.io: a corporate upstream or another mirror.
+    let hub = FakeUpstream::start(FakeOptions::default()).await;
+    let ghcr = FakeUpstream::start(FakeOptions::default()).await;
+    let hub_image = seed(&hub, tmp.path(), "library/app", "v1", 1);
+    let ghcr_image = seed(&ghcr, tmp.path(), "owner/tool", "2.0", 2);
+    let s = Server::mirror(
+        &hub.url(),
+        &format!(
+            "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
+            ghcr.url()
+        ),
+    );
+    let ctd = Containerd::start();
+    let hosts = ctd.dir().join("certs.d");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    for registry in ["docker.io", "ghcr.io"] {
+        write_hosts_toml(&hosts, registry, &s.url(""), &nowhere);
+    }
+    let hosts = hosts.display().to_string();
+    let fetch = |reference: &str| {
+        ctd.ctr_ok(&[
+            "content",
+            "fetch",
+            "--hosts-dir",
+            &hosts,
+            "--platform",
+            "linux/amd64",
+            reference,
+        ])
+    };
+    fetch("docker.io/library/app:v1");
+    fetch("ghcr.io/owner/tool:2.0");
+
+    // Everything came through stevedore: containerd holds every blob, each upstream was asked
+    // for its own image only.
+    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
+    for image in [&hub_image, &ghcr_image] {
+        for d in std::iter::once(&image.manifest.digest)
+            .chain(std::iter::once(&image.config.digest))
+            .chain(image.layers.iter().map(|l| &l.desc.digest))
+        {
+            assert!(
+                content.contains(d.as_str()),
+                "{d} not in containerd:\n{content}"
+            );
+        }
+    }
+    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
+    assert_eq!(hub.requests("", "owner/tool"), 0);
+    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
+    assert_eq!(ghcr.requests("", "library/app"), 0);
+    // The blobs are cached here too, under the name the mirror keeps for each registry.
+    let r = client()
+        .get(s.url(&format!(
+            "/v2/library/app/blobs/{}",
+            hub_image.layers[0].desc.digest
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A registry nothing here mirrors: stevedore answers 404, and the fetch fails (its
+    // fallback is closed) instead of being served some other registry's image.
+    write_hosts_toml(
+        ctd.dir().join("certs.d").as_path(),
+        "quay.io",
+        &s.url(""),
+        &nowhere,
+    );
+    let out = ctd.ctr(&[
+        "content",
+        "fetch",
+        "--hosts-dir",
+        &hosts,
+        "quay.io/library/app:v1",
+    ]);
+    assert!(!out.status.success(), "quay.io was served by the mirror");
+    assert!(
+        s.log_text().contains("quay.io"),
+        "stevedore was not asked for quay.io:\n{}",
+        tools::tail(&s.log_text(), 20)
+    );
+}
