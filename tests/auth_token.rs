@@ -477,6 +477,92 @@ async fn bad_tokens_are_refused() {
     assert_eq!(r.status(), 404);
 }
 
+/// Docker Hub, Harbor's public projects and docker_auth's anonymous rules issue tokens with an
+/// empty (or no) `sub`: their `access` claim decides, as in distribution. What they do not
+/// grant gets 401 `insufficient_scope` naming the scope, so the client fetches a better token.
+#[tokio::test]
+async fn anonymous_tokens_are_judged_by_their_claims() {
+    let k = keys();
+    let s = server(&k);
+    push_image_with_token(&s, &k).await;
+    let mut empty_sub = claims(&[("team/app", &["pull"])]);
+    empty_sub["sub"] = json!("");
+    let mut no_sub = claims(&[("team/app", &["pull"])]);
+    no_sub.as_object_mut().unwrap().remove("sub");
+    for c in [empty_sub, no_sub] {
+        let t = mint(Algorithm::RS256, &k.rsa, &c);
+        let r = req(
+            reqwest::Method::GET,
+            s.url("/v2/team/app/manifests/v1"),
+            Some(&t),
+        )
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{c}");
+        let r = req(
+            reqwest::Method::GET,
+            s.url("/v2/team/app/tags/list"),
+            Some(&t),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{c}");
+        let r = req(
+            reqwest::Method::POST,
+            s.url("/v2/team/app/blobs/uploads/"),
+            Some(&t),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401, "{c}");
+        assert_eq!(
+            challenge(&r),
+            format!(
+                "Bearer realm=\"{REALM}\",service=\"{SERVICE}\",scope=\"repository:team/app:pull,push\",error=\"insufficient_scope\""
+            )
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+    }
+}
+
+/// Pushes team/app:v1 with a token granting push.
+async fn push_image_with_token(s: &Server, k: &Keys) {
+    let t = mint(
+        Algorithm::RS256,
+        &k.rsa,
+        &claims(&[("team/app", &["pull", "push"])]),
+    );
+    let config = b"{}".to_vec();
+    let cd = digest(&config);
+    let r = req(
+        reqwest::Method::POST,
+        s.url(&format!("/v2/team/app/blobs/uploads/?digest={cd}")),
+        Some(&t),
+    )
+    .body(config.clone())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let m = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[]);
+    let r = req(
+        reqwest::Method::PUT,
+        s.url("/v2/team/app/manifests/v1"),
+        Some(&t),
+    )
+    .header("content-type", OCI_MANIFEST)
+    .body(m)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 #[tokio::test]
 async fn insufficient_scope_names_what_is_needed() {
     let k = keys();

@@ -434,7 +434,11 @@ fn decide(policy: &Policy, who: &Credentials, required: &[Access]) -> Result<(),
             if !required.iter().all(|a| grant.allows(a)) {
                 return Err(Refusal::InsufficientScope);
             }
-            grant.subject.as_deref()
+            // The claims decide, whoever the subject is: a token with an empty `sub` (Docker
+            // Hub's, Harbor's public projects', docker_auth's anonymous rules) is an
+            // authenticated client nobody named, which rules listing users leave out and `"*"`
+            // takes in; `anonymouspull` is not asked.
+            Some(grant.subject.as_deref().unwrap_or(""))
         }
     };
     let ok = required.iter().all(|a| match &a.repo {
@@ -519,6 +523,10 @@ mod tests {
         let t_pull = Credentials::Token(grant(&[("a", &["pull"])], "bob"));
         let t_all = Credentials::Token(grant(&[("a", &["*"]), ("team/x", &["*"])], "bob"));
         let t_cat = Credentials::Token(grant(&[("catalog", &["*"])], "bob"));
+        let t_nobody = Credentials::Token(grant(
+            &[("a", &["pull", "push"]), ("team/x", &["pull", "push"])],
+            "",
+        ));
         let closed = policy(false);
         let open = policy(true);
         type Case<'a> = (
@@ -557,6 +565,12 @@ mod tests {
                 Err(InsufficientScope),
             ),
             (&closed, &t_cat, vec![Access::catalog()], Ok(())),
+            // No subject: the claims decide, not anonymouspull; named rules still hold.
+            (&closed, &t_nobody, vec![pull("a")], Ok(())),
+            (&closed, &t_nobody, vec![pull("team/x")], Ok(())),
+            (&closed, &t_nobody, vec![push("a")], Ok(())),
+            (&closed, &t_nobody, vec![push("team/x")], Err(Denied)),
+            (&closed, &t_nobody, vec![pull("b")], Err(InsufficientScope)),
             (&closed, &t_all, vec![del("a")], Ok(())),
             (&closed, &t_all, vec![push("team/x")], Err(Denied)),
             (
