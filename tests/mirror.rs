@@ -511,3 +511,106 @@ async fn pushes_to_a_mirror_work_whatever_the_upstream_says() {
         assert_eq!(r.bytes().await.unwrap(), body);
     }
 }
+
+/// The tags and `Link` of `GET url`, checking the source header is `source`.
+async fn tag_page(url: &str, source: Option<&str>) -> (Vec<String>, Option<String>) {
+    let r = client().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    assert_eq!(
+        r.headers()
+            .get("x-stevedore-tags-source")
+            .map(|v| v.to_str().unwrap()),
+        source,
+        "GET {url}"
+    );
+    let link = r
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = r.json().await.unwrap();
+    let tags = body["tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tags in {body}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    (tags, link)
+}
+
+/// Tags of a mirrored repository (issue 18): the upstream's whole list (which it pages, as
+/// Docker Hub does) merged with tags pushed here, paged with `n`/`last` and `Link` across the
+/// merge, cached for `tagttl`; the local tags alone, marked, when the upstream is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_lists_merge_the_upstreams_with_local_tags() {
+    let up = FakeUpstream::start(FakeOptions {
+        tags_page: Some(2),
+        ..FakeOptions::default()
+    })
+    .await;
+    let (d, _, _) = seed_image(&up, "v1", &[100], 41);
+    for t in ["v2", "v3", "v5", "latest"] {
+        up.set_tag(REPO, t, &d);
+    }
+    let s = Server::mirror(&up.url(), "  tagttl: 1h\n  timeout: 2s\n");
+    push_image(&s.url(""), REPO, "v4", 1, 42).await;
+    let all = ["latest", "v1", "v2", "v3", "v4", "v5"];
+
+    let (tags, link) = tag_page(&s.url(&format!("/v2/{REPO}/tags/list")), None).await;
+    assert_eq!(tags, all);
+    assert_eq!(link, None);
+    // Three upstream pages of two, by its Link headers.
+    assert_eq!(up.requests("GET", "/tags/list"), 3);
+
+    // Paging across the merge, from the cached upstream list.
+    let mut url = s.url(&format!("/v2/{REPO}/tags/list?n=2"));
+    let mut pages = Vec::new();
+    loop {
+        let (tags, link) = tag_page(&url, None).await;
+        pages.push(tags);
+        let Some(link) = link else { break };
+        let target = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(t, _)| t.to_owned())
+            .unwrap_or_else(|| panic!("bad Link {link}"));
+        url = s.url(&target);
+    }
+    assert_eq!(
+        pages,
+        [["latest", "v1"], ["v2", "v3"], ["v4", "v5"]],
+        "pages of two"
+    );
+    let (tags, _) = tag_page(&s.url(&format!("/v2/{REPO}/tags/list?last=v3")), None).await;
+    assert_eq!(tags, ["v4", "v5"]);
+    assert_eq!(up.requests("GET", "/tags/list"), 3, "cached for tagttl");
+
+    // skopeo list-tags, as Renovate and "newest tag" scripts use a mirror.
+    tools::require("skopeo", "skopeo");
+    let reference = format!("docker://{}/{REPO}", s.host());
+    let out = tokio::task::spawn_blocking(move || {
+        tools::run_ok(
+            std::process::Command::new("skopeo")
+                .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
+                .args(["--insecure-policy", "list-tags", "--tls-verify=false"])
+                .arg(reference),
+        )
+    })
+    .await
+    .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["Tags"], serde_json::json!(all), "{out}");
+
+    // Upstream down (and another mirror, so nothing is cached): the local tags, marked.
+    let s2 = Server::mirror(&up.url(), "  timeout: 2s\n");
+    push_image(&s2.url(""), REPO, "mine", 1, 43).await;
+    up.set_fault(Fault::Down);
+    let (tags, _) = tag_page(&s2.url(&format!("/v2/{REPO}/tags/list")), Some("local")).await;
+    assert_eq!(tags, ["mine"]);
+    // Nothing local either: the upstream's failure, not an empty list.
+    let r = client()
+        .get(s2.url("/v2/library/other/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+}

@@ -10,6 +10,8 @@
 //! - When the upstream cannot be asked (down, timeout, 429, 5xx), cached content is served,
 //!   stale tags included; what is not cached fails promptly with the upstream's error.
 //! - Blob misses are single-flight (see `fetch`).
+//! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
+//!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
 //!
 //! Depends on the registry (storage, index) and the upstream clients; knows no HTTP types.
 
@@ -18,9 +20,11 @@ mod content;
 mod fetch;
 mod manifests;
 mod scope;
+mod tags;
 
 pub use content::BlobContent;
 pub use scope::{ProxyRepo, Scope};
+pub use tags::TagPage;
 
 use crate::metrics::Metrics;
 use crate::oci::Digest;
@@ -55,6 +59,7 @@ pub struct Mirror {
     metrics: Arc<Metrics>,
     blob_fetches: fetch::Fetches,
     manifest_locks: KeyedLocks,
+    tag_lists: tags::TagLists,
 }
 
 impl Mirror {
@@ -73,6 +78,7 @@ impl Mirror {
             metrics,
             blob_fetches: Default::default(),
             manifest_locks: KeyedLocks::default(),
+            tag_lists: Default::default(),
         }
     }
 

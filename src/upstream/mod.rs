@@ -11,6 +11,7 @@
 //! - `body`: streamed, capped and excerpted body reading;
 //! - `tls`: the HTTPS connector and its root certificates;
 //! - `names`: name, reference and URL checks, scopes, redirect targets, same-origin rule;
+//! - `tags`: a whole tag list, following `Link` pagination;
 //! - `error`: [`UpstreamError`].
 //!
 //! Callers check digests; this module passes bytes through as received.
@@ -19,6 +20,7 @@ mod auth;
 mod body;
 mod error;
 mod names;
+mod tags;
 mod tls;
 mod token_cache;
 

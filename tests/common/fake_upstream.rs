@@ -51,6 +51,9 @@ pub struct FakeOptions {
     /// Registry-level Basic auth (`WWW-Authenticate: Basic`) with `basic_credentials`,
     /// instead of Bearer.
     pub basic_auth: bool,
+    /// Page size of a tag list asked without `n` (Docker Hub pages its lists), with a `Link`
+    /// to the next page; `None`: the whole list.
+    pub tags_page: Option<usize>,
 }
 
 impl Default for FakeOptions {
@@ -62,6 +65,7 @@ impl Default for FakeOptions {
             redirect_blobs: false,
             ratelimit_remaining: None,
             basic_auth: false,
+            tags_page: None,
         }
     }
 }
@@ -734,7 +738,9 @@ fn tags(state: &State, req: &Request<Incoming>, repo: &str) -> Answer {
             .map(|(_, v)| v.clone())
     };
     let last = param("last");
-    let n = param("n").and_then(|n| n.parse::<usize>().ok());
+    let n = param("n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .or(state.opts.tags_page);
     let after: Vec<String> = all
         .into_iter()
         .filter(|t| last.as_ref().is_none_or(|l| t > l))

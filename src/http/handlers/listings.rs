@@ -46,25 +46,35 @@ pub fn catalog(app: &App, req: &Req) -> HandlerResult {
     Ok(with_link(resp, "/v2/_catalog", n, next.as_ref()))
 }
 
+/// Response header naming where a proxied tag list came from when the upstream's list could
+/// not be had: `local` (only tags pushed or cached here).
+pub const TAGS_SOURCE_HEADER: &str = "x-stevedore-tags-source";
+
 pub async fn tags(app: &App, scope: &Scope, req: &Req) -> HandlerResult {
     let (n, last) = pagination(req, MAX_PAGE, MAX_PAGE)?;
     let local = scope.local();
-    let found = app.registry.list_tags(local, last.as_deref(), n + 1)?;
-    let mut tags = match found {
-        Some(t) if !t.is_empty() || !matches!(scope, Scope::Proxy(_)) => t,
-        _ => match (scope, &app.mirror) {
-            (Scope::Proxy(p), Some(m)) => m.list_tags(p, last.as_deref(), n + 1).await?,
-            _ => return Err(RegistryError::name_unknown(local)),
+    let (mut tags, local_only) = match (scope, &app.mirror) {
+        (Scope::Proxy(p), Some(m)) => {
+            let page = m.list_tags(p, last.as_deref(), n + 1).await?;
+            (page.tags, page.local_only)
+        }
+        _ => match app.registry.list_tags(local, last.as_deref(), n + 1)? {
+            Some(t) => (t, false),
+            None => return Err(RegistryError::name_unknown(local)),
         },
     };
     let more = tags.len() > n;
     tags.truncate(n);
     let next = more.then(|| tags.last().cloned()).flatten();
     let path = format!("/v2/{local}/tags/list");
-    let resp = response::json(
+    let mut resp = response::json(
         StatusCode::OK,
         &serde_json::json!({ "name": local.as_str(), "tags": tags }),
     );
+    if local_only {
+        resp.headers_mut()
+            .insert(TAGS_SOURCE_HEADER, http::HeaderValue::from_static("local"));
+    }
     Ok(with_link(resp, &path, n, next.as_ref()))
 }
 
