@@ -249,3 +249,121 @@ fn config_check_applies_the_environment() {
         "{err}"
     );
 }
+
+/// Sends `method path` with a `size`-byte body through Python's `http.client`, which writes the
+/// whole body before it reads the answer (as `requests` does); returns the status and body, or
+/// the exception Python raised.
+fn python_send(addr: &str, method: &str, path: &str, size: usize, auth: Option<&str>) -> String {
+    const SCRIPT: &str = r#"
+import http.client, sys
+host, port = sys.argv[1].rsplit(":", 1)
+method, path, size, auth = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+if auth:
+    headers["Authorization"] = auth
+c = http.client.HTTPConnection(host, int(port), timeout=30)
+try:
+    c.request(method, path, body=b"{" + b" " * (size - 2) + b"}", headers=headers)
+    r = c.getresponse()
+    print(r.status, r.read().decode())
+except Exception as e:
+    print("EXCEPTION", type(e).__name__, e)
+"#;
+    common::tools::run_ok(std::process::Command::new("python3").args([
+        "-c",
+        SCRIPT,
+        addr,
+        method,
+        path,
+        &size.to_string(),
+        auth.unwrap_or(""),
+    ]))
+}
+
+/// The body `python_send` sends: `size` bytes of JSON-ish text.
+fn body_of(size: usize) -> Vec<u8> {
+    let mut b = vec![b' '; size];
+    b[0] = b'{';
+    b[size - 1] = b'}';
+    b
+}
+
+/// The same with curl, its `Expect: 100-continue` turned off so that it writes first too.
+fn curl_send(url: &str, method: &str, body: &std::path::Path) -> String {
+    common::tools::run_ok(std::process::Command::new("curl").args([
+        "-sS",
+        "-X",
+        method,
+        "-H",
+        "Expect:",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        "-w",
+        " %{http_code}",
+        url,
+    ]))
+}
+
+/// A refusal sent before the body was read (issue 18) reaches clients that write their whole
+/// body first: the server reads and discards what follows (a lingering close) instead of
+/// resetting the connection under them.
+#[tokio::test]
+async fn early_refusals_reach_clients_that_write_the_whole_body_first() {
+    common::tools::require("python3", "python3");
+    common::tools::require("curl", "curl");
+    common::tools::require("htpasswd", "apache2-utils");
+    let size = 6 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let body = tmp.path().join("body");
+    std::fs::write(&body, body_of(size)).unwrap();
+
+    let s = Server::start();
+    let d = digest(b"x");
+    for (method, path, status, code) in [
+        (
+            "PUT",
+            "/v2/a/b/manifests/big".to_owned(),
+            413,
+            "SIZE_INVALID",
+        ),
+        (
+            "POST",
+            "/v2/a/b/blobs/uploads/?digest=sha256:nothex".to_owned(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        ("PUT", format!("/v2/a/b/manifests/{d}x"), 400, ""),
+    ] {
+        let out = python_send(&s.addr, method, &path, size, None);
+        assert!(out.starts_with(&status.to_string()), "python {path}: {out}");
+        assert!(out.contains(code), "python {path}: {out}");
+        let out = curl_send(&s.url(&path), method, &body);
+        assert!(out.ends_with(&format!(" {status}")), "curl {path}: {out}");
+        assert!(out.contains(code), "curl {path}: {out}");
+    }
+
+    // 401 on a push without credentials.
+    let htpasswd = tmp.path().join("htpasswd");
+    let line =
+        common::tools::run_ok(std::process::Command::new("htpasswd").args(["-Bbn", "u", "p"]));
+    std::fs::write(&htpasswd, format!("{line}\n")).unwrap();
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "auth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+            htpasswd.display()
+        ),
+        ..Options::default()
+    });
+    let path = "/v2/a/b/blobs/uploads/?digest=".to_owned() + &digest(&body_of(size));
+    let out = python_send(&s.addr, "POST", &path, size, None);
+    assert!(out.starts_with("401 "), "python push: {out}");
+    assert!(out.contains("UNAUTHORIZED"), "python push: {out}");
+    // And the same connection-level behaviour does not get in the way of a good request.
+    let out = python_send(&s.addr, "POST", &path, size, Some("Basic dTpw"));
+    assert!(
+        out.starts_with("201"),
+        "python push with credentials: {out}"
+    );
+}

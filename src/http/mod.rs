@@ -206,7 +206,7 @@ impl Shared {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let io = TokioIo::new(io);
+        let io = TokioIo::new(io::Lingering::new(io));
         if refused {
             let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
                 let e = RegistryError::new(
