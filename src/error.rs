@@ -37,6 +37,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, so that the error counter exists from start-up for each. A new variant
+    /// belongs here too (the test `all_codes_are_listed` stops compiling until it is).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BlobUnknown,
+        ErrorCode::BlobUploadInvalid,
+        ErrorCode::BlobUploadUnknown,
+        ErrorCode::DigestInvalid,
+        ErrorCode::ManifestBlobUnknown,
+        ErrorCode::ManifestInvalid,
+        ErrorCode::ManifestUnknown,
+        ErrorCode::NameInvalid,
+        ErrorCode::NameUnknown,
+        ErrorCode::SizeInvalid,
+        ErrorCode::TagInvalid,
+        ErrorCode::RangeInvalid,
+        ErrorCode::PaginationNumberInvalid,
+        ErrorCode::Unauthorized,
+        ErrorCode::Denied,
+        ErrorCode::Unsupported,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Unavailable,
+        ErrorCode::StorageFull,
+        ErrorCode::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
@@ -320,5 +345,37 @@ mod tests {
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:x");
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
+    }
+    #[test]
+    fn all_codes_are_listed() {
+        // Exhaustive: a new variant stops this compiling until it is in `ALL` and here.
+        fn index(c: ErrorCode) -> usize {
+            match c {
+                ErrorCode::BlobUnknown => 0,
+                ErrorCode::BlobUploadInvalid => 1,
+                ErrorCode::BlobUploadUnknown => 2,
+                ErrorCode::DigestInvalid => 3,
+                ErrorCode::ManifestBlobUnknown => 4,
+                ErrorCode::ManifestInvalid => 5,
+                ErrorCode::ManifestUnknown => 6,
+                ErrorCode::NameInvalid => 7,
+                ErrorCode::NameUnknown => 8,
+                ErrorCode::SizeInvalid => 9,
+                ErrorCode::TagInvalid => 10,
+                ErrorCode::RangeInvalid => 11,
+                ErrorCode::PaginationNumberInvalid => 12,
+                ErrorCode::Unauthorized => 13,
+                ErrorCode::Denied => 14,
+                ErrorCode::Unsupported => 15,
+                ErrorCode::TooManyRequests => 16,
+                ErrorCode::Unavailable => 17,
+                ErrorCode::StorageFull => 18,
+                ErrorCode::Unknown => 19,
+            }
+        }
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(index(*c), i, "{}", c.as_str());
+        }
+        assert_eq!(ErrorCode::ALL.len(), 20);
     }
 }

@@ -249,6 +249,7 @@ fn build_mirror(
             (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
             _ => None,
         };
+        metrics.init_upstream(name, &upstream::operation_labels());
         UpstreamClient::new(name, url, creds, opts(), metrics.clone())
             .map(Arc::new)
             .map_err(|source| StartError::Upstream {

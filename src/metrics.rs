@@ -178,7 +178,7 @@ impl Metrics {
             upstream_ratelimit_remaining: reg!(IntGaugeVec::new(
                 Opts::new(
                     "stevedore_upstream_ratelimit_remaining",
-                    "Pulls the upstream says are left in its window, from its ratelimit-remaining header (Docker Hub)."
+                    "Pulls the upstream says are left in its window, from its ratelimit-remaining header (Docker Hub); -1 until it has sent one."
                 ),
                 &["upstream"]
             )),
@@ -257,6 +257,7 @@ impl Metrics {
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        metrics.init_known_labels();
         // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …
         let _ = metrics.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -271,6 +272,60 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding of gathered metrics cannot fail");
         buf
+    }
+
+    /// Creates, at zero, every series whose label values are known before any event, so that
+    /// dashboards show 0 rather than "No data" on a fresh install (Prometheus' instrumentation
+    /// guide). Per-upstream series are created by [`Metrics::init_upstream`].
+    fn init_known_labels(&self) {
+        for reason in ["size", "age"] {
+            self.evictions.with_label_values(&[reason]);
+        }
+        for source in [Source::Local, Source::Cache, Source::Upstream] {
+            self.served_bytes.with_label_values(&[source.as_str()]);
+        }
+        for origin in ["local", "proxy"] {
+            self.storage_bytes.with_label_values(&[origin]);
+            self.storage_blobs.with_label_values(&[origin]);
+        }
+        for outcome in ["memory", "index", "absent"] {
+            self.layer_info_lookups.with_label_values(&[outcome]);
+        }
+        for code in crate::error::ErrorCode::ALL {
+            self.errors.with_label_values(&[code.as_str()]);
+        }
+    }
+
+    /// Creates the series of one HTTP endpoint (its method, label and success status) at zero.
+    pub fn init_endpoint(&self, method: &str, endpoint: &str, status: &str) {
+        self.http_requests
+            .with_label_values(&[method, endpoint, status]);
+        self.http_request_duration
+            .with_label_values(&[method, endpoint]);
+    }
+
+    /// Creates the series of upstream `name` at zero: cache lookups of each kind and outcome,
+    /// stale serves, bytes, fetches, and each operation (`operations`) with a 200 status. The
+    /// rate-limit headroom starts at -1, "not reported yet": 0 would claim the limit is hit.
+    pub fn init_upstream(&self, name: &str, operations: &[&str]) {
+        for kind in [Kind::Manifest, Kind::Blob] {
+            for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Coalesced] {
+                self.cache_lookups
+                    .with_label_values(&[kind.as_str(), name, outcome.as_str()]);
+            }
+            self.stale_serves.with_label_values(&[kind.as_str(), name]);
+        }
+        self.upstream_bytes.with_label_values(&[name]);
+        self.upstream_fetches_in_flight.with_label_values(&[name]);
+        let headroom = self.upstream_ratelimit_remaining.with_label_values(&[name]);
+        if headroom.get() == 0 {
+            headroom.set(-1);
+        }
+        for op in operations {
+            self.upstream_requests.with_label_values(&[name, op, "200"]);
+            self.upstream_request_duration
+                .with_label_values(&[name, op]);
+        }
     }
 
     pub fn cache_lookup(&self, kind: Kind, upstream: &str, outcome: Outcome) {

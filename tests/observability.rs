@@ -892,3 +892,60 @@ async fn health_and_readiness_answer_200() {
             .starts_with("text/plain"),
     );
 }
+
+/// Dashboards never say "No data" (issue 18): right after start-up, before any request, every
+/// metric a dashboard query reads is exposed, its series with known labels at 0 (the rate-limit
+/// headroom at -1, "not reported yet").
+#[tokio::test]
+async fn every_dashboard_metric_exists_from_start_up() {
+    let (up, s) = start_mirror().await;
+    let text = scrape(&s).await;
+    let exposed = sample_names(&text);
+    let dash = dashboard();
+    for q in panel_queries(&dash) {
+        for name in metric_names(&q.expr) {
+            assert!(
+                exposed.contains(&name),
+                "panel {:?} reads {name}, not exposed at start-up:\n{text}",
+                q.panel
+            );
+        }
+    }
+    let upstream = up.url().trim_start_matches("http://").to_owned();
+    let zero = [
+        ("stevedore_evictions_total", vec![("reason", "size")]),
+        ("stevedore_evictions_total", vec![("reason", "age")]),
+        (
+            "stevedore_stale_serves_total",
+            vec![("kind", "manifest"), ("upstream", upstream.as_str())],
+        ),
+        (
+            "stevedore_cache_lookups_total",
+            vec![
+                ("kind", "blob"),
+                ("upstream", upstream.as_str()),
+                ("outcome", "hit"),
+            ],
+        ),
+        ("stevedore_errors_total", vec![("code", "BLOB_UNKNOWN")]),
+        ("stevedore_served_bytes_total", vec![("source", "cache")]),
+    ];
+    for (name, labels) in zero {
+        assert_eq!(metric_value(&text, name, &labels), 0.0, "{name} {labels:?}");
+        assert!(
+            text.lines().any(|l| l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))),
+            "{name} {labels:?} missing:\n{text}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &text,
+            "stevedore_upstream_ratelimit_remaining",
+            &[("upstream", upstream.as_str())]
+        ),
+        -1.0
+    );
+}

@@ -74,6 +74,27 @@ impl Builders {
     }
 }
 
+/// Each endpoint's method, metrics label and success status: their request series exist from
+/// start-up, at zero.
+const ENDPOINT_SUCCESS: &[(&str, &str, &str)] = &[
+    ("GET", "base", "200"),
+    ("GET", "catalog", "200"),
+    ("GET", "tags", "200"),
+    ("GET", "manifest", "200"),
+    ("HEAD", "manifest", "200"),
+    ("PUT", "manifest", "201"),
+    ("DELETE", "manifest", "202"),
+    ("GET", "blob", "200"),
+    ("HEAD", "blob", "200"),
+    ("DELETE", "blob", "202"),
+    ("POST", "upload", "202"),
+    ("GET", "upload", "204"),
+    ("PATCH", "upload", "202"),
+    ("PUT", "upload", "201"),
+    ("DELETE", "upload", "204"),
+    ("GET", "referrers", "200"),
+];
+
 /// What every connection task shares.
 struct Shared {
     app: Arc<App>,
@@ -96,6 +117,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    for (method, endpoint, status) in ENDPOINT_SUCCESS {
+        app.metrics.init_endpoint(method, endpoint, status);
+    }
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let shared = Arc::new(Shared {
         limits: Arc::new(Limits::new(&app.config.http.limits)),

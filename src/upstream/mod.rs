@@ -132,6 +132,14 @@ enum Op {
     Token,
 }
 
+/// The `operation` label values of the upstream metrics (for series that exist from start-up).
+pub fn operation_labels() -> Vec<&'static str> {
+    use Op::*;
+    [ManifestHead, ManifestGet, BlobGet, BlobHead, Tags, Token]
+        .map(Op::as_str)
+        .to_vec()
+}
+
 impl Op {
     fn as_str(self) -> &'static str {
         match self {
