@@ -14,4 +14,5 @@ apt-get install -y -qq --no-install-recommends \
     docker.io containerd runc tini \
     umoci \
     prometheus \
-    apache2-utils >/dev/null
+    apache2-utils \
+    python3 >/dev/null
