@@ -124,7 +124,7 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(LINGER_TIME, async {
         let _ = io.shutdown().await;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         let mut discarded = 0u64;
         while discarded < LINGER_BYTES {
             match io.read(&mut buf).await {
