@@ -7,7 +7,7 @@ use crate::http::{body, response};
 use crate::metrics::Source;
 use crate::mirror::Scope;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{Reference, media};
+use crate::oci::{DigestError, NameError, Reference, media};
 use crate::registry::Manifest;
 use http::{StatusCode, header};
 
@@ -18,7 +18,13 @@ pub async fn get(
     req: &Req,
     with_body: bool,
 ) -> HandlerResult {
-    let reference = Reference::parse(reference)?;
+    let reference = Reference::parse(reference).map_err(|e| match e {
+        // No manifest of an algorithm we cannot compute is ever stored: it is not here (end-3).
+        NameError::Digest(DigestError::UnsupportedAlgorithm(_)) => {
+            RegistryError::manifest_unknown(&reference)
+        }
+        e => e.into(),
+    })?;
     let (m, source) = match (scope, &app.mirror) {
         (Scope::Proxy(p), Some(mirror)) => mirror.get_manifest(p, &reference).await?,
         _ => match app.registry.get_manifest(scope.local(), &reference).await? {
