@@ -491,13 +491,15 @@ impl Registry {
     }
 
     /// Validates and stores a pushed manifest. Every blob it references must be visible in
-    /// `repo`, and every child of an index must be a manifest of `repo`.
+    /// `repo`, and every child of an index must be a manifest of `repo`. `tags` (the `?tag=`
+    /// parameters) are pointed at it too.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        tags: &[Tag],
     ) -> Result<PutManifest> {
         self.writable()?;
         let _pushing = self.maintenance.read().await;
@@ -541,8 +543,20 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, now())
+        let checked = now();
+        self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, checked)
             .await?;
+        for t in tags {
+            self.index.set_tag(
+                repo,
+                t,
+                &TagRecord {
+                    digest: digest.to_string(),
+                    origin: Origin::Local,
+                    checked,
+                },
+            )?;
+        }
         self.index.flush().await?;
         Ok(PutManifest {
             digest,

@@ -793,3 +793,66 @@ async fn reads_by_an_unsupported_algorithm_are_404() {
     let r = get(&s.url("/v2/mf/algo/blobs/sha512:abc"), None).await;
     expect_error(r, 400, "DIGEST_INVALID").await;
 }
+
+/// `PUT /v2/<name>/manifests/<digest>?tag=…` (end-7b) sets every tag with the push and says so
+/// in `OCI-Tag`; this is how a manifest named by sha512 gets tags. A bad tag refuses the push.
+#[tokio::test]
+async fn tag_parameters_tag_a_push_by_digest() {
+    let s = Server::start();
+    let base = s.url("");
+    let repo = "mf/tagparam";
+    let (body, _, _) = push_image_blobs(&base, repo, OCI_MANIFEST, 1, 47).await;
+    let d = digest(&body);
+    let r = client()
+        .put(s.url(&format!(
+            "/v2/{repo}/manifests/{d}?tag=1.2.3&tag=1.2&tag=latest"
+        )))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let accepted: Vec<String> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(',').map(|t| t.trim().to_owned()))
+        .collect();
+    assert_eq!(accepted, ["1.2.3", "1.2", "latest"]);
+    for t in ["1.2.3", "1.2", "latest"] {
+        assert_manifest_digest(&s, repo, t, &body, &d).await;
+    }
+
+    // sha512: the tags point at the sha512 name.
+    let body512 = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
+    push_blob(&base, repo, b"{}").await;
+    let d512 = digest512(&body512);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{d512}?tag=big")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body512.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "oci-tag").as_deref(), Some("big"));
+    assert_manifest_digest(&s, repo, "big", &body512, &d512).await;
+
+    // A bad tag parameter: 400, and neither the manifest nor the good tag is stored.
+    let other = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
+    let other = [other.as_slice(), b"\n"].concat();
+    let od = digest(&other);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{od}?tag=fine&tag=-bad")))
+        .header("content-type", OCI_MANIFEST)
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "TAG_INVALID").await;
+    let r = get(&s.url(&format!("/v2/{repo}/manifests/fine")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let r = get(&s.url(&format!("/v2/{repo}/manifests/{od}")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+}
