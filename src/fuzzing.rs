@@ -35,7 +35,7 @@ pub fn names(s: &str) {
     }
     if let Ok(d) = Digest::parse(s) {
         assert_eq!(d.as_str(), s);
-        assert_eq!(d.hex().len(), 64);
+        assert_eq!(d.hex().len(), d.algorithm().hex_len());
         assert!(d.hex().bytes().all(|b| b.is_ascii_hexdigit()));
     }
     if let Ok(r) = Reference::parse(s) {

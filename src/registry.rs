@@ -7,7 +7,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::index::{BlobRecord, Index, ManifestRecord, Origin, TagRecord};
 use crate::metrics::Metrics;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::storage::{AppendError, BlobStore, StoreError, UploadSession, Uploads};
 use bytes::Bytes;
 use futures::Stream;
@@ -268,9 +268,15 @@ impl Registry {
 
     // ---- uploads
 
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+    /// Starts an upload whose data is hashed with `algorithm` as it arrives (a final digest of
+    /// another algorithm still works, at the cost of a second read).
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadStatus> {
         self.writable()?;
-        let id = self.uploads.create(repo).await?;
+        let id = self.uploads.create(repo, algorithm).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -341,11 +347,14 @@ impl Registry {
     }
 
     /// Appends the last chunk (if any), verifies `digest` and commits the blob into `repo`.
+    /// `range` is the chunk's `Content-Range` when given: one that does not start where the
+    /// upload stands is a 416 and leaves the session as it was, for the client to resume.
     pub async fn finish_upload<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
+        range: Option<(u64, u64)>,
         body: S,
     ) -> Result<u64>
     where
@@ -354,6 +363,11 @@ impl Registry {
     {
         self.writable()?;
         let mut s = self.session(repo, id).await?;
+        if let Some((start, _end)) = range
+            && start != s.offset
+        {
+            return Err(range_error(s.offset, &s.id, start));
+        }
         self.append(&mut s, body).await?;
         self.commit_session(repo, s, digest).await
     }
@@ -386,7 +400,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let status = self.start_upload(repo).await?;
+        let status = self.start_upload(repo, digest.algorithm()).await?;
         let mut s = self.session(repo, &status.id).await?;
         if let Err(e) = self.append(&mut s, body).await {
             self.uploads.remove(s).await?;
@@ -477,18 +491,25 @@ impl Registry {
     }
 
     /// Validates and stores a pushed manifest. Every blob it references must be visible in
-    /// `repo`, and every child of an index must be a manifest of `repo`.
+    /// `repo`, and every child of an index must be a manifest of `repo`. `tags` (the `?tag=`
+    /// parameters) are pointed at it too.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        tags: &[Tag],
     ) -> Result<PutManifest> {
         self.writable()?;
         let _pushing = self.maintenance.read().await;
         let parsed = ParsedManifest::parse(&bytes, content_type)?;
-        let digest = Digest::of(&bytes);
+        // Pushed by digest, the manifest is named in that digest's algorithm; by tag, sha256.
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of_with(algorithm, &bytes);
         if let Reference::Digest(d) = reference
             && *d != digest
         {
@@ -522,8 +543,20 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, now())
+        let checked = now();
+        self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, checked)
             .await?;
+        for t in tags {
+            self.index.set_tag(
+                repo,
+                t,
+                &TagRecord {
+                    digest: digest.to_string(),
+                    origin: Origin::Local,
+                    checked,
+                },
+            )?;
+        }
         self.index.flush().await?;
         Ok(PutManifest {
             digest,
@@ -543,7 +576,7 @@ impl Registry {
         tag: Option<&Tag>,
         checked: u64,
     ) -> Result<()> {
-        let stored = self.store.put_bytes(&bytes).await?;
+        let stored = self.store.put_bytes(digest.algorithm(), &bytes).await?;
         debug_assert_eq!(&stored, digest);
         let size = bytes.len() as u64;
         // Manifests are blobs too: distribution serves them from the blob endpoint.

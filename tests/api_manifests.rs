@@ -657,3 +657,202 @@ async fn referrer_may_be_pushed_before_its_subject_and_may_be_an_index() {
         "application/vnd.example.bundle"
     );
 }
+
+// ---- sha512
+
+/// Pushes `data` monolithically under its sha512 digest; returns the digest.
+async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
+    let d = digest512(data);
+    let r = client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    d
+}
+
+/// GET and HEAD of `reference` answer `body` with `Docker-Content-Digest: expected`.
+async fn assert_manifest_digest(
+    s: &Server,
+    repo: &str,
+    reference: &str,
+    body: &[u8],
+    expected: &str,
+) {
+    let url = s.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let r = get(&url, Some(ALL_MANIFEST_TYPES)).await;
+    assert_eq!(r.status(), 200, "GET {reference}");
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(expected)
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), body);
+    let r = head(&url, Some(ALL_MANIFEST_TYPES)).await;
+    assert_eq!(r.status(), 200, "HEAD {reference}");
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(expected)
+    );
+    assert_eq!(header(&r, "content-length"), Some(body.len().to_string()));
+}
+
+/// An image whose blobs and manifest are named by sha512, an index over it pushed by sha512,
+/// a referrer of it, and deletes by sha512: the digest asked for is the digest answered.
+#[tokio::test]
+async fn manifests_pushed_by_sha512_digest() {
+    let s = Server::start();
+    let base = s.url("");
+    let repo = "mf/s512";
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = random_bytes(1500, 77);
+    let cd = push_blob512(&base, repo, &config).await;
+    let ld = push_blob512(&base, repo, &layer).await;
+    let body = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[(&ld, layer.len())]);
+    let md = digest512(&body);
+
+    let r = put_manifest(&base, repo, &md, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "docker-content-digest"), Some(md.clone()));
+    assert_eq!(
+        header(&r, "location"),
+        Some(format!("/v2/{repo}/manifests/{md}"))
+    );
+    assert_manifest_digest(&s, repo, &md, &body, &md).await;
+    // Also served from the blob endpoint by the same digest.
+    let r = get(&s.url(&format!("/v2/{repo}/blobs/{md}")), None).await;
+    assert_eq!(r.status(), 200);
+    assert!(blob_path(&s.dir, &md).is_file());
+    // Pushed by sha512, it is not known by its sha256 name.
+    let r = get(
+        &s.url(&format!("/v2/{repo}/manifests/{}", digest(&body))),
+        None,
+    )
+    .await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+
+    // A body that does not hash to the sha512 reference is refused.
+    let other = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[]);
+    let r = put_manifest(&base, repo, &md, OCI_MANIFEST, &other).await;
+    expect_error(r, 400, "DIGEST_INVALID").await;
+
+    // An index over it, by sha512 too; and the same bytes tagged are named by sha256.
+    let index = index_body(OCI_INDEX, &[(OCI_MANIFEST, &md, body.len())]);
+    let id = digest512(&index);
+    let r = put_manifest(&base, repo, &id, OCI_INDEX, &index).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "docker-content-digest"), Some(id.clone()));
+    assert_manifest_digest(&s, repo, &id, &index, &id).await;
+    put_manifest_ok(&base, repo, "latest", OCI_INDEX, &index).await;
+    assert_manifest_digest(&s, repo, "latest", &index, &digest(&index)).await;
+
+    // A referrer of the sha512 manifest.
+    push_blob(&base, repo, b"{}").await;
+    let ad = push_blob(&base, repo, b"sig").await;
+    let art = artifact(
+        Some("application/vnd.example.sig"),
+        EMPTY_CONFIG,
+        &digest(b"{}"),
+        (&ad, 3),
+        (&md, body.len()),
+        None,
+    );
+    let artd = put_manifest_ok(&base, repo, &digest(&art), OCI_MANIFEST, &art).await;
+    let (_, v) = referrers(&s, repo, &md, "").await;
+    assert_eq!(v["manifests"][0]["digest"], artd.as_str(), "{v}");
+
+    // Deleted by its sha512 digest.
+    let r = client()
+        .delete(s.url(&format!("/v2/{repo}/manifests/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = get(&s.url(&format!("/v2/{repo}/manifests/{id}")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+}
+
+/// A read by a digest of an algorithm stevedore does not support finds nothing (the spec's
+/// end-2/end-3 answer 404); a malformed digest is still a 400.
+#[tokio::test]
+async fn reads_by_an_unsupported_algorithm_are_404() {
+    let s = Server::start();
+    let base = s.url("");
+    push_image(&base, "mf/algo", "v1", 1, 46).await;
+    let d = format!("sha384:{}", "a".repeat(96));
+    let r = get(&s.url(&format!("/v2/mf/algo/manifests/{d}")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let r = head(&s.url(&format!("/v2/mf/algo/manifests/{d}")), None).await;
+    assert_eq!(r.status(), 404);
+    let r = get(&s.url(&format!("/v2/mf/algo/blobs/{d}")), None).await;
+    expect_error(r, 404, "BLOB_UNKNOWN").await;
+    let r = head(&s.url(&format!("/v2/mf/algo/blobs/{d}")), None).await;
+    assert_eq!(r.status(), 404);
+    let r = get(&s.url("/v2/mf/algo/blobs/sha512:abc"), None).await;
+    expect_error(r, 400, "DIGEST_INVALID").await;
+}
+
+/// `PUT /v2/<name>/manifests/<digest>?tag=…` (end-7b) sets every tag with the push and says so
+/// in `OCI-Tag`; this is how a manifest named by sha512 gets tags. A bad tag refuses the push.
+#[tokio::test]
+async fn tag_parameters_tag_a_push_by_digest() {
+    let s = Server::start();
+    let base = s.url("");
+    let repo = "mf/tagparam";
+    let (body, _, _) = push_image_blobs(&base, repo, OCI_MANIFEST, 1, 47).await;
+    let d = digest(&body);
+    let r = client()
+        .put(s.url(&format!(
+            "/v2/{repo}/manifests/{d}?tag=1.2.3&tag=1.2&tag=latest"
+        )))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let accepted: Vec<String> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(',').map(|t| t.trim().to_owned()))
+        .collect();
+    assert_eq!(accepted, ["1.2.3", "1.2", "latest"]);
+    for t in ["1.2.3", "1.2", "latest"] {
+        assert_manifest_digest(&s, repo, t, &body, &d).await;
+    }
+
+    // sha512: the tags point at the sha512 name.
+    let body512 = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
+    push_blob(&base, repo, b"{}").await;
+    let d512 = digest512(&body512);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{d512}?tag=big")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body512.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "oci-tag").as_deref(), Some("big"));
+    assert_manifest_digest(&s, repo, "big", &body512, &d512).await;
+
+    // A bad tag parameter: 400, and neither the manifest nor the good tag is stored.
+    let other = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
+    let other = [other.as_slice(), b"\n"].concat();
+    let od = digest(&other);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{od}?tag=fine&tag=-bad")))
+        .header("content-type", OCI_MANIFEST)
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "TAG_INVALID").await;
+    let r = get(&s.url(&format!("/v2/{repo}/manifests/fine")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let r = get(&s.url(&format!("/v2/{repo}/manifests/{od}")), None).await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+}

@@ -494,3 +494,234 @@ async fn unparseable_content_range_is_refused() {
     let r = get(&upload, None).await;
     assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
 }
+
+/// The spec's end-6: a closing PUT whose chunk does not start where the upload stands is a 416
+/// (with the status headers of a PATCH 416), and the session stays for the client to resume.
+#[tokio::test]
+async fn closing_put_out_of_order_is_416_and_keeps_the_session() {
+    let s = Server::start();
+    let base = s.url("");
+    let data = random_bytes(10_000, 21);
+    let d = digest(&data);
+    let upload = start_upload(&base, "up/put416").await;
+    let r = patch(&upload, Some("0-3999"), &data[..4000]).await;
+    assert_eq!(r.status(), 202);
+    let upload = location(&base, &r);
+    let id = header(&r, "docker-upload-uuid").unwrap();
+
+    // Skipping ahead, and starting over at 0.
+    for (a, b) in [(6000usize, 9999usize), (0, 5999)] {
+        let r = client()
+            .put(with_query(&upload, &format!("digest={d}")))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{a}-{b}"))
+            .body(data[a..=b].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "range").as_deref(), Some("0-3999"), "{a}-{b}");
+        assert_eq!(header(&r, "docker-upload-uuid"), Some(id.clone()));
+        assert_eq!(
+            header(&r, "location"),
+            Some(format!("/v2/up/put416/blobs/uploads/{id}"))
+        );
+        expect_error(r, 416, "RANGE_INVALID").await;
+    }
+    // Nothing was appended and the session is still there.
+    let r = get(&upload, None).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-3999"));
+    expect_error(
+        get(&s.url(&format!("/v2/up/put416/blobs/{d}")), None).await,
+        404,
+        "BLOB_UNKNOWN",
+    )
+    .await;
+
+    // The client resumes from where the status says and closes the upload.
+    let r = client()
+        .put(with_query(&upload, &format!("digest={d}")))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", "4000-9999")
+        .body(data[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_blob(&s, "up/put416", &data).await;
+}
+
+/// A PUT whose Content-Range disagrees with its Content-Length is refused before anything is
+/// appended, like a PATCH.
+#[tokio::test]
+async fn closing_put_with_range_longer_than_body_is_refused() {
+    let s = Server::start();
+    let base = s.url("");
+    let data = random_bytes(100, 22);
+    let upload = start_upload(&base, "up/putlen").await;
+    let r = client()
+        .put(with_query(&upload, &format!("digest={}", digest(&data))))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", "0-199")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 416, "RANGE_INVALID").await;
+    let r = get(&upload, None).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+}
+
+async fn assert_blob512(s: &Server, repo: &str, data: &[u8]) {
+    let d = digest512(data);
+    let r = get(&s.url(&format!("/v2/{repo}/blobs/{d}")), None).await;
+    assert_eq!(r.status(), 200, "{repo} {d}");
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), data);
+    let r = head(&s.url(&format!("/v2/{repo}/blobs/{d}")), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
+    assert_eq!(
+        header(&r, "content-length").as_deref(),
+        Some(data.len().to_string().as_str())
+    );
+}
+
+/// sha512 blobs through every way of pushing one: monolithic POST, POST + PUT, chunked PATCHes
+/// (with and without `?digest-algorithm=sha512`), and a mount; kept apart from sha256 on disk.
+#[tokio::test]
+async fn sha512_blobs_push_every_way() {
+    let s = Server::start();
+    let base = s.url("");
+
+    // Monolithic.
+    let mono = random_bytes(3000, 30);
+    let d = digest512(&mono);
+    let r = client()
+        .post(s.url(&format!("/v2/up/s512/blobs/uploads/?digest={d}")))
+        .header("content-type", "application/octet-stream")
+        .body(mono.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "docker-content-digest"), Some(d.clone()));
+    assert_eq!(
+        header(&r, "location"),
+        Some(format!("/v2/up/s512/blobs/{d}"))
+    );
+    assert_blob512(&s, "up/s512", &mono).await;
+    assert!(blob_path(&s.dir, &d).is_file(), "stored under blobs/sha512");
+    // The sha256 name of the same bytes is not a blob here.
+    expect_error(
+        get(
+            &s.url(&format!("/v2/up/s512/blobs/{}", digest(&mono))),
+            None,
+        )
+        .await,
+        404,
+        "BLOB_UNKNOWN",
+    )
+    .await;
+
+    // POST + PUT with the whole body, the session hashing sha256 as it goes.
+    let two = random_bytes(5000, 31);
+    let upload = start_upload(&base, "up/s512").await;
+    let r = client()
+        .put(with_query(&upload, &format!("digest={}", digest512(&two))))
+        .header("content-type", "application/octet-stream")
+        .body(two.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "docker-content-digest"), Some(digest512(&two)));
+    assert_blob512(&s, "up/s512", &two).await;
+
+    // Chunked, announced with ?digest-algorithm=sha512 and not.
+    for (i, announce) in [(0u64, true), (1, false)] {
+        let data = random_bytes(9000, 40 + i);
+        let query = if announce {
+            "?digest-algorithm=sha512"
+        } else {
+            ""
+        };
+        let r = client()
+            .post(s.url(&format!("/v2/up/s512/blobs/uploads/{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let mut upload = location(&base, &r);
+        for (a, b) in [(0usize, 2999usize), (3000, 5999)] {
+            let r = patch(&upload, Some(&format!("{a}-{b}")), &data[a..=b]).await;
+            assert_eq!(r.status(), 202);
+            upload = location(&base, &r);
+        }
+        let r = client()
+            .put(with_query(&upload, &format!("digest={}", digest512(&data))))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", "6000-8999")
+            .body(data[6000..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        assert_eq!(header(&r, "docker-content-digest"), Some(digest512(&data)));
+        assert_blob512(&s, "up/s512", &data).await;
+    }
+
+    // A wrong sha512 is refused and leaves nothing.
+    let upload = start_upload(&base, "up/s512").await;
+    let r = client()
+        .put(with_query(
+            &upload,
+            &format!("digest={}", digest512(b"something else")),
+        ))
+        .body(mono.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "DIGEST_INVALID").await;
+    assert!(entries(&s.dir.join("uploads")).is_empty());
+
+    // Mounted into another repository by its sha512 digest.
+    let r = client()
+        .post(s.url(&format!(
+            "/v2/up/s512-other/blobs/uploads/?mount={d}&from=up/s512"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "docker-content-digest"), Some(d.clone()));
+    assert_blob512(&s, "up/s512-other", &mono).await;
+}
+
+/// A digest algorithm stevedore cannot compute is refused on push with 400 DIGEST_INVALID.
+#[tokio::test]
+async fn unsupported_digest_algorithm_push_is_400() {
+    let s = Server::start();
+    let r = client()
+        .post(s.url("/v2/up/algo/blobs/uploads/?digest-algorithm=sha384"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "DIGEST_INVALID").await;
+    let d = format!("sha384:{}", "a".repeat(96));
+    let r = client()
+        .post(s.url(&format!("/v2/up/algo/blobs/uploads/?digest={d}")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "DIGEST_INVALID").await;
+    assert!(entries(&s.dir.join("uploads")).is_empty());
+}

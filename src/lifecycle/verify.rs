@@ -21,7 +21,7 @@ pub async fn verify(root: &Path, quarantine: bool) -> Result<VerifyReport, Store
     let mut report = VerifyReport::default();
     for (d, size) in store.list().await? {
         let path = store.path(&d);
-        let actual = match hash_file(&path).await {
+        let actual = match hash_file(&path, d.algorithm()).await {
             Ok(a) => a,
             Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),

@@ -160,7 +160,11 @@ async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, Fetc
         .await
         .map_err(upstream_err)?;
     let size = resp.len;
-    let mut writer = job.store.writer().await.map_err(store_err)?;
+    let mut writer = job
+        .store
+        .writer_for(job.digest.algorithm())
+        .await
+        .map_err(store_err)?;
     let path = writer.temp_path().to_owned();
     let _ = tx.send(FetchState::Streaming {
         verified: false,

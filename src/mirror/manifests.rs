@@ -5,7 +5,7 @@ use crate::error::RegistryError;
 use crate::index::Origin;
 use crate::metrics::{Kind, Outcome, Source};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{Digest, ParsedManifest, Reference, Tag, media};
+use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, Tag, media};
 use crate::registry::{Manifest, now};
 use crate::upstream::UpstreamError;
 
@@ -146,7 +146,9 @@ impl Mirror {
         if fetched.bytes.len() > MAX_MANIFEST_BYTES {
             return Err(UpstreamError::TooLarge.into());
         }
-        let digest = Digest::of(&fetched.bytes);
+        // Asked by digest, the bytes are checked in the algorithm asked for.
+        let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
+        let digest = Digest::of_with(algorithm, &fetched.bytes);
         if let Some(expected) = expected
             && *expected != digest
         {

@@ -6,6 +6,6 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 
-pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use digest::{Algorithm, Digest, DigestError, DigestHasher, Sha256Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -1,11 +1,11 @@
 //! Committed blobs: open, stat, delete, and the verified write path (`BlobWriter`).
 
 use super::StoreError;
-use crate::oci::{Digest, Sha256Hasher};
+use crate::oci::{Algorithm, Digest, DigestHasher};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-/// The committed blobs under `<root>/blobs` and the scratch space under `<root>/tmp`.
+/// The committed blobs under `<root>/blobs/<algorithm>` and the scratch space under `<root>/tmp`.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     blobs: PathBuf,
@@ -18,11 +18,13 @@ impl BlobStore {
     /// Opens (creating) the store under `root` and removes temporary files left by a crash.
     pub async fn open(root: &Path) -> Result<BlobStore, StoreError> {
         let store = BlobStore {
-            blobs: root.join("blobs").join("sha256"),
+            blobs: root.join("blobs"),
             tmp: root.join("tmp"),
             pins: super::Pins::default(),
         };
-        tokio::fs::create_dir_all(&store.blobs).await?;
+        for algorithm in Algorithm::ALL {
+            tokio::fs::create_dir_all(store.blobs.join(algorithm.name())).await?;
+        }
         tokio::fs::create_dir_all(&store.tmp).await?;
         let mut dir = tokio::fs::read_dir(&store.tmp).await?;
         while let Some(entry) = dir.next_entry().await? {
@@ -34,7 +36,10 @@ impl BlobStore {
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.blobs.join(&hex[..2]).join(hex)
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// The size of a committed blob, if present.
@@ -92,8 +97,13 @@ impl BlobStore {
         }
     }
 
-    /// Starts writing a new blob into a temporary file.
+    /// Starts writing a new blob into a temporary file, hashed with sha256.
     pub async fn writer(&self) -> Result<BlobWriter, StoreError> {
+        self.writer_for(Algorithm::Sha256).await
+    }
+
+    /// Starts writing a new blob into a temporary file, hashed with `algorithm`.
+    pub async fn writer_for(&self, algorithm: Algorithm) -> Result<BlobWriter, StoreError> {
         let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -103,16 +113,16 @@ impl BlobStore {
         Ok(BlobWriter {
             file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
             guard: TempGuard(Some(path)),
-            hasher: Sha256Hasher::new(),
+            hasher: DigestHasher::new(algorithm),
             verified: None,
             len: 0,
             store: self.clone(),
         })
     }
 
-    /// Stores `data` (small: a manifest) under its digest.
-    pub async fn put_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
-        let mut w = self.writer().await?;
+    /// Stores `data` (small: a manifest) under its digest in `algorithm`.
+    pub async fn put_bytes(&self, algorithm: Algorithm, data: &[u8]) -> Result<Digest, StoreError> {
+        let mut w = self.writer_for(algorithm).await?;
         w.write(data).await?;
         Ok(w.commit(None).await?.0)
     }
@@ -132,19 +142,8 @@ impl BlobStore {
         let blobs = self.blobs.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Digest, u64)>> {
             let mut out = Vec::new();
-            for shard in std::fs::read_dir(&blobs)? {
-                let shard = shard?;
-                if !shard.file_type()?.is_dir() {
-                    continue;
-                }
-                for entry in std::fs::read_dir(shard.path())? {
-                    let entry = entry?;
-                    let name = entry.file_name();
-                    let Some(name) = name.to_str() else { continue };
-                    if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
-                        out.push((d, entry.metadata()?.len()));
-                    }
-                }
+            for algorithm in Algorithm::ALL {
+                list_algorithm(&blobs, algorithm, &mut out)?;
             }
             Ok(out)
         })
@@ -152,6 +151,35 @@ impl BlobStore {
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
         .map_err(StoreError::from)
     }
+}
+
+/// Appends the committed blobs of one algorithm (`<blobs>/<algorithm>/<2 hex>/<hex>`) to `out`.
+fn list_algorithm(
+    blobs: &Path,
+    algorithm: Algorithm,
+    out: &mut Vec<(Digest, u64)>,
+) -> std::io::Result<()> {
+    let dir = blobs.join(algorithm.name());
+    let shards = match std::fs::read_dir(&dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for shard in shards {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(shard.path())? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
+                out.push((d, entry.metadata()?.len()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// fsync `src`, rename it to `dest` (creating the shard directory), fsync the directory.
@@ -187,7 +215,7 @@ impl Drop for TempGuard {
 pub struct BlobWriter {
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     guard: TempGuard,
-    hasher: Sha256Hasher,
+    hasher: DigestHasher,
     /// Set by `verify`.
     verified: Option<Digest>,
     len: u64,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! blobs/sha256/<2 hex>/<64 hex>   committed blobs and manifests, named by their digest
+//! blobs/sha512/<2 hex>/<128 hex>  the same for sha512 digests (each algorithm apart)
 //! tmp/                            blobs being written (fetched from upstream, or small puts)
 //! uploads/<id>/data, info.json    push upload sessions
 //! ```

@@ -1,9 +1,11 @@
 //! Push upload sessions: `uploads/<id>/data` grows with each PATCH, `info.json` says which
-//! repository started it and when. The sha256 state is kept in memory while the server runs so
-//! that finishing an upload needs no second read; after a restart the data is re-hashed instead.
+//! repository started it and when. The hash state (sha256, or the algorithm the client asked for
+//! with `?digest-algorithm=`) is kept in memory while the server runs so that finishing an upload
+//! needs no second read; after a restart, or when the final digest is of another algorithm, the
+//! data is re-hashed instead.
 
 use super::{BlobStore, StoreError};
-use crate::oci::{Digest, RepoName, Sha256Hasher};
+use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,7 @@ pub struct UploadInfo {
 #[derive(Debug, Default)]
 struct State {
     /// Hash of `data` so far; `None` when unknown (after a restart or a failed write).
-    hasher: Option<Sha256Hasher>,
+    hasher: Option<DigestHasher>,
     hashed_len: u64,
 }
 
@@ -80,8 +82,12 @@ impl Uploads {
         self.live.lock().expect("uploads map poisoned").remove(id);
     }
 
-    /// Starts a session for `repo`.
-    pub async fn create(&self, repo: &RepoName) -> Result<String, StoreError> {
+    /// Starts a session for `repo` whose data is hashed with `algorithm` as it arrives.
+    pub async fn create(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let dir = self.dir.join(&id);
         // Held until the session is whole, so that `purge` never sees it half-made (a directory
@@ -107,7 +113,7 @@ impl Uploads {
             return Err(e.into());
         }
         *held = State {
-            hasher: Some(Sha256Hasher::new()),
+            hasher: Some(DigestHasher::new(algorithm)),
             hashed_len: 0,
         };
         Ok(id)
@@ -242,8 +248,13 @@ impl Uploads {
     ) -> Result<u64, StoreError> {
         let data = session.dir.join("data");
         let actual = match session.state.hasher.take() {
-            Some(h) if session.state.hashed_len == session.offset => h.finish(),
-            _ => hash_file(&data).await?,
+            Some(h)
+                if session.state.hashed_len == session.offset
+                    && h.algorithm() == digest.algorithm() =>
+            {
+                h.finish()
+            }
+            _ => hash_file(&data, digest.algorithm()).await?,
         };
         let size = session.offset;
         let result = if actual != *digest {
@@ -310,13 +321,13 @@ pub enum AppendError<E> {
     Store(StoreError),
 }
 
-/// sha256 of a whole file, read in large chunks on the blocking pool.
-pub async fn hash_file(path: &Path) -> Result<Digest, StoreError> {
+/// The digest in `algorithm` of a whole file, read in large chunks on the blocking pool.
+pub async fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Digest, StoreError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
         use std::io::Read;
         let mut f = std::fs::File::open(path)?;
-        let mut h = Sha256Hasher::new();
+        let mut h = DigestHasher::new(algorithm);
         let mut buf = vec![0u8; super::CHUNK_SIZE];
         loop {
             let n = f.read(&mut buf)?;

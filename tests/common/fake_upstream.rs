@@ -186,6 +186,27 @@ impl FakeUpstream {
         digest
     }
 
+    /// Stores a blob in `repo` under `digest`, whatever the bytes hash to (a sha512 name, or
+    /// a lying one).
+    pub fn add_blob_named(&self, repo: &str, digest: &str, data: Bytes) {
+        self.state
+            .data()
+            .blobs
+            .entry(repo.to_string())
+            .or_default()
+            .insert(digest.to_string(), data);
+    }
+
+    /// Stores an untagged manifest in `repo` under `digest`, whatever the bytes hash to.
+    pub fn add_manifest_named(&self, repo: &str, digest: &str, media_type: &str, body: Bytes) {
+        let mut d = self.state.data();
+        d.manifests
+            .entry(repo.to_string())
+            .or_default()
+            .insert(digest.to_string(), (media_type.to_string(), body));
+        d.tags.entry(repo.to_string()).or_default();
+    }
+
     /// Stores a manifest in `repo` (tagged if `tag`); returns its digest.
     pub fn add_manifest(
         &self,

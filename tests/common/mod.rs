@@ -10,7 +10,7 @@ pub mod oci_layout;
 pub mod refreg;
 pub mod tools;
 
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -271,6 +271,10 @@ fn merge(a: &mut serde_yaml::Value, b: serde_yaml::Value) {
 
 pub fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub fn digest512(data: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(Sha512::digest(data)))
 }
 
 /// Deterministic pseudo-random bytes.

@@ -302,8 +302,8 @@ pub fn entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Where the store keeps `digest`.
+/// Where the store keeps `digest` (`blobs/<algorithm>/<2 hex>/<hex>`).
 pub fn blob_path(root: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    root.join("blobs").join("sha256").join(&hex[..2]).join(hex)
+    let (algorithm, hex) = digest.split_once(':').unwrap();
+    root.join("blobs").join(algorithm).join(&hex[..2]).join(hex)
 }

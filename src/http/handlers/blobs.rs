@@ -7,7 +7,7 @@ use crate::http::range::ByteRange;
 use crate::http::{body, response};
 use crate::metrics::Source;
 use crate::mirror::{BlobContent, Scope};
-use crate::oci::Digest;
+use crate::oci::{Digest, DigestError};
 use futures::StreamExt;
 use http::{StatusCode, header};
 
@@ -18,7 +18,11 @@ pub async fn get(
     req: &Req,
     with_body: bool,
 ) -> HandlerResult {
-    let digest = Digest::parse(digest)?;
+    let digest = Digest::parse(digest).map_err(|e| match e {
+        // No blob of an algorithm we cannot compute is ever stored: it is not here (end-2).
+        DigestError::UnsupportedAlgorithm(_) => RegistryError::blob_unknown(&digest),
+        e => e.into(),
+    })?;
     if !with_body {
         let size = match (scope, &app.mirror) {
             (Scope::Proxy(p), Some(m)) => m.blob_size(p, &digest).await?,

@@ -7,7 +7,7 @@ use crate::http::{body, response};
 use crate::metrics::Source;
 use crate::mirror::Scope;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{Reference, media};
+use crate::oci::{DigestError, NameError, Reference, Tag, media};
 use crate::registry::Manifest;
 use http::{StatusCode, header};
 
@@ -18,7 +18,13 @@ pub async fn get(
     req: &Req,
     with_body: bool,
 ) -> HandlerResult {
-    let reference = Reference::parse(reference)?;
+    let reference = Reference::parse(reference).map_err(|e| match e {
+        // No manifest of an algorithm we cannot compute is ever stored: it is not here (end-3).
+        NameError::Digest(DigestError::UnsupportedAlgorithm(_)) => {
+            RegistryError::manifest_unknown(&reference)
+        }
+        e => e.into(),
+    })?;
     let (m, source) = match (scope, &app.mirror) {
         (Scope::Proxy(p), Some(mirror)) => mirror.get_manifest(p, &reference).await?,
         _ => match app.registry.get_manifest(scope.local(), &reference).await? {
@@ -69,6 +75,13 @@ fn respond(app: &App, m: Manifest, source: Source, with_body: bool) -> http::Res
 
 pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> HandlerResult {
     let reference = Reference::parse(reference)?;
+    // `?tag=` parameters (end-7b): more tags for the same manifest, set with it.
+    let tags = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| Tag::parse(v))
+        .collect::<Result<Vec<Tag>, _>>()?;
     let too_large = || {
         RegistryError::new(
             ErrorCode::SizeInvalid,
@@ -100,7 +113,7 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
     let local = scope.local();
     let put = app
         .registry
-        .put_manifest(local, &reference, content_type.as_deref(), bytes)
+        .put_manifest(local, &reference, content_type.as_deref(), bytes, &tags)
         .await?;
     let mut b = response::empty(StatusCode::CREATED)
         .header(
@@ -110,6 +123,10 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
         .header("docker-content-digest", put.digest.as_str());
     if let Some(subject) = &put.subject {
         b = b.header("oci-subject", subject.as_str());
+    }
+    if !tags.is_empty() {
+        let list: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        b = b.header("oci-tag", list.join(", "));
     }
     Ok(b.body(body::empty()).expect("manifest headers are valid"))
 }

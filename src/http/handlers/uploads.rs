@@ -6,7 +6,7 @@ use crate::App;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{body, response};
 use crate::mirror::Scope;
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::UploadStatus;
 use http::{StatusCode, header};
 
@@ -41,8 +41,41 @@ fn digest_param(req: &Req) -> Result<Option<Digest>, RegistryError> {
         .map_err(Into::into)
 }
 
+/// `?digest-algorithm=` of a POST: the algorithm the client will name the blob in.
+fn algorithm_param(req: &Req) -> Result<Algorithm, RegistryError> {
+    match req.query("digest-algorithm") {
+        None => Ok(Algorithm::Sha256),
+        Some(name) => Ok(Algorithm::parse(name)?),
+    }
+}
+
+/// A 416 also says where the session is, so the client can ask its status and resume.
+fn locate_range_error(repo: &RepoName, id: &str, err: RegistryError) -> RegistryError {
+    if err.code != ErrorCode::RangeInvalid {
+        return err;
+    }
+    err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
+}
+
+/// Refuses a `Content-Range` that does not match the body's `Content-Length`.
+fn check_range_length(req: &Req, range: Option<(u64, u64)>) -> Result<(), RegistryError> {
+    if let (Some((start, end)), Some(len)) = (
+        range,
+        req.header(header::CONTENT_LENGTH)
+            .and_then(|l| l.parse::<u64>().ok()),
+    ) && (end - start).checked_add(1) != Some(len)
+    {
+        return Err(RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("Content-Range {start}-{end} does not match the body's {len} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
     let repo = scope.local();
+    let algorithm = algorithm_param(&req)?;
     if let Some(mount) = req.query("mount") {
         let digest = Digest::parse(mount)?;
         if let Some(from) = req.query("from").and_then(|f| RepoName::parse(f).ok())
@@ -51,7 +84,7 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
             return created(repo, &digest);
         }
         // Not mountable: the spec says to start an ordinary upload instead.
-        let status = app.registry.start_upload(repo).await?;
+        let status = app.registry.start_upload(repo, algorithm).await?;
         return accepted(repo, &status);
     }
     if let Some(digest) = digest_param(&req)? {
@@ -64,7 +97,7 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
             .await?;
         return created(repo, &digest);
     }
-    let status = app.registry.start_upload(repo).await?;
+    let status = app.registry.start_upload(repo, algorithm).await?;
     accepted(repo, &status)
 }
 
@@ -103,17 +136,7 @@ fn content_range(req: &Req) -> Result<Option<(u64, u64)>, RegistryError> {
 pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
     let repo = scope.local();
     let range = content_range(&req)?;
-    if let (Some((start, end)), Some(len)) = (
-        range,
-        req.header(header::CONTENT_LENGTH)
-            .and_then(|l| l.parse::<u64>().ok()),
-    ) && (end - start).checked_add(1) != Some(len)
-    {
-        return Err(RegistryError::new(
-            ErrorCode::RangeInvalid,
-            format!("Content-Range {start}-{end} does not match the body's {len} bytes"),
-        ));
-    }
+    check_range_length(&req, range)?;
     let status = app
         .registry
         .upload_chunk(
@@ -122,7 +145,8 @@ pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResul
             range,
             body::request_stream(req.body, app.config.http.limits.bodytimeout),
         )
-        .await?;
+        .await
+        .map_err(|e| locate_range_error(repo, id, e))?;
     accepted(repo, &status)
 }
 
@@ -136,14 +160,18 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
             "the final PUT of an upload needs a ?digest= parameter",
         ));
     };
+    let range = content_range(&req)?;
+    check_range_length(&req, range)?;
     app.registry
         .finish_upload(
             repo,
             id,
             &digest,
+            range,
             body::request_stream(req.body, app.config.http.limits.bodytimeout),
         )
-        .await?;
+        .await
+        .map_err(|e| locate_range_error(repo, id, e))?;
     created(repo, &digest)
 }
 
