@@ -239,10 +239,18 @@ fn build_mirror(
     metrics: Arc<Metrics>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
+    let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
     let opts = || ClientOptions {
         timeout: p.timeout,
+        connect_timeout: p.connecttimeout,
         stall_timeout: p.stalltimeout,
         ca_file: p.cafile.clone(),
+        max_requests: usize::try_from(p.maxfetches).unwrap_or(usize::MAX),
+        breaker: upstream::BreakerOptions {
+            threshold: u32::try_from(p.breakerthreshold).unwrap_or(u32::MAX),
+            max_backoff: p.breakermaxbackoff,
+        },
+        offline: offline.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<String>| {
         let creds = match (user, pass) {
@@ -296,7 +304,9 @@ fn build_mirror(
         upstreams,
         MirrorOptions {
             tag_ttl: p.tagttl,
+            revalidate_timeout: p.revalidatetimeout,
             local_prefixes: p.localprefixes.clone(),
+            offline,
         },
         metrics,
     ))

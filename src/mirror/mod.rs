@@ -6,9 +6,12 @@
 //!   else the default upstream (`proxy.remoteurl`). Repositories under `proxy.localprefixes`
 //!   are never proxied. A locally pushed tag wins over the upstream's tag of the same name.
 //! - Manifests by digest are immutable and cached for good. Tags are trusted for
-//!   `proxy.tagttl`, then revalidated with a HEAD (which Docker Hub does not count as a pull).
-//! - When the upstream cannot be asked (down, timeout, 429, 5xx), cached content is served,
-//!   stale tags included; what is not cached fails promptly with the upstream's error.
+//!   `proxy.tagttl`, then revalidated with a HEAD (which Docker Hub does not count as a pull),
+//!   single-flight per tag; a request waits for that answer at most
+//!   `proxy.revalidatetimeout`, then gets the cached tag while the check goes on (`revalidate`).
+//! - When the upstream cannot be asked (down, timeout, 429, 5xx, its circuit breaker open, the
+//!   mirror offline), cached content is served, stale tags included; what is not cached fails
+//!   promptly with the upstream's error.
 //! - Blob misses are single-flight (see `fetch`).
 //!
 //! Depends on the registry (storage, index) and the upstream clients; knows no HTTP types.
@@ -17,6 +20,7 @@ mod blobs;
 mod content;
 mod fetch;
 mod manifests;
+mod revalidate;
 mod scope;
 
 pub use content::BlobContent;
@@ -27,6 +31,7 @@ use crate::oci::Digest;
 use crate::registry::Registry;
 use crate::upstream::UpstreamClient;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +48,11 @@ pub struct Upstream {
 
 pub struct MirrorOptions {
     pub tag_ttl: Duration,
+    /// How long a request waits for the revalidation of an expired tag.
+    pub revalidate_timeout: Duration,
     pub local_prefixes: Vec<String>,
+    /// The offline switch the upstream clients read.
+    pub offline: Arc<AtomicBool>,
 }
 
 pub struct Mirror {
@@ -55,6 +64,7 @@ pub struct Mirror {
     metrics: Arc<Metrics>,
     blob_fetches: fetch::Fetches,
     manifest_locks: KeyedLocks,
+    revalidations: revalidate::Checks,
 }
 
 impl Mirror {
@@ -65,6 +75,9 @@ impl Mirror {
         options: MirrorOptions,
         metrics: Arc<Metrics>,
     ) -> Mirror {
+        metrics
+            .proxy_offline
+            .set(i64::from(options.offline.load(Ordering::Relaxed)));
         Mirror {
             registry,
             default,
@@ -73,7 +86,21 @@ impl Mirror {
             metrics,
             blob_fetches: Default::default(),
             manifest_locks: KeyedLocks::default(),
+            revalidations: Default::default(),
         }
+    }
+
+    /// Switches offline mode: while on, no upstream is contacted.
+    pub fn set_offline(&self, on: bool) {
+        let was = self.options.offline.swap(on, Ordering::Relaxed);
+        self.metrics.proxy_offline.set(i64::from(on));
+        if was != on {
+            tracing::warn!(offline = on, "mirror offline mode switched");
+        }
+    }
+
+    pub fn offline(&self) -> bool {
+        self.options.offline.load(Ordering::Relaxed)
     }
 
     /// Whether any blob fetch is under way (used by eviction and GC to spare such blobs).
