@@ -3,7 +3,8 @@
 //! ```text
 //! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
 //!   ↓        auth/ (htpasswd, bearer tokens, policy) decides each request before its handler
-//! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving
+//! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving,
+//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap)
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓

@@ -177,22 +177,22 @@ async fn frozen_upstream_cached_tags_answer_fast_breaker_opens_and_closes_and_se
     // tagttl 0s: every request for a tag revalidates it, no waiting for a TTL to pass.
     let s = Server::mirror(
         &relay.url(),
-        "  tagttl: 0s\n  revalidatetimeout: 1s\n  timeout: 3s\n  breakerthreshold: 3\n  breakermaxbackoff: 2s\n",
+        "  tagttl: 0s\n  revalidatetimeout: 2s\n  timeout: 6s\n  breakerthreshold: 3\n  breakermaxbackoff: 2s\n",
     );
     for (repo, (d, blobs)) in REPOS.iter().zip(&images) {
         assert_eq!(&pull(&s, repo, "latest", blobs).await, d);
     }
 
     relay.freeze(true);
-    // Repeatedly and across repositories: each cached tag comes within the budget (1 s),
-    // never after the upstream timeout (3 s), let alone the default 30 s.
+    // Repeatedly and across repositories: each cached tag comes within the budget (2 s),
+    // never after the upstream timeout (6 s), let alone the default 30 s.
     for round in 0..3 {
         for (repo, (d, _)) in REPOS.iter().zip(&images) {
             let (r, took) = timed_get(&s.url(&format!("/v2/{repo}/manifests/latest"))).await;
             assert_eq!(r.status(), 200, "round {round} {repo}");
             assert_eq!(r.headers()["docker-content-digest"], d.as_str());
             assert!(
-                took < Duration::from_millis(2800),
+                took < Duration::from_millis(4500),
                 "round {round} {repo}: {took:?}"
             );
         }
@@ -208,7 +208,8 @@ async fn frozen_upstream_cached_tags_answer_fast_breaker_opens_and_closes_and_se
     );
     let (r, took) = timed_get(&s.url("/v2/library/one/manifests/latest")).await;
     assert_eq!(r.status(), 200);
-    assert!(took < Duration::from_millis(900), "{took:?}");
+    // Under the budget: the breaker answers for the upstream, nothing is waited for.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     assert!(s.metric(stale, &[("reason", "breaker_open")]).await >= 1.0);
     // A miss fails fast, saying why and when to come back.
     let (r, took) = timed_get(&s.url("/v2/library/one/manifests/other")).await;

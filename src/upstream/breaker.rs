@@ -179,6 +179,14 @@ impl Breaker {
         self.transition("open");
     }
 
+    /// A body that stalled or broke off after its headers came: a failure like a timeout
+    /// before them (the request's ticket already counted the headers as an answer).
+    pub fn body_failed(&self, err: &UpstreamError) {
+        if matches!(err, UpstreamError::Timeout(_)) {
+            self.failed(false, err);
+        }
+    }
+
     fn abandoned(&self, probe: bool) {
         if probe {
             self.lock().probing = false;
@@ -303,6 +311,16 @@ mod tests {
         b.admit()
             .unwrap()
             .record(&Err::<(), _>(UpstreamError::Status(502, String::new())));
+        assert!(b.check().is_err());
+    }
+
+    #[test]
+    fn stalled_bodies_count_broken_ones_do_not() {
+        let b = breaker(2);
+        b.body_failed(&UpstreamError::Body("reset".into()));
+        b.body_failed(&UpstreamError::Timeout("body stalled"));
+        assert!(b.check().is_ok());
+        b.body_failed(&UpstreamError::Timeout("body stalled"));
         assert!(b.check().is_err());
     }
 

@@ -300,8 +300,10 @@ impl UpstreamClient {
         let mut resp = self.inner.send(&call).await?;
         let len = content_length(resp.headers());
         let counter = self.inner.bytes_counter();
-        // The slot is held until the body is read or dropped.
+        // The slot is held until the body is read or dropped; a stalled body counts against
+        // the breaker.
         let slot = resp.extensions_mut().remove::<slots::Slot>();
+        let inner = self.inner.clone();
         let body = body::stream(
             resp.into_body(),
             len,
@@ -310,6 +312,9 @@ impl UpstreamClient {
         )
         .map(move |chunk| {
             let _held = &slot;
+            if let Err(e) = &chunk {
+                inner.breaker.body_failed(e);
+            }
             chunk
         })
         .boxed();
