@@ -276,6 +276,12 @@ async fn blackholed_connects_give_up_in_seconds_and_misses_fail_fast() {
     // Cache the image, then restart the mirror in front of an address that drops SYNs.
     let mut s = start(&up.url());
     assert_eq!(pull(&s, REPOS[0], "latest", &blobs).await, d);
+    // A client has every byte before the blob is committed: wait for both commits.
+    let cached = eventually(Duration::from_secs(30), || {
+        s.log_text().matches("blob fetched and cached").count() >= blobs.len()
+    })
+    .await;
+    assert!(cached, "blobs not cached; log:\n{}", s.log_text());
     s.stop();
     let hole = Blackhole::start().await;
     let s = start(&format!("http://{}", hole.addr));
