@@ -326,6 +326,20 @@ impl From<UpstreamError> for RegistryError {
                 ErrorCode::ManifestInvalid,
                 "upstream manifest is larger than 4 MiB",
             ),
+            UpstreamError::Offline => RegistryError::new(
+                ErrorCode::Unavailable,
+                "the mirror is offline (proxy.offline) and the content is not cached",
+            ),
+            UpstreamError::CircuitOpen {
+                retry_after_secs,
+                last_error,
+            } => RegistryError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "upstream is failing and the content is not cached; last error: {last_error}; next attempt in {retry_after_secs}s"
+                ),
+            )
+            .with_header(http::header::RETRY_AFTER, retry_after_secs.to_string()),
             other => RegistryError::new(
                 ErrorCode::Unavailable,
                 format!("upstream unavailable and the content is not cached: {other}"),

@@ -3,7 +3,8 @@
 //! ```text
 //! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
 //!   ↓        auth/ (htpasswd, bearer tokens, policy) decides each request before its handler
-//! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving
+//! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving,
+//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap)
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓
@@ -239,10 +240,18 @@ fn build_mirror(
     metrics: Arc<Metrics>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
+    let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
     let opts = || ClientOptions {
         timeout: p.timeout,
+        connect_timeout: p.connecttimeout,
         stall_timeout: p.stalltimeout,
         ca_file: p.cafile.clone(),
+        max_requests: usize::try_from(p.maxfetches).unwrap_or(usize::MAX),
+        breaker: upstream::BreakerOptions {
+            threshold: u32::try_from(p.breakerthreshold).unwrap_or(u32::MAX),
+            max_backoff: p.breakermaxbackoff,
+        },
+        offline: offline.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<String>| {
         let creds = match (user, pass) {
@@ -297,7 +306,9 @@ fn build_mirror(
         upstreams,
         MirrorOptions {
             tag_ttl: p.tagttl,
+            revalidate_timeout: p.revalidatetimeout,
             local_prefixes: p.localprefixes.clone(),
+            offline,
         },
         metrics,
     ))

@@ -86,6 +86,11 @@ pub struct Metrics {
     pub upstream_fetches_in_flight: IntGaugeVec,
     pub upstream_ratelimit_remaining: IntGaugeVec,
     pub stale_serves: IntCounterVec,
+    pub upstream_breaker_open: IntGaugeVec,
+    pub upstream_breaker_transitions: IntCounterVec,
+    pub upstream_queued: IntGaugeVec,
+    pub background_revalidations: IntCounterVec,
+    pub proxy_offline: IntGauge,
     pub storage_bytes: IntGaugeVec,
     pub storage_blobs: IntGaugeVec,
     pub evictions: IntCounterVec,
@@ -185,9 +190,41 @@ impl Metrics {
             stale_serves: reg!(IntCounterVec::new(
                 Opts::new(
                     "stevedore_stale_serves_total",
-                    "Cached content served because the upstream could not be asked (unreachable, timeout, 429, 5xx)."
+                    "Cached content served because the upstream could not be asked, by reason (timeout, unreachable, breaker_open, offline, 429, 5xx, error)."
                 ),
-                &["kind", "upstream"]
+                &["kind", "upstream", "reason"]
+            )),
+            upstream_breaker_open: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_upstream_breaker_open",
+                    "1 while an upstream's circuit breaker is open or half-open (requests are not sent), else 0."
+                ),
+                &["upstream"]
+            )),
+            upstream_breaker_transitions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_upstream_breaker_transitions_total",
+                    "Circuit breaker state changes, by upstream and new state (open, half_open, closed)."
+                ),
+                &["upstream", "state"]
+            )),
+            upstream_queued: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_upstream_queued_requests",
+                    "Requests waiting for one of an upstream's proxy.maxfetches slots."
+                ),
+                &["upstream"]
+            )),
+            background_revalidations: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_background_revalidations_total",
+                    "Tag revalidations that outlived proxy.revalidatetimeout and finished in the background, by outcome (current, moved, gone, failed)."
+                ),
+                &["upstream", "outcome"]
+            )),
+            proxy_offline: reg!(IntGauge::new(
+                "stevedore_proxy_offline",
+                "1 while the mirror is offline (proxy.offline or the debug toggle), else 0."
             )),
             storage_bytes: reg!(IntGaugeVec::new(
                 Opts::new(
@@ -349,9 +386,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn stale(&self, kind: Kind, upstream: &str) {
+    pub fn stale(&self, kind: Kind, upstream: &str, reason: &str) {
         self.stale_serves
-            .with_label_values(&[kind.as_str(), upstream])
+            .with_label_values(&[kind.as_str(), upstream, reason])
             .inc();
     }
 }

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stevedore::metrics::Metrics;
-use stevedore::upstream::{BlobResponse, ClientOptions, UpstreamClient, UpstreamError};
+use stevedore::upstream::{
+    BlobResponse, BreakerOptions, ClientOptions, UpstreamClient, UpstreamError,
+};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const NAME: &str = "hub";
@@ -18,7 +20,12 @@ fn options() -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(3),
         stall_timeout: Duration::from_millis(500),
-        ca_file: None,
+        // Faults here are injected on purpose, many in a row: no circuit breaker.
+        breaker: BreakerOptions {
+            threshold: 0,
+            ..BreakerOptions::default()
+        },
+        ..ClientOptions::default()
     }
 }
 

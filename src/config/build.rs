@@ -456,6 +456,18 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     put(&mut p.tagttl, r.duration("proxy.tagttl")?);
     put(&mut p.timeout, r.duration("proxy.timeout")?);
     put(&mut p.stalltimeout, r.duration("proxy.stalltimeout")?);
+    put(&mut p.connecttimeout, r.duration("proxy.connecttimeout")?);
+    put(
+        &mut p.revalidatetimeout,
+        r.duration("proxy.revalidatetimeout")?,
+    );
+    put(&mut p.offline, r.bool("proxy.offline")?);
+    put(&mut p.maxfetches, r.u64("proxy.maxfetches")?);
+    put(&mut p.breakerthreshold, r.u64("proxy.breakerthreshold")?);
+    put(
+        &mut p.breakermaxbackoff,
+        r.duration("proxy.breakermaxbackoff")?,
+    );
     p.maxsize = r.size("proxy.maxsize")?;
     p.cafile = r.path("proxy.cafile")?;
     if let Some(list) = r.list("proxy.localprefixes")? {

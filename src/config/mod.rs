@@ -451,6 +451,24 @@ pub struct ProxyConfig {
     /// *Stevedore extension*: a blob body that sends no byte for this long is
     /// abandoned; default 60s.
     pub stalltimeout: Duration,
+    /// *Stevedore extension*: TCP connect timeout of each upstream connection
+    /// (capped by `timeout`); default 5s.
+    pub connecttimeout: Duration,
+    /// *Stevedore extension*: how long a request for an expired cached tag waits
+    /// for the upstream's answer before the cached manifest is served (the check
+    /// goes on in the background); default 2s.
+    pub revalidatetimeout: Duration,
+    /// *Stevedore extension*: never contact an upstream; serve the cache only.
+    pub offline: bool,
+    /// *Stevedore extension*: concurrent requests to each upstream; more wait in a
+    /// queue; default 16.
+    pub maxfetches: u64,
+    /// *Stevedore extension*: consecutive upstream failures (timeouts, connection
+    /// failures, 5xx) that open the circuit breaker; 0 = no breaker; default 3.
+    pub breakerthreshold: u64,
+    /// *Stevedore extension*: longest time the breaker stays open before it lets
+    /// one probe through (it starts at 1s and doubles); default 60s.
+    pub breakermaxbackoff: Duration,
     /// *Stevedore extension*: cache size bound in bytes; `None` = unbounded.
     pub maxsize: Option<u64>,
     /// *Stevedore extension*: extra PEM CA bundle trusted for upstream HTTPS.
@@ -472,6 +490,12 @@ impl Default for ProxyConfig {
             tagttl: Duration::from_secs(60),
             timeout: Duration::from_secs(30),
             stalltimeout: Duration::from_secs(60),
+            connecttimeout: Duration::from_secs(5),
+            revalidatetimeout: Duration::from_secs(2),
+            offline: false,
+            maxfetches: 16,
+            breakerthreshold: 3,
+            breakermaxbackoff: Duration::from_secs(60),
             maxsize: None,
             cafile: None,
             localprefixes: Vec::new(),
@@ -490,6 +514,12 @@ impl fmt::Debug for ProxyConfig {
             .field("tagttl", &self.tagttl)
             .field("timeout", &self.timeout)
             .field("stalltimeout", &self.stalltimeout)
+            .field("connecttimeout", &self.connecttimeout)
+            .field("revalidatetimeout", &self.revalidatetimeout)
+            .field("offline", &self.offline)
+            .field("maxfetches", &self.maxfetches)
+            .field("breakerthreshold", &self.breakerthreshold)
+            .field("breakermaxbackoff", &self.breakermaxbackoff)
             .field("maxsize", &self.maxsize)
             .field("cafile", &self.cafile)
             .field("localprefixes", &self.localprefixes)

@@ -79,6 +79,13 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.proxy.tagttl, secs(60));
     assert_eq!(c.proxy.timeout, secs(30));
     assert_eq!(c.proxy.stalltimeout, secs(60));
+    assert_eq!(
+        (c.proxy.connecttimeout, c.proxy.revalidatetimeout),
+        (secs(5), secs(2))
+    );
+    assert!(!c.proxy.offline);
+    assert_eq!((c.proxy.maxfetches, c.proxy.breakerthreshold), (16, 3));
+    assert_eq!(c.proxy.breakermaxbackoff, secs(60));
     assert_eq!(c.proxy.maxsize, None);
     assert!(!c.proxy_enabled());
     c.validate().expect("defaults are valid");
@@ -1105,4 +1112,47 @@ fn http_limits() {
     .expect("limits from env");
     assert_eq!(c.http.limits.requestspersecond, 3.0);
     assert_eq!(c.http.limits.burst, 9);
+}
+
+#[test]
+fn resilience_keys_parse_validate_and_come_from_the_environment() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: http://127.0.0.1:1\n  connecttimeout: 2s\n  revalidatetimeout: 500ms\n  offline: true\n  maxfetches: 4\n  breakerthreshold: 0\n  breakermaxbackoff: 10s\n",
+    )
+    .expect("parse");
+    let p = &c.proxy;
+    assert_eq!(
+        (p.connecttimeout, p.revalidatetimeout),
+        (secs(2), Duration::from_millis(500))
+    );
+    assert!(p.offline);
+    assert_eq!((p.maxfetches, p.breakerthreshold), (4, 0));
+    assert_eq!(p.breakermaxbackoff, secs(10));
+    c.validate().expect("valid");
+
+    let c = load_env(
+        "proxy:\n  remoteurl: http://127.0.0.1:1\n",
+        &[
+            ("REGISTRY_PROXY_OFFLINE", "true"),
+            ("REGISTRY_PROXY_MAXFETCHES", "8"),
+        ],
+    )
+    .expect("env");
+    assert!(c.proxy.offline);
+    assert_eq!(c.proxy.maxfetches, 8);
+
+    for bad in [
+        "maxfetches: 0",
+        "connecttimeout: 0s",
+        "breakermaxbackoff: 0s",
+    ] {
+        let err = Config::from_yaml_str(&format!(
+            "proxy:\n  remoteurl: http://127.0.0.1:1\n  {bad}\n"
+        ))
+        .and_then(|c| c.validate())
+        .expect_err(bad)
+        .to_string();
+        let key = bad.split(':').next().unwrap();
+        assert!(err.contains(&format!("proxy.{key}")), "{bad}: {err}");
+    }
 }

@@ -251,6 +251,20 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
             "must be greater than zero",
         ));
     }
+    for (key, d) in [
+        ("proxy.connecttimeout", p.connecttimeout),
+        ("proxy.breakermaxbackoff", p.breakermaxbackoff),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError::invalid(key, "must be greater than zero"));
+        }
+    }
+    if p.maxfetches == 0 || p.maxfetches > 4096 {
+        return Err(ConfigError::invalid(
+            "proxy.maxfetches",
+            "must be between 1 and 4096",
+        ));
+    }
     if p.maxsize == Some(0) {
         return Err(ConfigError::invalid(
             "proxy.maxsize",

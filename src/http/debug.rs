@@ -48,6 +48,12 @@ async fn answer(app: &App, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::POST && req.uri().path() == "/debug/gc" {
         return gc(app, req.uri().query()).await;
     }
+    if req.uri().path() == "/debug/offline"
+        && (req.method() == Method::POST || req.method() == Method::GET)
+    {
+        let set = req.method() == Method::POST;
+        return offline(app, set, req.uri().query());
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -114,6 +120,38 @@ async fn gc(app: &App, query: Option<&str>) -> Response<Body> {
             format!("{e}\n"),
         ),
     }
+}
+
+/// `GET /debug/offline`: whether the mirror is offline; `POST /debug/offline?on=1` (or `on=0`)
+/// switches it: while offline no upstream is contacted and only cached content is served.
+fn offline(app: &App, set: bool, query: Option<&str>) -> Response<Body> {
+    let Some(mirror) = &app.mirror else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "this registry mirrors nothing (no proxy section)\n",
+        );
+    };
+    if set {
+        let q: Vec<(String, String)> = super::handlers::parse_query(query);
+        let on = match q.iter().find(|(k, _)| k == "on").map(|(_, v)| v.as_str()) {
+            Some("1" | "true") => true,
+            Some("0" | "false") => false,
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "say on=1 (offline) or on=0 (online)\n",
+                );
+            }
+        };
+        mirror.set_offline(on);
+    }
+    text(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "offline": mirror.offline() }).to_string(),
+    )
 }
 
 /// Asks a running stevedore's debug listener at `addr` to collect garbage; returns its JSON

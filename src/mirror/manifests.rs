@@ -1,19 +1,22 @@
-//! Proxied manifests: cache hit, tag revalidation, upstream fetch, stale serving.
+//! Proxied manifests: cache hit, tag revalidation within a budget, upstream fetch, stale
+//! serving (counted by reason).
 
+use super::revalidate::{self, Revalidated};
 use super::{Mirror, ProxyRepo};
 use crate::error::RegistryError;
 use crate::index::Origin;
-use crate::metrics::{Kind, Outcome, Source};
+use crate::metrics::{Kind, Metrics, Outcome, Source};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, Tag, media};
-use crate::registry::{Manifest, now};
-use crate::upstream::UpstreamError;
+use crate::registry::{Manifest, Registry, now};
+use crate::upstream::{FetchedManifest, UpstreamError};
+use std::time::Duration;
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
 /// What we ask upstreams for: every manifest type we can store, indexes first, so that
 /// multi-arch images are cached whole.
-const ACCEPT: &[&str] = media::MANIFEST_TYPES;
+pub(super) const ACCEPT: &[&str] = media::MANIFEST_TYPES;
 
 impl Mirror {
     /// A manifest of a proxied repository, with where it came from.
@@ -27,6 +30,12 @@ impl Mirror {
         if let Some(found) = self.cached(p, reference).await? {
             return Ok(found);
         }
+        // An expired tag we hold: revalidated within a short budget, else served as it is.
+        if let Reference::Tag(t) = reference
+            && let Some(ours) = self.registry.get_manifest(&p.local, reference).await?
+        {
+            return self.revalidate(p, t, ours).await;
+        }
         let (_guard, waited) = self
             .manifest_locks
             .lock(format!("{}\0{}", p.local, reference))
@@ -37,8 +46,8 @@ impl Mirror {
             return Ok((m, source));
         }
         match reference {
-            Reference::Digest(d) => self.fetch(p, reference, Some(d), None).await,
-            Reference::Tag(t) => self.revalidate(p, t).await,
+            Reference::Digest(d) => self.fetch(p, reference, Some(d)).await,
+            Reference::Tag(_) => self.fetch(p, reference, None).await,
         }
     }
 
@@ -81,46 +90,98 @@ impl Mirror {
         }
     }
 
-    /// A tag we have not confirmed lately: a HEAD upstream decides whether ours is current.
-    async fn revalidate(&self, p: &ProxyRepo, tag: &Tag) -> Result<(Manifest, Source)> {
+    /// A tag we hold but have not confirmed lately. The upstream is asked (a HEAD, then a GET
+    /// if the tag moved) by a background check shared by every request for the tag; a request
+    /// waits for it at most `proxy.revalidatetimeout`, then gets our copy. When the upstream
+    /// cannot be asked at all (offline, breaker open) our copy is served at once.
+    async fn revalidate(
+        &self,
+        p: &ProxyRepo,
+        tag: &Tag,
+        ours: Manifest,
+    ) -> Result<(Manifest, Source)> {
         let up = p.upstream.name.as_str();
-        let reference = Reference::Tag(tag.clone());
-        let ours = self.registry.get_manifest(&p.local, &reference).await?;
-        let Some(ours) = ours else {
-            return self.fetch(p, &reference, None, Some(tag)).await;
+        if let Err(e) = p.upstream.client.check_available() {
+            return Ok(self.serve_stale(p, tag, ours, &e));
+        }
+        let check = revalidate::join_or_start(
+            &self.revalidations,
+            revalidate::Job {
+                registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
+                p: p.clone(),
+                tag: tag.clone(),
+                ours: ours.digest.clone(),
+            },
+        );
+        let mut rx = check.subscribe();
+        // A check some request already gave up on has used its budget: no second wait.
+        let budget = if check.abandoned() && rx.borrow().is_none() {
+            Duration::ZERO
+        } else {
+            self.options.revalidate_timeout
         };
-        match p
-            .upstream
-            .client
-            .head_manifest(&p.remote, tag.as_str(), ACCEPT)
+        let waited = tokio::time::timeout(budget, rx.wait_for(Option::is_some))
             .await
-        {
-            Ok(head) if head.digest.as_deref() == Some(ours.digest.as_str()) => {
-                self.registry.index.set_tag(
-                    &p.local,
-                    tag,
-                    &crate::index::TagRecord {
-                        digest: ours.digest.to_string(),
-                        origin: Origin::Proxy,
-                        checked: now(),
-                    },
-                )?;
+            .map(|r| r.map(|a| a.clone()));
+        let answer = match waited {
+            Err(_) => {
+                check.abandon();
+                self.metrics.stale(Kind::Manifest, up, "timeout");
+                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                tracing::info!(repo = %p.local, %tag, upstream = up, budget_ms = self.options.revalidate_timeout.as_millis() as u64, "upstream slow to revalidate the tag; serving the cached tag, the check goes on in the background");
+                return Ok((ours, Source::Cache));
+            }
+            Ok(Err(_)) => None,
+            Ok(Ok(a)) => a,
+        };
+        let reference = Reference::Tag(tag.clone());
+        match answer {
+            Some(Revalidated::Current) => {
                 self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
                 Ok((ours, Source::Cache))
             }
-            Ok(_) => self.fetch(p, &reference, None, Some(tag)).await,
-            Err(UpstreamError::NotFound) => {
-                tracing::info!(repo = %p.local, %tag, upstream = up, "tag is gone upstream; dropping it");
-                self.registry.index.delete_tag(&p.local, tag)?;
-                Err(RegistryError::manifest_unknown(&reference))
+            Some(Revalidated::Moved) => {
+                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Miss);
+                match self.registry.get_manifest(&p.local, &reference).await? {
+                    Some(m) => Ok((m, Source::Upstream)),
+                    None => Err(RegistryError::manifest_unknown(&reference)),
+                }
             }
-            Err(e) => {
-                tracing::warn!(repo = %p.local, %tag, upstream = up, error = %e, "upstream unavailable; serving the cached tag");
-                self.metrics.stale(Kind::Manifest, up);
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
-                Ok((ours, Source::Cache))
+            Some(Revalidated::Gone) => Err(RegistryError::manifest_unknown(&reference)),
+            Some(Revalidated::Unavailable(e)) => Ok(self.serve_stale(p, tag, ours, &e)),
+            Some(Revalidated::Failed(e)) => Err(e),
+            None => Ok(self.serve_stale(
+                p,
+                tag,
+                ours,
+                &UpstreamError::Invalid("revalidation ended without an answer".into()),
+            )),
+        }
+    }
+
+    /// Our copy of a tag the upstream could not confirm, counted by why.
+    fn serve_stale(
+        &self,
+        p: &ProxyRepo,
+        tag: &Tag,
+        ours: Manifest,
+        e: &UpstreamError,
+    ) -> (Manifest, Source) {
+        let up = p.upstream.name.as_str();
+        let reason = stale_reason(e);
+        match e {
+            // Said once, when the breaker opened or the mirror went offline.
+            UpstreamError::Offline | UpstreamError::CircuitOpen { .. } => {
+                tracing::debug!(repo = %p.local, %tag, upstream = up, reason, "serving the cached tag: {e}")
+            }
+            _ => {
+                tracing::warn!(repo = %p.local, %tag, upstream = up, error = %e, "upstream unavailable; serving the cached tag")
             }
         }
+        self.metrics.stale(Kind::Manifest, up, reason);
+        self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+        (ours, Source::Cache)
     }
 
     /// GETs a manifest upstream, verifies and caches it.
@@ -129,7 +190,6 @@ impl Mirror {
         p: &ProxyRepo,
         reference: &Reference,
         expected: Option<&Digest>,
-        tag: Option<&Tag>,
     ) -> Result<(Manifest, Source)> {
         let up = p.upstream.name.as_str();
         self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Miss);
@@ -143,50 +203,79 @@ impl Mirror {
             Err(UpstreamError::NotFound) => return Err(RegistryError::manifest_unknown(reference)),
             Err(e) => return Err(e.into()),
         };
-        if fetched.bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(UpstreamError::TooLarge.into());
-        }
-        // Asked by digest, the bytes are checked in the algorithm asked for.
-        let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
-        let digest = Digest::of_with(algorithm, &fetched.bytes);
-        if let Some(expected) = expected
-            && *expected != digest
-        {
-            self.metrics.verify_failures.inc();
-            return Err(RegistryError::new(
-                crate::error::ErrorCode::Unavailable,
-                format!("upstream sent a manifest with digest {digest} for {expected}; not cached"),
-            ));
-        }
-        let parsed =
-            ParsedManifest::parse(&fetched.bytes, fetched.media_type.as_deref()).map_err(|e| {
-                RegistryError::new(
-                    crate::error::ErrorCode::Unavailable,
-                    format!("upstream sent a manifest stevedore cannot use: {e}"),
-                )
-            })?;
-        self.registry
-            .store_manifest(
-                &p.local,
-                &digest,
-                &parsed,
-                fetched.bytes.clone(),
-                Origin::Proxy,
-                tag,
-                now(),
-            )
-            .await?;
-        // The blobs this manifest names may be served to this repository once fetched.
-        for b in &parsed.blobs {
-            self.registry.index.link(&p.local, b)?;
-        }
-        Ok((
-            Manifest {
-                digest,
-                media_type: parsed.media_type,
-                bytes: fetched.bytes,
-            },
-            Source::Upstream,
-        ))
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        let m = store_fetched(&self.registry, &self.metrics, p, fetched, expected, tag).await?;
+        Ok((m, Source::Upstream))
     }
 }
+
+/// The `stevedore_stale_serves_total` reason for an upstream failure.
+fn stale_reason(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Connect(_) => "unreachable",
+        UpstreamError::CircuitOpen { .. } => "breaker_open",
+        UpstreamError::Offline => "offline",
+        UpstreamError::TooManyRequests { .. } => "429",
+        UpstreamError::Status(code, _) if *code >= 500 => "5xx",
+        _ => "error",
+    }
+}
+
+/// Verifies a manifest fetched upstream and caches it (under `tag` if given), with links to
+/// the blobs it names.
+pub(super) async fn store_fetched(
+    registry: &Registry,
+    metrics: &Metrics,
+    p: &ProxyRepo,
+    fetched: FetchedManifest,
+    expected: Option<&Digest>,
+    tag: Option<&Tag>,
+) -> Result<Manifest> {
+    if fetched.bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(UpstreamError::TooLarge.into());
+    }
+    // Asked by digest, the bytes are checked in the algorithm asked for.
+    let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
+    let digest = Digest::of_with(algorithm, &fetched.bytes);
+    if let Some(expected) = expected
+        && *expected != digest
+    {
+        metrics.verify_failures.inc();
+        return Err(RegistryError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!("upstream sent a manifest with digest {digest} for {expected}; not cached"),
+        ));
+    }
+    let parsed =
+        ParsedManifest::parse(&fetched.bytes, fetched.media_type.as_deref()).map_err(|e| {
+            RegistryError::new(
+                crate::error::ErrorCode::Unavailable,
+                format!("upstream sent a manifest stevedore cannot use: {e}"),
+            )
+        })?;
+    registry
+        .store_manifest(
+            &p.local,
+            &digest,
+            &parsed,
+            fetched.bytes.clone(),
+            Origin::Proxy,
+            tag,
+            now(),
+        )
+        .await?;
+    // The blobs this manifest names may be served to this repository once fetched.
+    for b in &parsed.blobs {
+        registry.index.link(&p.local, b)?;
+    }
+    Ok(Manifest {
+        digest,
+        media_type: parsed.media_type,
+        bytes: fetched.bytes,
+    })
+}
+

@@ -6,9 +6,12 @@
 //!   else the default upstream (`proxy.remoteurl`). Repositories under `proxy.localprefixes`
 //!   are never proxied. A locally pushed tag wins over the upstream's tag of the same name.
 //! - Manifests by digest are immutable and cached for good. Tags are trusted for
-//!   `proxy.tagttl`, then revalidated with a HEAD (which Docker Hub does not count as a pull).
-//! - When the upstream cannot be asked (down, timeout, 429, 5xx), cached content is served,
-//!   stale tags included; what is not cached fails promptly with the upstream's error.
+//!   `proxy.tagttl`, then revalidated with a HEAD (which Docker Hub does not count as a pull),
+//!   single-flight per tag; a request waits for that answer at most
+//!   `proxy.revalidatetimeout`, then gets the cached tag while the check goes on (`revalidate`).
+//! - When the upstream cannot be asked (down, timeout, 429, 5xx, its circuit breaker open, the
+//!   mirror offline), cached content is served, stale tags included; what is not cached fails
+//!   promptly with the upstream's error.
 //! - Blob misses are single-flight (see `fetch`).
 //! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
 //!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
@@ -19,6 +22,7 @@ mod blobs;
 mod content;
 mod fetch;
 mod manifests;
+mod revalidate;
 mod scope;
 mod tags;
 
@@ -31,6 +35,7 @@ use crate::oci::Digest;
 use crate::registry::Registry;
 use crate::upstream::UpstreamClient;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +52,11 @@ pub struct Upstream {
 
 pub struct MirrorOptions {
     pub tag_ttl: Duration,
+    /// How long a request waits for the revalidation of an expired tag.
+    pub revalidate_timeout: Duration,
     pub local_prefixes: Vec<String>,
+    /// The offline switch the upstream clients read.
+    pub offline: Arc<AtomicBool>,
 }
 
 pub struct Mirror {
@@ -60,6 +69,7 @@ pub struct Mirror {
     blob_fetches: fetch::Fetches,
     manifest_locks: KeyedLocks,
     tag_lists: tags::TagLists,
+    revalidations: revalidate::Checks,
 }
 
 impl Mirror {
@@ -70,6 +80,9 @@ impl Mirror {
         options: MirrorOptions,
         metrics: Arc<Metrics>,
     ) -> Mirror {
+        metrics
+            .proxy_offline
+            .set(i64::from(options.offline.load(Ordering::Relaxed)));
         Mirror {
             registry,
             default,
@@ -79,7 +92,21 @@ impl Mirror {
             blob_fetches: Default::default(),
             manifest_locks: KeyedLocks::default(),
             tag_lists: Default::default(),
+            revalidations: Default::default(),
         }
+    }
+
+    /// Switches offline mode: while on, no upstream is contacted.
+    pub fn set_offline(&self, on: bool) {
+        let was = self.options.offline.swap(on, Ordering::Relaxed);
+        self.metrics.proxy_offline.set(i64::from(on));
+        if was != on {
+            tracing::warn!(offline = on, "mirror offline mode switched");
+        }
+    }
+
+    pub fn offline(&self) -> bool {
+        self.options.offline.load(Ordering::Relaxed)
     }
 
     /// Whether any blob fetch is under way (used by eviction and GC to spare such blobs).

@@ -39,6 +39,15 @@ pub enum UpstreamError {
     /// Bad URL, bad header, bad input.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// Not sent: the mirror is offline (`proxy.offline`, or switched off on the debug listener).
+    #[error("the mirror is offline and does not contact its upstream")]
+    Offline,
+    /// Not sent: the upstream's circuit breaker is open after repeated failures.
+    #[error("upstream is failing ({last_error}); not asked again for {retry_after_secs}s")]
+    CircuitOpen {
+        retry_after_secs: u64,
+        last_error: String,
+    },
 }
 
 impl UpstreamError {
@@ -48,7 +57,9 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_)
             | UpstreamError::Connect(_)
-            | UpstreamError::TooManyRequests { .. } => true,
+            | UpstreamError::TooManyRequests { .. }
+            | UpstreamError::Offline
+            | UpstreamError::CircuitOpen { .. } => true,
             UpstreamError::Status(code, _) => *code >= 500,
             _ => false,
         }
@@ -121,5 +132,13 @@ mod tests {
         assert!(!UpstreamError::NotFound.is_unavailable());
         assert!(!UpstreamError::Unauthorized(String::new()).is_unavailable());
         assert!(!UpstreamError::TooLarge.is_unavailable());
+        assert!(UpstreamError::Offline.is_unavailable());
+        assert!(
+            UpstreamError::CircuitOpen {
+                retry_after_secs: 1,
+                last_error: String::new()
+            }
+            .is_unavailable()
+        );
     }
 }

@@ -12,25 +12,34 @@
 //! - `tls`: the HTTPS connector and its root certificates;
 //! - `names`: name, reference and URL checks, scopes, redirect targets, same-origin rule;
 //! - `tags`: a whole tag list, following `Link` pagination;
+//! - `breaker`: the circuit breaker that stops asking a failing upstream;
+//! - `slots`: the cap on concurrent requests, with a queue;
 //! - `error`: [`UpstreamError`].
+//!
+//! Before a request is sent: the offline switch (`Offline`), the breaker (`CircuitOpen` while
+//! open, at once), then a slot (queued if all are taken).
 //!
 //! Callers check digests; this module passes bytes through as received.
 
 mod auth;
 mod body;
+mod breaker;
 mod error;
 mod names;
+mod slots;
 mod tags;
 mod tls;
 mod token_cache;
 
 /// For the fuzz targets (`crate::fuzzing`).
 pub(crate) use auth::parse_challenges;
+pub use breaker::BreakerOptions;
 pub use error::UpstreamError;
 
 use crate::metrics::Metrics;
 use auth::{AuthChallenge, Credentials};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -64,13 +73,20 @@ const USER_AGENT: &str = concat!("stevedore/", env!("CARGO_PKG_VERSION"));
 /// Network settings of one upstream.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Budget for connecting and receiving the response headers of one request. The TCP
-    /// connect alone gets two thirds of it, so a dead host shows as a connect timeout.
+    /// Budget for connecting and receiving the response headers of one request.
     pub timeout: Duration,
+    /// Budget for the TCP connect alone (capped by `timeout`), so that a blackholed host
+    /// shows as a connect timeout in seconds.
+    pub connect_timeout: Duration,
     /// Longest wait for the next body chunk.
     pub stall_timeout: Duration,
     /// Extra CA certificates (PEM) trusted besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// Concurrent requests; more wait in a queue.
+    pub max_requests: usize,
+    pub breaker: BreakerOptions,
+    /// While set, nothing is sent (`Offline`). Shared by every upstream of a mirror.
+    pub offline: Arc<AtomicBool>,
 }
 
 impl Default for ClientOptions {
@@ -78,7 +94,11 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
             ca_file: None,
+            max_requests: 16,
+            breaker: BreakerOptions::default(),
+            offline: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -172,6 +192,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     http: HttpClient,
     tokens: TokenCache,
+    breaker: breaker::Breaker,
+    slots: slots::Slots,
     /// Set once the upstream asked for Basic auth: later requests send it straight away.
     basic_mode: AtomicBool,
 }
@@ -209,7 +231,7 @@ impl UpstreamClient {
         metrics: Arc<Metrics>,
     ) -> Result<UpstreamClient, UpstreamError> {
         let (base, base_uri) = parse_base(remote_url)?;
-        let connect_timeout = opts.timeout.mul_f64(2.0 / 3.0);
+        let connect_timeout = opts.connect_timeout.min(opts.timeout);
         let connector = tls::connector(connect_timeout, opts.ca_file.as_deref())?;
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
@@ -223,6 +245,11 @@ impl UpstreamClient {
             base_uri,
             docker_hub,
             credentials: credentials.map(|(u, p)| Credentials::new(u, p)),
+            breaker: breaker::Breaker::new(name, opts.breaker.clone(), metrics.clone()),
+            slots: slots::Slots::new(
+                opts.max_requests,
+                metrics.upstream_queued.with_label_values(&[name]),
+            ),
             opts,
             metrics,
             http,
@@ -280,15 +307,27 @@ impl UpstreamClient {
     /// Returns once the headers are in; see [`BlobResponse`] for the body.
     pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<BlobResponse, UpstreamError> {
         let call = self.blob_call(Op::BlobGet, Method::GET, repo, digest)?;
-        let resp = self.inner.send(&call).await?;
+        let mut resp = self.inner.send(&call).await?;
         let len = content_length(resp.headers());
         let counter = self.inner.bytes_counter();
+        // The slot is held until the body is read or dropped; a stalled body counts against
+        // the breaker.
+        let slot = resp.extensions_mut().remove::<slots::Slot>();
+        let inner = self.inner.clone();
         let body = body::stream(
             resp.into_body(),
             len,
             self.inner.opts.stall_timeout,
             counter,
-        );
+        )
+        .map(move |chunk| {
+            let _held = &slot;
+            if let Err(e) = &chunk {
+                inner.breaker.body_failed(e);
+            }
+            chunk
+        })
+        .boxed();
         Ok(BlobResponse { len, body })
     }
 
@@ -379,12 +418,36 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// Whether the upstream may be asked now (not offline, breaker not open).
+    pub fn check_available(&self) -> Result<(), UpstreamError> {
+        if self.inner.opts.offline.load(Ordering::Relaxed) {
+            return Err(UpstreamError::Offline);
+        }
+        self.inner.breaker.check()
+    }
+}
+
 impl Inner {
     /// Sends a call with authentication and redirects handled; returns a 2xx response or the
-    /// error its status means.
+    /// error its status means. Refused at once when offline or while the breaker is open;
+    /// waits for a slot otherwise. The response carries its [`slots::Slot`] in its
+    /// extensions: whoever reads the body takes it out to hold it until the body is read.
     async fn send(&self, call: &Call<'_>) -> Result<Response<Incoming>, UpstreamError> {
-        let resp = self.send_authenticated(call).await?;
-        self.check_status(call.op, resp).await
+        if self.opts.offline.load(Ordering::Relaxed) {
+            return Err(UpstreamError::Offline);
+        }
+        self.breaker.check()?;
+        let slot = self.slots.acquire().await;
+        let ticket = self.breaker.admit()?;
+        let outcome = match self.send_authenticated(call).await {
+            Ok(resp) => self.check_status(call.op, resp).await,
+            Err(e) => Err(e),
+        };
+        ticket.record(&outcome);
+        let mut resp = outcome?;
+        resp.extensions_mut().insert(slot);
+        Ok(resp)
     }
 
     /// Sends a call, answering 401 challenges: Bearer (fetch a token, or replace a rejected
@@ -595,7 +658,8 @@ impl Inner {
         let _ = body::excerpt(resp.into_body(), self.opts.stall_timeout).await;
     }
 
-    async fn read_capped(&self, resp: Response<Incoming>) -> Result<Bytes, UpstreamError> {
+    async fn read_capped(&self, mut resp: Response<Incoming>) -> Result<Bytes, UpstreamError> {
+        let _slot = resp.extensions_mut().remove::<slots::Slot>();
         let len = content_length(resp.headers());
         let counter = self.bytes_counter();
         body::read_capped(
