@@ -341,7 +341,8 @@ impl Metrics {
             .with_label_values(&[method, endpoint]);
     }
 
-    /// Creates the series of upstream `name` at zero: cache lookups of each kind and outcome,
+    /// Creates the series of upstream `name` at zero (breaker, queue and background
+    /// revalidations included): cache lookups of each kind and outcome,
     /// stale serves, bytes, fetches, and each operation (`operations`) with a 200 status. The
     /// rate-limit headroom starts at -1, "not reported yet": 0 would claim the limit is hit.
     pub fn init_upstream(&self, name: &str, operations: &[&str]) {
@@ -350,7 +351,20 @@ impl Metrics {
                 self.cache_lookups
                     .with_label_values(&[kind.as_str(), name, outcome.as_str()]);
             }
-            self.stale_serves.with_label_values(&[kind.as_str(), name]);
+            for reason in STALE_REASONS {
+                self.stale_serves
+                    .with_label_values(&[kind.as_str(), name, reason]);
+            }
+        }
+        self.upstream_breaker_open.with_label_values(&[name]);
+        for state in BREAKER_STATES {
+            self.upstream_breaker_transitions
+                .with_label_values(&[name, state]);
+        }
+        self.upstream_queued.with_label_values(&[name]);
+        for outcome in REVALIDATION_OUTCOMES {
+            self.background_revalidations
+                .with_label_values(&[name, outcome]);
         }
         self.upstream_bytes.with_label_values(&[name]);
         self.upstream_fetches_in_flight.with_label_values(&[name]);
@@ -392,6 +406,21 @@ impl Metrics {
             .inc();
     }
 }
+
+/// Values of the `reason` label of `stevedore_stale_serves_total`.
+pub const STALE_REASONS: [&str; 7] = [
+    "timeout",
+    "unreachable",
+    "breaker_open",
+    "offline",
+    "429",
+    "5xx",
+    "error",
+];
+/// Values of the `state` label of `stevedore_upstream_breaker_transitions_total`.
+pub const BREAKER_STATES: [&str; 3] = ["open", "half_open", "closed"];
+/// Values of the `outcome` label of `stevedore_background_revalidations_total`.
+pub const REVALIDATION_OUTCOMES: [&str; 4] = ["current", "moved", "gone", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
