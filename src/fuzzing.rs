@@ -53,13 +53,22 @@ pub fn manifest(bytes: &[u8], content_type: Option<&str>) {
     }
 }
 
-/// A `Range` header against a blob of `size` bytes: a part is always inside the blob.
+/// A `Range` header against a blob of `size` bytes: a part is always inside the blob. The same
+/// text as an upload's `Content-Range`: what parses is ordered, and the offset arithmetic done
+/// on it (length, next offset) is checked, never overflowing.
 pub fn range(header: &str, size: u64) {
     if let ByteRange::Part { start, end } = ByteRange::parse(Some(header), size) {
         assert!(
             start <= end && end < size,
             "{header:?} of {size}: {start}-{end}"
         );
+    }
+    if let Some((start, end)) = crate::http::range::chunk_range(header) {
+        assert!(start <= end, "{header:?}: {start}-{end}");
+        let len = (end - start).checked_add(1);
+        let next = end.checked_add(1);
+        assert_eq!(len.is_none(), start == 0 && end == u64::MAX, "{header:?}");
+        assert!(next.is_some() || end == u64::MAX, "{header:?}");
     }
 }
 

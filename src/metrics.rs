@@ -73,6 +73,21 @@ impl Source {
     }
 }
 
+/// The `method` label of an HTTP method (as sent): one of a fixed set, so that clients sending
+/// made-up methods cannot create series without end.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -425,5 +440,32 @@ pub const REVALIDATION_OUTCOMES: [&str; 4] = ["current", "moved", "gone", "faile
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        let known = [
+            "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "other",
+        ];
+        for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"] {
+            assert_eq!(method_label(m), m);
+        }
+        for m in [
+            "CONNECT",
+            "TRACE",
+            "PROPFIND",
+            "BREW",
+            "get",
+            "X-RANDOM-1234",
+        ] {
+            let label = method_label(m);
+            assert_eq!(label, "other", "{m}");
+            assert!(known.contains(&label));
+        }
     }
 }

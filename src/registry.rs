@@ -318,7 +318,7 @@ impl Registry {
         let before = s.offset;
         let offset = self.append(&mut s, body).await?;
         if let Some((start, end)) = range
-            && end + 1 != offset
+            && end.checked_add(1) != Some(offset)
             && end >= start
         {
             tracing::debug!(upload = %s.id, start, end, received = offset - before, "chunk length differs from Content-Range");

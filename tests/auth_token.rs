@@ -82,6 +82,11 @@ fn keys() -> Keys {
     );
     self_signed("ec");
     openssl(d, &["genrsa", "-traditional", "-out", "leaf.key", "2048"]);
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints = CA:false\nkeyUsage = critical,digitalSignature\n",
+    )
+    .unwrap();
     openssl(
         d,
         &[
@@ -104,6 +109,9 @@ fn keys() -> Keys {
             "leaf.crt",
             "-days",
             "2",
+            // X.509 v3 (v1 certificates are refused in x5c chains).
+            "-extfile",
+            "leaf.ext",
         ],
     );
     openssl(
@@ -670,4 +678,218 @@ fn a_bundle_without_certificates_stops_start_up() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("auth.token.rootcertbundle"), "{err}");
+}
+
+/// A certificate made with openssl in `dir`: `name.key` (P-256), `name.crt` with the extension
+/// lines `ext`, self-signed or signed by `issuer`; returns the base64 DER (for `x5c`) and the
+/// PKCS#8 DER key.
+fn ec_cert(dir: &Path, name: &str, issuer: Option<&str>, ext: &str) -> (String, EncodingKey) {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &format!("{name}.key"),
+        ],
+    );
+    let ext = format!("{ext}\nsubjectKeyIdentifier = hash\n");
+    match issuer {
+        None => {
+            let cnf = format!(
+                "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[dn]\nCN = {name}\n[ext]\n{ext}"
+            );
+            std::fs::write(dir.join(format!("{name}.cnf")), cnf).unwrap();
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-x509",
+                    "-new",
+                    "-key",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-days",
+                    "2",
+                    "-config",
+                    &format!("{name}.cnf"),
+                ],
+            );
+        }
+        Some(issuer) => {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &format!("{name}.key"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{issuer}.crt"),
+                    "-CAkey",
+                    &format!("{issuer}.key"),
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
+                    &format!("{name}.crt"),
+                ],
+            );
+        }
+    }
+    for (args, out) in [
+        (
+            vec!["x509", "-in", &format!("{name}.crt"), "-outform", "DER"],
+            format!("{name}.crt.der"),
+        ),
+        (
+            vec![
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                &format!("{name}.key"),
+                "-outform",
+                "DER",
+            ],
+            format!("{name}.key.der"),
+        ),
+    ] {
+        let mut args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+        args.extend(["-out", &out]);
+        openssl(dir, &args);
+    }
+    use base64::Engine as _;
+    let read = |n: String| std::fs::read(dir.join(n)).unwrap();
+    (
+        base64::engine::general_purpose::STANDARD.encode(read(format!("{name}.crt.der"))),
+        EncodingKey::from_ec_der(&read(format!("{name}.key.der"))),
+    )
+}
+
+#[tokio::test]
+async fn x5c_chains_are_validated_as_pki() {
+    require("openssl", "openssl");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ca = "basicConstraints = critical,CA:true\nkeyUsage = critical,keyCertSign,cRLSign";
+    let leaf = "basicConstraints = CA:false\nkeyUsage = critical,digitalSignature";
+    ec_cert(d, "root", None, ca);
+    let (good_ca, _) = ec_cert(d, "goodca", Some("root"), ca);
+    let (good_leaf, good_key) = ec_cert(d, "goodleaf", Some("goodca"), leaf);
+    let (not_ca, _) = ec_cert(d, "notca", Some("root"), "basicConstraints = CA:false");
+    let (under_not_ca, under_not_ca_key) = ec_cert(d, "undernotca", Some("notca"), leaf);
+    let (no_sign_ca, _) = ec_cert(
+        d,
+        "nosignca",
+        Some("root"),
+        "basicConstraints = critical,CA:true\nkeyUsage = critical,digitalSignature",
+    );
+    let (under_no_sign, under_no_sign_key) = ec_cert(d, "undernosign", Some("nosignca"), leaf);
+    let (encipher_leaf, encipher_key) = ec_cert(
+        d,
+        "encipherleaf",
+        Some("goodca"),
+        "basicConstraints = CA:false\nkeyUsage = critical,keyAgreement",
+    );
+    // webpki (like browsers) does not hold a trust anchor's own constraints against the chain:
+    // the limit is an intermediate's.
+    let (short_ca, _) = ec_cert(
+        d,
+        "shortca",
+        Some("root"),
+        "basicConstraints = critical,CA:true,pathlen:0\nkeyUsage = critical,keyCertSign,cRLSign",
+    );
+    let (too_deep_ca, _) = ec_cert(d, "toodeepca", Some("shortca"), ca);
+    let (too_deep, too_deep_key) = ec_cert(d, "toodeep", Some("toodeepca"), leaf);
+    let bundle = std::fs::read_to_string(d.join("root.crt")).unwrap();
+    let bundle_path = d.join("bundle.pem");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "auth:\n  token:\n    realm: {REALM}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            bundle_path.display()
+        ),
+        ..Options::default()
+    });
+    let url = s.url("/v2/team/app/tags/list");
+    let status = |chain: Vec<String>, key: EncodingKey| {
+        let url = url.clone();
+        async move {
+            let mut h = Header::new(Algorithm::ES256);
+            h.x5c = Some(chain);
+            let t = jsonwebtoken::encode(&h, &claims(&[("team/app", &["pull"])]), &key).unwrap();
+            req(reqwest::Method::GET, url, Some(&t))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Authorized; the repository does not exist.
+    assert_eq!(
+        status(vec![good_leaf, good_ca.clone()], good_key).await,
+        404
+    );
+    let refused = [
+        (
+            "non-CA intermediate",
+            vec![under_not_ca, not_ca],
+            under_not_ca_key,
+        ),
+        (
+            "intermediate without keyCertSign",
+            vec![under_no_sign, no_sign_ca],
+            under_no_sign_key,
+        ),
+        (
+            "leaf without digitalSignature",
+            vec![encipher_leaf, good_ca],
+            encipher_key,
+        ),
+        (
+            "path length exceeded",
+            vec![too_deep, too_deep_ca, short_ca],
+            too_deep_key,
+        ),
+    ];
+    for (what, chain, key) in refused {
+        assert_eq!(status(chain, key).await, 401, "{what}");
+    }
+    let log = s.log_text();
+    for why in [
+        "a CA of the chain's key usage does not allow signing certificates",
+        "the leaf's key usage does not allow digital signatures",
+        "path length",
+    ] {
+        assert!(
+            log.contains(why),
+            "no {why:?} in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains("x5c"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -446,7 +446,8 @@ async fn absurd_parameters_and_bodies_are_refused() {
         ("bytes=5-1", 416),
         ("bytes=--1", 416),
         ("bytes=0-0-0", 416),
-        ("lines=0-1", 416),
+        // An unknown unit is ignored (RFC 9110 §14.2): the whole blob.
+        ("lines=0-1", 200),
         ("bytes=0-10", 206),
     ] {
         let r = c
@@ -648,4 +649,118 @@ async fn connections_over_the_total_limit_are_closed() {
         assert!(Instant::now() < deadline, "no room after closing");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `name{labels}` on `/metrics` until it equals `want` (or 20 s pass); returns the last value.
+async fn metric_becomes(s: &Server, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = s.metric(name, labels).await;
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_still_counted() {
+    // An upstream that accepts connections and never answers: the request waits in the handler.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let s = Server::mirror(&format!("http://{hole_addr}"), "");
+    let in_flight = "stevedore_http_requests_in_flight";
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(b"GET /v2/library/app/manifests/latest HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(metric_becomes(&s, in_flight, &[], 1.0).await, 1.0);
+    drop(c);
+    assert_eq!(
+        metric_becomes(&s, in_flight, &[], 0.0).await,
+        0.0,
+        "the gauge did not come back down; log:\n{}",
+        s.log_text()
+    );
+    let cancelled = [("endpoint", "manifest"), ("status", "499")];
+    assert_eq!(
+        metric_becomes(&s, "stevedore_http_requests_total", &cancelled, 1.0).await,
+        1.0
+    );
+    assert!(
+        s.log_text()
+            .lines()
+            .any(|l| l.contains("stevedore::access") && l.contains("\"status\":499")),
+        "no access log line for the cancelled request"
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn made_up_methods_share_one_metric_label() {
+    let s = Server::start();
+    for i in 0..8 {
+        let req = format!("X-METHOD-{i} /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = exchange(&s.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_refused("made-up method", &r);
+    }
+    let text = reqwest::get(s.debug_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("X-METHOD"),
+        "a made-up method became a label"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "stevedore_http_requests_total",
+            &[("method", "other")]
+        ),
+        8.0
+    );
+    assert_alive(&s).await;
+}
+
+#[tokio::test]
+async fn a_content_range_ending_at_the_last_u64_is_no_panic() {
+    let s = hostile_server("");
+    let c = client();
+    let r = c
+        .post(s.url("/v2/hostile/c/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let url = if location.starts_with('/') {
+        s.url(&location)
+    } else {
+        location
+    };
+    // Chunked (no Content-Length), so the range is not compared with a length first.
+    let pieces: Vec<Result<&'static [u8], std::io::Error>> = vec![Ok(b"abc")];
+    let r = c
+        .patch(&url)
+        .header("content-range", "0-18446744073709551615")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    assert!(
+        r.status().is_success() || r.status() == 416,
+        "status {}",
+        r.status()
+    );
+    assert!(!s.log_text().contains("panicked"), "{}", s.log_text());
+    assert_alive(&s).await;
 }

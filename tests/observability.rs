@@ -764,7 +764,7 @@ fn example_configs_pass_config_check() {
 
     // The Kubernetes ConfigMap carries a config too.
     let tmp = tempfile::tempdir().unwrap();
-    let cm: serde_yaml::Value = serde_yaml::from_str(
+    let cm: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root().join("deploy/kubernetes/configmap.yaml")).unwrap(),
     )
     .unwrap();
@@ -867,7 +867,7 @@ fn dashboard_and_provisioning_are_well_formed() {
         "deploy/prometheus-alerts.yml",
     ] {
         let text = std::fs::read_to_string(root().join(f)).unwrap();
-        serde_yaml::from_str::<serde_yaml::Value>(&text)
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
             .unwrap_or_else(|e| panic!("{f} is not YAML: {e}"));
     }
 }

@@ -1,19 +1,23 @@
 //! Basic authentication against an htpasswd file, as distribution's `auth.htpasswd`: lines of
 //! `user:hash` with bcrypt hashes only (`htpasswd -B`); blank lines and `#` comments are
 //! skipped. The file is re-read when its modification time, size or inode change (one `stat` per
-//! request); if it becomes unreadable the last good contents stay in force.
+//! request, on the blocking pool like the reading); if it becomes unreadable the last good
+//! contents stay in force.
 //!
 //! bcrypt is slow on purpose (~50-100 ms at cost 10+), so it runs on the blocking pool, a few
 //! at a time, and successful checks are remembered for a few minutes under a SHA-256 of the
 //! user, the presented password and the stored hash: a `docker pull` of many layers pays for
 //! one bcrypt, and changing a password or removing a user in the file takes effect at once.
+//! A user the file does not name is checked against a dummy hash of the file's cost, so the time
+//! an answer takes does not tell which users exist.
 
 use super::AuthSetupError;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// How long a successful bcrypt verification is remembered.
@@ -43,15 +47,51 @@ struct Entries {
     stamp: Stamp,
     /// user → bcrypt hash.
     users: HashMap<String, Arc<str>>,
+    /// What an unknown user's password is checked against: a hash of the users' (highest) cost.
+    dummy: Arc<str>,
+}
+
+impl Entries {
+    fn new(stamp: Stamp, users: HashMap<String, Arc<str>>) -> Entries {
+        let dummy = dummy_hash(&users);
+        Entries {
+            stamp,
+            users,
+            dummy,
+        }
+    }
+}
+
+/// Salt and digest of a bcrypt hash that no password of the file is checked against in earnest:
+/// `$2b$<cost>$` in front of it makes a valid hash of any cost.
+static DUMMY_TAIL: LazyLock<String> = LazyLock::new(|| {
+    let h = bcrypt::hash_with_salt("stevedore: no such user", 4, [0x5a; 16])
+        .expect("cost 4 is valid")
+        .format_for_version(bcrypt::Version::TwoB);
+    h["$2b$04$".len()..].to_owned()
+});
+
+/// A dummy hash of the highest cost among `users` (bcrypt's default cost when there are none),
+/// so that verifying against it takes as long as verifying a real user.
+fn dummy_hash(users: &HashMap<String, Arc<str>>) -> Arc<str> {
+    let cost = users
+        .values()
+        .filter_map(|h| h.get(4..6)?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(bcrypt::DEFAULT_COST)
+        .clamp(4, 31);
+    Arc::from(format!("$2b${cost:02}${}", *DUMMY_TAIL))
 }
 
 /// A loaded htpasswd file.
 pub struct Htpasswd {
     realm: String,
     path: PathBuf,
-    entries: RwLock<Entries>,
+    entries: Arc<RwLock<Entries>>,
     verified: moka::future::Cache<String, ()>,
     bcrypt_slots: tokio::sync::Semaphore,
+    /// bcrypt verifications run (tests).
+    bcrypt_runs: AtomicU64,
 }
 
 impl std::fmt::Debug for Htpasswd {
@@ -101,6 +141,31 @@ fn read(path: &Path) -> std::io::Result<(Stamp, HashMap<String, Arc<str>>)> {
     Ok((stamp, users))
 }
 
+/// Re-reads the file into `entries` when its stamp changed (blocking: `stat`, `read`).
+fn reload_if_changed(path: &Path, entries: &RwLock<Entries>) {
+    let current = Stamp::of(path);
+    let stale = match &current {
+        Ok(s) => entries.read().map(|e| e.stamp != *s).unwrap_or(true),
+        Err(_) => false,
+    };
+    if stale {
+        match read(path) {
+            Ok((stamp, users)) => {
+                tracing::info!(path = %path.display(), users = users.len(), "htpasswd file reloaded");
+                let fresh = Entries::new(stamp, users);
+                if let Ok(mut e) = entries.write() {
+                    *e = fresh;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot re-read the htpasswd file; keeping its previous contents");
+            }
+        }
+    } else if let Err(e) = current {
+        tracing::warn!(path = %path.display(), error = %e, "cannot stat the htpasswd file; keeping its previous contents");
+    }
+}
+
 impl Htpasswd {
     /// Reads the file at `path`; it must exist.
     pub fn open(realm: &str, path: &Path) -> Result<Htpasswd, AuthSetupError> {
@@ -112,12 +177,13 @@ impl Htpasswd {
         Ok(Htpasswd {
             realm: realm.to_owned(),
             path: path.to_owned(),
-            entries: RwLock::new(Entries { stamp, users }),
+            entries: Arc::new(RwLock::new(Entries::new(stamp, users))),
             verified: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(VERIFIED_TTL)
                 .build(),
             bcrypt_slots: tokio::sync::Semaphore::new(slots),
+            bcrypt_runs: AtomicU64::new(0),
         })
     }
 
@@ -125,29 +191,17 @@ impl Htpasswd {
         &self.realm
     }
 
-    /// The stored hash of `user`, after re-reading the file if it changed.
-    fn hash_of(&self, user: &str) -> Option<Arc<str>> {
-        let current = Stamp::of(&self.path);
-        let stale = match &current {
-            Ok(s) => self.entries.read().map(|e| e.stamp != *s).unwrap_or(true),
-            Err(_) => false,
-        };
-        if stale {
-            match read(&self.path) {
-                Ok((stamp, users)) => {
-                    tracing::info!(path = %self.path.display(), users = users.len(), "htpasswd file reloaded");
-                    if let Ok(mut e) = self.entries.write() {
-                        *e = Entries { stamp, users };
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot re-read the htpasswd file; keeping its previous contents");
-                }
-            }
-        } else if let Err(e) = current {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot stat the htpasswd file; keeping its previous contents");
-        }
-        self.entries.read().ok()?.users.get(user).cloned()
+    /// The stored hash of `user` (`Err`: the dummy hash, the user is unknown), after
+    /// re-reading the file if it changed. The `stat` and the reading run on the blocking pool.
+    async fn hash_of(&self, user: &str) -> Result<Arc<str>, Arc<str>> {
+        let (path, entries) = (self.path.clone(), self.entries.clone());
+        let _ = tokio::task::spawn_blocking(move || reload_if_changed(&path, &entries)).await;
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .users
+            .get(user)
+            .cloned()
+            .ok_or_else(|| entries.dummy.clone())
     }
 
     /// Checks the base64 `user:password` of a Basic `Authorization` header; returns the user.
@@ -160,7 +214,11 @@ impl Htpasswd {
             .split_once(':')
             .ok_or_else(|| "malformed basic credentials".to_owned())?;
         let refused = || format!("wrong user name or password for {user:?}");
-        let hash = self.hash_of(user).ok_or_else(refused)?;
+        // An unknown user costs a bcrypt all the same.
+        let (hash, known) = match self.hash_of(user).await {
+            Ok(hash) => (hash, true),
+            Err(dummy) => (dummy, false),
+        };
         let key = {
             let mut h = Sha256::new();
             for part in [user.as_bytes(), password.as_bytes(), hash.as_bytes()] {
@@ -169,7 +227,7 @@ impl Htpasswd {
             }
             hex::encode(h.finalize())
         };
-        if self.verified.get(&key).await.is_some() {
+        if known && self.verified.get(&key).await.is_some() {
             return Ok(user.to_owned());
         }
         let ok = {
@@ -178,13 +236,14 @@ impl Htpasswd {
                 .acquire()
                 .await
                 .map_err(|_| "shutting down".to_owned())?;
+            self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
             let password = password.to_owned();
             let hash = hash.clone();
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false)
         };
-        if ok {
+        if ok && known {
             self.verified.insert(key, ()).await;
             Ok(user.to_owned())
         } else {
@@ -231,5 +290,30 @@ mod tests {
         // A vanished file keeps the last contents.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(h.authenticate(&b64("bob:secret")).await.unwrap(), "bob");
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_a_bcrypt_of_the_same_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let hash = bcrypt::hash("secret", 5).unwrap();
+        std::fs::write(&path, format!("alice:{hash}\n")).unwrap();
+        let h = Htpasswd::open("R", &path).unwrap();
+        let dummy = h.entries.read().unwrap().dummy.clone();
+        assert!(dummy.starts_with("$2b$05$"), "{dummy}");
+        assert!(!bcrypt::verify("", &dummy).unwrap());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let runs = || h.bcrypt_runs.load(Ordering::Relaxed);
+        assert!(h.authenticate(&b64("mallory:secret")).await.is_err());
+        assert_eq!(runs(), 1, "no bcrypt for an unknown user");
+        assert!(h.authenticate(&b64("alice:wrong")).await.is_err());
+        assert_eq!(runs(), 2);
+        // A file without users: bcrypt's default cost.
+        std::fs::write(&path, "# nobody\n").unwrap();
+        let dummy = h.hash_of("alice").await.unwrap_err();
+        assert!(
+            dummy.starts_with(&format!("$2b${:02}$", bcrypt::DEFAULT_COST)),
+            "{dummy}"
+        );
     }
 }

@@ -5,6 +5,12 @@
 //! leeway. The `access` claim (`[{"type":"repository","name":"a/b","actions":["pull"]}]`, `"*"`
 //! for every action) is what the token grants.
 //!
+//! An `x5c` chain is validated by `rustls-webpki` against the bundle as trust anchors: validity
+//! periods, CA basic constraints and path lengths, signatures; any extended key usage is
+//! accepted (distribution asks Go for `ExtKeyUsageAny`). A `keyUsage` extension, when present,
+//! must allow `digitalSignature` on the leaf and `keyCertSign` on the certificates above it.
+//! Chain certificates must be X.509 v3 (webpki's rule; Go also accepts a v1 leaf).
+//!
 //! A token's `kid` is not used to pick the key: every bundle key of the right kind is tried,
 //! which accepts whatever distribution accepts by `kid` (libtrust key IDs of bundle keys).
 
@@ -18,8 +24,8 @@ use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime};
 use x509_cert::Certificate;
+use x509_cert::der::Decode;
 use x509_cert::der::asn1::ObjectIdentifier;
-use x509_cert::der::{Decode, Encode};
 
 /// Clock skew tolerated on `exp` and `nbf` (distribution's).
 const LEEWAY_SECS: u64 = 60;
@@ -30,12 +36,9 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const SHA256_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const SHA384_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
-const SHA512_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
-const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+/// Longest `x5c` chain accepted.
+const MAX_CHAIN: usize = 8;
 
 /// A public key that can verify tokens.
 #[derive(Clone)]
@@ -73,93 +76,6 @@ impl PublicKey {
             _ => None,
         }
     }
-
-    /// Whether this key signed `cert`.
-    fn signed(&self, cert: &Certificate) -> bool {
-        let Ok(tbs) = cert.tbs_certificate.to_der() else {
-            return false;
-        };
-        let Some(sig) = cert.signature.as_bytes() else {
-            return false;
-        };
-        let oid = cert.signature_algorithm.oid;
-        let (alg, sig) = if oid == SHA256_RSA {
-            (Algorithm::RS256, sig.to_vec())
-        } else if oid == SHA384_RSA {
-            (Algorithm::RS384, sig.to_vec())
-        } else if oid == SHA512_RSA {
-            (Algorithm::RS512, sig.to_vec())
-        } else if oid == ECDSA_SHA256 {
-            match ecdsa_der_to_fixed(sig, 32) {
-                Some(s) => (Algorithm::ES256, s),
-                None => return false,
-            }
-        } else if oid == ECDSA_SHA384 {
-            match ecdsa_der_to_fixed(sig, 48) {
-                Some(s) => (Algorithm::ES384, s),
-                None => return false,
-            }
-        } else {
-            return false;
-        };
-        let Some(key) = self.for_alg(alg) else {
-            return false;
-        };
-        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
-        jsonwebtoken::crypto::verify(&sig, &tbs, key, alg).unwrap_or(false)
-    }
-}
-
-/// An ECDSA signature `SEQUENCE { INTEGER r, INTEGER s }` as JWS's fixed `r || s`.
-fn ecdsa_der_to_fixed(der: &[u8], size: usize) -> Option<Vec<u8>> {
-    fn len(b: &[u8]) -> Option<(usize, &[u8])> {
-        let (&first, rest) = b.split_first()?;
-        if first < 0x80 {
-            return Some((first as usize, rest));
-        }
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 2 || rest.len() < n {
-            return None;
-        }
-        let v = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
-        Some((v, &rest[n..]))
-    }
-    fn int(b: &[u8], size: usize) -> Option<(Vec<u8>, &[u8])> {
-        let (&tag, rest) = b.split_first()?;
-        if tag != 0x02 {
-            return None;
-        }
-        let (l, rest) = len(rest)?;
-        if rest.len() < l {
-            return None;
-        }
-        let (v, rest) = rest.split_at(l);
-        let v = match v.iter().position(|&x| x != 0) {
-            Some(i) => &v[i..],
-            None => &[][..],
-        };
-        if v.len() > size {
-            return None;
-        }
-        let mut out = vec![0u8; size - v.len()];
-        out.extend_from_slice(v);
-        Some((out, rest))
-    }
-    let (&tag, rest) = der.split_first()?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (l, body) = len(rest)?;
-    if body.len() != l {
-        return None;
-    }
-    let (mut r, body) = int(body, size)?;
-    let (s, body) = int(body, size)?;
-    if !body.is_empty() {
-        return None;
-    }
-    r.extend_from_slice(&s);
-    Some(r)
 }
 
 fn valid_now(cert: &Certificate) -> bool {
@@ -172,22 +88,59 @@ fn valid_now(cert: &Certificate) -> bool {
         && now <= v.not_after.to_unix_duration() + leeway
 }
 
-fn is_ca(cert: &Certificate) -> bool {
-    cert.tbs_certificate
+/// Whether `cert`'s `keyUsage` extension, if it has one, allows what `allows` says.
+fn key_usage_allows(
+    cert: &Certificate,
+    allows: fn(&x509_cert::ext::pkix::KeyUsage) -> bool,
+) -> bool {
+    let Some(ext) = cert
+        .tbs_certificate
         .extensions
         .iter()
         .flatten()
-        .filter(|e| e.extn_id == BASIC_CONSTRAINTS)
-        .filter_map(|e| {
-            x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()
-        })
-        .any(|bc| bc.ca)
+        .find(|e| e.extn_id == KEY_USAGE)
+    else {
+        return true;
+    };
+    x509_cert::ext::pkix::KeyUsage::from_der(ext.extn_value.as_bytes()).is_ok_and(|ku| allows(&ku))
+}
+
+/// Any extended key usage will do (distribution verifies with Go's `ExtKeyUsageAny`).
+struct AnyExtendedKeyUsage;
+
+impl webpki::ExtendedKeyUsageValidator for AnyExtendedKeyUsage {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        for id in iter {
+            id?;
+        }
+        Ok(())
+    }
+}
+
+/// Why webpki refused a chain, for the token's refusal.
+fn chain_error(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { .. } | E::CertNotValidYet { .. } => {
+            "x5c: a certificate of the chain is expired or not yet valid".into()
+        }
+        E::UnknownIssuer => "x5c: the chain does not lead to auth.token.rootcertbundle".into(),
+        E::CaUsedAsEndEntity => "x5c: the leaf is a CA certificate".into(),
+        E::EndEntityUsedAsCa => "x5c: a certificate that is not a CA signed the chain".into(),
+        E::PathLenConstraintViolated => "x5c: the chain breaks a CA's path length limit".into(),
+        E::UnsupportedCertVersion => {
+            "x5c: only X.509 v3 certificates are accepted (openssl x509 -req makes v1 without -extfile)"
+                .into()
+        }
+        other => format!("x5c: the chain is not valid ({other:?})"),
+    }
 }
 
 /// A trusted certificate of the bundle.
 struct Root {
     der: Vec<u8>,
     key: PublicKey,
+    anchor: rustls::pki_types::TrustAnchor<'static>,
 }
 
 /// One entry of a token's `access` claim.
@@ -292,9 +245,17 @@ impl TokenVerifier {
                     "certificate {i}: only RSA, P-256 and P-384 keys are supported"
                 ))
             })?;
+            let anchor = webpki::anchor_from_trusted_cert(&der)
+                .map_err(|e| {
+                    err(format!(
+                        "certificate {i}: not usable as a trust anchor: {e}"
+                    ))
+                })?
+                .to_owned();
             roots.push(Root {
                 der: der.as_ref().to_vec(),
                 key,
+                anchor,
             });
         }
         if roots.is_empty() {
@@ -316,39 +277,55 @@ impl TokenVerifier {
         &self.service
     }
 
-    /// The keys a token with `x5c` header `chain` may be signed by: its leaf's, when the chain
-    /// leads to the bundle.
+    /// The key a token with `x5c` header `chain` may be signed by: its leaf's, when the chain
+    /// leads to the bundle (or the leaf is a bundle certificate).
     fn chain_key(&self, chain: &[String]) -> Result<PublicKey, String> {
+        if chain.len() > MAX_CHAIN {
+            return Err(format!("x5c: more than {MAX_CHAIN} certificates"));
+        }
         let b64 = base64::engine::general_purpose::STANDARD;
         let certs = chain
             .iter()
-            .take(8)
             .map(|c| {
                 let der = b64.decode(c).map_err(|_| "x5c: bad base64".to_owned())?;
                 let cert = Certificate::from_der(&der).map_err(|e| format!("x5c: {e}"))?;
-                Ok((der, cert))
+                Ok((CertificateDer::from(der), cert))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let (Some((_, leaf)), Some((last_der, last))) = (certs.first(), certs.last()) else {
+        let Some(((leaf_der, leaf), above)) = certs.split_first() else {
             return Err("x5c: empty chain".into());
         };
-        if !certs.iter().all(|(_, c)| valid_now(c)) {
-            return Err("x5c: a certificate of the chain is expired or not yet valid".into());
-        }
-        for pair in certs.windows(2) {
-            let (child, parent) = (&pair[0].1, &pair[1].1);
-            let signed = is_ca(parent) && PublicKey::of(parent).is_some_and(|k| k.signed(child));
-            if !signed {
-                return Err("x5c: the chain is broken".into());
+        // A bundle certificate itself: trusted as when the token names no chain.
+        if let Some(root) = self.roots.iter().find(|r| r.der == leaf_der.as_ref()) {
+            if !valid_now(leaf) {
+                return Err("x5c: a certificate of the chain is expired or not yet valid".into());
             }
+            return Ok(root.key.clone());
         }
-        let trusted = self
-            .roots
+        if !key_usage_allows(leaf, |ku| ku.digital_signature()) {
+            return Err("x5c: the leaf's key usage does not allow digital signatures".into());
+        }
+        if !above
             .iter()
-            .any(|r| r.der == *last_der || r.key.signed(last));
-        if !trusted {
-            return Err("x5c: the chain does not lead to auth.token.rootcertbundle".into());
+            .all(|(_, c)| key_usage_allows(c, |ku| ku.key_cert_sign()))
+        {
+            return Err(
+                "x5c: a CA of the chain's key usage does not allow signing certificates".into(),
+            );
         }
+        let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|e| chain_error(&e))?;
+        let anchors: Vec<_> = self.roots.iter().map(|r| r.anchor.clone()).collect();
+        let intermediates: Vec<CertificateDer<'_>> = above.iter().map(|(d, _)| d.clone()).collect();
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &intermediates,
+            rustls::pki_types::UnixTime::now(),
+            AnyExtendedKeyUsage,
+            None,
+            None,
+        )
+        .map_err(|e| chain_error(&e))?;
         PublicKey::of(leaf).ok_or_else(|| "x5c: unsupported leaf key".into())
     }
 
@@ -415,16 +392,6 @@ impl TokenVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ecdsa_signatures_convert() {
-        // r = 1, s = 0x80ff (needs a leading zero in DER)
-        let der = [0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x03, 0x00, 0x80, 0xff];
-        let fixed = ecdsa_der_to_fixed(&der, 4).unwrap();
-        assert_eq!(fixed, vec![0, 0, 0, 1, 0, 0, 0x80, 0xff]);
-        assert!(ecdsa_der_to_fixed(&der[..9], 4).is_none());
-        assert!(ecdsa_der_to_fixed(&der, 1).is_none());
-    }
 
     fn repo(s: &str) -> crate::oci::RepoName {
         crate::oci::RepoName::parse(s).unwrap()

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::schema::{describe, join};
 use super::units;
@@ -199,7 +199,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn mapping(&self, rel: &str) -> Result<Option<&'a serde_yaml::Mapping>, ConfigError> {
+    fn mapping(&self, rel: &str) -> Result<Option<&'a serde_yaml_ng::Mapping>, ConfigError> {
         match self.get(rel) {
             None => Ok(None),
             Some((Value::Mapping(m), _)) => Ok(Some(m)),

@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::ConfigError;
 use super::schema::{self, Fields, Kind, Node};
@@ -80,14 +80,16 @@ pub(super) fn overlay(
         let (segs, kind) = resolve(name)?;
         let value = match kind {
             Kind::Str | Kind::Secret => Value::String(raw.clone()),
-            Kind::Yaml => serde_yaml::from_str::<Value>(raw).map_err(|e| ConfigError::FromEnv {
-                var: name.clone(),
-                source: Box::new(ConfigError::value(
-                    dotted(&segs),
-                    format!("{raw:?}"),
-                    format!("not a YAML value: {e}"),
-                )),
-            })?,
+            Kind::Yaml => {
+                serde_yaml_ng::from_str::<Value>(raw).map_err(|e| ConfigError::FromEnv {
+                    var: name.clone(),
+                    source: Box::new(ConfigError::value(
+                        dotted(&segs),
+                        format!("{raw:?}"),
+                        format!("not a YAML value: {e}"),
+                    )),
+                })?
+            }
         };
         entries.push((segs, value, name.clone()));
     }

@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
 
@@ -640,7 +640,7 @@ impl Config {
 }
 
 fn parse_tree(text: &str) -> Result<Value, ConfigError> {
-    let mut tree: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml {
+    let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
         message: e.to_string(),
     })?;
     tree.apply_merge().map_err(|e| ConfigError::Yaml {
@@ -650,9 +650,9 @@ fn parse_tree(text: &str) -> Result<Value, ConfigError> {
 }
 
 fn default_mirror_tree() -> Value {
-    let mut proxy = serde_yaml::Mapping::new();
+    let mut proxy = serde_yaml_ng::Mapping::new();
     proxy.insert("remoteurl".into(), DOCKER_HUB_URL.into());
-    let mut root = serde_yaml::Mapping::new();
+    let mut root = serde_yaml_ng::Mapping::new();
     root.insert("proxy".into(), Value::Mapping(proxy));
     Value::Mapping(root)
 }

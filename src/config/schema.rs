@@ -10,7 +10,7 @@
 //! `compatibility: {schema1: {enabled: false}}` loads) — except storage
 //! drivers and auth kinds, which are selected by their mere presence.
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::ConfigError;
 
@@ -261,7 +261,7 @@ pub(super) fn normalize(root: &mut Value) {
     if let Value::Mapping(top) = root {
         for section in ["storage", "auth"] {
             if let Some(Value::String(name)) = top.get(section) {
-                let mut m = serde_yaml::Mapping::new();
+                let mut m = serde_yaml_ng::Mapping::new();
                 m.insert(
                     Value::String(name.clone()),
                     Value::Mapping(Default::default()),

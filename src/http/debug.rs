@@ -17,7 +17,12 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(_) => continue,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning (as the main listener).
+                    tracing::warn!(error = %e, "debug listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             () = &mut shutdown => return,
         };

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Rate buckets kept before idle (full) ones are forgotten.
+/// Rate buckets kept before idle (full) ones are first forgotten. After a pruning pass the next
+/// one waits until the table has doubled, so pruning costs amortised O(1) per request however
+/// many clients stay active.
 const PRUNE_ABOVE: usize = 10_000;
 
 /// The address a limit is counted against.
@@ -54,7 +56,16 @@ pub struct Limits {
     burst: f64,
     open: AtomicU64,
     conns: Mutex<HashMap<ClientKey, u64>>,
-    buckets: Mutex<HashMap<ClientKey, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+/// The token buckets by client, and the size at which idle ones are next pruned.
+#[derive(Debug)]
+struct Buckets {
+    by_client: HashMap<ClientKey, Bucket>,
+    prune_above: usize,
+    /// Pruning passes made (tests).
+    prunes: u64,
 }
 
 /// An admitted connection; dropping it gives its place back.
@@ -86,7 +97,11 @@ impl Limits {
             burst: c.effective_burst(),
             open: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_client: HashMap::new(),
+                prune_above: PRUNE_ABOVE,
+                prunes: 0,
+            }),
         }
     }
 
@@ -124,13 +139,15 @@ impl Limits {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().expect("limits poisoned");
-        if buckets.len() > PRUNE_ABOVE {
+        if buckets.by_client.len() > buckets.prune_above {
             let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| {
+            buckets.by_client.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
             });
+            buckets.prune_above = PRUNE_ABOVE.max(buckets.by_client.len() * 2);
+            buckets.prunes += 1;
         }
-        let b = buckets.entry(key).or_insert(Bucket {
+        let b = buckets.by_client.entry(key).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -143,6 +160,12 @@ impl Limits {
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
         }
+    }
+
+    /// Pruning passes over the rate table so far (tests).
+    #[cfg(test)]
+    fn prunes(&self) -> u64 {
+        self.buckets.lock().expect("limits poisoned").prunes
     }
 
     /// Open connections (for tests and metrics).
@@ -226,6 +249,34 @@ mod tests {
             l.request_at(k, later).unwrap();
         }
         assert!(l.request_at(k, later).is_err());
+    }
+
+    #[test]
+    fn pruning_is_amortised() {
+        let l = limits(|c| {
+            c.requestspersecond = 1.0;
+            c.burst = 5;
+        });
+        let t = Instant::now();
+        let key = |i: u32| ClientKey::of(IpAddr::V4(i.into()));
+        // More active clients (buckets not full) than the pruning threshold…
+        let active = PRUNE_ABOVE as u32 + 100;
+        for i in 0..active {
+            l.request_at(key(i), t).unwrap();
+        }
+        // …then as many requests again from them: one pruning pass, not one per request.
+        for i in 0..active {
+            l.request_at(key(i), t).unwrap();
+        }
+        assert_eq!(l.prunes(), 1);
+        // Idle clients are still forgotten once the table has doubled.
+        let later = t + Duration::from_secs(3600);
+        for i in active..(3 * active) {
+            l.request_at(key(i), later).unwrap();
+        }
+        let len = l.buckets.lock().unwrap().by_client.len();
+        assert!(len < 3 * active as usize, "idle buckets kept: {len}");
+        assert!(l.prunes() <= 3, "{}", l.prunes());
     }
 
     #[test]

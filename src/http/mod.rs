@@ -282,7 +282,11 @@ fn too_many_requests(app: &App, req: &Request<Incoming>, wait: Duration) -> Resp
         .inc();
     app.metrics
         .http_requests
-        .with_label_values(&[req.method().as_str(), "limited", "429"])
+        .with_label_values(&[
+            crate::metrics::method_label(req.method().as_str()),
+            "limited",
+            "429",
+        ])
         .inc();
     tracing::debug!(method = %req.method(), path = req.uri().path(), "request over the rate limit");
     response::error(&e)
@@ -292,15 +296,103 @@ fn too_many_requests(app: &App, req: &Request<Incoming>, wait: Duration) -> Resp
 #[derive(Debug, Clone)]
 pub(crate) struct ViaUpstream(pub(crate) String);
 
+/// The status a request is counted and logged with when its client went away before it was
+/// answered (its future was dropped): nginx's "client closed request".
+pub const CANCELLED_STATUS: u16 = 499;
+
+/// Accounting of one request, from its start to its response head: the in-flight gauge, the
+/// request counter and duration, and the access log. Done on drop, so a request whose future is
+/// dropped mid-way (the client disconnected) still leaves the gauge and is counted and logged,
+/// with status [`CANCELLED_STATUS`].
+struct Accounting<'a> {
+    app: &'a App,
+    started: Instant,
+    method: http::Method,
+    path: String,
+    endpoint: &'static str,
+    /// Status, and the response's size, cache source and upstream (access log), once answered.
+    answered: Option<(StatusCode, String, &'static str, String)>,
+}
+
+impl<'a> Accounting<'a> {
+    fn start(app: &'a App, method: http::Method, path: String) -> Accounting<'a> {
+        app.metrics.http_in_flight.inc();
+        Accounting {
+            app,
+            started: Instant::now(),
+            method,
+            path,
+            endpoint: "unknown",
+            answered: None,
+        }
+    }
+
+    fn answered(&mut self, resp: &Response<Body>) {
+        let bytes = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let cache = resp
+            .extensions()
+            .get::<Source>()
+            .map(|s| s.as_str())
+            .unwrap_or("-");
+        let upstream = resp
+            .extensions()
+            .get::<ViaUpstream>()
+            .map(|u| u.0.clone())
+            .unwrap_or_else(|| "-".to_owned());
+        self.answered = Some((resp.status(), bytes, cache, upstream));
+    }
+}
+
+impl Drop for Accounting<'_> {
+    fn drop(&mut self) {
+        let app = self.app;
+        app.metrics.http_in_flight.dec();
+        let took = self.started.elapsed();
+        let method = crate::metrics::method_label(self.method.as_str());
+        let (status, bytes, cache, upstream) = match self.answered.take() {
+            Some((status, bytes, cache, upstream)) => (status.as_u16(), bytes, cache, upstream),
+            None => {
+                tracing::debug!(method = %self.method, path = %self.path, "client went away before the answer");
+                (CANCELLED_STATUS, "-".to_owned(), "-", "-".to_owned())
+            }
+        };
+        app.metrics
+            .http_requests
+            .with_label_values(&[method, self.endpoint, &status.to_string()])
+            .inc();
+        app.metrics
+            .http_request_duration
+            .with_label_values(&[method, self.endpoint])
+            .observe(took.as_secs_f64());
+        if app.access_log {
+            tracing::info!(
+                target: "stevedore::access",
+                method = %self.method,
+                path = %self.path,
+                status,
+                bytes,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                cache,
+                upstream,
+                "request"
+            );
+        }
+    }
+}
+
 /// Answers one request: route, dispatch, map errors, count, log.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    app.metrics.http_in_flight.inc();
-    let (label, result) = match Endpoint::parse(&method, &path) {
+    let mut accounting = Accounting::start(app, method.clone(), path.clone());
+    let result = match Endpoint::parse(&method, &path) {
         Ok(endpoint) => {
-            let label = endpoint.label();
+            accounting.endpoint = endpoint.label();
             let (parts, body) = req.into_parts();
             let r = handlers::Req {
                 sendfile: parts.extensions.get::<sendfile::SendfileSlot>().cloned(),
@@ -309,25 +401,19 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 body,
             };
             // Access control before any handler, so none can forget it.
-            let result = match access::check(app, &endpoint, &r).await {
+            match access::check(app, &endpoint, &r).await {
                 Ok(()) => handlers::dispatch(app, endpoint, r).await,
                 Err(e) => Err(e),
-            };
-            (label, result)
+            }
         }
-        Err(RouteError::NotFound) => (
-            "unknown",
-            Err(
-                RegistryError::new(ErrorCode::Unsupported, format!("no such endpoint: {path}"))
-                    .with_status(StatusCode::NOT_FOUND),
-            ),
-        ),
-        Err(RouteError::MethodNotAllowed) => (
-            "unknown",
-            Err(RegistryError::unsupported(format!(
-                "method {method} is not allowed on {path}"
-            ))),
-        ),
+        Err(RouteError::NotFound) => Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("no such endpoint: {path}"),
+        )
+        .with_status(StatusCode::NOT_FOUND)),
+        Err(RouteError::MethodNotAllowed) => Err(RegistryError::unsupported(format!(
+            "method {method} is not allowed on {path}"
+        ))),
     };
     let mut resp = match result {
         Ok(r) => r,
@@ -344,45 +430,8 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             response::error(&e)
         }
     };
-    app.metrics.http_in_flight.dec();
-    let took = started.elapsed();
-    let status = resp.status();
-    app.metrics
-        .http_requests
-        .with_label_values(&[method.as_str(), label, status.as_str()])
-        .inc();
-    app.metrics
-        .http_request_duration
-        .with_label_values(&[method.as_str(), label])
-        .observe(took.as_secs_f64());
-    if app.access_log {
-        let bytes = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        let cache = resp
-            .extensions()
-            .get::<Source>()
-            .map(|s| s.as_str())
-            .unwrap_or("-");
-        let upstream = resp
-            .extensions()
-            .get::<ViaUpstream>()
-            .map(|u| u.0.as_str())
-            .unwrap_or("-");
-        tracing::info!(
-            target: "stevedore::access",
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            bytes,
-            duration_ms = took.as_secs_f64() * 1000.0,
-            cache,
-            upstream,
-            "request"
-        );
-    }
+    accounting.answered(&resp);
+    drop(accounting);
     for (name, value) in &app.extra_headers {
         resp.headers_mut().append(name, value.clone());
     }

@@ -1,7 +1,7 @@
 //! HTTPS on the main listener: the rustls server configuration built from `http.tls` (minimum
 //! version, ALPN, client certificates) and a certificate resolver that picks up a certificate
-//! renewed on disk without a restart. It reads the certificate, key and client CA files; it does
-//! not accept connections (that is `serve`'s job) and installs no signal handler (`main` calls
+//! renewed on disk without a restart. It reads the certificate, key and client CA files (never
+//! during a handshake: that looks at them on the blocking pool); it does not accept connections (that is `serve`'s job) and installs no signal handler (`main` calls
 //! [`ServerTls::reload`] on SIGHUP).
 
 use crate::config::{HttpConfig, TlsConfig};
@@ -114,17 +114,25 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// Serves the certificate read from `certificate` and `key`, reading them again when their
-/// modification time or size changes (looked at, at most every [`CHECK_EVERY`], during a
-/// handshake) or when asked ([`ReloadingCert::reload`]). A pair that cannot be read or does not
-/// match is logged and the previous one kept.
+/// modification time or size changes (looked at, at most every [`CHECK_EVERY`], on the blocking
+/// pool when a handshake finds a look due: the handshake itself does no file I/O) or when asked
+/// ([`ReloadingCert::reload`]). A pair that cannot be read or does not match is logged and the
+/// previous one kept.
 #[derive(Debug)]
 pub struct ReloadingCert {
+    files: Arc<CertFiles>,
+    /// When the files were last looked at.
+    looked: Mutex<Instant>,
+}
+
+/// The files, what they were when last looked at, and the pair read from them.
+#[derive(Debug)]
+struct CertFiles {
     certificate: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// When the files were last looked at, and what they were then.
-    seen: Mutex<(Instant, Stamp, Stamp)>,
+    seen: Mutex<(Stamp, Stamp)>,
 }
 
 impl ReloadingCert {
@@ -136,21 +144,48 @@ impl ReloadingCert {
         let stamps = (stamp(certificate), stamp(key));
         let current = load_pair(certificate, key, &provider)?;
         Ok(ReloadingCert {
-            certificate: certificate.to_owned(),
-            key: key.to_owned(),
-            provider,
-            current: RwLock::new(Arc::new(current)),
-            seen: Mutex::new((Instant::now(), stamps.0, stamps.1)),
+            files: Arc::new(CertFiles {
+                certificate: certificate.to_owned(),
+                key: key.to_owned(),
+                provider,
+                current: RwLock::new(Arc::new(current)),
+                seen: Mutex::new(stamps),
+            }),
+            looked: Mutex::new(Instant::now()),
         })
     }
 
-    /// Reads the pair again and swaps it in if it is good.
+    /// Reads the pair again and swaps it in if it is good (blocking file I/O).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamps = (stamp(&self.certificate), stamp(&self.key));
-        *self.seen.lock().expect("tls stamps poisoned") = (Instant::now(), stamps.0, stamps.1);
-        self.swap()
+        let f = &self.files;
+        *f.seen.lock().expect("tls stamps poisoned") = (stamp(&f.certificate), stamp(&f.key));
+        *self.looked.lock().expect("tls stamps poisoned") = Instant::now();
+        f.swap()
     }
 
+    /// When a look at the files is due (every [`CHECK_EVERY`]), has one made on the blocking
+    /// pool; it reloads the pair if the files changed.
+    fn check(&self) {
+        {
+            let Ok(mut looked) = self.looked.try_lock() else {
+                return; // another handshake is looking
+            };
+            if looked.elapsed() < CHECK_EVERY {
+                return;
+            }
+            *looked = Instant::now();
+        }
+        let files = self.files.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || files.check());
+            }
+            Err(_) => files.check(),
+        }
+    }
+}
+
+impl CertFiles {
     fn swap(&self) -> Result<(), TlsError> {
         match load_pair(&self.certificate, &self.key, &self.provider) {
             Ok(k) => {
@@ -168,20 +203,14 @@ impl ReloadingCert {
         }
     }
 
-    /// Reloads when the files changed since they were last looked at, at most every
-    /// [`CHECK_EVERY`].
+    /// Reloads when the files changed since they were last looked at (blocking).
     fn check(&self) {
         let changed = {
-            let Ok(mut seen) = self.seen.try_lock() else {
-                return; // another handshake is looking
-            };
-            if seen.0.elapsed() < CHECK_EVERY {
-                return;
-            }
+            let mut seen = self.seen.lock().expect("tls stamps poisoned");
             let now = (stamp(&self.certificate), stamp(&self.key));
-            let changed = now != (seen.1, seen.2);
+            let changed = now != *seen;
             // A bad new pair is reported once, not at every check.
-            *seen = (Instant::now(), now.0, now.1);
+            *seen = now;
             changed
         };
         if changed {
@@ -194,7 +223,8 @@ impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.check();
         Some(
-            self.current
+            self.files
+                .current
                 .read()
                 .expect("tls certificate poisoned")
                 .clone(),

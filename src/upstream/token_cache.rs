@@ -1,17 +1,21 @@
 //! Bearer tokens of one upstream, cached per scope (`repository:<repo>:pull`) until shortly
-//! before they expire, with single-flight fetching: concurrent requests for one scope wait
-//! for one token request instead of all hitting the token endpoint. Token values never show
-//! in Debug output.
+//! before they expire (by the token endpoint's `expires_in`, 60 s when absent), with
+//! single-flight fetching: concurrent requests for one scope wait for one token request instead
+//! of all hitting the token endpoint. The cache (moka) holds at most [`MAX_SCOPES`] scopes and
+//! drops each token when it expires, so a mirror asked for ever new repositories does not grow
+//! without end. Token values never show in Debug output.
 
 use super::error::UpstreamError;
-use std::collections::HashMap;
+use moka::ops::compute::Op;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The most we take off a token's lifetime so it is not used right as it expires.
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// Scopes (repositories) whose tokens are kept at most, per upstream.
+pub const MAX_SCOPES: u64 = 10_000;
 
 /// A bearer token and when we stop using it.
 #[derive(Clone)]
@@ -49,42 +53,66 @@ impl fmt::Debug for Token {
     }
 }
 
-/// One scope's token; the async mutex is held while fetching, which makes fetches
-/// single-flight.
-type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+/// Each cached token leaves the cache when we stop using it.
+struct UntilUnusable;
+
+impl moka::Expiry<String, Token> for UntilUnusable {
+    fn expire_after_create(&self, _: &String, t: &Token, at: Instant) -> Option<Duration> {
+        Some(t.use_until.saturating_duration_since(at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        t: &Token,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(t.use_until.saturating_duration_since(at))
+    }
+}
 
 /// Tokens by scope.
-#[derive(Default)]
 pub struct TokenCache {
-    slots: Mutex<HashMap<String, Slot>>,
+    tokens: moka::future::Cache<String, Token>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::with_capacity(MAX_SCOPES)
+    }
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scopes = self.slots.lock().map(|s| s.len()).unwrap_or(0);
         f.debug_struct("TokenCache")
-            .field("scopes", &scopes)
+            .field("scopes", &self.tokens.entry_count())
             .finish()
     }
 }
 
 impl TokenCache {
-    fn slot(&self, scope: &str) -> Slot {
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.entry(scope.to_string()).or_default().clone()
+    /// A cache of the tokens of at most `scopes` scopes.
+    pub fn with_capacity(scopes: u64) -> TokenCache {
+        TokenCache {
+            tokens: moka::future::Cache::builder()
+                .max_capacity(scopes)
+                .expire_after(UntilUnusable)
+                .build(),
+        }
     }
 
     /// A fresh token for the scope, if we have one (waits while one is being fetched).
     pub async fn get(&self, scope: &str) -> Option<String> {
-        let slot = self.slot(scope);
-        let guard = slot.lock().await;
-        guard
-            .as_ref()
-            .filter(|t| t.is_fresh())
-            .map(|t| t.value.clone())
+        // A no-op compute: it queues behind a fetch in progress for the scope.
+        self.tokens
+            .entry_by_ref(scope)
+            .and_compute_with(|_| async { Op::Nop })
+            .await
+            .into_entry()
+            .map(|e| e.into_value())
+            .filter(Token::is_fresh)
+            .map(|t| t.value)
     }
 
     /// A fresh token for the scope: the cached one unless it is `rejected` (the upstream
@@ -100,17 +128,45 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Token, UpstreamError>>,
     {
-        let slot = self.slot(scope);
-        let mut guard = slot.lock().await;
-        let usable = |t: &&Token| t.is_fresh() && Some(t.value.as_str()) != rejected;
-        if let Some(token) = guard.as_ref().filter(usable) {
-            return Ok(token.value.clone());
+        let result = self
+            .tokens
+            .entry_by_ref(scope)
+            .and_try_compute_with(|current| async move {
+                let usable = |t: &Token| t.is_fresh() && Some(t.value()) != rejected;
+                if current.is_some_and(|e| usable(e.value())) {
+                    return Ok(Op::Nop);
+                }
+                Ok::<_, UpstreamError>(Op::Put(fetch().await?))
+            })
+            .await;
+        match result {
+            Ok(r) => r
+                .into_entry()
+                .map(|e| e.into_value().value)
+                .ok_or_else(|| UpstreamError::Invalid("token cache: no token after fetch".into())),
+            Err(e) => {
+                // A rejected token must not be offered again.
+                if let Some(rejected) = rejected {
+                    self.tokens
+                        .entry_by_ref(scope)
+                        .and_compute_with(|current| async move {
+                            match current {
+                                Some(c) if c.value().value() == rejected => Op::Remove,
+                                _ => Op::Nop,
+                            }
+                        })
+                        .await;
+                }
+                Err(e)
+            }
         }
-        *guard = None;
-        let token = fetch().await?;
-        let value = token.value().to_string();
-        *guard = Some(token);
-        Ok(value)
+    }
+
+    /// Scopes held now (tests). Runs the cache's pending maintenance first.
+    #[cfg(test)]
+    async fn scopes(&self) -> u64 {
+        self.tokens.run_pending_tasks().await;
+        self.tokens.entry_count()
     }
 }
 
@@ -183,5 +239,64 @@ mod tests {
         let failing = || async { Err(UpstreamError::Unauthorized("no".into())) };
         assert!(cache.get_or_fetch("s", None, failing).await.is_err());
         assert!(cache.get("s").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_leave_the_cache() {
+        let cache = TokenCache::default();
+        for i in 0..50 {
+            let short = || async { Token::new("x".into(), Duration::from_millis(500)) };
+            cache
+                .get_or_fetch(&format!("s{i}"), None, short)
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.scopes().await, 50);
+        // moka's timer wheel works in ticks of about a second.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.scopes().await > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(cache.scopes().await, 0);
+        assert_eq!(cache.get("s0").await, None);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_capped() {
+        let cache = TokenCache::with_capacity(100);
+        for i in 0..1000 {
+            let long = || async { Token::new("x".into(), Duration::from_secs(600)) };
+            cache
+                .get_or_fetch(&format!("s{i}"), None, long)
+                .await
+                .unwrap();
+        }
+        let held = cache.scopes().await;
+        assert!(held <= 100, "{held} scopes held");
+    }
+
+    #[tokio::test]
+    async fn concurrent_fetches_of_one_scope_are_one() {
+        let cache = std::sync::Arc::new(TokenCache::default());
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("s", None, || async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Token::new("t".into(), Duration::from_secs(60))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), "t");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

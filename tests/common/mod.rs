@@ -240,19 +240,19 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// Appends `extra` YAML to `base`, merging top-level sections that both define (so a test can
 /// add `storage.delete` next to the generated `storage.filesystem`).
 fn merge_yaml(base: &str, extra: &str) -> String {
-    let mut b: serde_yaml::Value = serde_yaml::from_str(base).unwrap();
-    let e: serde_yaml::Value = if extra.trim().is_empty() {
-        serde_yaml::Value::Null
+    let mut b: serde_yaml_ng::Value = serde_yaml_ng::from_str(base).unwrap();
+    let e: serde_yaml_ng::Value = if extra.trim().is_empty() {
+        serde_yaml_ng::Value::Null
     } else {
-        serde_yaml::from_str(extra).unwrap()
+        serde_yaml_ng::from_str(extra).unwrap()
     };
     merge(&mut b, e);
-    serde_yaml::to_string(&b).unwrap()
+    serde_yaml_ng::to_string(&b).unwrap()
 }
 
-fn merge(a: &mut serde_yaml::Value, b: serde_yaml::Value) {
+fn merge(a: &mut serde_yaml_ng::Value, b: serde_yaml_ng::Value) {
     match (a, b) {
-        (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
+        (serde_yaml_ng::Value::Mapping(a), serde_yaml_ng::Value::Mapping(b)) => {
             for (k, v) in b {
                 match a.get_mut(&k) {
                     Some(existing) => merge(existing, v),
@@ -262,7 +262,7 @@ fn merge(a: &mut serde_yaml::Value, b: serde_yaml::Value) {
                 }
             }
         }
-        (a, serde_yaml::Value::Null) => {
+        (a, serde_yaml_ng::Value::Null) => {
             let _ = a;
         }
         (a, b) => *a = b,

@@ -115,15 +115,7 @@ fn content_range(req: &Req) -> Result<Option<(u64, u64)>, RegistryError> {
     let Some(v) = req.header(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let spec = v
-        .trim()
-        .trim_start_matches("bytes")
-        .trim_start_matches([' ', '=']);
-    let spec = spec.split('/').next().unwrap_or(spec);
-    let parsed = spec
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
-        .filter(|(a, b)| a <= b);
+    let parsed = crate::http::range::chunk_range(v);
     match parsed {
         Some(r) => Ok(Some(r)),
         None => Err(RegistryError::new(
