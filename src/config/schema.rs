@@ -51,6 +51,7 @@ use Node::{Ignored, Leaf, List, Map, Section, Selector, Unsupported};
 const DRIVER: &str =
     "stevedore stores content on the local filesystem only: use storage.filesystem";
 const NONE: &str = "";
+const REDIS_TLS: &str = "stevedore talks to Redis over plain TCP; reach a TLS-only Redis through a local TLS tunnel (stunnel, ghostunnel)";
 
 /// Every key of a stevedore configuration file.
 pub(super) static ROOT: Fields = &[
@@ -97,6 +98,8 @@ pub(super) static ROOT: Fields = &[
                 "cache",
                 Section(&[
                     ("blobdescriptor", Leaf(Str)),
+                    // distribution's older name of `blobdescriptor`.
+                    ("layerinfo", Leaf(Str)),
                     ("blobdescriptorsize", Leaf(Yaml)),
                 ]),
             ),
@@ -213,6 +216,9 @@ pub(super) static ROOT: Fields = &[
             ("maxsize", Leaf(Yaml)),
             ("cafile", Leaf(Str)),
             ("localprefixes", Leaf(Yaml)),
+            // Not a distribution key, but distribution's own config-cache.yml ships it and
+            // distribution ignores it (its key is `ttl`): so does stevedore.
+            ("cacheTTL", Ignored),
             (
                 "upstreams",
                 List(&[
@@ -236,7 +242,34 @@ pub(super) static ROOT: Fields = &[
         ]),
     ),
     ("notifications", Unsupported(NONE)),
-    ("redis", Unsupported(NONE)),
+    (
+        "redis",
+        Section(&[
+            ("addr", Leaf(Str)),
+            ("password", Leaf(Secret)),
+            ("db", Leaf(Yaml)),
+            ("dialtimeout", Leaf(Yaml)),
+            ("readtimeout", Leaf(Yaml)),
+            ("writetimeout", Leaf(Yaml)),
+            (
+                "pool",
+                Section(&[
+                    ("maxidle", Leaf(Yaml)),
+                    ("maxactive", Leaf(Yaml)),
+                    ("idletimeout", Leaf(Yaml)),
+                ]),
+            ),
+            (
+                "tls",
+                Section(&[
+                    ("enabled", Unsupported(REDIS_TLS)),
+                    ("certificate", Unsupported(REDIS_TLS)),
+                    ("key", Unsupported(REDIS_TLS)),
+                    ("clientcas", Unsupported(REDIS_TLS)),
+                ]),
+            ),
+        ]),
+    ),
     ("reporting", Unsupported(NONE)),
     ("middleware", Unsupported(NONE)),
     ("validation", Unsupported(NONE)),
