@@ -88,7 +88,11 @@ async fn try_push(base: &str, repo: &str, data: &[u8], chunked: bool) -> Option<
         off += chunk.len();
     }
     let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c.put(format!("{base}{loc}{sep}digest={d}")).send().await.ok()?;
+    let r = c
+        .put(format!("{base}{loc}{sep}digest={d}"))
+        .send()
+        .await
+        .ok()?;
     (r.status() == 201).then_some(d)
 }
 

@@ -377,6 +377,102 @@ async fn replicas_share_layer_info_and_survive_redis_going_away() {
     assert!(a.log_text().contains("redis is reachable again"));
 }
 
+/// A Redis that hangs (no answer at all) costs each request at most its timeouts.
+#[tokio::test]
+async fn a_hung_redis_delays_but_never_fails() {
+    let redis = Redis::start();
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "storage:\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n  dialtimeout: 300ms\n  readtimeout: 300ms\n  writetimeout: 300ms\n",
+            redis.addr()
+        ),
+        ..Options::default()
+    });
+    let base = s.url("");
+    let d = push_blob(&base, "team/a", &random_bytes(4000, 9)).await;
+    redis.pause();
+    let started = std::time::Instant::now();
+    let r = client()
+        .delete(s.url(&format!("/v2/team/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        head(&s.url(&format!("/v2/team/a/blobs/{d}")), None)
+            .await
+            .status(),
+        404
+    );
+    let other = push_blob(&base, "team/b", &random_bytes(3000, 10)).await;
+    assert_eq!(
+        head(&s.url(&format!("/v2/team/b/blobs/{other}")), None)
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a hung redis cost {:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.log_text().contains("redis unreachable"),
+        "{}",
+        s.log_text()
+    );
+    redis.resume();
+}
+
+/// A link deleted while Redis is down is forgotten there once it is back (with its data), so
+/// Redis never vouches for it again.
+#[tokio::test]
+async fn deletes_missed_by_a_down_redis_are_replayed() {
+    let redis = Redis::start();
+    let yaml = format!(
+        "storage:\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n",
+        redis.addr()
+    );
+    let s = Server::start_with(Options {
+        extra_yaml: yaml,
+        ..Options::default()
+    });
+    let base = s.url("");
+    let d = push_blob(&base, "team/a", &random_bytes(4000, 11)).await;
+    assert_eq!(
+        redis.cli(&["SISMEMBER", "repository::team/a::blobs", &d]),
+        "1"
+    );
+    let stopped = redis.kill_keeping_data();
+    let r = client()
+        .delete(s.url(&format!("/v2/team/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let redis = stopped.start();
+    assert_eq!(
+        redis.cli(&["SISMEMBER", "repository::team/a::blobs", &d]),
+        "1",
+        "the restarted redis should still hold the stale link"
+    );
+    let mut forgotten = false;
+    for _ in 0..200 {
+        let r = head(&s.url(&format!("/v2/team/a/blobs/{d}")), None).await;
+        assert_eq!(r.status(), 404, "a deleted link came back from redis");
+        if redis.cli(&["SISMEMBER", "repository::team/a::blobs", &d]) == "0" {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        forgotten,
+        "the delete never reached redis; log:\n{}",
+        s.log_text()
+    );
+}
+
 /// A redis block without `blobdescriptor: redis` is accepted, logged as unused, and never
 /// dialled.
 #[tokio::test]

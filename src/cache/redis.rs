@@ -10,7 +10,9 @@
 //!
 //! Redis is an optimisation, never a dependency: every operation has a deadline, and after a
 //! failure Redis is left alone for a second (requests then use the local index) before the
-//! next operation tries again; the connection manager reconnects on its own. This module
+//! next operation tries again; the connection manager reconnects on its own. Forgets that
+//! could not reach Redis are kept (up to [`MAX_PENDING`]) and replayed before the next lookup
+//! or insert that can, so an outage never leaves Redis vouching for a link deleted meanwhile. This module
 //! owns the connection and nothing else: it must not decide what a hit means locally.
 
 use crate::config::RedisConfig;
@@ -21,6 +23,15 @@ use std::time::{Duration, Instant};
 
 /// How long Redis is left alone after a failed operation.
 const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Forgets kept while Redis is unreachable; past this, the oldest are dropped (logged).
+const MAX_PENDING: usize = 100_000;
+
+/// A forget that has yet to reach Redis.
+enum Forget {
+    Link(RepoName, Digest),
+    Blob(Digest),
+}
 
 /// What distribution records for a blob whose media type it was not told.
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -34,6 +45,8 @@ pub struct RedisLayerInfo {
     quiet_until: AtomicU64,
     down: AtomicBool,
     epoch: Instant,
+    pending: std::sync::Mutex<std::collections::VecDeque<Forget>>,
+    has_pending: AtomicBool,
 }
 
 /// Why the Redis tier could not be set up (a bad address; never an unreachable server).
@@ -86,6 +99,8 @@ impl RedisLayerInfo {
             quiet_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
             epoch: Instant::now(),
+            pending: Default::default(),
+            has_pending: AtomicBool::new(false),
         })
     }
 
@@ -95,7 +110,7 @@ impl RedisLayerInfo {
 
     /// Runs `cmd` unless Redis is resting after a failure; `None` when it was not run or failed.
     async fn run<T: redis::FromRedisValue>(&self, what: &str, pipe: redis::Pipeline) -> Option<T> {
-        if self.now_ms() < self.quiet_until.load(Ordering::Relaxed) {
+        if self.resting() {
             return None;
         }
         let mut conn = self.conn.clone();
@@ -133,8 +148,55 @@ impl RedisLayerInfo {
         }
     }
 
+    fn resting(&self) -> bool {
+        self.now_ms() < self.quiet_until.load(Ordering::Relaxed)
+    }
+
+    fn keep(&self, f: Forget) {
+        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_PENDING {
+            q.pop_front();
+            tracing::warn!("too many forgets waiting for redis; the oldest is dropped");
+        }
+        q.push_back(f);
+        self.has_pending.store(true, Ordering::Relaxed);
+    }
+
+    /// Replays the forgets an outage held back; true when none is left.
+    async fn replay(&self) -> bool {
+        if !self.has_pending.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.resting() {
+            return false;
+        }
+        let batch: Vec<Forget> = {
+            let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.has_pending.store(false, Ordering::Relaxed);
+            q.drain(..).collect()
+        };
+        let mut p = redis::pipe();
+        for f in &batch {
+            match f {
+                Forget::Link(repo, digest) => forget_link_cmds(&mut p, repo, digest),
+                Forget::Blob(digest) => forget_blob_cmds(&mut p, digest),
+            }
+        }
+        let done: Option<()> = self.run("replay forgets", p).await;
+        if done.is_none() {
+            for f in batch {
+                self.keep(f);
+            }
+            return false;
+        }
+        true
+    }
+
     /// The size of `digest` if Redis says `repo` holds it.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Option<u64> {
+        if !self.replay().await {
+            return None;
+        }
         let mut p = redis::pipe();
         p.cmd("SISMEMBER")
             .arg(set_key(repo))
@@ -151,6 +213,9 @@ impl RedisLayerInfo {
 
     /// Records that `repo` holds `digest` of `size` bytes.
     pub async fn insert_blob(&self, repo: &RepoName, digest: &Digest, size: u64) {
+        if !self.replay().await {
+            return;
+        }
         let mut p = redis::pipe();
         p.cmd("HSET")
             .arg(blob_key(digest))
@@ -179,22 +244,36 @@ impl RedisLayerInfo {
     /// `repo` no longer holds `digest`.
     pub async fn forget_link(&self, repo: &RepoName, digest: &Digest) {
         let mut p = redis::pipe();
-        p.cmd("SREM")
-            .arg(set_key(repo))
-            .arg(digest.as_str())
-            .ignore()
-            .cmd("DEL")
-            .arg(repo_blob_key(repo, digest))
-            .ignore();
-        let _: Option<()> = self.run("forget link", p).await;
+        forget_link_cmds(&mut p, repo, digest);
+        let done: Option<()> = self.run("forget link", p).await;
+        if done.is_none() {
+            self.keep(Forget::Link(repo.clone(), digest.clone()));
+        }
     }
 
     /// `digest` is gone from the store: no repository holds it any more.
     pub async fn forget_blob(&self, digest: &Digest) {
         let mut p = redis::pipe();
-        p.cmd("DEL").arg(blob_key(digest)).ignore();
-        let _: Option<()> = self.run("forget blob", p).await;
+        forget_blob_cmds(&mut p, digest);
+        let done: Option<()> = self.run("forget blob", p).await;
+        if done.is_none() {
+            self.keep(Forget::Blob(digest.clone()));
+        }
     }
+}
+
+fn forget_link_cmds(p: &mut redis::Pipeline, repo: &RepoName, digest: &Digest) {
+    p.cmd("SREM")
+        .arg(set_key(repo))
+        .arg(digest.as_str())
+        .ignore()
+        .cmd("DEL")
+        .arg(repo_blob_key(repo, digest))
+        .ignore();
+}
+
+fn forget_blob_cmds(p: &mut redis::Pipeline, digest: &Digest) {
+    p.cmd("DEL").arg(blob_key(digest)).ignore();
 }
 
 fn blob_key(digest: &Digest) -> String {

@@ -1,5 +1,6 @@
-//! A private `redis-server` for tests: its own 127.0.0.1 port (chosen by port 0) and temp dir,
-//! no persistence, stopped when dropped. Needs the Debian `redis-server` package.
+//! A private `redis-server` for tests: its own 127.0.0.1 port (chosen by port 0) and temp dir
+//! (an append-only file there, so a restart keeps the data), stopped when dropped. Needs the
+//! Debian `redis-server` package.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,19 @@ use std::time::Duration;
 pub struct Redis {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// A Redis killed by [`Redis::kill_keeping_data`]: its port and data, to start again.
+pub struct Stopped {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    pub fn start(self) -> Redis {
+        Redis::start_in(self.port, self.dir)
+    }
 }
 
 impl Redis {
@@ -21,12 +34,16 @@ impl Redis {
         Redis::start_on(port)
     }
 
-    /// Starts a redis-server on `port` (to bring one back where it was).
+    /// Starts an empty redis-server on `port` (to bring one back where it was).
     pub fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Redis::start_in(port, tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn start_in(port: u16, dir: tempfile::TempDir) -> Redis {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(dir.path())
@@ -55,7 +72,7 @@ impl Redis {
         Redis {
             child,
             port,
-            _dir: dir,
+            dir: Some(dir),
         }
     }
 
@@ -73,12 +90,49 @@ impl Redis {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// SIGSTOP: the server keeps its connections but answers nothing (a hung or
+    /// partitioned Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} redis-server");
+    }
+
+    /// Kills the server (SIGKILL) and keeps its data for [`Stopped::start`].
+    pub fn kill_keeping_data(mut self) -> Stopped {
+        self.kill();
+        Stopped {
+            port: self.port,
+            dir: self.dir.take().expect("data dir"),
+        }
+    }
+
     /// Kills the server and waits for it to be gone.
     pub fn stop(mut self) {
         self.kill();
     }
 
     fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
