@@ -473,6 +473,113 @@ async fn deletes_missed_by_a_down_redis_are_replayed() {
     );
 }
 
+/// PEM files for a TLS Redis and its clients, from a CA made here; `dir` keeps them.
+fn tls_files(dir: &Path) -> (common::redis::TlsFiles, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: a leaf named like its issuer looks self-issued to OpenSSL.
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test redis CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let issue = |name: &str| {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap().pem();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let (cert, key) = issue("server");
+    let (client_cert, client_key) = issue("client");
+    let (other_cert, other_key) = issue("stevedore");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    (
+        common::redis::TlsFiles {
+            cert,
+            key,
+            ca,
+            client_cert,
+            client_key,
+        },
+        other_cert,
+        other_key,
+    )
+}
+
+/// `redis.tls`: a TLS-only Redis that wants client certificates; with the certificate the
+/// layer info lands there, without it requests still succeed (from the local index).
+#[tokio::test]
+async fn redis_over_tls_with_a_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, cert, key) = tls_files(tmp.path());
+    let redis = Redis::start_tls(&files);
+    let yaml = |client_cert: bool| {
+        let mut y = format!(
+            "storage:\n  cache:\n    blobdescriptor: redis\nredis:\n  addr: {}\n  dialtimeout: 2s\n  readtimeout: 2s\n  writetimeout: 2s\n  tls:\n    enabled: true\n    clientcas: [{}]\n",
+            redis.addr(),
+            files.ca.display()
+        );
+        if client_cert {
+            y.push_str(&format!(
+                "    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        y
+    };
+    let s = Server::start_with(Options {
+        extra_yaml: yaml(true),
+        ..Options::default()
+    });
+    let d = push_blob(&s.url(""), "tls/app", &random_bytes(2500, 12)).await;
+    assert_eq!(
+        redis.cli(&["HGET", &format!("blobs::{d}"), "size"]),
+        "2500",
+        "{}",
+        s.log_text()
+    );
+    assert!(
+        !s.log_text().contains("redis unreachable"),
+        "{}",
+        s.log_text()
+    );
+    let anonymous = Server::start_with(Options {
+        extra_yaml: yaml(false),
+        ..Options::default()
+    });
+    let d2 = push_blob(&anonymous.url(""), "tls/app", &random_bytes(2600, 13)).await;
+    assert_eq!(
+        head(&anonymous.url(&format!("/v2/tls/app/blobs/{d2}")), None)
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || anonymous
+            .log_text()
+            .contains("redis unreachable"))
+        .await,
+        "{}",
+        anonymous.log_text()
+    );
+    assert_eq!(redis.cli(&["EXISTS", &format!("blobs::{d2}")]), "0");
+}
+
 /// A redis block without `blobdescriptor: redis` is accepted, logged as unused, and never
 /// dialled.
 #[tokio::test]

@@ -49,19 +49,56 @@ pub struct RedisLayerInfo {
     has_pending: AtomicBool,
 }
 
-/// Why the Redis tier could not be set up (a bad address; never an unreachable server).
+/// Why the Redis tier could not be set up (a bad address or TLS file; never an unreachable
+/// server).
 #[derive(Debug, thiserror::Error)]
-#[error("redis at {addr}: {source}")]
-pub struct RedisSetupError {
-    addr: String,
-    source: redis::RedisError,
+pub enum RedisSetupError {
+    #[error("redis at {addr}: {source}")]
+    Client {
+        addr: String,
+        source: redis::RedisError,
+    },
+    #[error("{key} {path}: {source}")]
+    File {
+        key: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The PEM files of `redis.tls`, read.
+fn tls_certificates(cfg: &RedisConfig) -> Result<redis::TlsCertificates, RedisSetupError> {
+    let read = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| RedisSetupError::File {
+            key,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let t = &cfg.tls;
+    let client_tls = match (&t.certificate, &t.key) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+            client_cert: read("redis.tls.certificate", c)?,
+            client_key: read("redis.tls.key", k)?,
+        }),
+        _ => None,
+    };
+    let mut roots = Vec::new();
+    for ca in &t.clientcas {
+        roots.extend(read("redis.tls.clientcas", ca)?);
+        roots.push(b'\n');
+    }
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert: (!roots.is_empty()).then_some(roots),
+    })
 }
 
 impl RedisLayerInfo {
     /// Sets up the connection without dialling: an unreachable Redis at start-up is like one
     /// that goes away later.
     pub fn new(cfg: &RedisConfig) -> Result<RedisLayerInfo, RedisSetupError> {
-        let err = |source| RedisSetupError {
+        let err = |source| RedisSetupError::Client {
             addr: cfg.addr.clone(),
             source,
         };
@@ -76,11 +113,24 @@ impl RedisLayerInfo {
         if let Some(p) = &cfg.password {
             settings = settings.set_password(p);
         }
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(host, port))
-                .map_err(err)?
-                .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(err)?;
+        let addr = if cfg.tls.enabled {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map_err(err)?
+            .set_redis_settings(settings);
+        let client = if cfg.tls.enabled {
+            redis::Client::build_with_tls(info, tls_certificates(cfg)?).map_err(err)?
+        } else {
+            redis::Client::open(info).map_err(err)?
+        };
         let reply = cfg.readtimeout.max(cfg.writetimeout);
         let mut mc = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.dialtimeout))

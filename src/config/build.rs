@@ -424,6 +424,16 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
             &mut rc.pool.idletimeout,
             redis.duration("pool.idletimeout")?,
         );
+        put(&mut rc.tls.enabled, redis.bool("tls.enabled")?);
+        rc.tls.certificate = redis.path("tls.certificate")?;
+        rc.tls.key = redis.path("tls.key")?;
+        rc.tls.clientcas = redis
+            .list("tls.clientcas")?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
         c.redis = Some(rc);
     }
 

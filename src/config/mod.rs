@@ -22,7 +22,6 @@
 //!   are accepted and have no effect, as is `proxy.cacheTTL` (not a key of
 //!   distribution, which ignores it, but its config-cache.yml ships it);
 //! * `http.relativeurls` unset means relative `Location` URLs;
-//! * `redis.tls` is refused (plain TCP only);
 //! * an unsupported key whose value configures nothing (`false`, empty) is
 //!   accepted.
 
@@ -459,6 +458,21 @@ pub struct RedisConfig {
     /// as one exchange, so the larger of `readtimeout` and `writetimeout` bounds it.
     pub writetimeout: Duration,
     pub pool: RedisPool,
+    pub tls: RedisTls,
+}
+
+/// `redis.tls`: talk to Redis over TLS.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedisTls {
+    /// Use TLS; the server's certificate is checked against `clientcas`, or the system's
+    /// roots when none is given.
+    pub enabled: bool,
+    /// PEM client certificate (with `key`), for a Redis that asks for one.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundles trusted for the Redis server's certificate.
+    pub clientcas: Vec<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -471,6 +485,7 @@ impl Default for RedisConfig {
             readtimeout: Duration::from_secs(1),
             writetimeout: Duration::from_secs(1),
             pool: RedisPool::default(),
+            tls: RedisTls::default(),
         }
     }
 }
@@ -485,6 +500,7 @@ impl fmt::Debug for RedisConfig {
             .field("readtimeout", &self.readtimeout)
             .field("writetimeout", &self.writetimeout)
             .field("pool", &self.pool)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -51,7 +51,6 @@ use Node::{Ignored, Leaf, List, Map, Section, Selector, Unsupported};
 const DRIVER: &str =
     "stevedore stores content on the local filesystem only: use storage.filesystem";
 const NONE: &str = "";
-const REDIS_TLS: &str = "stevedore talks to Redis over plain TCP; reach a TLS-only Redis through a local TLS tunnel (stunnel, ghostunnel)";
 
 /// Every key of a stevedore configuration file.
 pub(super) static ROOT: Fields = &[
@@ -262,10 +261,10 @@ pub(super) static ROOT: Fields = &[
             (
                 "tls",
                 Section(&[
-                    ("enabled", Unsupported(REDIS_TLS)),
-                    ("certificate", Unsupported(REDIS_TLS)),
-                    ("key", Unsupported(REDIS_TLS)),
-                    ("clientcas", Unsupported(REDIS_TLS)),
+                    ("enabled", Leaf(Yaml)),
+                    ("certificate", Leaf(Str)),
+                    ("key", Leaf(Str)),
+                    ("clientcas", Leaf(Yaml)),
                 ]),
             ),
         ]),

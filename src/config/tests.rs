@@ -322,7 +322,6 @@ fn distribution_keys_stevedore_lacks_are_unsupported() {
             "notifications:\n  endpoints:\n    - name: a\n",
             "notifications",
         ),
-        ("redis:\n  tls:\n    enabled: true\n", "redis.tls.enabled"),
         ("reporting:\n  bugsnag:\n    apikey: x\n", "reporting"),
         ("middleware:\n  registry:\n    - name: x\n", "middleware"),
         ("validation:\n  disabled: true\n", "validation"),
@@ -893,8 +892,6 @@ fn unsupported_env_var_is_named() {
     let msg = e.to_string();
     assert!(msg.contains("\"storage.s3\" is not supported"), "{msg}");
     assert!(msg.contains("REGISTRY_STORAGE_S3_REGION"), "{msg}");
-    let e = env_err("", &[("REGISTRY_REDIS_TLS_ENABLED", "true")]);
-    assert_eq!(e.key(), Some("redis.tls.enabled"));
 }
 
 #[test]
@@ -1161,6 +1158,19 @@ redis:
     assert_eq!(r.writetimeout, Duration::from_millis(10));
     assert_eq!((r.pool.maxidle, r.pool.maxactive), (16, 64));
     assert_eq!(r.pool.idletimeout, secs(300));
+    assert_eq!(r.tls, RedisTls::default());
+    let tc = Config::from_yaml_str(
+        "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca1.pem, /ca2.pem]\n",
+    )
+    .expect("tls");
+    let t = tc.redis.expect("redis").tls;
+    assert!(t.enabled);
+    assert_eq!(t.certificate, Some(PathBuf::from("/c.pem")));
+    assert_eq!(t.key, Some(PathBuf::from("/k.pem")));
+    assert_eq!(
+        t.clientcas,
+        vec![PathBuf::from("/ca1.pem"), PathBuf::from("/ca2.pem")]
+    );
     assert!(!format!("{c:?}").contains("pw\""), "password leaked");
     // Defaults.
     let c = Config::from_yaml_str("redis:\n  addr: localhost:6379\n").expect("defaults");
@@ -1212,8 +1222,20 @@ fn bad_redis_values_are_named() {
         ),
         ("redis:\n  adr: h:1\n", "redis.adr"),
         (
-            "redis:\n  tls:\n    certificate: /c.pem\n",
+            "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    certificate: /c.pem\n",
+            "redis.tls.key",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    key: /k.pem\n",
             "redis.tls.certificate",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    clientcas: [/ca.pem]\n",
+            "redis.tls.certificate",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    enabled: maybe\n",
+            "redis.tls.enabled",
         ),
     ] {
         assert_eq!(err(text).key(), Some(key), "{text}");

@@ -60,6 +60,29 @@ fn storage(c: &Config) -> Result<(), ConfigError> {
             units::parse_host_port(&r.addr)
                 .map_err(|why| ConfigError::value("redis.addr", format!("{:?}", r.addr), why))?;
         }
+        let t = &r.tls;
+        match (&t.certificate, &t.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::missing(
+                    "redis.tls.key",
+                    "redis.tls.certificate is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::missing(
+                    "redis.tls.certificate",
+                    "redis.tls.key is set",
+                ));
+            }
+            _ => {}
+        }
+        if !t.enabled && (t.certificate.is_some() || !t.clientcas.is_empty()) {
+            return Err(ConfigError::conflict(
+                "redis.tls.certificate",
+                "redis.tls.enabled",
+                "TLS settings for Redis need redis.tls.enabled: true",
+            ));
+        }
         for (key, d) in [
             ("redis.dialtimeout", r.dialtimeout),
             ("redis.readtimeout", r.readtimeout),

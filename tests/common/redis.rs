@@ -10,6 +10,19 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     dir: Option<tempfile::TempDir>,
+    /// `redis-cli` arguments for a TLS-only server.
+    cli_tls: Vec<String>,
+}
+
+/// PEM files (paths) of a TLS-only Redis: its certificate and key, and the CA its clients'
+/// certificates must come from.
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    /// A client certificate and key redis-cli uses.
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
 }
 
 /// A Redis killed by [`Redis::kill_keeping_data`]: its port and data, to start again.
@@ -40,8 +53,46 @@ impl Redis {
     }
 
     fn start_in(port: u16, dir: tempfile::TempDir) -> Redis {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
+        Redis::launch(port, dir, None)
+    }
+
+    /// A Redis that speaks only TLS and asks clients for a certificate from `tls.ca`.
+    pub fn start_tls(tls: &TlsFiles) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Redis::launch(port, tempfile::tempdir().expect("tempdir"), Some(tls))
+    }
+
+    fn launch(port: u16, dir: tempfile::TempDir, tls: Option<&TlsFiles>) -> Redis {
+        let mut cmd = Command::new("redis-server");
+        let mut cli_tls = Vec::new();
+        match tls {
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+            Some(t) => {
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&t.cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.ca)
+                    .args(["--tls-auth-clients", "yes"]);
+                for (flag, path) in [
+                    ("--cacert", &t.ca),
+                    ("--cert", &t.client_cert),
+                    ("--key", &t.client_key),
+                ] {
+                    cli_tls.push(flag.to_owned());
+                    cli_tls.push(path.display().to_string());
+                }
+                cli_tls.insert(0, "--tls".to_owned());
+            }
+        }
+        let mut child = cmd
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--daemonize", "no", "--protected-mode", "yes"])
@@ -73,6 +124,7 @@ impl Redis {
             child,
             port,
             dir: Some(dir),
+            cli_tls,
         }
     }
 
@@ -84,6 +136,7 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.cli_tls)
             .args(args)
             .output()
             .expect("redis-cli");
