@@ -7,7 +7,7 @@
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓
-//! storage/   index (sled)   cache (moka)   upstream/ (the only network I/O to upstreams)
+//! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
 //! ```
 //!
 //! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
