@@ -8,7 +8,7 @@
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓
-//! storage/   index (sled)   cache (moka)   upstream/ (the only network I/O to upstreams)
+//! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
 //! ```
 //!
 //! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
@@ -69,6 +69,13 @@ pub enum StartError {
     Recovery(String),
     #[error("TLS: {0}")]
     Tls(#[from] http::tls::TlsError),
+    #[error("{0}")]
+    Redis(#[from] cache::RedisSetupError),
+    #[error("upload secret at {path}: {source}")]
+    Secret {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -90,6 +97,10 @@ pub struct App {
     pub extra_headers: ::http::HeaderMap,
     /// The main listener's TLS (certificate reloadable on SIGHUP), when `http.tls` is set.
     pub tls: Option<Arc<http::tls::ServerTls>>,
+    /// Where `Location` headers point (`http.host`, `http.relativeurls`).
+    pub urls: http::location::UrlBase,
+    /// Signs upload URLs' state (`http.secret`).
+    pub upload_key: http::location::UploadKey,
 }
 
 impl App {
@@ -116,7 +127,11 @@ impl App {
             path: index_path.display().to_string(),
             source,
         })?;
-        let cache = cache::LayerCache::new(config.storage.cache.blobdescriptorsize);
+        let upload_key = upload_key(&config.http, &root)?;
+        let cache = cache::LayerCache::with_redis(
+            config.storage.cache.blobdescriptorsize,
+            layer_info_redis(&config)?,
+        );
         let registry = Arc::new(Registry::new(
             store,
             uploads,
@@ -155,6 +170,8 @@ impl App {
             prometheus_path,
             extra_headers: extra_headers(&config.http.headers),
             tls,
+            urls: http::location::UrlBase::from_config(&config.http),
+            upload_key,
             config: Arc::new(config),
             registry,
             mirror,
@@ -210,6 +227,75 @@ impl App {
         drop(w);
         Ok(())
     }
+}
+
+/// The Redis tier of the layer-info cache, when `storage.cache.blobdescriptor` is `redis`.
+fn layer_info_redis(config: &Config) -> Result<Option<cache::RedisLayerInfo>, StartError> {
+    match (&config.redis, config.storage.cache.blobdescriptor.as_str()) {
+        (Some(r), "redis") => {
+            tracing::info!(addr = %r.addr, db = r.db, "layer info is kept in redis too");
+            if r.pool.maxidle > 0 || !r.pool.idletimeout.is_zero() {
+                tracing::info!(
+                    "redis.pool.maxidle and redis.pool.idletimeout have no effect: one multiplexed connection is used"
+                );
+            }
+            Ok(Some(cache::RedisLayerInfo::new(r)?))
+        }
+        (Some(r), _) => {
+            tracing::info!(
+                addr = %r.addr,
+                "the redis section is unused: storage.cache.blobdescriptor is not \"redis\""
+            );
+            Ok(None)
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// `http.secret`, or a random key generated once and kept in `<root>/http-secret`, so that
+/// upload URLs survive a restart.
+fn upload_key(
+    http: &config::HttpConfig,
+    root: &std::path::Path,
+) -> Result<http::location::UploadKey, StartError> {
+    if let Some(s) = &http.secret {
+        return Ok(http::location::UploadKey::new(s.as_bytes()));
+    }
+    let path = root.join("http-secret");
+    let err = |source| StartError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(key) if key.len() >= 32 => return Ok(http::location::UploadKey::new(&key)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let key: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+        .iter()
+        .flat_map(|u| u.as_bytes().to_vec())
+        .collect();
+    let tmp = root.join("http-secret.tmp");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(&key).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    tracing::warn!(
+        path = %path.display(),
+        "http.secret is not set: upload URLs are signed with a random key kept in the storage root; replicas behind one load balancer must share one http.secret"
+    );
+    Ok(http::location::UploadKey::new(&key))
 }
 
 /// `http.headers` as a header map; names and values were validated with the configuration.

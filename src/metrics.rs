@@ -291,7 +291,7 @@ impl Metrics {
             layer_info_lookups: reg!(IntCounterVec::new(
                 Opts::new(
                     "stevedore_layer_info_lookups_total",
-                    "Lookups of blob size and type, by outcome (memory = answered by the in-memory cache, index, absent)."
+                    "Lookups of blob size and type, by outcome (memory = answered by the in-memory cache, redis = by the shared Redis, index, absent)."
                 ),
                 &["outcome"]
             )),

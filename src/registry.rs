@@ -167,6 +167,17 @@ impl Registry {
                 .inc();
             return Ok(Some(size));
         }
+        // Redis (shared by replicas) is believed only for a blob this store holds whole.
+        if let Some(size) = self.cache.shared_blob_size(repo, digest).await
+            && self.store.stat(digest).await? == Some(size)
+        {
+            self.metrics
+                .layer_info_lookups
+                .with_label_values(&["redis"])
+                .inc();
+            self.cache.remember_blob(repo, digest, size).await;
+            return Ok(Some(size));
+        }
         if !self.index.is_linked(repo, digest)? {
             self.metrics
                 .layer_info_lookups

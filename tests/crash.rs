@@ -87,7 +87,12 @@ async fn try_push(base: &str, repo: &str, data: &[u8], chunked: bool) -> Option<
         loc = r.headers().get("location")?.to_str().ok()?.to_owned();
         off += chunk.len();
     }
-    let r = c.put(format!("{base}{loc}?digest={d}")).send().await.ok()?;
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{base}{loc}{sep}digest={d}"))
+        .send()
+        .await
+        .ok()?;
     (r.status() == 201).then_some(d)
 }
 

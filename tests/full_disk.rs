@@ -160,7 +160,7 @@ async fn a_full_disk_fails_cleanly_and_recovers() {
     // Space comes back: the same pushes work.
     std::fs::remove_file(filler).unwrap();
     let r = client()
-        .put(s.url(&format!("{loc}?digest={d}")))
+        .put(s.url(&format!("{loc}&digest={d}")))
         .header("content-range", format!("0-{}", big.len() - 1))
         .body(big.clone())
         .send()

@@ -16,7 +16,7 @@ use super::schema::{describe, join};
 use super::units;
 use super::{
     AuthConfig, AuthPolicyConfig, AuthRuleConfig, Config, ConfigError, HtpasswdAuth, LogFormat,
-    LogLevel, TlsConfig, TokenAuth, UpstreamConfig,
+    LogLevel, RedisConfig, TlsConfig, TokenAuth, UpstreamConfig,
 };
 
 /// Values under one mapping, with the dotted path used in errors.
@@ -304,10 +304,18 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
         &mut s.maintenance.readonly.enabled,
         r.bool("storage.maintenance.readonly.enabled")?,
     );
-    put(
-        &mut s.cache.blobdescriptor,
-        r.string("storage.cache.blobdescriptor")?,
-    );
+    let layerinfo = r.string("storage.cache.layerinfo")?;
+    match (r.string("storage.cache.blobdescriptor")?, layerinfo) {
+        (Some(new), Some(old)) if new != old => {
+            return Err(ConfigError::conflict(
+                "storage.cache.blobdescriptor",
+                "storage.cache.layerinfo",
+                "layerinfo is the older name of blobdescriptor: set only one",
+            ));
+        }
+        (Some(v), _) | (None, Some(v)) => s.cache.blobdescriptor = v,
+        (None, None) => {}
+    }
     put(
         &mut s.cache.blobdescriptorsize,
         r.u64("storage.cache.blobdescriptorsize")?,
@@ -322,7 +330,7 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     }
     h.host = r.string("http.host")?.filter(|s| !s.is_empty());
     h.secret = r.string("http.secret")?.filter(|s| !s.is_empty());
-    put(&mut h.relativeurls, r.bool("http.relativeurls")?);
+    h.relativeurls = r.bool("http.relativeurls")?;
     put(&mut h.draintimeout, r.duration("http.draintimeout")?);
     if let Some(m) = r.mapping("http.headers")? {
         for (k, v) in m {
@@ -388,6 +396,46 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     put(&mut l.maxheaderbytes, r.size("http.limits.maxheaderbytes")?);
     put(&mut l.maxheaders, r.u64("http.limits.maxheaders")?);
     put(&mut l.maxstreams, r.u64("http.limits.maxstreams")?);
+
+    // redis
+    if let Some(redis) = r.section("redis") {
+        let mut rc = RedisConfig {
+            addr: redis.string("addr")?.unwrap_or_default(),
+            password: redis.string("password")?.filter(|s| !s.is_empty()),
+            ..RedisConfig::default()
+        };
+        if let Some((v, key)) = redis.get("db") {
+            rc.db = match v {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ConfigError::value(key, describe(v), "expected a database number (0, 1, …)")
+            })?;
+        }
+        put(&mut rc.dialtimeout, redis.duration("dialtimeout")?);
+        put(&mut rc.readtimeout, redis.duration("readtimeout")?);
+        put(&mut rc.writetimeout, redis.duration("writetimeout")?);
+        put(&mut rc.pool.maxactive, redis.u64("pool.maxactive")?);
+        put(&mut rc.pool.maxidle, redis.u64("pool.maxidle")?);
+        put(
+            &mut rc.pool.idletimeout,
+            redis.duration("pool.idletimeout")?,
+        );
+        put(&mut rc.tls.enabled, redis.bool("tls.enabled")?);
+        rc.tls.certificate = redis.path("tls.certificate")?;
+        rc.tls.key = redis.path("tls.key")?;
+        rc.tls.clientcas = redis
+            .list("tls.clientcas")?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        c.redis = Some(rc);
+    }
 
     // auth
     c.auth = AuthConfig {

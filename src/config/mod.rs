@@ -17,8 +17,11 @@
 //! * keys stevedore adds are marked *stevedore extension* below;
 //! * `storage` may be omitted: it defaults to `filesystem` at `./data`;
 //! * a bare integer duration means seconds (see [`units`]);
-//! * `storage.filesystem.maxthreads`, `storage.tag` and
-//!   `health.storagedriver` are accepted and have no effect;
+//! * `storage.filesystem.maxthreads`, `storage.tag`,
+//!   `health.storagedriver`, `redis.pool.maxidle` and `redis.pool.idletimeout`
+//!   are accepted and have no effect, as is `proxy.cacheTTL` (not a key of
+//!   distribution, which ignores it, but its config-cache.yml ships it);
+//! * `http.relativeurls` unset means relative `Location` URLs;
 //! * an unsupported key whose value configures nothing (`false`, empty) is
 //!   accepted.
 
@@ -57,6 +60,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub proxy: ProxyConfig,
+    /// `redis`: the server behind `storage.cache.blobdescriptor: redis`; `None` when absent.
+    pub redis: Option<RedisConfig>,
 }
 
 /// `log`.
@@ -193,7 +198,9 @@ pub struct ReadOnly {
 /// `storage.cache`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageCache {
-    /// Only `"inmemory"` (the default) is supported.
+    /// `"inmemory"` (the default): layer info in memory only; `"redis"`: in the
+    /// `redis` server too, shared by every replica, with the memory cache in front.
+    /// `storage.cache.layerinfo` is accepted as its older name, as distribution does.
     pub blobdescriptor: String,
     /// Entries of the in-memory blob-descriptor cache; default 10000.
     pub blobdescriptorsize: u64,
@@ -219,8 +226,11 @@ pub struct HttpConfig {
     pub prefix: String,
     /// Externally reachable base URL, used for absolute `Location` headers.
     pub host: Option<String>,
-    /// Return relative URLs in `Location` headers.
-    pub relativeurls: bool,
+    /// `Location` headers: `Some(true)` relative (`/v2/…`), `Some(false)` absolute,
+    /// built from the request's `Host` (or `X-Forwarded-Proto`/`X-Forwarded-Host`), as
+    /// distribution does. Unset: relative (stevedore's default). `host`, when set,
+    /// wins over both, as in distribution.
+    pub relativeurls: Option<bool>,
     /// How long to let connections finish on shutdown; default 10s.
     pub draintimeout: Duration,
     /// Headers added to every response.
@@ -231,7 +241,8 @@ pub struct HttpConfig {
     pub http2: Http2Config,
     /// *Stevedore extension*: connection and request limits.
     pub limits: LimitsConfig,
-    /// Key for signing upload state; random when unset. Redacted in `Debug`.
+    /// Key for signing upload state (the `_state` parameter of upload URLs); when
+    /// unset, a random key kept in the storage root is used. Redacted in `Debug`.
     pub secret: Option<String>,
 }
 
@@ -242,7 +253,7 @@ impl Default for HttpConfig {
             net: "tcp".into(),
             prefix: String::new(),
             host: None,
-            relativeurls: false,
+            relativeurls: None,
             draintimeout: Duration::from_secs(10),
             headers: BTreeMap::new(),
             debug: DebugConfig::default(),
@@ -430,6 +441,81 @@ pub struct TokenAuth {
     pub autoredirect: bool,
 }
 
+/// `redis`: distribution's Redis keys. Used by `storage.cache.blobdescriptor: redis`.
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `host:port` of the server.
+    pub addr: String,
+    /// Redacted in `Debug`.
+    pub password: Option<String>,
+    /// Database number; default 0.
+    pub db: i64,
+    /// Connect timeout; default 1s (stevedore's: distribution waits forever).
+    pub dialtimeout: Duration,
+    /// Timeout of one command's reply; default 1s.
+    pub readtimeout: Duration,
+    /// Timeout of sending one command; default 1s. Commands are sent and answered
+    /// as one exchange, so the larger of `readtimeout` and `writetimeout` bounds it.
+    pub writetimeout: Duration,
+    pub pool: RedisPool,
+    pub tls: RedisTls,
+}
+
+/// `redis.tls`: talk to Redis over TLS.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedisTls {
+    /// Use TLS; the server's certificate is checked against `clientcas`, or the system's
+    /// roots when none is given.
+    pub enabled: bool,
+    /// PEM client certificate (with `key`), for a Redis that asks for one.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundles trusted for the Redis server's certificate.
+    pub clientcas: Vec<PathBuf>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            addr: String::new(),
+            password: None,
+            db: 0,
+            dialtimeout: Duration::from_secs(1),
+            readtimeout: Duration::from_secs(1),
+            writetimeout: Duration::from_secs(1),
+            pool: RedisPool::default(),
+            tls: RedisTls::default(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("addr", &self.addr)
+            .field("password", &Redacted(&self.password))
+            .field("db", &self.db)
+            .field("dialtimeout", &self.dialtimeout)
+            .field("readtimeout", &self.readtimeout)
+            .field("writetimeout", &self.writetimeout)
+            .field("pool", &self.pool)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `redis.pool`. stevedore keeps one multiplexed connection (reconnected when it
+/// breaks) instead of a pool: `maxactive` bounds the commands in flight on it;
+/// `maxidle` and `idletimeout` have nothing to act on and are accepted without effect.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedisPool {
+    /// Commands in flight at once; 0 (default) = no bound.
+    pub maxactive: u64,
+    pub maxidle: u64,
+    pub idletimeout: Duration,
+}
+
 /// `proxy`: pull-through caching of upstream registries.
 #[derive(Clone, PartialEq)]
 pub struct ProxyConfig {
@@ -578,6 +664,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             proxy: ProxyConfig::default(),
+            redis: None,
         }
     }
 }

@@ -97,6 +97,8 @@ pub(super) static ROOT: Fields = &[
                 "cache",
                 Section(&[
                     ("blobdescriptor", Leaf(Str)),
+                    // distribution's older name of `blobdescriptor`.
+                    ("layerinfo", Leaf(Str)),
                     ("blobdescriptorsize", Leaf(Yaml)),
                 ]),
             ),
@@ -219,6 +221,9 @@ pub(super) static ROOT: Fields = &[
             ("maxsize", Leaf(Yaml)),
             ("cafile", Leaf(Str)),
             ("localprefixes", Leaf(Yaml)),
+            // Not a distribution key, but distribution's own config-cache.yml ships it and
+            // distribution ignores it (its key is `ttl`): so does stevedore.
+            ("cacheTTL", Ignored),
             (
                 "upstreams",
                 List(&[
@@ -242,7 +247,34 @@ pub(super) static ROOT: Fields = &[
         ]),
     ),
     ("notifications", Unsupported(NONE)),
-    ("redis", Unsupported(NONE)),
+    (
+        "redis",
+        Section(&[
+            ("addr", Leaf(Str)),
+            ("password", Leaf(Secret)),
+            ("db", Leaf(Yaml)),
+            ("dialtimeout", Leaf(Yaml)),
+            ("readtimeout", Leaf(Yaml)),
+            ("writetimeout", Leaf(Yaml)),
+            (
+                "pool",
+                Section(&[
+                    ("maxidle", Leaf(Yaml)),
+                    ("maxactive", Leaf(Yaml)),
+                    ("idletimeout", Leaf(Yaml)),
+                ]),
+            ),
+            (
+                "tls",
+                Section(&[
+                    ("enabled", Leaf(Yaml)),
+                    ("certificate", Leaf(Str)),
+                    ("key", Leaf(Str)),
+                    ("clientcas", Leaf(Yaml)),
+                ]),
+            ),
+        ]),
+    ),
     ("reporting", Unsupported(NONE)),
     ("middleware", Unsupported(NONE)),
     ("validation", Unsupported(NONE)),

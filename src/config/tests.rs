@@ -329,7 +329,6 @@ fn distribution_keys_stevedore_lacks_are_unsupported() {
             "notifications:\n  endpoints:\n    - name: a\n",
             "notifications",
         ),
-        ("redis:\n  addr: localhost:6379\n", "redis"),
         ("reporting:\n  bugsnag:\n    apikey: x\n", "reporting"),
         ("middleware:\n  registry:\n    - name: x\n", "middleware"),
         ("validation:\n  disabled: true\n", "validation"),
@@ -667,10 +666,7 @@ fn http_prefix_and_net_limits() {
     let e = err("http:\n  net: unix\n");
     assert_eq!(e.key(), Some("http.net"));
     let e = err("storage:\n  cache:\n    blobdescriptor: redis\n");
-    assert!(
-        matches!(&e, ConfigError::Unsupported { key, .. } if key == "storage.cache.blobdescriptor"),
-        "{e:?}"
-    );
+    assert_eq!(e.key(), Some("redis.addr"), "{e:?}");
     let e = err("http:\n  headers:\n    \"Bad Header\": [x]\n");
     assert_eq!(e.key(), Some("http.headers.Bad Header"));
 }
@@ -903,8 +899,6 @@ fn unsupported_env_var_is_named() {
     let msg = e.to_string();
     assert!(msg.contains("\"storage.s3\" is not supported"), "{msg}");
     assert!(msg.contains("REGISTRY_STORAGE_S3_REGION"), "{msg}");
-    let e = env_err("", &[("REGISTRY_REDIS_ADDR", "redis:6379")]);
-    assert_eq!(e.key(), Some("redis"));
 }
 
 #[test]
@@ -1155,4 +1149,160 @@ fn resilience_keys_parse_validate_and_come_from_the_environment() {
         let key = bad.split(':').next().unwrap();
         assert!(err.contains(&format!("proxy.{key}")), "{bad}: {err}");
     }
+}
+
+// ------------------------------------------------- redis, layerinfo, http.*
+
+#[test]
+fn layerinfo_is_the_older_name_of_blobdescriptor() {
+    let c = Config::from_yaml_str(
+        "storage:\n  cache:\n    layerinfo: redis\nredis:\n  addr: localhost:6379\n",
+    )
+    .expect("layerinfo");
+    assert_eq!(c.storage.cache.blobdescriptor, "redis");
+    let c = Config::from_yaml_str("storage:\n  cache:\n    layerinfo: inmemory\n").expect("old");
+    assert_eq!(c.storage.cache.blobdescriptor, "inmemory");
+    let c = load_env(
+        "",
+        &[
+            ("REGISTRY_STORAGE_CACHE_LAYERINFO", "redis"),
+            ("REGISTRY_REDIS_ADDR", "redis:6379"),
+        ],
+    )
+    .expect("env");
+    assert_eq!(c.storage.cache.blobdescriptor, "redis");
+    let e = err("storage:\n  cache:\n    layerinfo: redis\n    blobdescriptor: inmemory\n");
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e:?}");
+    let e = err("storage:\n  cache:\n    layerinfo: memcached\n");
+    assert_eq!(e.key(), Some("storage.cache.blobdescriptor"));
+}
+
+#[test]
+fn redis_keys_as_distribution_spells_them() {
+    let c = Config::from_yaml_str(
+        "storage:
+  cache:
+    blobdescriptor: redis
+redis:
+  addr: redis.internal:6380
+  password: pw
+  db: 2
+  dialtimeout: 10ms
+  readtimeout: 10ms
+  writetimeout: 10ms
+  pool:
+    maxidle: 16
+    maxactive: 64
+    idletimeout: 300s
+  tls:
+    enabled: false
+",
+    )
+    .expect("redis config");
+    let r = c.redis.as_ref().expect("redis");
+    assert_eq!(r.addr, "redis.internal:6380");
+    assert_eq!(r.password.as_deref(), Some("pw"));
+    assert_eq!(r.db, 2);
+    assert_eq!(r.dialtimeout, Duration::from_millis(10));
+    assert_eq!(r.readtimeout, Duration::from_millis(10));
+    assert_eq!(r.writetimeout, Duration::from_millis(10));
+    assert_eq!((r.pool.maxidle, r.pool.maxactive), (16, 64));
+    assert_eq!(r.pool.idletimeout, secs(300));
+    assert_eq!(r.tls, RedisTls::default());
+    let tc = Config::from_yaml_str(
+        "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca1.pem, /ca2.pem]\n",
+    )
+    .expect("tls");
+    let t = tc.redis.expect("redis").tls;
+    assert!(t.enabled);
+    assert_eq!(t.certificate, Some(PathBuf::from("/c.pem")));
+    assert_eq!(t.key, Some(PathBuf::from("/k.pem")));
+    assert_eq!(
+        t.clientcas,
+        vec![PathBuf::from("/ca1.pem"), PathBuf::from("/ca2.pem")]
+    );
+    assert!(!format!("{c:?}").contains("pw\""), "password leaked");
+    // Defaults.
+    let c = Config::from_yaml_str("redis:\n  addr: localhost:6379\n").expect("defaults");
+    let r = c.redis.expect("redis");
+    assert_eq!((r.db, r.dialtimeout, r.readtimeout), (0, secs(1), secs(1)));
+    assert_eq!(
+        c.storage.cache.blobdescriptor, "inmemory",
+        "a redis block alone selects nothing"
+    );
+}
+
+#[test]
+fn redis_password_from_a_file_and_env() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    let c = load_env(
+        "redis:\n  addr: localhost:6379\n",
+        &[("REGISTRY_REDIS_PASSWORD_FILE", &pw.display().to_string())],
+    )
+    .expect("load");
+    assert_eq!(c.redis.and_then(|r| r.password).as_deref(), Some("s3cret"));
+    let c = load_env(
+        "",
+        &[("REGISTRY_REDIS_DB", "3"), ("REGISTRY_REDIS_ADDR", "r:1")],
+    )
+    .expect("env");
+    assert_eq!(c.redis.map(|r| r.db), Some(3));
+}
+
+#[test]
+fn bad_redis_values_are_named() {
+    for (text, key) in [
+        ("redis:\n  addr: nope\n", "redis.addr"),
+        ("redis:\n  addr: \"h:0\"\n", "redis.addr"),
+        ("redis:\n  addr: h:1\n  db: -1\n", "redis.db"),
+        ("redis:\n  addr: h:1\n  db: x\n", "redis.db"),
+        (
+            "redis:\n  addr: h:1\n  dialtimeout: 0\n",
+            "redis.dialtimeout",
+        ),
+        (
+            "redis:\n  addr: h:1\n  readtimeout: soon\n",
+            "redis.readtimeout",
+        ),
+        (
+            "redis:\n  addr: h:1\n  pool:\n    maxactive: -3\n",
+            "redis.pool.maxactive",
+        ),
+        ("redis:\n  adr: h:1\n", "redis.adr"),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    certificate: /c.pem\n",
+            "redis.tls.key",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    enabled: true\n    key: /k.pem\n",
+            "redis.tls.certificate",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    clientcas: [/ca.pem]\n",
+            "redis.tls.certificate",
+        ),
+        (
+            "redis:\n  addr: h:1\n  tls:\n    enabled: maybe\n",
+            "redis.tls.enabled",
+        ),
+    ] {
+        assert_eq!(err(text).key(), Some(key), "{text}");
+    }
+    let c = Config::from_yaml_str("redis:\n  addr: \"[::1]:6379\"\n").expect("v6");
+    assert_eq!(c.redis.map(|r| r.addr).as_deref(), Some("[::1]:6379"));
+}
+
+#[test]
+fn relativeurls_is_three_way() {
+    let c = Config::default();
+    assert_eq!(c.http.relativeurls, None);
+    let c = Config::from_yaml_str("http:\n  relativeurls: false\n").expect("false");
+    assert_eq!(c.http.relativeurls, Some(false));
+    let c = Config::from_yaml_str("http:\n  relativeurls: true\n  host: https://r.example\n")
+        .expect("both");
+    assert_eq!(c.http.relativeurls, Some(true));
+    assert_eq!(c.http.host.as_deref(), Some("https://r.example"));
+    assert_eq!(err("http:\n  host: r.example\n").key(), Some("http.host"));
 }

@@ -124,6 +124,31 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// Parses a `host:port` to dial (`redis.addr`): a host name or IPv4 address, or
+/// `[IPv6]`, and a port. Names are resolved when connecting, not here.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    const FORM: &str = "expected HOST:PORT or [IPv6]:PORT";
+    let (host, port) = text.trim().rsplit_once(':').ok_or(FORM)?;
+    let port = parse_port(port).filter(|p| *p != 0).ok_or(FORM)?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{v6:?} is not an IPv6 address"))?;
+            v6
+        }
+        None if host.contains(':') => return Err(FORM.into()),
+        None => host,
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+    {
+        return Err(format!("{host:?} is not a valid host name"));
+    }
+    Ok((host.to_string(), port))
+}
+
 fn parse_port(s: &str) -> Option<u16> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -36,19 +36,62 @@ fn storage(c: &Config) -> Result<(), ConfigError> {
             "must be greater than zero while upload purging is enabled",
         ));
     }
-    if s.cache.blobdescriptor != "inmemory" {
-        return Err(if s.cache.blobdescriptor == "redis" {
-            ConfigError::Unsupported {
-                key: "storage.cache.blobdescriptor".into(),
-                hint: "only \"inmemory\" is available".into(),
+    match s.cache.blobdescriptor.as_str() {
+        "inmemory" => {}
+        "redis" => match &c.redis {
+            Some(r) if !r.addr.trim().is_empty() => {}
+            _ => {
+                return Err(ConfigError::missing(
+                    "redis.addr",
+                    "storage.cache.blobdescriptor is \"redis\"",
+                ));
             }
-        } else {
-            ConfigError::value(
+        },
+        other => {
+            return Err(ConfigError::value(
                 "storage.cache.blobdescriptor",
-                format!("{:?}", s.cache.blobdescriptor),
-                "the only blob descriptor cache is \"inmemory\"",
-            )
-        });
+                format!("{other:?}"),
+                "expected \"inmemory\" or \"redis\"",
+            ));
+        }
+    }
+    if let Some(r) = &c.redis {
+        if !r.addr.trim().is_empty() {
+            units::parse_host_port(&r.addr)
+                .map_err(|why| ConfigError::value("redis.addr", format!("{:?}", r.addr), why))?;
+        }
+        let t = &r.tls;
+        match (&t.certificate, &t.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::missing(
+                    "redis.tls.key",
+                    "redis.tls.certificate is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::missing(
+                    "redis.tls.certificate",
+                    "redis.tls.key is set",
+                ));
+            }
+            _ => {}
+        }
+        if !t.enabled && (t.certificate.is_some() || !t.clientcas.is_empty()) {
+            return Err(ConfigError::conflict(
+                "redis.tls.certificate",
+                "redis.tls.enabled",
+                "TLS settings for Redis need redis.tls.enabled: true",
+            ));
+        }
+        for (key, d) in [
+            ("redis.dialtimeout", r.dialtimeout),
+            ("redis.readtimeout", r.readtimeout),
+            ("redis.writetimeout", r.writetimeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
     }
     if s.cache.blobdescriptorsize == 0 {
         return Err(ConfigError::invalid(

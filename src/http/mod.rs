@@ -9,6 +9,7 @@ pub mod debug;
 pub(crate) mod handlers;
 mod io;
 pub mod limits;
+pub mod location;
 pub mod range;
 pub mod response;
 pub mod route;
@@ -397,6 +398,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let r = handlers::Req {
                 sendfile: parts.extensions.get::<sendfile::SendfileSlot>().cloned(),
                 query: handlers::parse_query(parts.uri.query()),
+                authority: parts.uri.authority().map(|a| a.to_string()),
                 headers: parts.headers,
                 body,
             };

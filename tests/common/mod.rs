@@ -7,6 +7,7 @@ pub mod containerd;
 pub mod docker;
 pub mod fake_upstream;
 pub mod oci_layout;
+pub mod redis;
 pub mod refreg;
 pub mod tools;
 

@@ -97,6 +97,7 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
         return Err(too_large());
     }
     let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
+    let location = app.urls.prefix(&req);
     let bytes = body::collect_limited(
         req.body,
         MAX_MANIFEST_BYTES,
@@ -118,7 +119,7 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
     let mut b = response::empty(StatusCode::CREATED)
         .header(
             header::LOCATION,
-            format!("/v2/{local}/manifests/{}", put.digest),
+            format!("{location}/v2/{local}/manifests/{}", put.digest),
         )
         .header("docker-content-digest", put.digest.as_str());
     if let Some(subject) = &put.subject {

@@ -24,6 +24,8 @@ pub struct Req {
     pub sendfile: Option<crate::http::sendfile::SendfileSlot>,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
+    /// The URI's authority (HTTP/2 `:authority`, absolute-form HTTP/1 targets).
+    pub authority: Option<String>,
     pub body: Incoming,
 }
 
@@ -107,10 +109,12 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
         }
         DeleteBlob { name, digest } => blobs::delete(app, &scope(app, &name, &req)?, &digest).await,
         StartUpload { name } => uploads::start(app, &scope(app, &name, &req)?, req).await,
-        GetUpload { name, id } => uploads::status(app, &scope(app, &name, &req)?, &id).await,
+        GetUpload { name, id } => uploads::status(app, &scope(app, &name, &req)?, &id, &req).await,
         PatchUpload { name, id } => uploads::patch(app, &scope(app, &name, &req)?, &id, req).await,
         PutUpload { name, id } => uploads::put(app, &scope(app, &name, &req)?, &id, req).await,
-        DeleteUpload { name, id } => uploads::cancel(app, &scope(app, &name, &req)?, &id).await,
+        DeleteUpload { name, id } => {
+            uploads::cancel(app, &scope(app, &name, &req)?, &id, &req).await
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Upload endpoints: start (or mount, or a single-request upload), status, PATCH chunks, the
-//! final PUT, and cancel.
+//! final PUT, and cancel. Every request on a session must come through a URL this registry
+//! issued: its signed `_state` is checked first (`http::location`).
 
 use super::{HandlerResult, Req};
 use crate::App;
@@ -10,14 +11,17 @@ use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::UploadStatus;
 use http::{StatusCode, header};
 
-/// 202 with where the upload stands.
-fn accepted(repo: &RepoName, status: &UploadStatus) -> HandlerResult {
+/// 202 with where the upload stands; the `Location` carries the session's signed state.
+fn accepted(app: &App, req: &Req, repo: &RepoName, status: &UploadStatus) -> HandlerResult {
+    accepted_at(app, &app.urls.prefix(req), repo, status)
+}
+
+/// [`accepted`] once the request is consumed; `location` comes from `UrlBase::prefix`.
+fn accepted_at(app: &App, location: &str, repo: &RepoName, status: &UploadStatus) -> HandlerResult {
     let range_end = status.offset.saturating_sub(1);
+    let path = app.upload_key.upload_path(repo, &status.id, status.offset);
     Ok(response::empty(StatusCode::ACCEPTED)
-        .header(
-            header::LOCATION,
-            format!("/v2/{repo}/blobs/uploads/{}", status.id),
-        )
+        .header(header::LOCATION, format!("{location}{path}"))
         .header(header::RANGE, format!("0-{range_end}"))
         .header("docker-upload-uuid", status.id.as_str())
         .header("oci-chunk-min-length", 0)
@@ -25,13 +29,21 @@ fn accepted(repo: &RepoName, status: &UploadStatus) -> HandlerResult {
         .expect("upload headers are valid"))
 }
 
-/// 201 for a committed blob.
-fn created(repo: &RepoName, digest: &Digest) -> HandlerResult {
+/// 201 for a committed blob; `location` is what goes before `/v2/` (`UrlBase::prefix`).
+fn created(location: &str, repo: &RepoName, digest: &Digest) -> HandlerResult {
     Ok(response::empty(StatusCode::CREATED)
-        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(
+            header::LOCATION,
+            format!("{location}/v2/{repo}/blobs/{digest}"),
+        )
         .header("docker-content-digest", digest.as_str())
         .body(body::empty())
         .expect("upload headers are valid"))
+}
+
+/// Refuses a request on session `id` whose URL this registry did not issue.
+fn check_state(app: &App, repo: &RepoName, id: &str, req: &Req) -> Result<(), RegistryError> {
+    app.upload_key.check(repo, id, req.query("_state"))
 }
 
 fn digest_param(req: &Req) -> Result<Option<Digest>, RegistryError> {
@@ -49,12 +61,24 @@ fn algorithm_param(req: &Req) -> Result<Algorithm, RegistryError> {
     }
 }
 
-/// A 416 also says where the session is, so the client can ask its status and resume.
-fn locate_range_error(repo: &RepoName, id: &str, err: RegistryError) -> RegistryError {
+/// A 416 also says where the session is (its URL with signed state), so the client can ask
+/// its status and resume; `location` comes from `UrlBase::prefix`.
+async fn locate_range_error(
+    app: &App,
+    location: &str,
+    repo: &RepoName,
+    id: &str,
+    err: RegistryError,
+) -> RegistryError {
     if err.code != ErrorCode::RangeInvalid {
         return err;
     }
-    err.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
+    let offset = match app.registry.upload_status(repo, id).await {
+        Ok(status) => status.offset,
+        Err(_) => return err,
+    };
+    let path = app.upload_key.upload_path(repo, id, offset);
+    err.with_header(header::LOCATION, format!("{location}{path}"))
 }
 
 /// Refuses a `Content-Range` that does not match the body's `Content-Length`.
@@ -76,16 +100,17 @@ fn check_range_length(req: &Req, range: Option<(u64, u64)>) -> Result<(), Regist
 pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
     let repo = scope.local();
     let algorithm = algorithm_param(&req)?;
+    let location = app.urls.prefix(&req);
     if let Some(mount) = req.query("mount") {
         let digest = Digest::parse(mount)?;
         if let Some(from) = req.query("from").and_then(|f| RepoName::parse(f).ok())
             && app.registry.mount_blob(repo, &digest, &from).await?
         {
-            return created(repo, &digest);
+            return created(&location, repo, &digest);
         }
         // Not mountable: the spec says to start an ordinary upload instead.
         let status = app.registry.start_upload(repo, algorithm).await?;
-        return accepted(repo, &status);
+        return accepted(app, &req, repo, &status);
     }
     if let Some(digest) = digest_param(&req)? {
         app.registry
@@ -95,16 +120,17 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
                 body::request_stream(req.body, app.config.http.limits.bodytimeout),
             )
             .await?;
-        return created(repo, &digest);
+        return created(&location, repo, &digest);
     }
     let status = app.registry.start_upload(repo, algorithm).await?;
-    accepted(repo, &status)
+    accepted(app, &req, repo, &status)
 }
 
-pub async fn status(app: &App, scope: &Scope, id: &str) -> HandlerResult {
+pub async fn status(app: &App, scope: &Scope, id: &str, req: &Req) -> HandlerResult {
     let repo = scope.local();
+    check_state(app, repo, id, req)?;
     let status = app.registry.upload_status(repo, id).await?;
-    let resp = accepted(repo, &status)?;
+    let resp = accepted(app, req, repo, &status)?;
     let (mut parts, b) = resp.into_parts();
     parts.status = StatusCode::NO_CONTENT;
     Ok(http::Response::from_parts(parts, b))
@@ -127,8 +153,10 @@ fn content_range(req: &Req) -> Result<Option<(u64, u64)>, RegistryError> {
 
 pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
     let repo = scope.local();
+    check_state(app, repo, id, &req)?;
     let range = content_range(&req)?;
     check_range_length(&req, range)?;
+    let location = app.urls.prefix(&req);
     let status = app
         .registry
         .upload_chunk(
@@ -137,13 +165,18 @@ pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResul
             range,
             body::request_stream(req.body, app.config.http.limits.bodytimeout),
         )
-        .await
-        .map_err(|e| locate_range_error(repo, id, e))?;
-    accepted(repo, &status)
+        .await;
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => return Err(locate_range_error(app, &location, repo, id, e).await),
+    };
+    accepted_at(app, &location, repo, &status)
 }
 
 pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult {
     let repo = scope.local();
+    check_state(app, repo, id, &req)?;
+    let location = app.urls.prefix(&req);
     let Some(digest) = digest_param(&req)? else {
         // An unknown session is reported as such before the missing parameter.
         app.registry.upload_status(repo, id).await?;
@@ -154,7 +187,8 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
     };
     let range = content_range(&req)?;
     check_range_length(&req, range)?;
-    app.registry
+    let done = app
+        .registry
         .finish_upload(
             repo,
             id,
@@ -162,12 +196,15 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
             range,
             body::request_stream(req.body, app.config.http.limits.bodytimeout),
         )
-        .await
-        .map_err(|e| locate_range_error(repo, id, e))?;
-    created(repo, &digest)
+        .await;
+    if let Err(e) = done {
+        return Err(locate_range_error(app, &location, repo, id, e).await);
+    }
+    created(&location, repo, &digest)
 }
 
-pub async fn cancel(app: &App, scope: &Scope, id: &str) -> HandlerResult {
+pub async fn cancel(app: &App, scope: &Scope, id: &str, req: &Req) -> HandlerResult {
+    check_state(app, scope.local(), id, req)?;
     app.registry.cancel_upload(scope.local(), id).await?;
     Ok(response::empty(StatusCode::NO_CONTENT)
         .body(body::empty())
