@@ -278,4 +278,3 @@ pub(super) async fn store_fetched(
         bytes: fetched.bytes,
     })
 }
-
