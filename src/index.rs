@@ -11,6 +11,9 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// Another process (a running server) holds the index.
+    #[error("the index is in use by another process (is the server running?): {0}")]
+    Locked(String),
     #[error("index database: {0}")]
     Db(String),
     #[error("index record is corrupt: {0}")]
@@ -106,7 +109,13 @@ impl Index {
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(500))
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    IndexError::Locked(io.to_string())
+                }
+                e => e.into(),
+            })?;
         Ok(Index {
             repos: db.open_tree("repos")?,
             tags: db.open_tree("tags")?,

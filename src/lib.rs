@@ -92,8 +92,24 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the storage and index under the configured root and sets up the upstreams.
+    /// Opens the storage and index under the configured root, recovers from an unclean stop
+    /// and sets up the upstreams: what the server does at start-up.
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        App::open_as(config, metrics, true).await
+    }
+
+    /// Opens the index and storage for a maintenance command (`stevedore gc`) with the server
+    /// stopped: the index is opened first, so a running server (which holds its lock) is found
+    /// before any file is touched, and no start-up recovery runs.
+    pub async fn open_offline(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        App::open_as(config, metrics, false).await
+    }
+
+    async fn open_as(
+        config: Config,
+        metrics: Arc<Metrics>,
+        server: bool,
+    ) -> Result<App, StartError> {
         // First, so that a bad certificate fails start-up before any storage work.
         let tls = match &config.http.tls {
             Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
@@ -106,15 +122,18 @@ impl App {
             path: path.clone(),
             source,
         };
-        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
-        let uploads = storage::Uploads::open(&root, store.clone())
-            .await
-            .map_err(storage_err)?;
+        // The index lock says who owns the store: taken before anything under the root is
+        // touched, so only its holder ever sweeps `tmp/`.
         let index_path = root.join("index");
+        std::fs::create_dir_all(&root).map_err(|e| storage_err(e.into()))?;
         let index = index::Index::open(&index_path).map_err(|source| StartError::Index {
             path: index_path.display().to_string(),
             source,
         })?;
+        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
+        let uploads = storage::Uploads::open(&root, store.clone())
+            .await
+            .map_err(storage_err)?;
         let cache = cache::LayerCache::new(config.storage.cache.blobdescriptorsize);
         let registry = Arc::new(Registry::new(
             store,
@@ -128,9 +147,11 @@ impl App {
             },
         ));
         let started = std::time::Instant::now();
-        lifecycle::recover::recover(&registry)
-            .await
-            .map_err(|e| StartError::Recovery(e.to_string()))?;
+        if server {
+            lifecycle::recover::recover(&registry)
+                .await
+                .map_err(|e| StartError::Recovery(e.to_string()))?;
+        }
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
