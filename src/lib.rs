@@ -183,24 +183,18 @@ impl App {
         })
     }
 
-    /// Sets the storage gauges from the index.
+    /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
-        let Ok(blobs) = self.registry.index.blobs() else {
-            return;
-        };
         for origin in [index::Origin::Local, index::Origin::Proxy] {
-            let (n, bytes) = blobs
-                .iter()
-                .filter(|(_, r)| r.origin == origin)
-                .fold((0i64, 0i64), |(n, b), (_, r)| (n + 1, b + r.size as i64));
+            let (n, bytes) = self.registry.index.totals(origin);
             self.metrics
                 .storage_blobs
                 .with_label_values(&[origin.as_str()])
-                .set(n);
+                .set(n as i64);
             self.metrics
                 .storage_bytes
                 .with_label_values(&[origin.as_str()])
-                .set(bytes);
+                .set(bytes as i64);
         }
     }
 

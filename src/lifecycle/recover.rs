@@ -5,7 +5,7 @@
 //! unknown one is a complete blob whose index record was lost.
 
 use crate::index::{BlobRecord, Origin};
-use crate::oci::{Digest, RepoName};
+use crate::oci::Digest;
 use crate::registry::{Registry, now_ms};
 use std::collections::HashSet;
 
@@ -47,10 +47,7 @@ pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error
             report.adopted_files += 1;
         }
     }
-    for (repo, digest, _) in registry.index.manifests()? {
-        let (Ok(r), Ok(d)) = (RepoName::parse(&repo), Digest::parse(&digest)) else {
-            continue;
-        };
+    for (r, d, _) in registry.index.manifests()? {
         if !on_disk.contains(&d) {
             registry.index.delete_manifest(&r, &d)?;
             report.dropped_manifests += 1;
