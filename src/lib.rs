@@ -14,7 +14,9 @@
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
 //! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
 //! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
-//! capped at 4 MiB, are the exception).
+//! capped at 4 MiB, are the exception); only the process holding the index lock (the server, at
+//! start-up) sweeps `tmp/`, so maintenance commands beside it never touch its in-flight files;
+//! nothing a request or a scrape does walks the whole index.
 
 pub mod auth;
 pub mod cache;
