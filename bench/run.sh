@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Issue 8's benchmark: stevedore against the reference registry (distribution 2.8,
 # `docker-registry`) on this machine, in one run, with the machine's own ceilings (nginx
-# sendfile for blob throughput, examples/hello for requests/s). Writes BENCHMARKS.md.
+# sendfile for blob throughput, examples/hello for requests/s), and issue 11's "large cache"
+# scenario (examples/largecache: 100k and 1M index entries). Writes BENCHMARKS.md.
 #
-#   bash bench/run.sh                 # ~5 minutes on 2 cores
+#   bash bench/run.sh                 # ~5 minutes on 2 cores, plus the large cache (minutes)
+#   bash bench/run.sh large-cache     # only the large cache scenario: prints its section
 #   BENCH_REPS=5 BENCH_SECS=8 bash bench/run.sh
 #
 # Environment: BENCH_REPS (repetitions per measurement, median reported; default 3),
 # BENCH_SECS (seconds per manifest request run; default 4), BENCH_OUT (default
 # BENCHMARKS.md in the repository root), BENCH_WAN_RATE (bytes/s of the simulated link to the
 # upstream for the second cold-pull figure; default 100000000), BENCH_KEEP=1 keeps the temp dir, BENCH_NO_BUILD=1
-# uses the binaries already in target/release.
+# uses the binaries already in target/release, BENCH_LARGE_SIZES (index entries of the large
+# cache scenario; default "100000 1000000").
 # Needs: cargo, curl, docker-registry, nginx, wrk (optional), sha256sum, ss, awk.
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
@@ -91,6 +94,36 @@ cpu_ticks() { # PID...: utime+stime of the processes, in clock ticks
     echo "$t"
 }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- large cache (issue 11)
+LARGE_SIZES=${BENCH_LARGE_SIZES:-100000 1000000}
+large_cache() { # prints the markdown section of the large cache scenario
+    local line rows=""
+    # shellcheck disable=SC2086
+    while read -r line; do
+        rows+="| $(kv entries "$line") | $(kv write_s "$line") | $(kv startup_ms "$line") | $(kv scrape_ms "$line") | $(kv evict_idle_ms "$line") | $(kv evict_ms "$line") ($(kv evicted "$line") blobs) | $(kv full_scan_ms "$line") |"
+        rows+=$'\n'
+    done < <("$ROOT/target/release/examples/largecache" $LARGE_SIZES)
+    cat <<EOF
+## Large cache (issue 11)
+
+\`examples/largecache\`: N blob records (90% cached, 10% pushed, each linked to a repository)
+written through the index API, then: start-up = reopening the index (one pass that counts the
+running totals); scrape = the storage gauges from the running totals plus encoding \`/metrics\`
+(median of 21); eviction = a pass with nothing to evict, and a pass over a cache made 1 MB
+too big (it walks the access-ordered tree, oldest first, and stops); full scan = reading every
+blob record once, which each scrape and each eviction pass did before. Milliseconds unless noted.
+
+| entries | write (s) | start-up | scrape | eviction, idle | eviction pass | full scan |
+|---:|---:|---:|---:|---:|---:|---:|
+${rows%$'\n'}
+EOF
+}
+if [[ ${1:-} == large-cache ]]; then
+    [[ ${BENCH_NO_BUILD:-0} == 1 ]] || cargo build --release --quiet --example largecache
+    large_cache
+    exit 0
+fi
 
 # ---------------------------------------------------------------- build
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
@@ -643,6 +676,8 @@ echo
 echo "$TABLE"
 echo
 echo "$TARGETS"
+log "large cache scenario: $LARGE_SIZES index entries"
+LARGE=$(large_cache)
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -672,6 +707,8 @@ $TABLE
 ## Targets (issue 8)
 
 $TARGETS
+
+$LARGE
 
 ## How it was measured
 

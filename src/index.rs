@@ -1,16 +1,33 @@
 //! The registry's metadata in sled: repositories, tags, manifests, which repository may see
-//! which blob, blob records (size, origin, last access) and referrers. This is the only module
-//! that imports sled; its types never leave it, so the engine can be replaced here alone.
+//! which blob, blob records (size, origin, last access), referrers, and the access order of
+//! cached blobs. This is the only module that imports sled; its types never leave it, so the
+//! engine can be replaced here alone.
 //!
 //! Keys are `repo \0 rest` (names and tags cannot contain NUL), so a prefix scan of a repository
-//! yields its tags in lexical order. Values are JSON.
+//! yields its tags in lexical order; digests are stored in their string form (`sha256:…`).
+//! Values are JSON. Callers get typed keys and records back (`RepoName`, `Digest`, `Tag`), and
+//! a record that does not decode is an `IndexError::Corrupt`, never skipped.
+//!
+//! Every operation that writes more than one record (a manifest with its blob record, links,
+//! referrer and tag; a manifest delete with its tags; a blob record with its place in the
+//! access order) is one sled transaction over all trees: a crash leaves all of it or none.
+//!
+//! Hot-path figures are O(1): the count and bytes of blobs per origin are running totals,
+//! counted once when the index opens and then kept by each write; eviction walks the `access`
+//! tree (`last access (8 bytes, big-endian) ‖ digest` for cached blobs), oldest first.
 
 use crate::oci::{Descriptor, Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// Another process (a running server) holds the index.
+    #[error("the index is in use by another process (is the server running?): {0}")]
+    Locked(String),
     #[error("index database: {0}")]
     Db(String),
     #[error("index record is corrupt: {0}")]
@@ -24,6 +41,7 @@ impl From<sled::Error> for IndexError {
 }
 
 type Result<T> = std::result::Result<T, IndexError>;
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<IndexError>>;
 
 /// Whether content was pushed here or cached from an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +56,13 @@ impl Origin {
         match self {
             Origin::Local => "local",
             Origin::Proxy => "proxy",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Origin::Local => 0,
+            Origin::Proxy => 1,
         }
     }
 }
@@ -59,18 +84,59 @@ pub struct ManifestRecord {
     pub media_type: String,
     pub size: u64,
     pub origin: Origin,
-    #[serde(default)]
-    pub subject: Option<String>,
+    #[serde(default, with = "digest_opt")]
+    pub subject: Option<Digest>,
 }
 
 /// What a tag points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
-    pub digest: String,
+    #[serde(with = "digest_str")]
+    pub digest: Digest,
     pub origin: Origin,
     /// When a proxied tag was last confirmed with the upstream (seconds since the epoch).
     #[serde(default)]
     pub checked: u64,
+}
+
+/// Digests in records are their string form.
+mod digest_str {
+    use crate::oci::Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod digest_opt {
+    use crate::oci::Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(d.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| Digest::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Count and bytes of the blobs of one origin.
+#[derive(Debug, Default)]
+struct Total {
+    blobs: AtomicU64,
+    bytes: AtomicU64,
 }
 
 pub struct Index {
@@ -81,10 +147,19 @@ pub struct Index {
     links: sled::Tree,
     blobs: sled::Tree,
     referrers: sled::Tree,
+    access: sled::Tree,
+    /// Indexed by `Origin::slot`.
+    totals: [Total; 2],
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
+}
+
+fn access_key(last_access: u64, digest: &Digest) -> Vec<u8> {
+    let mut k = last_access.to_be_bytes().to_vec();
+    k.extend_from_slice(digest.as_str().as_bytes());
+    k
 }
 
 fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
@@ -95,27 +170,200 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("index records serialize")
 }
 
-/// The part of `key` after its `prefix`, as text.
-fn suffix(key: &[u8], prefix_len: usize) -> String {
-    String::from_utf8_lossy(&key[prefix_len..]).into_owned()
+fn text(k: &[u8]) -> Result<&str> {
+    std::str::from_utf8(k).map_err(|_| IndexError::Corrupt(format!("key {k:?} is not UTF-8")))
+}
+
+fn digest_key(k: &[u8]) -> Result<Digest> {
+    let s = text(k)?;
+    Digest::parse(s).map_err(|e| IndexError::Corrupt(format!("key {s:?}: {e}")))
+}
+
+fn repo_key(s: &str) -> Result<RepoName> {
+    RepoName::parse(s).map_err(|e| IndexError::Corrupt(format!("repository {s:?}: {e}")))
+}
+
+/// A `repo \0 rest` key split in two.
+fn pair(k: &[u8]) -> Result<(RepoName, &str)> {
+    let s = text(k)?;
+    let (r, rest) = s
+        .split_once('\0')
+        .ok_or_else(|| IndexError::Corrupt(format!("key {s:?} has no repository part")))?;
+    Ok((repo_key(r)?, rest))
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|e| IndexError::Corrupt(format!("digest {s:?}: {e}")))
+}
+
+fn abort<T>(r: Result<T>) -> TxResult<T> {
+    r.map_err(ConflictableTransactionError::Abort)
+}
+
+/// The trees inside one transaction.
+struct Tx<'a> {
+    repos: &'a TransactionalTree,
+    tags: &'a TransactionalTree,
+    manifests: &'a TransactionalTree,
+    links: &'a TransactionalTree,
+    blobs: &'a TransactionalTree,
+    referrers: &'a TransactionalTree,
+    access: &'a TransactionalTree,
+}
+
+/// A blob record before and after a write, for the running totals.
+type Change = (Option<BlobRecord>, Option<BlobRecord>);
+
+impl Tx<'_> {
+    fn blob(&self, digest: &Digest) -> TxResult<Option<BlobRecord>> {
+        match self.blobs.get(digest.as_str())? {
+            None => Ok(None),
+            Some(v) => abort(decode(&v)).map(Some),
+        }
+    }
+
+    fn write_blob(
+        &self,
+        digest: &Digest,
+        old: Option<&BlobRecord>,
+        new: Option<&BlobRecord>,
+    ) -> TxResult<()> {
+        if let Some(o) = old.filter(|o| o.origin == Origin::Proxy) {
+            self.access.remove(access_key(o.last_access, digest))?;
+        }
+        match new {
+            Some(n) => {
+                if n.origin == Origin::Proxy {
+                    self.access.insert(access_key(n.last_access, digest), &[])?;
+                }
+                self.blobs.insert(digest.as_str(), encode(n))?;
+            }
+            None => {
+                self.blobs.remove(digest.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a blob; a blob once local stays local.
+    fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> TxResult<Change> {
+        let old = self.blob(digest)?;
+        let mut rec = record.clone();
+        if let Some(old) = &old {
+            if old.origin == Origin::Local {
+                rec.origin = Origin::Local;
+            }
+            rec.created = old.created.min(rec.created);
+            rec.last_access = old.last_access.max(rec.last_access);
+        }
+        self.write_blob(digest, old.as_ref(), Some(&rec))?;
+        Ok((old, Some(rec)))
+    }
+
+    fn link(&self, repo: &RepoName, digest: &Digest) -> TxResult<()> {
+        self.links
+            .insert(key(&[repo.as_str(), digest.as_str()]), &[])?;
+        self.repos.insert(repo.as_str(), &[])?;
+        Ok(())
+    }
 }
 
 impl Index {
+    /// Opens the index, taking its lock, and counts the blobs once for the running totals.
     pub fn open(path: &Path) -> Result<Index> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(500))
-            .open()?;
-        Ok(Index {
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    IndexError::Locked(io.to_string())
+                }
+                e => e.into(),
+            })?;
+        let index = Index {
             repos: db.open_tree("repos")?,
             tags: db.open_tree("tags")?,
             manifests: db.open_tree("manifests")?,
             links: db.open_tree("links")?,
             blobs: db.open_tree("blobs")?,
             referrers: db.open_tree("referrers")?,
+            access: db.open_tree("access")?,
+            totals: Default::default(),
             db,
-        })
+        };
+        // An index written before the access tree existed gets it built here, once.
+        let build_access = index.access.is_empty();
+        for kv in index.blobs.iter() {
+            let (k, v) = kv?;
+            let d = digest_key(&k)?;
+            let rec: BlobRecord = decode(&v)?;
+            index.account(None, Some(&rec));
+            if build_access && rec.origin == Origin::Proxy {
+                index.access.insert(access_key(rec.last_access, &d), &[])?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// Runs `f` as one transaction over every tree (retried by sled on conflict, so `f` has
+    /// no other side effects).
+    fn tx<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R> {
+        (
+            &self.repos,
+            &self.tags,
+            &self.manifests,
+            &self.links,
+            &self.blobs,
+            &self.referrers,
+            &self.access,
+        )
+            .transaction(
+                |(repos, tags, manifests, links, blobs, referrers, access)| {
+                    f(&Tx {
+                        repos,
+                        tags,
+                        manifests,
+                        links,
+                        blobs,
+                        referrers,
+                        access,
+                    })
+                },
+            )
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })
+    }
+
+    /// Applies a committed change of one blob record to the running totals.
+    fn account(&self, old: Option<&BlobRecord>, new: Option<&BlobRecord>) {
+        if let Some(o) = old {
+            let t = &self.totals[o.origin.slot()];
+            t.blobs.fetch_sub(1, Ordering::Relaxed);
+            t.bytes.fetch_sub(o.size, Ordering::Relaxed);
+        }
+        if let Some(n) = new {
+            let t = &self.totals[n.origin.slot()];
+            t.blobs.fetch_add(1, Ordering::Relaxed);
+            t.bytes.fetch_add(n.size, Ordering::Relaxed);
+        }
+    }
+
+    fn accounted<R>(&self, (change, r): (Change, R)) -> R {
+        self.account(change.0.as_ref(), change.1.as_ref());
+        r
+    }
+
+    /// How many blobs of `origin` the store holds, and their bytes: O(1).
+    pub fn totals(&self, origin: Origin) -> (u64, u64) {
+        let t = &self.totals[origin.slot()];
+        (
+            t.blobs.load(Ordering::Relaxed),
+            t.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Makes every write so far durable.
@@ -134,11 +382,6 @@ impl Index {
 
     // ---- repositories
 
-    fn add_repo(&self, repo: &RepoName) -> Result<()> {
-        self.repos.insert(repo.as_str(), &[])?;
-        Ok(())
-    }
-
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         Ok(self.repos.contains_key(repo.as_str())?)
     }
@@ -149,7 +392,7 @@ impl Index {
         self.repos
             .range(start.as_bytes()..)
             .take(n)
-            .map(|kv| Ok(suffix(&kv?.0, 0)))
+            .map(|kv| Ok(text(&kv?.0)?.to_owned()))
             .collect()
     }
 
@@ -164,51 +407,80 @@ impl Index {
 
     /// Records a blob; a blob once local stays local.
     pub fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<()> {
-        self.blobs.fetch_and_update(digest.as_str(), |old| {
-            let mut rec = record.clone();
-            if let Some(old) = old.and_then(|o| decode::<BlobRecord>(o).ok()) {
-                if old.origin == Origin::Local {
-                    rec.origin = Origin::Local;
-                }
-                rec.created = old.created.min(rec.created);
-            }
-            Some(encode(&rec))
-        })?;
+        let change = self.tx(|t| t.put_blob(digest, record))?;
+        self.accounted((change, ()));
         Ok(())
     }
 
+    /// Records a blob and makes it visible to `repo`, together.
+    pub fn record_blob(&self, repo: &RepoName, digest: &Digest, record: &BlobRecord) -> Result<()> {
+        let change = self.tx(|t| {
+            let change = t.put_blob(digest, record)?;
+            t.link(repo, digest)?;
+            Ok(change)
+        })?;
+        self.accounted((change, ()));
+        Ok(())
+    }
+
+    /// Notes a use of a blob at `now` (a later time only): moves it in the access order.
     pub fn touch_blob(&self, digest: &Digest, now: u64) -> Result<()> {
-        self.blobs.fetch_and_update(digest.as_str(), |old| {
-            let mut rec: BlobRecord = decode(old?).ok()?;
-            rec.last_access = rec.last_access.max(now);
-            Some(encode(&rec))
+        self.tx(|t| {
+            let Some(old) = t.blob(digest)? else {
+                return Ok(());
+            };
+            if old.last_access >= now {
+                return Ok(());
+            }
+            let new = BlobRecord {
+                last_access: now,
+                ..old.clone()
+            };
+            t.write_blob(digest, Some(&old), Some(&new))
+        })
+    }
+
+    /// Drops a blob's record; returns it.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        let old = self.tx(|t| {
+            let old = t.blob(digest)?;
+            t.write_blob(digest, old.as_ref(), None)?;
+            Ok(old)
         })?;
-        Ok(())
+        self.account(old.as_ref(), None);
+        Ok(old)
     }
 
-    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
-        self.blobs.remove(digest.as_str())?;
-        Ok(())
-    }
-
-    /// Every blob record.
+    /// Every blob record. A full scan: for maintenance, never for a request.
     pub fn blobs(&self) -> Result<Vec<(Digest, BlobRecord)>> {
         let mut out = Vec::new();
         for kv in self.blobs.iter() {
             let (k, v) = kv?;
-            let d =
-                Digest::parse(&suffix(&k, 0)).map_err(|e| IndexError::Corrupt(e.to_string()))?;
-            out.push((d, decode(&v)?));
+            out.push((digest_key(&k)?, decode(&v)?));
         }
         Ok(out)
+    }
+
+    /// Cached (proxied) blobs with their last recorded access, least recently used first.
+    /// Lazy: an eviction pass reads only as far as it evicts.
+    pub fn cached_by_access(&self) -> impl Iterator<Item = Result<(Digest, u64)>> + '_ {
+        self.access.iter().map(|kv| {
+            let (k, _) = kv?;
+            if k.len() < 8 {
+                return Err(IndexError::Corrupt(format!(
+                    "access key {k:?} is too short"
+                )));
+            }
+            let (t, d) = k.split_at(8);
+            let t = u64::from_be_bytes(t.try_into().expect("8 bytes"));
+            Ok((digest_key(d)?, t))
+        })
     }
 
     // ---- links: which repository may see which blob
 
     pub fn link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        self.links
-            .insert(key(&[repo.as_str(), digest.as_str()]), &[])?;
-        self.add_repo(repo)
+        self.tx(|t| t.link(repo, digest))
     }
 
     pub fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -225,13 +497,13 @@ impl Index {
     }
 
     /// Every (repository, blob) link.
-    pub fn links(&self) -> Result<Vec<(String, String)>> {
+    pub fn links(&self) -> Result<Vec<(RepoName, Digest)>> {
         self.links
             .iter()
             .map(|kv| {
-                let k = suffix(&kv?.0, 0);
-                let (r, d) = k.split_once('\0').unwrap_or((&k, ""));
-                Ok((r.to_owned(), d.to_owned()))
+                let (k, _) = kv?;
+                let (r, d) = pair(&k)?;
+                Ok((r, parse_digest(d)?))
             })
             .collect()
     }
@@ -245,67 +517,89 @@ impl Index {
             .transpose()
     }
 
-    /// Records a manifest of `repo` (and its referrer entry when it has a subject). A manifest
-    /// once local stays local.
+    /// Records a manifest of `repo` in one transaction: its bytes' blob record and link, the
+    /// manifest record (a manifest once local stays local), its referrer entry when it has a
+    /// subject, and the tag pushed with it.
     pub fn put_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        blob: &BlobRecord,
         record: &ManifestRecord,
         referrer: Option<&Descriptor>,
+        tag: Option<(&Tag, &TagRecord)>,
     ) -> Result<()> {
         let k = key(&[repo.as_str(), digest.as_str()]);
-        self.manifests.fetch_and_update(&k, |old| {
+        let change = self.tx(|t| {
+            let change = t.put_blob(digest, blob)?;
+            t.link(repo, digest)?;
             let mut rec = record.clone();
-            if let Some(old) = old.and_then(|o| decode::<ManifestRecord>(o).ok())
-                && old.origin == Origin::Local
-            {
-                rec.origin = Origin::Local;
+            if let Some(old) = t.manifests.get(&k)? {
+                let old: ManifestRecord = abort(decode(&old))?;
+                if old.origin == Origin::Local {
+                    rec.origin = Origin::Local;
+                }
             }
-            Some(encode(&rec))
+            t.manifests.insert(k.as_slice(), encode(&rec))?;
+            if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
+                t.referrers.insert(
+                    key(&[repo.as_str(), subject.as_str(), digest.as_str()]),
+                    encode(desc),
+                )?;
+            }
+            if let Some((tag, trec)) = tag {
+                t.tags
+                    .insert(key(&[repo.as_str(), tag.as_str()]), encode(trec))?;
+            }
+            Ok(change)
         })?;
-        if let (Some(subject), Some(desc)) = (&record.subject, referrer) {
-            self.referrers.insert(
-                key(&[repo.as_str(), subject, digest.as_str()]),
-                encode(desc),
-            )?;
-        }
-        self.add_repo(repo)
+        self.accounted((change, ()));
+        Ok(())
     }
 
-    /// Removes a manifest, the tags that point at it and its referrer entry.
+    /// Removes a manifest, the tags that point at it and its referrer entry, together.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let Some(old) = self
-            .manifests
-            .remove(key(&[repo.as_str(), digest.as_str()]))?
-        else {
-            return Ok(false);
-        };
-        let old: ManifestRecord = decode(&old)?;
-        if let Some(subject) = &old.subject {
-            self.referrers
-                .remove(key(&[repo.as_str(), subject, digest.as_str()]))?;
-        }
+        // A transaction cannot scan: the tags are found first and each is checked again
+        // inside it (a tag moved away meanwhile stays).
         let prefix = key(&[repo.as_str(), ""]);
+        let mut candidates = Vec::new();
         for kv in self.tags.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let t: TagRecord = decode(&v)?;
-            if t.digest == digest.as_str() {
-                self.tags.remove(k)?;
+            if t.digest == *digest {
+                candidates.push(k);
             }
         }
-        Ok(true)
+        let mk = key(&[repo.as_str(), digest.as_str()]);
+        self.tx(|t| {
+            let Some(old) = t.manifests.remove(mk.as_slice())? else {
+                return Ok(false);
+            };
+            let old: ManifestRecord = abort(decode(&old))?;
+            if let Some(subject) = &old.subject {
+                t.referrers
+                    .remove(key(&[repo.as_str(), subject.as_str(), digest.as_str()]))?;
+            }
+            for k in &candidates {
+                if let Some(v) = t.tags.get(k)? {
+                    let rec: TagRecord = abort(decode(&v))?;
+                    if rec.digest == *digest {
+                        t.tags.remove(k.as_ref())?;
+                    }
+                }
+            }
+            Ok(true)
+        })
     }
 
-    /// Every (repository, manifest digest, record).
-    pub fn manifests(&self) -> Result<Vec<(String, String, ManifestRecord)>> {
+    /// Every (repository, manifest digest, record). A full scan: for maintenance only.
+    pub fn manifests(&self) -> Result<Vec<(RepoName, Digest, ManifestRecord)>> {
         self.manifests
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                let k = suffix(&k, 0);
-                let (r, d) = k.split_once('\0').unwrap_or((&k, ""));
-                Ok((r.to_owned(), d.to_owned(), decode(&v)?))
+                let (r, d) = pair(&k)?;
+                Ok((r, parse_digest(d)?, decode(&v)?))
             })
             .collect()
     }
@@ -319,10 +613,14 @@ impl Index {
             .transpose()
     }
 
+    /// Points a tag (of an already recorded manifest) at `record.digest`.
     pub fn set_tag(&self, repo: &RepoName, tag: &Tag, record: &TagRecord) -> Result<()> {
-        self.tags
-            .insert(key(&[repo.as_str(), tag.as_str()]), encode(record))?;
-        self.add_repo(repo)
+        let k = key(&[repo.as_str(), tag.as_str()]);
+        self.tx(|t| {
+            t.tags.insert(k.as_slice(), encode(record))?;
+            t.repos.insert(repo.as_str(), &[])?;
+            Ok(())
+        })
     }
 
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
@@ -349,20 +647,21 @@ impl Index {
             if !k.starts_with(&prefix) || out.len() >= n {
                 break;
             }
-            out.push(suffix(&k, prefix.len()));
+            out.push(text(&k[prefix.len()..])?.to_owned());
         }
         Ok(out)
     }
 
-    /// Every (repository, tag, record).
-    pub fn tags(&self) -> Result<Vec<(String, String, TagRecord)>> {
+    /// Every (repository, tag, record). A full scan: for maintenance only.
+    pub fn tags(&self) -> Result<Vec<(RepoName, Tag, TagRecord)>> {
         self.tags
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                let k = suffix(&k, 0);
-                let (r, t) = k.split_once('\0').unwrap_or((&k, ""));
-                Ok((r.to_owned(), t.to_owned(), decode(&v)?))
+                let (r, t) = pair(&k)?;
+                let t =
+                    Tag::parse(t).map_err(|e| IndexError::Corrupt(format!("tag {t:?}: {e}")))?;
+                Ok((r, t, decode(&v)?))
             })
             .collect()
     }
@@ -393,7 +692,7 @@ mod tests {
         let r = repo("a/b");
         let other = repo("a/bc");
         let rec = TagRecord {
-            digest: Digest::of(b"m").to_string(),
+            digest: Digest::of(b"m"),
             origin: Origin::Local,
             checked: 0,
         };
@@ -430,5 +729,119 @@ mod tests {
         let got = idx.blob(&d).unwrap().unwrap();
         assert_eq!(got.origin, Origin::Local);
         assert_eq!(got.created, 5);
+    }
+
+    fn rec(size: u64, origin: Origin, t: u64) -> BlobRecord {
+        BlobRecord {
+            size,
+            origin,
+            created: t,
+            last_access: t,
+        }
+    }
+
+    #[test]
+    fn running_totals_follow_every_write_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
+        {
+            let idx = Index::open(dir.path()).unwrap();
+            idx.put_blob(&a, &rec(10, Origin::Proxy, 1)).unwrap();
+            idx.put_blob(&b, &rec(20, Origin::Proxy, 2)).unwrap();
+            idx.put_blob(&b, &rec(20, Origin::Proxy, 3)).unwrap();
+            idx.record_blob(&repo("x/y"), &c, &rec(40, Origin::Local, 4))
+                .unwrap();
+            assert_eq!(idx.totals(Origin::Proxy), (2, 30));
+            // Pushed content adopting a cached blob moves it between the totals.
+            idx.put_blob(&a, &rec(10, Origin::Local, 5)).unwrap();
+            assert_eq!(idx.totals(Origin::Proxy), (1, 20));
+            assert_eq!(idx.totals(Origin::Local), (2, 50));
+            assert_eq!(idx.remove_blob(&c).unwrap().unwrap().size, 40);
+            assert!(idx.remove_blob(&c).unwrap().is_none());
+            assert_eq!(idx.totals(Origin::Local), (1, 10));
+        }
+        let idx = Index::open(dir.path()).unwrap();
+        assert_eq!(idx.totals(Origin::Proxy), (1, 20));
+        assert_eq!(idx.totals(Origin::Local), (1, 10));
+    }
+
+    #[test]
+    fn cached_blobs_come_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let ds: Vec<Digest> = (0..4u8).map(|i| Digest::of(&[i])).collect();
+        for (i, d) in ds.iter().enumerate() {
+            idx.put_blob(d, &rec(1, Origin::Proxy, 100 + i as u64))
+                .unwrap();
+        }
+        idx.touch_blob(&ds[0], 500).unwrap();
+        idx.touch_blob(&ds[2], 50).unwrap(); // older than known: no move
+        idx.put_blob(&ds[3], &rec(1, Origin::Local, 600)).unwrap(); // pushed: not evictable
+        let order: Vec<(Digest, u64)> = idx.cached_by_access().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            order,
+            [
+                (ds[1].clone(), 101),
+                (ds[2].clone(), 102),
+                (ds[0].clone(), 500)
+            ]
+        );
+        idx.remove_blob(&ds[1]).unwrap();
+        assert_eq!(idx.cached_by_access().count(), 2);
+    }
+
+    #[test]
+    fn a_manifest_comes_and_goes_with_its_tags_links_and_referrer() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let r = repo("a/b");
+        let (m, subject) = (Digest::of(b"m"), Digest::of(b"s"));
+        let tag = Tag::parse("v1").unwrap();
+        let desc: Descriptor = serde_json::from_value(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": m.to_string(),
+            "size": 3
+        }))
+        .unwrap();
+        let trec = TagRecord {
+            digest: m.clone(),
+            origin: Origin::Local,
+            checked: 0,
+        };
+        idx.put_manifest(
+            &r,
+            &m,
+            &rec(3, Origin::Local, 1),
+            &ManifestRecord {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 3,
+                origin: Origin::Local,
+                subject: Some(subject.clone()),
+            },
+            Some(&desc),
+            Some((&tag, &trec)),
+        )
+        .unwrap();
+        assert!(idx.is_linked(&r, &m).unwrap());
+        assert_eq!(idx.tag(&r, &tag).unwrap().unwrap().digest, m);
+        assert_eq!(idx.referrers(&r, &subject).unwrap().len(), 1);
+        assert_eq!(idx.tags().unwrap(), [(r.clone(), tag.clone(), trec)]);
+        assert!(idx.delete_manifest(&r, &m).unwrap());
+        assert!(idx.tag(&r, &tag).unwrap().is_none());
+        assert!(idx.referrers(&r, &subject).unwrap().is_empty());
+        assert!(!idx.delete_manifest(&r, &m).unwrap());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        idx.tags
+            .insert(key(&["a/b", "v1"]), &b"{\"digest\":\"nope\"}"[..])
+            .unwrap();
+        assert!(matches!(idx.tags(), Err(IndexError::Corrupt(_))));
+        idx.tags.remove(key(&["a/b", "v1"])).unwrap();
+        idx.links.insert(&b"no-separator"[..], &[]).unwrap();
+        assert!(matches!(idx.links(), Err(IndexError::Corrupt(_))));
     }
 }

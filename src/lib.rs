@@ -15,7 +15,9 @@
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
 //! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
 //! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
-//! capped at 4 MiB, are the exception).
+//! capped at 4 MiB, are the exception); only the process holding the index lock (the server, at
+//! start-up) sweeps `tmp/`, so maintenance commands beside it never touch its in-flight files;
+//! nothing a request or a scrape does walks the whole index.
 
 pub mod auth;
 pub mod cache;
@@ -104,8 +106,24 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the storage and index under the configured root and sets up the upstreams.
+    /// Opens the storage and index under the configured root, recovers from an unclean stop
+    /// and sets up the upstreams: what the server does at start-up.
     pub async fn open(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        App::open_as(config, metrics, true).await
+    }
+
+    /// Opens the index and storage for a maintenance command (`stevedore gc`) with the server
+    /// stopped: the index is opened first, so a running server (which holds its lock) is found
+    /// before any file is touched, and no start-up recovery runs.
+    pub async fn open_offline(config: Config, metrics: Arc<Metrics>) -> Result<App, StartError> {
+        App::open_as(config, metrics, false).await
+    }
+
+    async fn open_as(
+        config: Config,
+        metrics: Arc<Metrics>,
+        server: bool,
+    ) -> Result<App, StartError> {
         // First, so that a bad certificate fails start-up before any storage work.
         let tls = match &config.http.tls {
             Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
@@ -118,15 +136,18 @@ impl App {
             path: path.clone(),
             source,
         };
-        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
-        let uploads = storage::Uploads::open(&root, store.clone())
-            .await
-            .map_err(storage_err)?;
+        // The index lock says who owns the store: taken before anything under the root is
+        // touched, so only its holder ever sweeps `tmp/`.
         let index_path = root.join("index");
+        std::fs::create_dir_all(&root).map_err(|e| storage_err(e.into()))?;
         let index = index::Index::open(&index_path).map_err(|source| StartError::Index {
             path: index_path.display().to_string(),
             source,
         })?;
+        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
+        let uploads = storage::Uploads::open(&root, store.clone())
+            .await
+            .map_err(storage_err)?;
         let upload_key = upload_key(&config.http, &root)?;
         let cache = cache::LayerCache::with_redis(
             config.storage.cache.blobdescriptorsize,
@@ -144,9 +165,11 @@ impl App {
             },
         ));
         let started = std::time::Instant::now();
-        lifecycle::recover::recover(&registry)
-            .await
-            .map_err(|e| StartError::Recovery(e.to_string()))?;
+        if server {
+            lifecycle::recover::recover(&registry)
+                .await
+                .map_err(|e| StartError::Recovery(e.to_string()))?;
+        }
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
@@ -180,24 +203,18 @@ impl App {
         })
     }
 
-    /// Sets the storage gauges from the index.
+    /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
-        let Ok(blobs) = self.registry.index.blobs() else {
-            return;
-        };
         for origin in [index::Origin::Local, index::Origin::Proxy] {
-            let (n, bytes) = blobs
-                .iter()
-                .filter(|(_, r)| r.origin == origin)
-                .fold((0i64, 0i64), |(n, b), (_, r)| (n + 1, b + r.size as i64));
+            let (n, bytes) = self.registry.index.totals(origin);
             self.metrics
                 .storage_blobs
                 .with_label_values(&[origin.as_str()])
-                .set(n);
+                .set(n as i64);
             self.metrics
                 .storage_bytes
                 .with_label_values(&[origin.as_str()])
-                .set(bytes);
+                .set(bytes as i64);
         }
     }
 

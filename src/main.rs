@@ -123,9 +123,12 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
         }
     };
     let debug_addr = config.http.debug.addr;
+    let token = config.http.debug.token.clone();
     let result = runtime().block_on(async move {
         let metrics = Arc::new(Metrics::new());
-        match stevedore::App::open(config, metrics).await {
+        // Opens the index before any file: with the server running this fails on its lock
+        // having touched nothing, and the server is asked instead.
+        match stevedore::App::open_offline(config, metrics).await {
             Ok(app) => {
                 let options = stevedore::lifecycle::GcOptions {
                     dry_run,
@@ -138,11 +141,14 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
                     .map_err(|e| e.to_string())
             }
             // The index is held by a running server: ask it.
-            Err(stevedore::StartError::Index { source, .. }) => match debug_addr {
+            Err(stevedore::StartError::Index {
+                source: source @ stevedore::index::IndexError::Locked(_),
+                ..
+            }) => match debug_addr {
                 Some(addr) => {
                     let grace = grace.map(|g| format!("{}s", g.as_secs())).unwrap_or_else(|| "10m".into());
                     let query = format!("dryrun={dry_run}&untagged={delete_untagged}&grace={grace}");
-                    stevedore::http::debug::request_gc(addr, &query).await
+                    stevedore::http::debug::request_gc(addr, token.as_deref(), &query).await
                 }
                 None => Err(format!(
                     "{source} (is the server running? set http.debug.addr so gc can ask it, or stop it)"

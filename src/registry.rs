@@ -228,17 +228,8 @@ impl Registry {
         size: u64,
         origin: Origin,
     ) -> Result<()> {
-        let t = now_ms();
-        self.index.put_blob(
-            digest,
-            &BlobRecord {
-                size,
-                origin,
-                created: t,
-                last_access: t,
-            },
-        )?;
-        self.index.link(repo, digest)?;
+        self.index
+            .record_blob(repo, digest, &blob_record(size, origin))?;
         self.cache.insert_blob(repo, digest, size).await;
         if origin == Origin::Proxy {
             self.evictor.wake();
@@ -438,12 +429,7 @@ impl Registry {
             Reference::Digest(d) => Ok(Some((d.clone(), None))),
             Reference::Tag(t) => match self.index.tag(repo, t)? {
                 None => Ok(None),
-                Some(rec) => {
-                    let d = Digest::parse(&rec.digest).map_err(|e| {
-                        RegistryError::internal(format!("index holds a bad digest: {e}"))
-                    })?;
-                    Ok(Some((d, Some(rec))))
-                }
+                Some(rec) => Ok(Some((rec.digest.clone(), Some(rec)))),
             },
         }
     }
@@ -562,7 +548,7 @@ impl Registry {
                 repo,
                 t,
                 &TagRecord {
-                    digest: digest.to_string(),
+                    digest: digest.clone(),
                     origin: Origin::Local,
                     checked,
                 },
@@ -590,8 +576,6 @@ impl Registry {
         let stored = self.store.put_bytes(digest.algorithm(), &bytes).await?;
         debug_assert_eq!(&stored, digest);
         let size = bytes.len() as u64;
-        // Manifests are blobs too: distribution serves them from the blob endpoint.
-        self.adopt_blob(repo, digest, size, origin).await?;
         let referrer = parsed.subject.as_ref().map(|_| Descriptor {
             media_type: parsed.media_type.clone(),
             digest: digest.to_string(),
@@ -601,27 +585,29 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             platform: None,
         });
+        let tag_record = TagRecord {
+            digest: digest.clone(),
+            origin,
+            checked,
+        };
+        // Manifests are blobs too (distribution serves them from the blob endpoint): the blob
+        // record, link, manifest record, referrer entry and tag are written together.
         self.index.put_manifest(
             repo,
             digest,
+            &blob_record(size, origin),
             &ManifestRecord {
                 media_type: parsed.media_type.clone(),
                 size,
                 origin,
-                subject: parsed.subject.as_ref().map(|s| s.to_string()),
+                subject: parsed.subject.clone(),
             },
             referrer.as_ref(),
+            tag.map(|t| (t, &tag_record)),
         )?;
-        if let Some(tag) = tag {
-            self.index.set_tag(
-                repo,
-                tag,
-                &TagRecord {
-                    digest: digest.to_string(),
-                    origin,
-                    checked,
-                },
-            )?;
+        self.cache.insert_blob(repo, digest, size).await;
+        if origin == Origin::Proxy {
+            self.evictor.wake();
         }
         self.cache
             .insert_manifest(
@@ -679,6 +665,17 @@ impl Registry {
             all.retain(|d| d.artifact_type.as_deref() == Some(t));
         }
         Ok(all)
+    }
+}
+
+/// A new blob record, created and used now.
+fn blob_record(size: u64, origin: Origin) -> BlobRecord {
+    let t = now_ms();
+    BlobRecord {
+        size,
+        origin,
+        created: t,
+        last_access: t,
     }
 }
 

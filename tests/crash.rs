@@ -1,5 +1,5 @@
-//! Crash safety: the server is killed with SIGKILL at random moments of concurrent pushes and
-//! proxied pulls, many times; after each restart everything it lists pulls and verifies, and
+//! Crash safety: the server is killed with SIGKILL at random moments of concurrent pushes,
+//! tag moves, tag and manifest deletes and proxied pulls, many times; after each restart everything it lists pulls and verifies, and
 //! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors.
 
 mod common;
@@ -7,6 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::fake_upstream::{FakeOptions, FakeUpstream};
 use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +95,63 @@ async fn try_push(base: &str, repo: &str, data: &[u8], chunked: bool) -> Option<
         .await
         .ok()?;
     (r.status() == 201).then_some(d)
+}
+
+/// Moves tags between three images, deletes tags and deletes manifests by digest (which takes
+/// their tags with them), and pushes them again, in a loop, until the server goes away.
+async fn mover(base: String, repo: String, round: u64, done: Arc<AtomicUsize>) {
+    let c = client();
+    let mut images = Vec::new();
+    for k in 0..3u64 {
+        let seed = 900_000 + round * 10 + k;
+        let config = format!("{{\"mover\":{seed}}}").into_bytes();
+        let Some(cd) = try_push(&base, &repo, &config, false).await else {
+            return;
+        };
+        let layer = random_bytes(20_000, seed);
+        let Some(ld) = try_push(&base, &repo, &layer, false).await else {
+            return;
+        };
+        images.push(image_manifest(
+            OCI_MANIFEST,
+            (&cd, config.len()),
+            &[(&ld, layer.len())],
+        ));
+    }
+    let put = |tag: String, body: Vec<u8>| {
+        c.put(format!("{base}/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+    };
+    for i in 0usize.. {
+        let body = images[i % 3].clone();
+        let Ok(r) = put("moving".into(), body.clone()).await else {
+            return;
+        };
+        if r.status() != 201 {
+            return;
+        }
+        if put(format!("t{}", i % 5), body).await.is_err() {
+            return;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+        let gone = if i % 3 == 2 {
+            digest(&images[(i + 1) % 3])
+        } else if i % 4 == 3 {
+            format!("t{}", (i + 2) % 5)
+        } else {
+            continue;
+        };
+        if c.delete(format!("{base}/v2/{repo}/manifests/{gone}"))
+            .send()
+            .await
+            .is_err()
+        {
+            return;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Pulls proxied images (manifest, then every blob) in a loop.
@@ -229,6 +287,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         ..Options::default()
     };
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let moves = Arc::new(AtomicUsize::new(0));
     for round in 0..ROUNDS {
         let mut s = Server::start_with(opts());
         let base = s.url("");
@@ -241,6 +300,12 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                 acked.clone(),
             ));
         }
+        tasks.spawn(mover(
+            base.clone(),
+            "crash/moves".into(),
+            round,
+            moves.clone(),
+        ));
         tasks.spawn(puller(base.clone(), up_tags.clone()));
         tasks.spawn(puller(
             base.clone(),
@@ -287,9 +352,14 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         "the test pushed too little to mean anything: {}",
         acked.len()
     );
+    let moves = moves.load(Ordering::Relaxed);
     eprintln!(
-        "{} acknowledged pushes survived {ROUNDS} kills",
+        "{} acknowledged pushes and {moves} tag moves and deletes survived {ROUNDS} kills",
         acked.len()
+    );
+    assert!(
+        moves >= ROUNDS as usize,
+        "too few tag moves and deletes to mean anything: {moves}"
     );
     // A real client pulls survivors.
     let s = Server::start_with(opts());

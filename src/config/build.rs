@@ -354,6 +354,7 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     if let Some(addr) = r.addr("http.debug.addr")? {
         h.debug.addr = Some(addr);
     }
+    h.debug.token = r.string("http.debug.token")?.filter(|s| !s.is_empty());
     put(
         &mut h.debug.prometheus.enabled,
         r.bool("http.debug.prometheus.enabled")?,

@@ -9,7 +9,7 @@
 //! entry of `proxy.upstreams` by index (`REGISTRY_PROXY_UPSTREAMS_0_PASSWORD`).
 //! Missing sections are created.
 //!
-//! Secrets (`http.secret`, `proxy.username`, `proxy.password` and the
+//! Secrets (`http.secret`, `http.debug.token`, `proxy.username`, `proxy.password` and the
 //! upstreams' `username`/`password`) may come from a file instead:
 //! `REGISTRY_PROXY_PASSWORD_FILE=/run/secrets/hub` reads the file and drops
 //! trailing newlines.

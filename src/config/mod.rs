@@ -285,11 +285,24 @@ impl fmt::Debug for HttpConfig {
 }
 
 /// `http.debug`: a second listener for metrics.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq, Default)]
 pub struct DebugConfig {
     /// Listen address of the debug server; none by default.
     pub addr: Option<SocketAddr>,
+    /// Bearer token the mutating debug endpoints (`POST /debug/gc`) require. Unset: they
+    /// answer only on a loopback listener. Redacted in `Debug`.
+    pub token: Option<String>,
     pub prometheus: PrometheusConfig,
+}
+
+impl fmt::Debug for DebugConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DebugConfig")
+            .field("addr", &self.addr)
+            .field("token", &Redacted(&self.token))
+            .field("prometheus", &self.prometheus)
+            .finish()
+    }
 }
 
 /// `http.debug.prometheus`.

@@ -165,6 +165,7 @@ pub(super) static ROOT: Fields = &[
                 "debug",
                 Section(&[
                     ("addr", Leaf(Str)),
+                    ("token", Leaf(Secret)),
                     (
                         "prometheus",
                         Section(&[("enabled", Leaf(Yaml)), ("path", Leaf(Str))]),

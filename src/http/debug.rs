@@ -1,5 +1,6 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
-//! endpoints for orchestrators.
+//! endpoints for orchestrators, `POST /debug/gc` and `/debug/offline`. Endpoints that change anything need the
+//! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
 use super::body::{self, Body};
 use crate::App;
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 
 /// Serves the debug endpoints until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -30,7 +32,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(answer(&app, req).await) }
+                async move { Ok::<_, Infallible>(answer(&app, req, loopback).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -49,15 +51,50 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<bytes::Bytes>) -
         .expect("static headers are valid")
 }
 
-async fn answer(app: &App, req: Request<Incoming>) -> Response<Body> {
-    if req.method() == Method::POST && req.uri().path() == "/debug/gc" {
-        return gc(app, req.uri().query()).await;
+/// Whether a request with this `Authorization` header may use a mutating endpoint: it carries
+/// the configured token, or no token is configured and the listener only accepts local
+/// connections. The error says why not.
+fn may_mutate(
+    token: Option<&str>,
+    authorization: Option<&str>,
+    loopback: bool,
+) -> Result<(), &'static str> {
+    let Some(token) = token else {
+        return if loopback {
+            Ok(())
+        } else {
+            Err("the debug listener is not bound to loopback and http.debug.token is not set\n")
+        };
+    };
+    match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err("wrong debug token\n"),
+        None => Err("this endpoint needs the http.debug.token bearer token\n"),
     }
-    if req.uri().path() == "/debug/offline"
-        && (req.method() == Method::POST || req.method() == Method::GET)
-    {
-        let set = req.method() == Method::POST;
-        return offline(app, set, req.uri().query());
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
+    let path = req.uri().path();
+    let mutating = req.method() == Method::POST && matches!(path, "/debug/gc" | "/debug/offline");
+    if mutating {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = app.config.http.debug.token.as_deref();
+        if let Err(why) = may_mutate(token, authorization, loopback) {
+            return text(StatusCode::FORBIDDEN, "text/plain", why);
+        }
+    }
+    match (req.method(), path) {
+        (&Method::POST, "/debug/gc") => return gc(app, req.uri().query()).await,
+        (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
+        (&Method::GET, "/debug/offline") => return offline(app, false, None),
+        _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
@@ -159,9 +196,13 @@ fn offline(app: &App, set: bool, query: Option<&str>) -> Response<Body> {
     )
 }
 
-/// Asks a running stevedore's debug listener at `addr` to collect garbage; returns its JSON
-/// report.
-pub async fn request_gc(addr: std::net::SocketAddr, query: &str) -> Result<String, String> {
+/// Asks a running stevedore's debug listener at `addr` to collect garbage (with `token` when
+/// the configuration sets one); returns its JSON report.
+pub async fn request_gc(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    query: &str,
+) -> Result<String, String> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -171,8 +212,12 @@ pub async fn request_gc(addr: std::net::SocketAddr, query: &str) -> Result<Strin
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = Request::post(format!("/debug/gc?{query}"))
-        .header(header::HOST, addr.to_string())
+    let mut req =
+        Request::post(format!("/debug/gc?{query}")).header(header::HOST, addr.to_string());
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -188,5 +233,21 @@ pub async fn request_gc(addr: std::net::SocketAddr, query: &str) -> Result<Strin
         Ok(body)
     } else {
         Err(format!("the server answered {status}: {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_mutate;
+
+    #[test]
+    fn mutating_endpoints_need_the_token_or_loopback() {
+        assert!(may_mutate(None, None, true).is_ok());
+        assert!(may_mutate(None, None, false).is_err());
+        assert!(may_mutate(None, Some("Bearer x"), false).is_err());
+        assert!(may_mutate(Some("t0k"), None, true).is_err());
+        assert!(may_mutate(Some("t0k"), Some("Bearer t0"), true).is_err());
+        assert!(may_mutate(Some("t0k"), Some("Basic t0k"), false).is_err());
+        assert!(may_mutate(Some("t0k"), Some("Bearer t0k"), false).is_ok());
     }
 }

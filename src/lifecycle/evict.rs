@@ -50,7 +50,9 @@ impl Evictor {
     }
 }
 
-/// One eviction pass; returns how many blobs went.
+/// One eviction pass; returns how many blobs went. Walks cached blobs least recently used
+/// first and stops at the first one that may stay, so a pass costs what it evicts (plus the
+/// pinned or busy blobs it steps over), not the size of the cache.
 pub async fn pass(
     registry: &Registry,
     options: &EvictOptions,
@@ -59,55 +61,49 @@ pub async fn pass(
     if options.max_size.is_none() && options.max_age.is_zero() {
         return Ok(0);
     }
-    let mut cached: Vec<(Digest, u64, u64)> = registry
-        .index
-        .blobs()?
-        .into_iter()
-        .filter(|(_, r)| r.origin == Origin::Proxy)
-        .map(|(d, r)| {
-            let used = registry.recent_access(&d).unwrap_or(0).max(r.last_access);
-            (d, r.size, used)
-        })
-        .collect();
-    cached.sort_by_key(|(_, _, used)| *used);
-    let mut total: u64 = cached.iter().map(|(_, size, _)| size).sum();
     let t = now_ms();
+    let too_old = |used: u64| {
+        !options.max_age.is_zero()
+            && u128::from(t.saturating_sub(used)) > options.max_age.as_millis()
+    };
+    let (_, mut total) = registry.index.totals(Origin::Proxy);
+    let too_big = |total: u64| options.max_size.is_some_and(|max| total > max);
+    let oldest = registry.index.cached_by_access().next().transpose()?;
+    if !oldest.is_some_and(|(_, used)| too_old(used)) && !too_big(total) {
+        return Ok(0);
+    }
+    // The order on disk is brought up to date with the reads noted in memory since.
+    registry.flush_access()?;
+    // Under the lock pushes take, once for the pass: a mount or upload may make a cached blob
+    // pushed content, and must not do so while it is being removed.
+    let _exclusive = registry.maintenance.write().await;
     let mut evicted = 0;
-    for (d, size, used) in cached {
-        let too_old = !options.max_age.is_zero()
-            && u128::from(t.saturating_sub(used)) > options.max_age.as_millis();
-        let too_big = options.max_size.is_some_and(|max| total > max);
-        if !too_old && !too_big {
-            if options.max_age.is_zero() {
-                break;
-            }
+    for entry in registry.index.cached_by_access() {
+        let (d, recorded) = entry?;
+        let big = too_big(total);
+        if !big && !too_old(recorded) {
+            break;
+        }
+        let used = registry.recent_access(&d).unwrap_or(0).max(recorded);
+        if !big && !too_old(used) {
             continue;
         }
         if registry.store.pins.is_pinned(&d) || busy(&d) {
             continue;
         }
-        // Under the lock pushes take, and only if still cached content: a mount or upload may
-        // have made it pushed content since the snapshot.
-        let _exclusive = registry.maintenance.write().await;
-        if registry
-            .index
-            .blob(&d)?
-            .is_none_or(|r| r.origin != Origin::Proxy)
-        {
+        let Some(size) = remove_blob(registry, &d).await? else {
             continue;
-        }
-        if remove_blob(registry, &d).await? {
-            total -= size;
-            evicted += 1;
-            let reason = if too_big { "size" } else { "age" };
-            registry
-                .metrics
-                .evictions
-                .with_label_values(&[reason])
-                .inc();
-            registry.metrics.evicted_bytes.inc_by(size);
-            tracing::debug!(digest = %d, size, reason, "evicted");
-        }
+        };
+        total = total.saturating_sub(size);
+        evicted += 1;
+        let reason = if big { "size" } else { "age" };
+        registry
+            .metrics
+            .evictions
+            .with_label_values(&[reason])
+            .inc();
+        registry.metrics.evicted_bytes.inc_by(size);
+        tracing::debug!(digest = %d, size, reason, "evicted");
     }
     if evicted > 0 {
         tracing::info!(evicted, cache_bytes = total, "eviction pass done");
@@ -115,14 +111,15 @@ pub async fn pass(
     Ok(evicted)
 }
 
-/// Removes a blob's file and records; true when the file was there.
+/// Removes a blob's record and file; the size it had, when it had a record.
 pub async fn remove_blob(
     registry: &Registry,
     d: &Digest,
-) -> Result<bool, crate::error::RegistryError> {
+) -> Result<Option<u64>, crate::error::RegistryError> {
     // The record goes first: a reader that finds no record fetches again instead of
     // trusting a file about to vanish.
-    registry.index.remove_blob(d)?;
+    let old = registry.index.remove_blob(d)?;
     registry.cache.forget_blob(d).await;
-    Ok(registry.store.delete(d).await?)
+    registry.store.delete(d).await?;
+    Ok(old.map(|r| r.size))
 }

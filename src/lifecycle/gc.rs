@@ -1,10 +1,11 @@
 //! Garbage collection of pushed content, as distribution's `registry garbage-collect`: mark
 //! every blob a manifest of any repository references, then sweep pushed blobs nothing marks.
-//! Safe while serving: blobs younger than the grace period (an upload whose manifest has not
-//! been pushed yet), pinned blobs (being read) and blobs being fetched are spared. Proxied
-//! content is the evictor's business and is left alone.
+//! Safe while serving: the mark reads manifests without the exclusive maintenance lock, which
+//! is held only to mark what was pushed meanwhile and to sweep. Blobs younger than the grace
+//! period (an upload whose manifest has not been pushed yet), pinned blobs (being read) and
+//! blobs being fetched are spared. Proxied content is the evictor's business and is left alone.
 
-use crate::index::Origin;
+use crate::index::{ManifestRecord, Origin};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, ParsedManifest, RepoName};
 use crate::registry::{Registry, now_ms};
@@ -54,44 +55,63 @@ async fn references(
     }
 }
 
+/// A manifest of a repository.
+type Key = (RepoName, Digest);
+
 pub async fn collect(
     registry: &Registry,
     options: &GcOptions,
     busy: &(impl Fn(&Digest) -> bool + ?Sized),
 ) -> Result<GcReport> {
-    // No push may start relying on a blob between the mark and the sweep.
-    let _exclusive = registry.maintenance.write().await;
     let mut report = GcReport {
         dry_run: options.dry_run,
         ..GcReport::default()
     };
+    // Mark, beside pushes: what every manifest that stays references. Reading manifests is
+    // the long part, so it runs without the exclusive lock...
     let manifests = registry.index.manifests()?;
     let reached = if options.delete_untagged {
         Some(reachable(registry, &manifests).await?)
     } else {
         None
     };
-    if let Some(reached) = &reached {
-        report.manifests_deleted = delete_untagged(registry, &manifests, reached, options.dry_run)?;
-    }
-    // Mark: every manifest that stays, and what it references.
-    let mut marked: HashSet<Digest> = HashSet::new();
-    for (repo, digest, rec) in &manifests {
-        let Ok(d) = Digest::parse(digest) else {
-            continue;
-        };
-        let goes = rec.origin == Origin::Local
+    let goes = |(repo, digest, rec): &(RepoName, Digest, ManifestRecord)| {
+        rec.origin == Origin::Local
             && reached
                 .as_ref()
-                .is_some_and(|r| !r.contains(&(repo.clone(), digest.clone())));
-        if goes {
-            continue;
-        }
-        if let Some((blobs, children)) = references(registry, &d, &rec.media_type).await? {
-            marked.extend(blobs);
-            marked.extend(children);
-        }
-        marked.insert(d);
+                .is_some_and(|r| !r.contains(&(repo.clone(), digest.clone())))
+    };
+    let (going, staying): (Vec<_>, Vec<_>) = manifests.iter().cloned().partition(goes);
+    let mut marked: HashSet<Digest> = HashSet::new();
+    mark(registry, &staying, &mut marked).await?;
+    // ...then, exclusively (no push may start relying on a blob until the sweep is done), the
+    // manifests pushed meanwhile are marked too, and so are those that were to go but that a
+    // tag or a kept index reaches now.
+    let _exclusive = registry.maintenance.write().await;
+    let seen: HashSet<Key> = manifests
+        .iter()
+        .map(|(r, d, _)| (r.clone(), d.clone()))
+        .collect();
+    let mut fresh: Vec<_> = registry
+        .index
+        .manifests()?
+        .into_iter()
+        .filter(|(r, d, _)| !seen.contains(&(r.clone(), d.clone())))
+        .collect();
+    mark(registry, &fresh, &mut marked).await?;
+    if !going.is_empty() {
+        let tagged: HashSet<Key> = registry
+            .index
+            .tags()?
+            .into_iter()
+            .map(|(r, _, rec)| (r, rec.digest))
+            .collect();
+        let (rescued, going): (Vec<_>, Vec<_>) = going
+            .into_iter()
+            .partition(|(r, d, _)| tagged.contains(&(r.clone(), d.clone())) || marked.contains(d));
+        fresh = rescued;
+        mark(registry, &fresh, &mut marked).await?;
+        report.manifests_deleted = delete_untagged(registry, &going, options.dry_run)?;
     }
     // Sweep.
     let t = now_ms();
@@ -124,10 +144,8 @@ pub async fn collect(
         deleted.insert(d);
     }
     if !deleted.is_empty() {
-        for (repo, digest) in registry.index.links()? {
-            if let (Ok(r), Ok(d)) = (RepoName::parse(&repo), Digest::parse(&digest))
-                && deleted.contains(&d)
-            {
+        for (r, d) in registry.index.links()? {
+            if deleted.contains(&d) {
                 registry.index.unlink(&r, &d)?;
                 registry.cache.forget_link(&r, &d).await;
             }
@@ -138,43 +156,48 @@ pub async fn collect(
     Ok(report)
 }
 
-/// Tags per repository: repo → digests that tags point at.
-fn tagged(registry: &Registry) -> Result<HashMap<String, HashSet<String>>> {
-    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
-    for (repo, _tag, rec) in registry.index.tags()? {
-        out.entry(repo).or_default().insert(rec.digest);
+/// Adds each manifest, and what it references, to `marked`.
+async fn mark(
+    registry: &Registry,
+    manifests: &[(RepoName, Digest, ManifestRecord)],
+    marked: &mut HashSet<Digest>,
+) -> Result<()> {
+    for (_, d, rec) in manifests {
+        if let Some((blobs, children)) = references(registry, d, &rec.media_type).await? {
+            marked.extend(blobs);
+            marked.extend(children);
+        }
+        marked.insert(d.clone());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Manifests reached from a tag (directly, or as a child of a reached index), and referrers
 /// of reached manifests, as (repository, digest).
 async fn reachable(
     registry: &Registry,
-    manifests: &[(String, String, crate::index::ManifestRecord)],
-) -> Result<HashSet<(String, String)>> {
-    let tags = tagged(registry)?;
-    let mut reached: HashSet<(String, String)> = HashSet::new();
-    let mut stack: Vec<(String, String)> = tags
-        .iter()
-        .flat_map(|(r, ds)| ds.iter().map(move |d| (r.clone(), d.clone())))
+    manifests: &[(RepoName, Digest, ManifestRecord)],
+) -> Result<HashSet<Key>> {
+    let mut reached: HashSet<Key> = HashSet::new();
+    let mut stack: Vec<Key> = registry
+        .index
+        .tags()?
+        .into_iter()
+        .map(|(r, _, rec)| (r, rec.digest))
         .collect();
-    let records: HashMap<(String, String), &crate::index::ManifestRecord> = manifests
+    let records: HashMap<Key, &ManifestRecord> = manifests
         .iter()
         .map(|(r, d, rec)| ((r.clone(), d.clone()), rec))
         .collect();
-    while let Some((repo, digest)) = stack.pop() {
-        if !reached.insert((repo.clone(), digest.clone())) {
+    while let Some(key) = stack.pop() {
+        if !reached.insert(key.clone()) {
             continue;
         }
-        let (Some(rec), Ok(d)) = (
-            records.get(&(repo.clone(), digest.clone())),
-            Digest::parse(&digest),
-        ) else {
+        let Some(rec) = records.get(&key) else {
             continue;
         };
-        if let Some((_, children)) = references(registry, &d, &rec.media_type).await? {
-            stack.extend(children.into_iter().map(|c| (repo.clone(), c.to_string())));
+        if let Some((_, children)) = references(registry, &key.1, &rec.media_type).await? {
+            stack.extend(children.into_iter().map(|c| (key.0.clone(), c)));
         }
     }
     // Referrers of reached manifests (signatures, SBOMs) live as long as their subject.
@@ -190,24 +213,16 @@ async fn reachable(
 
 fn delete_untagged(
     registry: &Registry,
-    manifests: &[(String, String, crate::index::ManifestRecord)],
-    reached: &HashSet<(String, String)>,
+    going: &[(RepoName, Digest, ManifestRecord)],
     dry_run: bool,
 ) -> Result<usize> {
-    let mut n = 0;
-    for (repo, digest, rec) in manifests {
-        if rec.origin != Origin::Local || reached.contains(&(repo.clone(), digest.clone())) {
-            continue;
-        }
-        n += 1;
+    for (repo, digest, _) in going {
         if dry_run {
             tracing::info!(%repo, %digest, "gc would delete untagged manifest");
             continue;
         }
-        if let (Ok(r), Ok(d)) = (RepoName::parse(repo), Digest::parse(digest)) {
-            registry.index.delete_manifest(&r, &d)?;
-            tracing::info!(%repo, %digest, "gc deleted untagged manifest");
-        }
+        registry.index.delete_manifest(repo, digest)?;
+        tracing::info!(%repo, %digest, "gc deleted untagged manifest");
     }
-    Ok(n)
+    Ok(going.len())
 }

@@ -1,23 +1,27 @@
-//! Start-up recovery after a crash (or any stop): temporary files are gone already (the blob
-//! store removes them when it opens); here, upload sessions without their files are removed,
+//! Start-up recovery after a crash (or any stop), run only by the server holding the index
+//! lock: temporary files are removed, upload sessions without their files are removed,
 //! index records whose files are missing are dropped, and committed files the index does not
 //! know are adopted. Files under `blobs/` are only ever created by a verified rename, so an
 //! unknown one is a complete blob whose index record was lost.
 
 use crate::index::{BlobRecord, Origin};
-use crate::oci::{Digest, RepoName};
+use crate::oci::Digest;
 use crate::registry::{Registry, now_ms};
 use std::collections::HashSet;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
+    pub removed_temporary_files: usize,
     pub dropped_blob_records: usize,
     pub dropped_manifests: usize,
     pub adopted_files: usize,
 }
 
 pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error::RegistryError> {
-    let mut report = RecoveryReport::default();
+    let mut report = RecoveryReport {
+        removed_temporary_files: registry.store.remove_temporary_files().await?,
+        ..RecoveryReport::default()
+    };
     let files = registry.store.list().await?;
     let on_disk: HashSet<&Digest> = files.iter().map(|(d, _)| d).collect();
     let records = registry.index.blobs()?;
@@ -43,10 +47,7 @@ pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error
             report.adopted_files += 1;
         }
     }
-    for (repo, digest, _) in registry.index.manifests()? {
-        let (Ok(r), Ok(d)) = (RepoName::parse(&repo), Digest::parse(&digest)) else {
-            continue;
-        };
+    for (r, d, _) in registry.index.manifests()? {
         if !on_disk.contains(&d) {
             registry.index.delete_manifest(&r, &d)?;
             report.dropped_manifests += 1;

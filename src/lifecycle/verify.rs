@@ -1,7 +1,7 @@
 //! Re-hashes every committed blob and reports (or quarantines) those whose bytes no longer
-//! match their name: disk corruption, or a hand edit. Works on files alone, so it can run
-//! beside a serving registry; a quarantined blob's index record is dropped lazily when the
-//! registry next fails to open it.
+//! match their name: disk corruption, or a hand edit. Works on files alone and opens the store
+//! read-only (it never sweeps `tmp/` or `uploads/`), so it can run beside a serving registry; a
+//! quarantined blob's index record is dropped lazily when the registry next fails to open it.
 
 use crate::storage::{BlobStore, StoreError, hash_file};
 use serde::Serialize;
@@ -16,7 +16,7 @@ pub struct VerifyReport {
 }
 
 pub async fn verify(root: &Path, quarantine: bool) -> Result<VerifyReport, StoreError> {
-    let store = BlobStore::open(root).await?;
+    let store = BlobStore::open_read_only(root).await?;
     let qdir = root.join("quarantine");
     let mut report = VerifyReport::default();
     for (d, size) in store.list().await? {

@@ -75,10 +75,7 @@ impl Mirror {
                 if rec.origin != Origin::Local && !fresh {
                     return Ok(None);
                 }
-                let Ok(d) = Digest::parse(&rec.digest) else {
-                    return Ok(None);
-                };
-                let Some(m) = reg.manifest_by_digest(&p.local, &d).await? else {
+                let Some(m) = reg.manifest_by_digest(&p.local, &rec.digest).await? else {
                     return Ok(None);
                 };
                 if rec.origin == Origin::Local {

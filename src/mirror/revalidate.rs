@@ -134,7 +134,7 @@ async fn run(job: &Job) -> Revalidated {
     {
         Ok(head) if head.digest.as_deref() == Some(job.ours.as_str()) => {
             let rec = TagRecord {
-                digest: job.ours.to_string(),
+                digest: job.ours.clone(),
                 origin: Origin::Proxy,
                 checked: now(),
             };

@@ -15,23 +15,45 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (creating) the store under `root` and removes temporary files left by a crash.
+    /// Opens (creating) the store under `root`. Touches no file: temporary files of a crashed
+    /// run are removed only by `remove_temporary_files`, which the server alone calls at
+    /// start-up (a maintenance command beside it must not delete its in-flight writes).
     pub async fn open(root: &Path) -> Result<BlobStore, StoreError> {
-        let store = BlobStore {
-            blobs: root.join("blobs"),
-            tmp: root.join("tmp"),
-            pins: super::Pins::default(),
-        };
+        let store = BlobStore::at(root);
         for algorithm in Algorithm::ALL {
             tokio::fs::create_dir_all(store.blobs.join(algorithm.name())).await?;
         }
         tokio::fs::create_dir_all(&store.tmp).await?;
-        let mut dir = tokio::fs::read_dir(&store.tmp).await?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only: creates nothing, removes nothing.
+    pub async fn open_read_only(root: &Path) -> Result<BlobStore, StoreError> {
+        let store = BlobStore::at(root);
+        tokio::fs::metadata(&store.blobs).await?;
+        Ok(store)
+    }
+
+    fn at(root: &Path) -> BlobStore {
+        BlobStore {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            pins: super::Pins::default(),
+        }
+    }
+
+    /// Removes the temporary files a crashed run left. Only for the process that owns the
+    /// store (the server at start-up, holding the index lock).
+    pub async fn remove_temporary_files(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.tmp).await?;
         while let Some(entry) = dir.next_entry().await? {
             tracing::info!(path = %entry.path().display(), "removing temporary file left by an earlier run");
-            let _ = tokio::fs::remove_file(entry.path()).await;
+            if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
         }
-        Ok(store)
+        Ok(removed)
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
