@@ -128,7 +128,11 @@ async fn verify_and_gc_beside_a_cold_pull_and_a_chunked_push() {
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = client()
-        .put(s.url(&format!("{loc}?digest={ld}")))
+        // The upload URL carries its signed state as a query already.
+        .put(s.url(&format!(
+            "{loc}{}digest={ld}",
+            if loc.contains('?') { '&' } else { '?' }
+        )))
         .send()
         .await
         .unwrap();
