@@ -2,12 +2,9 @@
 //! GET/HEAD by both, byte-exact storage, Accept negotiation, DELETE, manifest errors, and the
 //! referrers API.
 
-mod common;
-mod support;
-
-use common::*;
+use crate::common::api::*;
+use crate::common::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ALL_MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 

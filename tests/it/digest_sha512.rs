@@ -2,15 +2,12 @@
 //! digest (and refusing bytes that do not match it), garbage collection, `verify`, and
 //! recovery of a store holding sha512 blobs.
 
-mod common;
-mod support;
-
+use crate::common::api::*;
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 /// Pushes `data` monolithically under its sha512 digest; returns the digest.
 async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {

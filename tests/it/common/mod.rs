@@ -3,6 +3,7 @@
 //! Also small helpers to push blobs and manifests over the API.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod containerd;
 pub mod docker;
 pub mod fake_upstream;

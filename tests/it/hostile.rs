@@ -2,9 +2,7 @@
 //! path tricks, absurd parameters, and the per-client limits. After each onslaught the server
 //! must still answer `GET /v2/`, and nothing may appear outside its storage root.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};

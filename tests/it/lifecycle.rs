@@ -1,11 +1,9 @@
 //! Cache lifecycle: eviction order and bound, pinning of blobs being read, garbage collection
 //! after deletes, upload-session expiry, recovery of a damaged store, verification.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use futures::StreamExt;
 use std::process::Command;
 use std::time::Duration;

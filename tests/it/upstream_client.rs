@@ -1,10 +1,8 @@
 //! `UpstreamClient` against the fake Docker-Hub-like registry: auth flows, token caching,
 //! redirects, faults, caps, timeouts and metrics.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,10 +6,8 @@
 //! other test's `reqwest::Client` panic without a process-wide provider; this way also lets a
 //! test see the certificate the server presented and the negotiated ALPN protocol.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{

@@ -1,11 +1,9 @@
 //! Logs: one JSON access line per request with method, path, status, bytes, duration, cache
 //! outcome and upstream; `log.fields` on every line; text format when asked.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use std::time::Duration;
 
 fn access_lines(s: &Server) -> Vec<serde_json::Value> {

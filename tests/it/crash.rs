@@ -2,11 +2,9 @@
 //! tag moves, tag and manifest deletes and proxied pulls, many times; after each restart everything it lists pulls and verifies, and
 //! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

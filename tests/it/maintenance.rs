@@ -3,11 +3,9 @@
 //! touch the server's temporary files or upload sessions; the debug listener's mutating
 //! endpoint needs its token.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use futures::StreamExt;
 use sha2::Digest as _;
 use std::process::Command;

@@ -2,11 +2,9 @@
 //! land in the cache, hits never reach the upstream, faults never leave bad blobs behind, and
 //! concurrent misses cost one upstream fetch.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use futures::future::join_all;
 use std::time::{Duration, Instant};
 
