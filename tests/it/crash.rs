@@ -309,7 +309,8 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
             base.clone(),
             up_tags.iter().rev().cloned().collect(),
         ));
-        // A pseudo-random moment between 50 and 650 ms into the work.
+        // A pseudo-random moment between 50 and 650 ms into the work (the kill's timing is what
+        // the test varies; there is no event to wait for).
         let delay = 50 + (round * 7919 % 600);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         s.kill9();

@@ -170,6 +170,19 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (up to 10 s) for the line saying the mirror fetched `digest` and recorded it in the
+    /// cache: a client has its last byte before the blob is committed and in the index.
+    pub async fn fetched_and_cached(&self, digest: &str) -> bool {
+        eventually(Duration::from_secs(10), || {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("blob fetched and cached") && l.contains(digest))
+        })
+        .await
+    }
+
     /// SIGKILL, no cleanup.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
