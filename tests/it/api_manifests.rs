@@ -657,20 +657,6 @@ async fn referrer_may_be_pushed_before_its_subject_and_may_be_an_index() {
 
 // ---- sha512
 
-/// Pushes `data` monolithically under its sha512 digest; returns the digest.
-async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
-    let d = digest512(data);
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    d
-}
-
 /// GET and HEAD of `reference` answer `body` with `Docker-Content-Digest: expected`.
 async fn assert_manifest_digest(
     s: &Server,

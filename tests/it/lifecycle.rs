@@ -5,7 +5,6 @@ use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const REPO: &str = "library/cache";
@@ -198,20 +197,6 @@ async fn unused_content_expires_after_ttl() {
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_env(args, &[])
-}
-
-fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]
