@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for FUZZ_SECS seconds each (default 20), starting from
 # the seeds in fuzz/seeds/<target>/, with libFuzzer and AddressSanitizer. That needs a nightly
-# toolchain; without one this runs the stable smoke loop (tests/fuzz_smoke.rs) instead.
+# toolchain; without one this runs the stable smoke loop (tests/it/fuzz_smoke.rs) instead.
 # A crash leaves its input in fuzz/artifacts/<target>/ and fails the script; reproduce it with
 #   cd fuzz && cargo +nightly fuzz run <target> artifacts/<target>/<file>
-# Not run by CI (.ci/run); CI runs tests/fuzz_smoke.rs as part of `cargo test`.
+# Not run by CI (.ci/run); CI runs tests/it/fuzz_smoke.rs as part of `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECS:-20}"
@@ -12,7 +12,7 @@ secs="${FUZZ_SECS:-20}"
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz-smoke: no nightly toolchain; running the stable loop instead" >&2
     cd ..
-    exec env FUZZ_SMOKE_SECS="$secs" FUZZ_SMOKE_ITERS=100000000 cargo test --test fuzz_smoke
+    exec env FUZZ_SMOKE_SECS="$secs" FUZZ_SMOKE_ITERS=100000000 cargo test --test it fuzz_smoke::
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets (`fuzz/`) and the stable fuzz smoke test
-//! (`tests/fuzz_smoke.rs`): each feeds arbitrary input to one of the crate's own parsers and
+//! (`tests/it/fuzz_smoke.rs`): each feeds arbitrary input to one of the crate's own parsers and
 //! checks what must hold of its result. Not an API: hidden from the docs, free to change.
 
 use crate::config::Config;

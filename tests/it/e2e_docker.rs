@@ -6,11 +6,9 @@
 //! skipped, loudly, only when `dockerd` is not installed; a daemon that is installed but cannot
 //! start fails the test.
 
-mod common;
-
-use common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
-use common::refreg::RefRegistry;
-use common::*;
+use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
+use crate::common::refreg::RefRegistry;
+use crate::common::*;
 use serde_json::Value;
 
 async fn get_json(url: &str) -> Value {

@@ -2,11 +2,9 @@
 //! tag moves, tag and manifest deletes and proxied pulls, many times; after each restart everything it lists pulls and verifies, and
 //! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -311,7 +309,8 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
             base.clone(),
             up_tags.iter().rev().cloned().collect(),
         ));
-        // A pseudo-random moment between 50 and 650 ms into the work.
+        // A pseudo-random moment between 50 and 650 ms into the work (the kill's timing is what
+        // the test varies; there is no event to wait for).
         let delay = 50 + (round * 7919 % 600);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         s.kill9();

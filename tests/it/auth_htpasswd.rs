@@ -3,11 +3,9 @@
 //! challenge docker login probes for, reloading the file when it changes, and a real client:
 //! `skopeo login` then `skopeo copy` in and out with credentials.
 
-mod common;
-
-use common::oci_layout::{Layout, blob_digests};
-use common::tools::{require, run, run_ok};
-use common::*;
+use crate::common::oci_layout::{Layout, blob_digests};
+use crate::common::tools::{require, run, run_ok};
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

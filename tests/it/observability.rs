@@ -6,11 +6,9 @@
 //! promtool and prometheus come from Debian's `prometheus` package
 //! (scripts/install-test-deps.sh); a missing tool is a failure.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

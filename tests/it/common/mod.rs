@@ -3,6 +3,7 @@
 //! Also small helpers to push blobs and manifests over the API.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod containerd;
 pub mod docker;
 pub mod fake_upstream;
@@ -169,6 +170,19 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (up to 10 s) for the line saying the mirror fetched `digest` and recorded it in the
+    /// cache: a client has its last byte before the blob is committed and in the index.
+    pub async fn fetched_and_cached(&self, digest: &str) -> bool {
+        eventually(Duration::from_secs(10), || {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("blob fetched and cached") && l.contains(digest))
+        })
+        .await
+    }
+
     /// SIGKILL, no cleanup.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -279,6 +293,22 @@ pub fn digest512(data: &[u8]) -> String {
 }
 
 /// Deterministic pseudo-random bytes.
+/// Runs the `stevedore` binary with `args` and extra environment `env`; returns its exit code,
+/// stdout and stderr.
+pub fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
@@ -304,7 +334,16 @@ pub fn client() -> reqwest::Client {
 
 /// Pushes a blob with a monolithic POST; returns its digest.
 pub async fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
-    let d = digest(data);
+    push_blob_as(base, repo, data, digest(data)).await
+}
+
+/// Pushes `data` monolithically under its sha512 digest; returns the digest.
+pub async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
+    push_blob_as(base, repo, data, digest512(data)).await
+}
+
+/// Pushes `data` with a monolithic POST under digest `d`; returns `d`.
+async fn push_blob_as(base: &str, repo: &str, data: &[u8], d: String) -> String {
     let r = client()
         .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
         .header("content-type", "application/octet-stream")

@@ -1,11 +1,8 @@
 //! Blob uploads: monolithic, POST + PUT, chunked PATCH (ordered and out of order), streamed
 //! PATCH, status, cancel, cross-repository mount, and that a digest mismatch leaves nothing.
 
-mod common;
-mod support;
-
-use common::*;
-use support::*;
+use crate::common::api::*;
+use crate::common::*;
 
 async fn assert_blob(s: &Server, repo: &str, data: &[u8]) {
     let d = digest(data);

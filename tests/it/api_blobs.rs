@@ -1,11 +1,8 @@
 //! The base endpoint and the blob endpoints: HEAD/GET (with ranges), DELETE, and the rule that a
 //! blob is visible only in the repositories it was pushed or mounted to.
 
-mod common;
-mod support;
-
-use common::*;
-use support::*;
+use crate::common::api::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn base_endpoint_answers_with_the_api_version() {

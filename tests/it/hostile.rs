@@ -2,9 +2,7 @@
 //! path tricks, absurd parameters, and the per-client limits. After each onslaught the server
 //! must still answer `GET /v2/`, and nothing may appear outside its storage root.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -267,6 +265,7 @@ async fn slow_and_silent_clients_are_cut_off() {
         .unwrap();
     let mut closed = false;
     for b in b"X-Slow: ".iter().chain([b'a'; 60].iter()).cycle().take(60) {
+        // The pacing is the attack under test, not a wait for an event.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if c.write_all(&[*b]).await.is_err() {
             closed = true;
@@ -551,7 +550,7 @@ async fn requests_over_the_rate_get_429() {
     assert!((1..=2).contains(&retry), "retry-after {retry}");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
-    // Waiting as told is enough.
+    // Waiting as told is enough (the wait is the behaviour under test: Retry-After's seconds).
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert_eq!(c.get(s.url("/v2/")).send().await.unwrap().status(), 200);
     assert!(

@@ -3,7 +3,7 @@
 //! the data directory.
 #![allow(dead_code)]
 
-use crate::common::*;
+use super::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

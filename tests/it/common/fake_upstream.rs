@@ -706,7 +706,8 @@ fn faulty_body(state: &State, data: Bytes, fault: &Fault) -> FakeBody {
             let head = data.slice(..after.min(data.len()));
             tokio::spawn(async move {
                 let _ = tx.send(Ok(head)).await;
-                // Let the bytes reach the socket before the connection is dropped.
+                // Let the bytes reach the socket before the connection is dropped (the fault's
+                // shape as an upstream shows it, not a wait in a test).
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = tx.send(Err(io::Error::other("fake truncation"))).await;
             });

@@ -4,16 +4,15 @@
 //! signing upload URLs (forged or altered ones refused); `http.host` / `http.relativeurls`
 //! shaping `Location` headers.
 
-mod common;
-mod support;
-
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::redis::Redis;
-use common::*;
+use crate::common;
+use crate::common::api as support;
+use crate::common::api::{expect_error, get, head, header, with_query};
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::redis::Redis;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{expect_error, get, head, header, with_query};
 
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
@@ -181,7 +180,7 @@ async fn private_registry_seeds_serve_a_push_and_pull() {
             vec![("REGISTRY_HTTP_DEBUG_ADDR", "127.0.0.1:0".into())],
             false,
         ),
-        // The guide's own environment (TLS left out: tests/tls.rs covers it).
+        // The guide's own environment (TLS left out: tests/it/tls.rs covers it).
         (
             "deploying",
             vec![

@@ -2,9 +2,7 @@
 //! what is stored keeps being served, and writes work again once space is freed. Runs on a
 //! small tmpfs mounted for the test (needs root, as CI has).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -3,14 +3,11 @@
 //! touch the server's temporary files or upload sessions; the debug listener's mutating
 //! endpoint needs its token.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use futures::StreamExt;
 use sha2::Digest as _;
-use std::process::Command;
 use std::time::Duration;
 
 const REPO: &str = "library/big";
@@ -18,20 +15,6 @@ const REPO: &str = "library/big";
 fn blob_path(s: &Server, d: &str) -> std::path::PathBuf {
     let hex = d.trim_start_matches("sha256:");
     s.dir.join("blobs/sha256").join(&hex[..2]).join(hex)
-}
-
-fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn dir_entries(p: &std::path::Path) -> usize {
@@ -100,11 +83,11 @@ async fn verify_and_gc_beside_a_cold_pull_and_a_chunked_push() {
     let config = s.config_path.to_str().unwrap().to_owned();
     let debug = s.debug_addr.clone().unwrap();
     let env = [("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())];
-    let (code, out, err) = run_cli(&["verify", &config], &env);
+    let (code, out, err) = run_cli_env(&["verify", &config], &env);
     assert_eq!(code, 0, "verify: {out}{err}");
-    let (code, out, err) = run_cli(&["gc", "--dry-run", &config], &env);
+    let (code, out, err) = run_cli_env(&["gc", "--dry-run", &config], &env);
     assert_eq!(code, 0, "gc --dry-run: {out}{err}");
-    let (code, out, err) = run_cli(&["gc", &config], &env);
+    let (code, out, err) = run_cli_env(&["gc", &config], &env);
     assert_eq!(code, 0, "gc: {out}{err}");
     assert!(out.contains("\"blobs_deleted\":0"), "{out}");
     assert!(
@@ -194,9 +177,9 @@ async fn the_debug_gc_endpoint_needs_the_configured_token() {
         ("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str()),
         ("REGISTRY_HTTP_DEBUG_TOKEN", token),
     ];
-    let (code, out, err) = run_cli(&["gc", "--dry-run", &config], &env);
+    let (code, out, err) = run_cli_env(&["gc", "--dry-run", &config], &env);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = run_cli(
+    let (code, _, err) = run_cli_env(
         &["gc", "--dry-run", &config],
         &[("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())],
     );

@@ -1,10 +1,8 @@
 //! `UpstreamClient` against the fake Docker-Hub-like registry: auth flows, token caching,
 //! redirects, faults, caps, timeouts and metrics.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,6 +175,7 @@ async fn expired_token_is_refetched() {
     fake.add_manifest("a/b", Some("t"), OCI_MANIFEST, Bytes::from_static(b"{}"));
     let (client, _) = client(&fake);
     client.head_manifest("a/b", "t", &[]).await.expect("first");
+    // Not a wait for an event: outliving the token's 1 s lifetime is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     client
         .head_manifest("a/b", "t", &[])

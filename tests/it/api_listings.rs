@@ -1,12 +1,9 @@
 //! Tags lists and `/v2/_catalog`: lexical order, `n`/`last` pagination with a `Link` header
 //! (absent on the last page), `n=0`, a capped huge `n`, and bad `n`.
 
-mod common;
-mod support;
-
-use common::*;
+use crate::common::api::*;
+use crate::common::*;
 use serde_json::{Value, json};
-use support::*;
 
 /// Pushes one small manifest to `repo` and tags it with every tag of `tags`.
 async fn tag_many(base: &str, repo: &str, tags: &[String]) {

@@ -1,11 +1,9 @@
 //! Logs: one JSON access line per request with method, path, status, bytes, duration, cache
 //! outcome and upstream; `log.fields` on every line; text format when asked.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use std::time::Duration;
 
 fn access_lines(s: &Server) -> Vec<serde_json::Value> {
@@ -36,7 +34,8 @@ async fn access_lines_say_where_bytes_came_from() {
         assert_eq!(r.bytes().await.unwrap(), data);
         // A client has its last byte before the blob is committed: wait for the cache.
         assert!(eventually(Duration::from_secs(10), || cached.exists()).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Recorded in the index right after the rename.
+        assert!(s.fetched_and_cached(&d).await, "{}", s.log_text());
     }
     let r = client()
         .get(s.url("/v2/nope/manifests/x?ns=gcr.io"))

@@ -6,11 +6,9 @@
 //! Bounds are loose (seconds, against the 30 s+ an unprotected mirror takes) so that a loaded
 //! machine does not make them flake; nothing here is a benchmark.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -408,8 +406,8 @@ async fn concurrent_upstream_fetches_are_capped_and_queued() {
 // dockerd is driven with blocking calls: the relay needs a worker thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pulls_a_cached_image_in_seconds_while_the_upstream_is_frozen() {
-    use common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
-    use common::refreg::RefRegistry;
+    use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
+    use crate::common::refreg::RefRegistry;
     if !available_or_skip("docker_pulls_a_cached_image_in_seconds_while_the_upstream_is_frozen") {
         return;
     }

@@ -1,14 +1,11 @@
 //! Cache lifecycle: eviction order and bound, pinning of blobs being read, garbage collection
 //! after deletes, upload-session expiry, recovery of a damaged store, verification.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
 use futures::StreamExt;
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const REPO: &str = "library/cache";
 
@@ -33,7 +30,11 @@ async fn fetch_cached(s: &Server, d: &str) -> Bytes {
     let b = fetch(s, d).await;
     assert!(eventually(Duration::from_secs(10), || blob_path(s, d).exists()).await);
     // Recorded right after the rename.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        s.fetched_and_cached(d).await,
+        "{d} not recorded; log:\n{}",
+        s.log_text()
+    );
     b
 }
 
@@ -57,6 +58,8 @@ async fn least_recently_used_goes_first_and_local_content_stays() {
     fetch_cached(&s, &ds[0]).await;
     fetch_cached(&s, &ds[1]).await;
     fetch(&s, &ds[0]).await; // 0 is now more recent than 1
+    // Not a wait for an event: the index's access clock counts milliseconds, and this keeps the
+    // read above and the fill below apart on it.
     tokio::time::sleep(Duration::from_millis(5)).await;
     fetch_cached(&s, &ds[2]).await; // over the bound: 1 must go
     assert!(
@@ -98,10 +101,33 @@ async fn a_blob_being_read_is_not_evicted() {
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    // Fill the cache past its bound: the reader's blob is pinned, so it stays.
+    // Fill the cache past its bound: the reader's blob is pinned, so it stays. (The 5 ms keep
+    // the read and the fill apart on the index's millisecond access clock.)
     tokio::time::sleep(Duration::from_millis(5)).await;
     fetch(&s, &d_other).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Prove that an eviction pass ran while the reader held the blob: it steps over the pinned
+    // blob and takes the other one to get under the bound. The pass the fill itself wakes may
+    // still see that blob as being fetched and spare it, so small fills wake more passes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seed = 500;
+    while s
+        .metric("stevedore_evictions_total", &[("reason", "size")])
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no eviction pass ran; log:\n{}",
+            s.log_text()
+        );
+        seed += 1;
+        let small = up.add_blob(REPO, Bytes::from(random_bytes(1000, seed)));
+        fetch_cached(&s, &small).await;
+    }
+    assert!(
+        !blob_path(&s, &d_other).exists(),
+        "the pass did not take the unpinned blob"
+    );
     assert!(blob_path(&s, &d_big).exists(), "a pinned blob was evicted");
     let mut got = first.to_vec();
     while let Some(c) = stream.next().await {
@@ -157,6 +183,7 @@ async fn unused_content_expires_after_ttl() {
     assert!(eventually(Duration::from_secs(10), || blob_path(&s, &d).exists()).await);
     // The periodic pass runs every minute; another fill wakes it sooner.
     let d2 = up.add_blob(REPO, Bytes::from(random_bytes(1000, 71)));
+    // Not a wait for an event: ageing past the 1 s ttl is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     fetch(&s, &d2).await;
     assert!(eventually(Duration::from_secs(10), || !blob_path(&s, &d).exists()).await);
@@ -170,20 +197,6 @@ async fn unused_content_expires_after_ttl() {
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_env(args, &[])
-}
-
-fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

@@ -4,10 +4,9 @@
 //! its scope, expired, wrong issuer, wrong audience, insufficient scope, a foreign signer, HMAC
 //! and malformed tokens.
 
-mod common;
-
-use common::tools::{require, run_ok};
-use common::*;
+use crate::common;
+use crate::common::tools::{require, run_ok};
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -2,11 +2,9 @@
 //! sent raw), unknown endpoints and methods, deletes when disabled (and enabled through the
 //! environment), and the CLI's configuration check.
 
-mod common;
-mod support;
-
-use common::*;
-use support::*;
+use crate::common;
+use crate::common::api::*;
+use crate::common::*;
 
 /// Every repository-scoped endpoint with `name` in it.
 fn endpoints(name: &str) -> Vec<(&'static str, String)> {

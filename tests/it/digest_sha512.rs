@@ -2,43 +2,11 @@
 //! digest (and refusing bytes that do not match it), garbage collection, `verify`, and
 //! recovery of a store holding sha512 blobs.
 
-mod common;
-mod support;
-
+use crate::common::api::*;
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::*;
-use std::process::Command;
 use std::time::Duration;
-use support::*;
-
-/// Pushes `data` monolithically under its sha512 digest; returns the digest.
-async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
-    let d = digest512(data);
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    d
-}
-
-fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn mirror_fetches_by_sha512_and_checks_the_bytes() {

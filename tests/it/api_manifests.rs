@@ -2,12 +2,9 @@
 //! GET/HEAD by both, byte-exact storage, Accept negotiation, DELETE, manifest errors, and the
 //! referrers API.
 
-mod common;
-mod support;
-
-use common::*;
+use crate::common::api::*;
+use crate::common::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ALL_MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -659,20 +656,6 @@ async fn referrer_may_be_pushed_before_its_subject_and_may_be_an_index() {
 }
 
 // ---- sha512
-
-/// Pushes `data` monolithically under its sha512 digest; returns the digest.
-async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
-    let d = digest512(data);
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    d
-}
 
 /// GET and HEAD of `reference` answer `body` with `Docker-Content-Digest: expected`.
 async fn assert_manifest_digest(

@@ -1,12 +1,9 @@
 //! Restart persistence: what was pushed before a stop pulls byte-exact from a new process on the
 //! same data directory, and an upload session started before the stop can be finished after it.
 
-mod common;
-mod support;
-
-use common::*;
+use crate::common::api::*;
+use crate::common::*;
 use serde_json::{Value, json};
-use support::*;
 
 #[tokio::test]
 async fn content_survives_a_restart() {

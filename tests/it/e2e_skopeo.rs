@@ -3,12 +3,10 @@
 //! mirror of the distribution reference registry, also after that upstream is stopped.
 //! Needs `skopeo` (and `docker-registry` for the mirror test) on PATH; see .ci/run.
 
-mod common;
-
-use common::oci_layout::{self, Image, Layout, blob_digests, tagged};
-use common::refreg::RefRegistry;
-use common::tools::{require, run_ok};
-use common::*;
+use crate::common::oci_layout::{self, Image, Layout, blob_digests, tagged};
+use crate::common::refreg::RefRegistry;
+use crate::common::tools::{require, run_ok};
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,11 +4,9 @@
 //! proxied repositories behind the same pull check, and the config check of a policy without
 //! an authentication kind.
 
-mod common;
-
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::tools::{require, run, run_ok};
-use common::*;
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::tools::{require, run, run_ok};
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,11 +2,9 @@
 //! land in the cache, hits never reach the upstream, faults never leave bad blobs behind, and
 //! concurrent misses cost one upstream fetch.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::*;
 use futures::future::join_all;
 use std::time::{Duration, Instant};
 
@@ -79,8 +77,9 @@ async fn miss_then_hit_with_bearer_auth_and_redirects() {
     for l in &layers {
         let f = blob_file(&s, &digest(l));
         assert!(eventually(Duration::from_secs(10), || f.exists()).await);
+        // Recorded in the index right after the rename.
+        assert!(s.fetched_and_cached(&digest(l)).await, "{}", s.log_text());
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
     let before = up.request_log().len();
     // Again: all from the cache.
     let r = get(&s.url(&format!("/v2/{REPO}/manifests/1.0"))).await;

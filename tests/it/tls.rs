@@ -6,10 +6,8 @@
 //! other test's `reqwest::Client` panic without a process-wide provider; this way also lets a
 //! test see the certificate the server presented and the negotiated ALPN protocol.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
@@ -520,7 +518,8 @@ async fn sighup_reloads_the_certificate() {
     write_pair(files.dir.path(), &second);
     restore("server.crt", crt_time);
     restore("server.key", key_time);
-    // Without the signal, nothing changes (the files look as they did).
+    // Without the signal, nothing changes (the files look as they did). Proving an absence
+    // takes time: this outlasts one 2 s file check of the watcher (src/http/tls.rs CHECK_EVERY).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         get(&s.addr, &Client::trusting(&ca)).await.unwrap().cert,

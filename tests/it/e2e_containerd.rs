@@ -5,14 +5,12 @@
 //! loopback port), and `ns=ghcr.io` to the upstream of that name. Each `server =` fallback is a
 //! closed loopback port, so a request the mirror refuses cannot be answered anywhere else.
 
-mod common;
-
+use crate::common::containerd::{Containerd, available_or_skip, write_hosts_toml};
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+use crate::common::oci_layout::{Image, Layout, read_blob};
+use crate::common::tools::free_port;
+use crate::common::*;
 use bytes::Bytes;
-use common::containerd::{Containerd, available_or_skip, write_hosts_toml};
-use common::fake_upstream::{FakeOptions, FakeUpstream};
-use common::oci_layout::{Image, Layout, read_blob};
-use common::tools::free_port;
-use common::*;
 
 /// Builds a one-layer image (a real gzip'd tar) and stores it in `up` as `repo:tag`.
 fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u64) -> Image {

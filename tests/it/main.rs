@@ -1,0 +1,33 @@
+//! The one integration-test binary: every former `tests/*.rs` file is a module here, all on one
+//! helper tree (`common`, with the API test helpers in `common::api`), so the suite links once.
+//! Run one module with `cargo test --test it <module>::` (e.g. `cargo test --test it mirror::`).
+
+mod common;
+
+mod api_blobs;
+mod api_errors;
+mod api_listings;
+mod api_manifests;
+mod api_persistence;
+mod api_uploads;
+mod auth_htpasswd;
+mod auth_policy;
+mod auth_token;
+mod crash;
+mod digest_sha512;
+mod e2e_containerd;
+mod e2e_docker;
+mod e2e_skopeo;
+mod full_disk;
+mod fuzz_smoke;
+mod hostile;
+mod lifecycle;
+mod logging;
+mod maintenance;
+mod mirror;
+mod mirror_resilience;
+mod observability;
+mod seed_configs;
+mod smoke;
+mod tls;
+mod upstream_client;
