@@ -105,6 +105,14 @@ struct Shared {
     header_timeout: Duration,
 }
 
+/// Creates each endpoint's success series at zero. Called before any listener serves (the
+/// debug listener included), so the first scrape already has them.
+pub fn init_endpoint_metrics(metrics: &crate::metrics::Metrics) {
+    for (method, endpoint, status) in ENDPOINT_SUCCESS {
+        metrics.init_endpoint(method, endpoint, status);
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
 /// for up to `drain`. Plain HTTP, or HTTPS when the app has a TLS configuration.
 ///
@@ -118,9 +126,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    for (method, endpoint, status) in ENDPOINT_SUCCESS {
-        app.metrics.init_endpoint(method, endpoint, status);
-    }
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let shared = Arc::new(Shared {
         limits: Arc::new(Limits::new(&app.config.http.limits)),
