@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream};
+use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use common::tools::{require, run};
 use common::*;
 use serde_json::Value;
@@ -453,4 +453,78 @@ async fn referrers_fall_back_to_the_tag_scheme() {
         .await
         .unwrap();
     assert!(manifests_of(&index).is_empty());
+}
+
+#[tokio::test]
+async fn referrers_when_the_upstream_cannot_be_asked() {
+    let up = FakeUpstream::start(FakeOptions {
+        referrers_api: true,
+        ..FakeOptions::default()
+    })
+    .await;
+    let repo = "library/app";
+    let (md, mbody) = seed_image(&up, repo, "1.0", 13);
+    let (sig, _) = sign_upstream(&up, repo, (&md, mbody.len()));
+    let (other, obody) = seed_image(&up, repo, "2.0", 14);
+    let (lone, _) = seed_image(&up, repo, "3.0", 15);
+    let (fourth, fbody) = seed_image(&up, repo, "4.0", 16);
+    // tagttl 0: every request asks the upstream, but the last answer is kept for outages.
+    let s = Server::mirror(&up.url(), "  tagttl: 0s\n  breakerthreshold: 0\n");
+    let url = s.url(&format!("/v2/{repo}/referrers/{md}"));
+    let index: Value = get(&url).await.json().await.unwrap();
+    assert_eq!(manifests_of(&index), [(sig.clone(), SIG_TYPE.to_owned())]);
+    let _ = get(&s.url(&format!("/v2/{repo}/referrers/{other}"))).await;
+
+    // A local referrer of `other`, pushed while the upstream is down.
+    push_blob(&s.url(""), repo, b"{}").await;
+    let sbom = b"{\"spdxVersion\":\"SPDX-2.3\"}";
+    let bd = push_blob(&s.url(""), repo, sbom).await;
+    let body = artifact((&other, obody.len()), SBOM_TYPE, (&bd, sbom.len()));
+    up.set_fault(Fault::Down);
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body))))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body4 = artifact((&fourth, fbody.len()), SBOM_TYPE, (&bd, sbom.len()));
+    let r = client()
+        .put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body4))))
+        .header("content-type", OCI_MANIFEST)
+        .body(body4.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Never asked upstream, but referrers here: those alone, marked.
+    let r = get(&s.url(&format!("/v2/{repo}/referrers/{fourth}"))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-stevedore-referrers-source"], "local");
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(
+        manifests_of(&index),
+        [(digest(&body4), SBOM_TYPE.to_owned())]
+    );
+
+    // The last upstream answer, though past tagttl.
+    let r = get(&url).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-stevedore-referrers-source").is_none());
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(manifests_of(&index), [(sig, SIG_TYPE.to_owned())]);
+    // Cached upstream list (empty) merged with the local one.
+    let index: Value = get(&s.url(&format!("/v2/{repo}/referrers/{other}")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        manifests_of(&index),
+        [(digest(&body), SBOM_TYPE.to_owned())]
+    );
+    // Never asked and nothing here: the upstream's error, not an empty list.
+    let r = get(&s.url(&format!("/v2/{repo}/referrers/{lone}"))).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
 }
