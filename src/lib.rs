@@ -391,16 +391,26 @@ fn build_mirror(
                 name,
                 aliases,
                 prefix: None,
+                policy: mirror::RepoPolicy {
+                    key: "proxy".to_owned(),
+                    allow: p.allow.clone(),
+                    deny: p.deny.clone(),
+                },
             }))
         }
     };
     let mut upstreams = Vec::new();
-    for u in &p.upstreams {
+    for (i, u) in p.upstreams.iter().enumerate() {
         upstreams.push(Arc::new(Upstream {
             client: client(&u.name, &u.remoteurl, &u.username, &u.password)?,
             name: u.name.to_ascii_lowercase(),
             aliases: vec![url_host(&u.remoteurl)],
             prefix: u.prefix.clone(),
+            policy: mirror::RepoPolicy {
+                key: format!("proxy.upstreams[{i}]"),
+                allow: u.allow.clone(),
+                deny: u.deny.clone(),
+            },
         }));
     }
     Ok(Mirror::new(
@@ -412,6 +422,10 @@ fn build_mirror(
             revalidate_timeout: p.revalidatetimeout,
             local_prefixes: p.localprefixes.clone(),
             offline,
+            policy: mirror::PolicyOptions {
+                audit: p.policy.mode == config::PolicyMode::Audit,
+                contact: p.policy.contact.clone(),
+            },
         },
         metrics,
     ))

@@ -106,6 +106,7 @@ pub struct Metrics {
     pub upstream_queued: IntGaugeVec,
     pub background_revalidations: IntCounterVec,
     pub proxy_offline: IntGauge,
+    pub proxy_policy_refusals: IntCounterVec,
     pub storage_bytes: IntGaugeVec,
     pub storage_blobs: IntGaugeVec,
     pub evictions: IntCounterVec,
@@ -236,6 +237,13 @@ impl Metrics {
                     "Tag revalidations that outlived proxy.revalidatetimeout and finished in the background, by outcome (current, moved, gone, failed)."
                 ),
                 &["upstream", "outcome"]
+            )),
+            proxy_policy_refusals: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_proxy_policy_refusals_total",
+                    "Requests for proxied repositories refused by proxy allow/deny rules, by upstream and proxy.policy.mode (enforce = answered 403, audit = served anyway)."
+                ),
+                &["upstream", "mode"]
             )),
             proxy_offline: reg!(IntGauge::new(
                 "stevedore_proxy_offline",

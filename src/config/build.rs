@@ -16,7 +16,7 @@ use super::schema::{describe, join};
 use super::units;
 use super::{
     AuthConfig, AuthPolicyConfig, AuthRuleConfig, Config, ConfigError, HtpasswdAuth, LogFormat,
-    LogLevel, RedisConfig, TlsConfig, TokenAuth, UpstreamConfig,
+    LogLevel, PolicyMode, RedisConfig, TlsConfig, TokenAuth, UpstreamConfig,
 };
 
 /// Values under one mapping, with the dotted path used in errors.
@@ -522,6 +522,24 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     if let Some(list) = r.list("proxy.localprefixes")? {
         p.localprefixes = list.iter().map(|s| units::normalize_prefix(s)).collect();
     }
+    p.allow = r.list("proxy.allow")?.unwrap_or_default();
+    p.deny = r.list("proxy.deny")?.unwrap_or_default();
+    if let Some(mode) = r.string("proxy.policy.mode")? {
+        p.policy.mode = match mode.trim().to_ascii_lowercase().as_str() {
+            "enforce" => PolicyMode::Enforce,
+            "audit" => PolicyMode::Audit,
+            _ => {
+                return Err(ConfigError::value(
+                    "proxy.policy.mode",
+                    format!("{mode:?}"),
+                    "must be enforce or audit",
+                ));
+            }
+        };
+    }
+    p.policy.contact = r
+        .string("proxy.policy.contact")?
+        .filter(|s| !s.trim().is_empty());
     if let Some((Value::Sequence(items), key)) = r.get("proxy.upstreams") {
         for (i, item) in items.iter().enumerate() {
             let u = Reader {
@@ -542,6 +560,8 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
                     .string("prefix")?
                     .filter(|s| !s.trim().is_empty())
                     .map(|s| units::normalize_prefix(&s)),
+                allow: u.list("allow")?.unwrap_or_default(),
+                deny: u.list("deny")?.unwrap_or_default(),
             });
         }
     }

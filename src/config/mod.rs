@@ -575,8 +575,34 @@ pub struct ProxyConfig {
     /// *Stevedore extension*: repository name prefixes that are local-only
     /// (never proxied), each ending with `/`, e.g. `["local/", "team/"]`.
     pub localprefixes: Vec<String>,
+    /// *Stevedore extension*: repository globs the default upstream may serve
+    /// (`*` within one path component, `**` across); empty = any.
+    pub allow: Vec<String>,
+    /// *Stevedore extension*: repository globs the default upstream must not serve;
+    /// checked before `allow`.
+    pub deny: Vec<String>,
+    /// *Stevedore extension*: how `allow`/`deny` rules are applied.
+    pub policy: PolicyConfig,
     /// *Stevedore extension*: further upstream registries.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `proxy.policy` (*stevedore extension*).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyConfig {
+    /// `enforce` (default): refused pulls answer 403 DENIED; `audit`: they are logged and
+    /// counted, and served.
+    pub mode: PolicyMode,
+    /// Told in every refusal: how to ask for access (e.g. a URL or a team's channel).
+    pub contact: Option<String>,
+}
+
+/// `proxy.policy.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 impl Default for ProxyConfig {
@@ -598,6 +624,9 @@ impl Default for ProxyConfig {
             maxsize: None,
             cafile: None,
             localprefixes: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            policy: PolicyConfig::default(),
             upstreams: Vec::new(),
         }
     }
@@ -622,6 +651,9 @@ impl fmt::Debug for ProxyConfig {
             .field("maxsize", &self.maxsize)
             .field("cafile", &self.cafile)
             .field("localprefixes", &self.localprefixes)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("policy", &self.policy)
             .field("upstreams", &self.upstreams)
             .finish()
     }
@@ -641,6 +673,10 @@ pub struct UpstreamConfig {
     /// Repository prefix ending with `/`, e.g. `"ghcr/"`: a request for
     /// `ghcr/foo/bar` goes to this upstream as `foo/bar`.
     pub prefix: Option<String>,
+    /// Repository globs (as the upstream names them) this upstream may serve; empty = any.
+    pub allow: Vec<String>,
+    /// Repository globs this upstream must not serve; checked before `allow`.
+    pub deny: Vec<String>,
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -651,6 +687,8 @@ impl fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &Redacted(&self.password))
             .field("prefix", &self.prefix)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
             .finish()
     }
 }

@@ -222,6 +222,12 @@ pub(super) static ROOT: Fields = &[
             ("maxsize", Leaf(Yaml)),
             ("cafile", Leaf(Str)),
             ("localprefixes", Leaf(Yaml)),
+            ("allow", Leaf(Yaml)),
+            ("deny", Leaf(Yaml)),
+            (
+                "policy",
+                Section(&[("mode", Leaf(Str)), ("contact", Leaf(Str))]),
+            ),
             // Not a distribution key, but distribution's own config-cache.yml ships it and
             // distribution ignores it (its key is `ttl`): so does stevedore.
             ("cacheTTL", Ignored),
@@ -233,6 +239,8 @@ pub(super) static ROOT: Fields = &[
                     ("username", Leaf(Secret)),
                     ("password", Leaf(Secret)),
                     ("prefix", Leaf(Str)),
+                    ("allow", Leaf(Yaml)),
+                    ("deny", Leaf(Yaml)),
                 ]),
             ),
         ]),

@@ -733,6 +733,8 @@ fn validate_checks_programmatic_configs() {
         username: None,
         password: None,
         prefix: Some("ghcr".into()),
+        allow: Vec::new(),
+        deny: Vec::new(),
     });
     assert_eq!(
         c.validate().expect_err("prefix without slash").key(),
@@ -1305,4 +1307,54 @@ fn relativeurls_is_three_way() {
     assert_eq!(c.http.relativeurls, Some(true));
     assert_eq!(c.http.host.as_deref(), Some("https://r.example"));
     assert_eq!(err("http:\n  host: r.example\n").key(), Some("http.host"));
+}
+
+#[test]
+fn pull_policy_keys_load_from_file_and_env() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: https://r.example\n  allow: [library/*, bitnami/*]\n  deny: library/bad\n  policy:\n    mode: audit\n    contact: \"ask #platform\"\n  upstreams:\n    - name: ghcr.io\n      remoteurl: https://ghcr.io\n      deny: [\"**\"]\n",
+    )
+    .expect("parse");
+    assert_eq!(c.proxy.allow, vec!["library/*", "bitnami/*"]);
+    assert_eq!(c.proxy.deny, vec!["library/bad"]);
+    assert_eq!(c.proxy.policy.mode, PolicyMode::Audit);
+    assert_eq!(c.proxy.policy.contact.as_deref(), Some("ask #platform"));
+    assert_eq!(c.proxy.upstreams[0].deny, vec!["**"]);
+    assert!(Config::default().proxy.allow.is_empty());
+    assert_eq!(Config::default().proxy.policy.mode, PolicyMode::Enforce);
+
+    let c = load_env(
+        "proxy:\n  remoteurl: https://r.example\n  upstreams:\n    - name: q\n      remoteurl: https://q\n",
+        &[
+            ("REGISTRY_PROXY_ALLOW", "[library/*]"),
+            ("REGISTRY_PROXY_DENY", "[x/**]"),
+            ("REGISTRY_PROXY_POLICY_MODE", "enforce"),
+            ("REGISTRY_PROXY_POLICY_CONTACT", "mail ops@example.com"),
+            ("REGISTRY_PROXY_UPSTREAMS_0_ALLOW", "[team/*]"),
+        ],
+    )
+    .expect("env");
+    assert_eq!(c.proxy.allow, vec!["library/*"]);
+    assert_eq!(c.proxy.deny, vec!["x/**"]);
+    assert_eq!(
+        c.proxy.policy.contact.as_deref(),
+        Some("mail ops@example.com")
+    );
+    assert_eq!(c.proxy.upstreams[0].allow, vec!["team/*"]);
+}
+
+#[test]
+fn bad_pull_policy_values_name_the_key() {
+    let e = err("proxy:\n  policy:\n    mode: loud\n");
+    assert_eq!(e.key(), Some("proxy.policy.mode"), "{e}");
+    let e = err("proxy:\n  allow: [library/*, \"Upper/*\"]\n");
+    assert_eq!(e.key(), Some("proxy.allow[1]"), "{e}");
+    let e = err("proxy:\n  deny: [\"/abs\"]\n");
+    assert_eq!(e.key(), Some("proxy.deny[0]"), "{e}");
+    let e = err(
+        "proxy:\n  upstreams:\n    - name: a\n      remoteurl: https://a\n      deny: [\"\"]\n",
+    );
+    assert_eq!(e.key(), Some("proxy.upstreams[0].deny[0]"), "{e}");
+    let e = err("proxy:\n  alow: [a]\n");
+    assert!(e.to_string().contains("allow"), "{e}");
 }

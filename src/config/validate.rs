@@ -329,6 +329,8 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    globs("proxy.allow", &p.allow)?;
+    globs("proxy.deny", &p.deny)?;
     let mut names = BTreeSet::new();
     let mut prefixes = BTreeSet::new();
     for (i, u) in p.upstreams.iter().enumerate() {
@@ -347,6 +349,8 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
         }
         check_url(&format!("{at}.remoteurl"), &u.remoteurl)?;
         credentials(&at, &u.username, &u.password)?;
+        globs(&format!("{at}.allow"), &u.allow)?;
+        globs(&format!("{at}.deny"), &u.deny)?;
         if let Some(prefix) = &u.prefix {
             let key = format!("{at}.prefix");
             units::check_repo_prefix(prefix)
@@ -364,6 +368,34 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
                     format!("{prefix:?} cannot be both local-only and proxied"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Repository globs of `proxy.allow`/`deny`: repository name characters, `/` and `*`.
+fn globs(key: &str, list: &[String]) -> Result<(), ConfigError> {
+    for (i, g) in list.iter().enumerate() {
+        let why = if g.is_empty() {
+            Some("must not be empty")
+        } else if g.starts_with('/') || g.ends_with('/') || g.contains("//") {
+            Some("must not start or end with \"/\" or contain \"//\"")
+        } else if !g
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/*".contains(c))
+        {
+            Some("may hold only lowercase letters, digits, \".\", \"_\", \"-\", \"/\" and \"*\"")
+        } else if g.contains("***") {
+            Some("\"*\" matches within a path component and \"**\" across; \"***\" means nothing")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ConfigError::value(
+                format!("{key}[{i}]"),
+                format!("{g:?}"),
+                why,
+            ));
         }
     }
     Ok(())

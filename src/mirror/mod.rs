@@ -13,6 +13,11 @@
 //!   mirror offline), cached content is served, stale tags included; what is not cached fails
 //!   promptly with the upstream's error.
 //! - Blob misses are single-flight (see `fetch`).
+//! - `proxy.allow`/`deny` rules refuse repositories before any upstream contact, cached or
+//!   not (see `policy`).
+//! - Referrers of a proxied manifest are the upstream's (its referrers API, else the
+//!   `sha256-<hex>` tag scheme), cached for `proxy.tagttl`, merged with local ones (see
+//!   `referrers`).
 //! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
 //!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
 //!
@@ -22,11 +27,15 @@ mod blobs;
 mod content;
 mod fetch;
 mod manifests;
+mod policy;
+mod referrers;
 mod revalidate;
 mod scope;
 mod tags;
 
 pub use content::BlobContent;
+pub use policy::{PolicyOptions, RepoPolicy};
+pub use referrers::Referrers;
 pub use scope::{ProxyRepo, Scope};
 pub use tags::TagPage;
 
@@ -47,6 +56,8 @@ pub struct Upstream {
     pub aliases: Vec<String>,
     /// Repository name prefix that selects it (stripped before asking the upstream).
     pub prefix: Option<String>,
+    /// Which of its repositories may be pulled through (see `policy`).
+    pub policy: RepoPolicy,
     pub client: Arc<UpstreamClient>,
 }
 
@@ -57,6 +68,8 @@ pub struct MirrorOptions {
     pub local_prefixes: Vec<String>,
     /// The offline switch the upstream clients read.
     pub offline: Arc<AtomicBool>,
+    /// How allow/deny refusals are applied.
+    pub policy: PolicyOptions,
 }
 
 pub struct Mirror {
@@ -69,6 +82,7 @@ pub struct Mirror {
     blob_fetches: fetch::Fetches,
     manifest_locks: KeyedLocks,
     tag_lists: tags::TagLists,
+    referrer_lists: referrers::Lists,
     revalidations: revalidate::Checks,
 }
 
@@ -92,6 +106,7 @@ impl Mirror {
             blob_fetches: Default::default(),
             manifest_locks: KeyedLocks::default(),
             tag_lists: Default::default(),
+            referrer_lists: Default::default(),
             revalidations: Default::default(),
         }
     }

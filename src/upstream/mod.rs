@@ -1,7 +1,7 @@
 //! The only code in stevedore that talks to upstream registries over the network.
 //!
 //! [`UpstreamClient`] (one per configured upstream) speaks the Docker Registry V2 / OCI
-//! Distribution API read side: manifest HEAD/GET, blob HEAD/GET, tag lists. It owns
+//! Distribution API read side: manifest HEAD/GET, blob HEAD/GET, tag lists, referrers. It owns
 //! authentication as real registries do it (Bearer token flow with per-scope token caching,
 //! Basic), redirects (blobs go to a CDN; Authorization is never sent to another host),
 //! timeouts (connect + headers, and a stall timeout between body chunks), and the upstream
@@ -12,6 +12,7 @@
 //! - `tls`: the HTTPS connector and its root certificates;
 //! - `names`: name, reference and URL checks, scopes, redirect targets, same-origin rule;
 //! - `tags`: a whole tag list, following `Link` pagination;
+//! - `referrers`: the referrers index of a manifest;
 //! - `breaker`: the circuit breaker that stops asking a failing upstream;
 //! - `slots`: the cap on concurrent requests, with a queue;
 //! - `error`: [`UpstreamError`].
@@ -26,6 +27,7 @@ mod body;
 mod breaker;
 mod error;
 mod names;
+mod referrers;
 mod slots;
 mod tags;
 mod tls;
@@ -150,14 +152,23 @@ enum Op {
     BlobHead,
     Tags,
     Token,
+    Referrers,
 }
 
 /// The `operation` label values of the upstream metrics (for series that exist from start-up).
 pub fn operation_labels() -> Vec<&'static str> {
     use Op::*;
-    [ManifestHead, ManifestGet, BlobGet, BlobHead, Tags, Token]
-        .map(Op::as_str)
-        .to_vec()
+    [
+        ManifestHead,
+        ManifestGet,
+        BlobGet,
+        BlobHead,
+        Tags,
+        Token,
+        Referrers,
+    ]
+    .map(Op::as_str)
+    .to_vec()
 }
 
 impl Op {
@@ -169,6 +180,7 @@ impl Op {
             Op::BlobHead => "blob_head",
             Op::Tags => "tags",
             Op::Token => "token",
+            Op::Referrers => "referrers",
         }
     }
 }

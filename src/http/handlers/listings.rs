@@ -78,10 +78,23 @@ pub async fn tags(app: &App, scope: &Scope, req: &Req) -> HandlerResult {
     Ok(with_link(resp, &path, n, next.as_ref()))
 }
 
-pub fn referrers(app: &App, scope: &Scope, digest: &str, req: &Req) -> HandlerResult {
+/// Response header naming where a proxied referrers list came from when the upstream's list
+/// could not be had: `local`.
+pub const REFERRERS_SOURCE_HEADER: &str = "x-stevedore-referrers-source";
+
+pub async fn referrers(app: &App, scope: &Scope, digest: &str, req: &Req) -> HandlerResult {
     let digest = Digest::parse(digest)?;
     let filter = req.query("artifactType").filter(|t| !t.is_empty());
-    let manifests = app.registry.referrers(scope.local(), &digest, filter)?;
+    let (manifests, local_only) = match (scope, &app.mirror) {
+        (Scope::Proxy(p), Some(m)) => {
+            let r = m.referrers(p, &digest, filter).await?;
+            (r.manifests, r.local_only)
+        }
+        _ => (
+            app.registry.referrers(scope.local(), &digest, filter)?,
+            false,
+        ),
+    };
     let mut resp = response::json(
         StatusCode::OK,
         &serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests }),
@@ -95,6 +108,12 @@ pub fn referrers(app: &App, scope: &Scope, digest: &str, req: &Req) -> HandlerRe
         h.insert(
             "oci-filters-applied",
             http::HeaderValue::from_static("artifactType"),
+        );
+    }
+    if local_only {
+        h.insert(
+            REFERRERS_SOURCE_HEADER,
+            http::HeaderValue::from_static("local"),
         );
     }
     Ok(resp)

@@ -64,15 +64,13 @@ fn scope(app: &App, name: &str, req: &Req) -> Result<Scope, RegistryError> {
     let r = repo(name)?;
     let ns = req.query("ns");
     match &app.mirror {
-        Some(m) => m.scope(&r, ns).ok_or_else(|| {
-            RegistryError::new(
-                ErrorCode::NameUnknown,
-                format!(
-                    "this mirror does not mirror registry {:?}",
-                    ns.unwrap_or_default()
-                ),
-            )
-        }),
+        Some(m) => {
+            let scope = m
+                .scope(&r, ns)
+                .ok_or_else(|| m.unknown_registry(ns.unwrap_or_default()))?;
+            m.check_policy(&scope)?;
+            Ok(scope)
+        }
         None => Ok(Scope::Local(r)),
     }
 }
@@ -87,7 +85,7 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
         Catalog => listings::catalog(app, &req),
         ListTags { name } => listings::tags(app, &scope(app, &name, &req)?, &req).await,
         GetReferrers { name, digest } => {
-            listings::referrers(app, &scope(app, &name, &req)?, &digest, &req)
+            listings::referrers(app, &scope(app, &name, &req)?, &digest, &req).await
         }
         GetManifest { name, reference } => {
             manifests::get(app, &scope(app, &name, &req)?, &reference, &req, true).await

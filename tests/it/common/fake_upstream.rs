@@ -54,6 +54,9 @@ pub struct FakeOptions {
     /// Page size of a tag list asked without `n` (Docker Hub pages its lists), with a `Link`
     /// to the next page; `None`: the whole list.
     pub tags_page: Option<usize>,
+    /// Serves the OCI referrers API (`/v2/<repo>/referrers/<digest>`, from the stored
+    /// manifests' `subject`); off, it answers 404 there like distribution 2.8.
+    pub referrers_api: bool,
 }
 
 impl Default for FakeOptions {
@@ -66,6 +69,7 @@ impl Default for FakeOptions {
             ratelimit_remaining: None,
             basic_auth: false,
             tags_page: None,
+            referrers_api: false,
         }
     }
 }
@@ -384,6 +388,10 @@ fn registry(state: &State, req: &Request<Incoming>, path: &str, fault: &Fault) -
         Route::Blob(repo, digest)
     } else if let Some(repo) = rest.strip_suffix("/tags/list") {
         Route::Tags(repo)
+    } else if let Some((repo, digest)) = rest.rsplit_once("/referrers/")
+        && state.opts.referrers_api
+    {
+        Route::Referrers(repo, digest)
     } else {
         return oci_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
     };
@@ -406,19 +414,68 @@ fn registry(state: &State, req: &Request<Incoming>, path: &str, fault: &Fault) -
         Route::Manifest(repo, reference) => manifest(state, req, repo, reference, fault),
         Route::Blob(repo, digest) => blob(state, req, repo, digest, fault),
         Route::Tags(repo) => tags(state, req, repo),
+        Route::Referrers(repo, digest) => referrers(state, req, repo, digest),
     }
+}
+
+/// The referrers index of `digest`: stored manifests of `repo` whose `subject` names it.
+fn referrers(state: &State, req: &Request<Incoming>, repo: &str, digest: &str) -> Answer {
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let filter = params
+        .iter()
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v.clone());
+    let mut found = Vec::new();
+    if let Some(manifests) = state.data().manifests.get(repo) {
+        for (d, (media_type, body)) in manifests {
+            let Ok(m) = serde_json::from_slice::<serde_json::Value>(body) else {
+                continue;
+            };
+            if m["subject"]["digest"].as_str() != Some(digest) {
+                continue;
+            }
+            let artifact_type = m["artifactType"]
+                .as_str()
+                .or(m["config"]["mediaType"].as_str())
+                .map(str::to_owned);
+            if filter.is_some() && filter != artifact_type {
+                continue;
+            }
+            found.push(serde_json::json!({
+                "mediaType": media_type,
+                "digest": d,
+                "size": body.len(),
+                "artifactType": artifact_type,
+            }));
+        }
+    }
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": found,
+    });
+    let mut resp = json(StatusCode::OK, body.to_string());
+    insert(
+        &mut resp,
+        "content-type",
+        "application/vnd.oci.image.index.v1+json",
+    );
+    resp
 }
 
 enum Route<'a> {
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
     Tags(&'a str),
+    Referrers(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
     fn repo(&self) -> &'a str {
         match self {
-            Route::Manifest(r, _) | Route::Blob(r, _) | Route::Tags(r) => r,
+            Route::Manifest(r, _) | Route::Blob(r, _) | Route::Tags(r) | Route::Referrers(r, _) => {
+                r
+            }
         }
     }
 }
