@@ -25,6 +25,7 @@ mod lifecycle;
 mod logging;
 mod maintenance;
 mod mirror;
+mod mirror_policy;
 mod mirror_resilience;
 mod observability;
 mod seed_configs;

@@ -5,12 +5,10 @@
 //! the upstream's referrers API or its `sha256-<hex>` tag scheme, merged with local ones, and
 //! pull through the mirror.
 
-mod common;
-
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
+use crate::common::tools::{require, run};
+use crate::common::*;
 use bytes::Bytes;
-use common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use common::tools::{require, run};
-use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
