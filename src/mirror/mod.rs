@@ -26,6 +26,7 @@
 mod blobs;
 mod content;
 mod fetch;
+mod lists;
 mod manifests;
 mod policy;
 mod referrers;

@@ -11,14 +11,10 @@ use super::{Mirror, ProxyRepo};
 use crate::error::RegistryError;
 use crate::oci::{Descriptor, Digest, media};
 use crate::upstream::UpstreamError;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, RegistryError>;
-
-/// Subjects whose upstream referrers are kept at most.
-const MAX_LISTS: usize = 1024;
 
 /// The referrers of a proxied manifest.
 pub struct Referrers {
@@ -27,13 +23,8 @@ pub struct Referrers {
     pub local_only: bool,
 }
 
-type Fetched = (Instant, Arc<Vec<Descriptor>>);
-
 /// Upstream referrer lists by "<local repository>@<subject digest>".
-#[derive(Default)]
-pub(super) struct Lists {
-    lists: Mutex<HashMap<String, Fetched>>,
-}
+pub(super) type Lists = super::lists::UpstreamLists<Vec<Descriptor>>;
 
 impl Mirror {
     /// Referrers of `subject` in a proxied repository, of one artifact type if given.
@@ -79,15 +70,9 @@ impl Mirror {
     ) -> std::result::Result<Arc<Vec<Descriptor>>, UpstreamError> {
         let ttl = self.options.tag_ttl;
         let key = format!("{}@{}", p.local, subject.as_str());
-        let cached = self
-            .referrer_lists
-            .lists
-            .lock()
-            .expect("referrer lists")
-            .get(&key)
-            .cloned();
-        if let Some((at, list)) = &cached
-            && at.elapsed() < ttl
+        let cached = self.referrer_lists.get(&key);
+        if let Some((age, list)) = &cached
+            && *age < ttl
         {
             return Ok(list.clone());
         }
@@ -102,14 +87,7 @@ impl Mirror {
             },
             Err(e) => return Err(e),
         };
-        let mut lists = self.referrer_lists.lists.lock().expect("referrer lists");
-        if lists.len() >= MAX_LISTS {
-            lists.retain(|_, (at, _)| at.elapsed() < ttl);
-        }
-        if lists.len() >= MAX_LISTS {
-            lists.clear();
-        }
-        lists.insert(key, (Instant::now(), list.clone()));
+        self.referrer_lists.insert(key, list.clone(), ttl);
         Ok(list)
     }
 

@@ -5,14 +5,10 @@
 use super::{Mirror, ProxyRepo};
 use crate::error::RegistryError;
 use crate::upstream::UpstreamError;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, RegistryError>;
-
-/// Repositories whose upstream tag list is kept at most.
-const MAX_LISTS: usize = 1024;
 
 /// A page of a proxied repository's tags.
 pub struct TagPage {
@@ -22,14 +18,8 @@ pub struct TagPage {
     pub local_only: bool,
 }
 
-/// An upstream tag list and when it was fetched.
-type Fetched = (Instant, Arc<Vec<String>>);
-
 /// Upstream tag lists by local repository name.
-#[derive(Default)]
-pub(super) struct TagLists {
-    lists: Mutex<HashMap<String, Fetched>>,
-}
+pub(super) type TagLists = super::lists::UpstreamLists<Vec<String>>;
 
 impl Mirror {
     /// Tags of a proxied repository: the upstream's merged with local ones, up to `n` after
@@ -72,21 +62,14 @@ impl Mirror {
     ) -> std::result::Result<Arc<Vec<String>>, UpstreamError> {
         let ttl = self.options.tag_ttl;
         let key = p.local.as_str().to_owned();
-        if let Some((at, list)) = self.tag_lists.lists.lock().expect("tag lists").get(&key)
-            && at.elapsed() < ttl
+        if let Some((age, list)) = self.tag_lists.get(&key)
+            && age < ttl
         {
-            return Ok(list.clone());
+            return Ok(list);
         }
         let list = Arc::new(p.upstream.client.all_tags(&p.remote).await?);
         if !ttl.is_zero() {
-            let mut lists = self.tag_lists.lists.lock().expect("tag lists");
-            if lists.len() >= MAX_LISTS {
-                lists.retain(|_, (at, _)| at.elapsed() < ttl);
-            }
-            if lists.len() >= MAX_LISTS {
-                lists.clear();
-            }
-            lists.insert(key, (Instant::now(), list.clone()));
+            self.tag_lists.insert(key, list.clone(), ttl);
         }
         Ok(list)
     }
