@@ -389,11 +389,12 @@ server_pids() {
     esac
 }
 get_blobs() { # CLIENT CONNS URL → bytes received in all (dies on a short or failed GET)
-    local client=$1 n=$2 url=$3 gets i pids=() got=0 b
+    local client=$1 n=$2 url=$3 gets threads i pids=() got=0 b
     gets=$((n == 1 ? 4 : n))
+    threads=$((n == 1 ? 1 : 2))
     case $client in
-    loadgen) kv bytes "$("$LOADGEN" -c "$n" -n "$gets" -t 2 --expect-bytes "$BIG" "$url")" ;;
-    go) kv bytes "$("$LOADGEN" -c "$n" -n "$gets" -t 2 --read-size 32768 --expect-bytes "$BIG" "$url")" ;;
+    loadgen) kv bytes "$("$LOADGEN" -c "$n" -n "$gets" -t "$threads" --expect-bytes "$BIG" "$url")" ;;
+    go) kv bytes "$("$LOADGEN" -c "$n" -n "$gets" -t "$threads" --read-size 32768 --expect-bytes "$BIG" "$url")" ;;
     curl)
         if ((n == 1)); then
             # one curl, one keep-alive connection, $gets transfers
