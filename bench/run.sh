@@ -780,9 +780,11 @@ fractions are what to compare across machines.
   plain registries for the warm and push lines, as mirrors (\`proxy.remoteurl\`) of a third
   process, the reference registry as the upstream, for the cold lines. Test data are random
   blobs pushed over the API, the same bytes to each server.
-- Warm blob GET: \`examples/loadgen\` (hyper HTTP/1.1 client draining the body) fetching the
-  256 MiB blob, one connection × 4 GETs, and 16 connections × 1 GET each, timed as a whole
-  (GB = 10^9 bytes). Ceiling: nginx (sendfile, worker_processes auto) serving the same file.
+- Warm blob GET: the 256 MiB blob with three clients: \`examples/loadgen\` (hyper HTTP/1.1
+  client draining the body), curl, and \`loadgen --read-size 32768\` (reads the body the way
+  Go's net/http under io.Copy does, as dockerd, containerd and skopeo do); one connection × 4
+  GETs, and 8 connections × 1 GET each, timed as a whole (GB = 10^9 bytes). Ceiling: nginx
+  (sendfile, worker_processes auto) serving the same file.
 - Manifests: \`examples/loadgen\`, 64 keep-alive connections, $SECS s per run, the manifest by
   tag with a Docker/OCI Accept header; p50/p99 from an HDR histogram. Ceiling:
   \`examples/hello\`, a minimal hyper server (same builder as stevedore) answering a fixed body.
