@@ -11,6 +11,18 @@
 //! are replaced by `sendfile` of as many bytes from the registered range. Anything that is not
 //! a placeholder is written as is. A placeholder with no range registered fails the connection:
 //! the client gets a short body and an error, never filler bytes.
+//!
+//! How much one `sendfile` may send is what this path's speed turns on (issue 13): with a client
+//! that reads in small steps (curl, Go's `io.Copy` in 32 KiB reads) the socket buffer is never
+//! empty for long, and each wake-up should refill all the room the client has made. So the
+//! placeholder chunks are as large as a socket's send buffer can grow (`tcp_wmem`'s 4 MiB),
+//! and after a short send the next write tries again at once rather than waiting for the
+//! writability edge (which comes only once a third of the buffer is free): the client, reading
+//! on the other core, has often made room by then, and the buffer stays fuller. Measured on
+//! 2 cores, 256 MiB, one connection: 1 MiB pieces took about 2,050 `sendfile` calls per GB
+//! (nginx: 1,130-1,290); 4 MiB pieces 440-1,100, and 30-50% more throughput with both
+//! clients. Waiting for the edge after a short send instead (what nginx and tokio's own writes
+//! do) saved the `EAGAIN` calls but cost a third of the throughput.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -22,9 +34,12 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The placeholder buffer. Never read: only its address range is compared.
+/// The placeholder buffer. Never read: only its address range is compared (it lives in .bss,
+/// so its size costs no memory).
 static PLACEHOLDER: [u8; PLACEHOLDER_LEN] = [0; PLACEHOLDER_LEN];
-const PLACEHOLDER_LEN: usize = 1024 * 1024;
+/// The largest piece one `sendfile` is asked for: Linux's default ceiling of a TCP send buffer
+/// (`net.ipv4.tcp_wmem`), so that one call can fill it (see the module doc).
+const PLACEHOLDER_LEN: usize = 4 * 1024 * 1024;
 
 fn is_placeholder(buf: &[u8]) -> bool {
     !buf.is_empty() && PLACEHOLDER.as_ptr_range().contains(&buf.as_ptr())
@@ -100,6 +115,8 @@ impl SendfileStream {
         )
     }
 
+    /// Sends up to `max` bytes of the current file range (`max`: the placeholder bytes at the
+    /// head of the write).
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<usize>> {
         let mut jobs = self.slot.jobs.lock().expect("sendfile slot poisoned");
         let Some(job) = jobs.front_mut() else {
@@ -173,7 +190,16 @@ impl AsyncWrite for SendfileStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match bufs.iter().position(|b| is_placeholder(b)) {
-            Some(0) => this.poll_sendfile(cx, bufs[0].len()),
+            Some(0) => {
+                // Consecutive placeholder chunks stand for consecutive bytes of the range.
+                let max = bufs
+                    .iter()
+                    .take_while(|b| is_placeholder(b))
+                    .map(|b| b.len())
+                    .sum::<usize>()
+                    .min(PLACEHOLDER_LEN);
+                this.poll_sendfile(cx, max)
+            }
             Some(i) => Pin::new(&mut this.tcp).poll_write_vectored(cx, &bufs[..i]),
             None => Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs),
         }
