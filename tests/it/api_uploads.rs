@@ -45,13 +45,7 @@ async fn post_then_put() {
     let data = random_bytes(4096, 11);
     let d = digest(&data);
     let upload = start_upload(&s.url(""), "up/two").await;
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = closing_put(&upload, &d, None, data.clone()).await;
     assert_eq!(r.status(), 201);
     assert_eq!(
         header(&r, "location"),
@@ -115,14 +109,7 @@ async fn chunked_upload_with_content_range() {
     assert_eq!(header(&r, "range").as_deref(), Some("0-8999"));
     let upload = location(&base, &r);
     // The last chunk comes with the PUT.
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "9000-9999")
-        .body(data[9000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = closing_put(&upload, &d, Some("9000-9999"), data[9000..].to_vec()).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_blob(&s, "up/chunked", &data).await;
 }
@@ -511,14 +498,7 @@ async fn closing_put_out_of_order_is_416_and_keeps_the_session() {
 
     // Skipping ahead, and starting over at 0.
     for (a, b) in [(6000usize, 9999usize), (0, 5999)] {
-        let r = client()
-            .put(with_query(&upload, &format!("digest={d}")))
-            .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{a}-{b}"))
-            .body(data[a..=b].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let r = closing_put(&upload, &d, Some(&format!("{a}-{b}")), data[a..=b].to_vec()).await;
         assert_eq!(header(&r, "range").as_deref(), Some("0-3999"), "{a}-{b}");
         assert_eq!(header(&r, "docker-upload-uuid"), Some(id.clone()));
         // The session's own URL (with its signed state), as the PATCH gave it.
@@ -537,14 +517,7 @@ async fn closing_put_out_of_order_is_416_and_keeps_the_session() {
     .await;
 
     // The client resumes from where the status says and closes the upload.
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "4000-9999")
-        .body(data[4000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = closing_put(&upload, &d, Some("4000-9999"), data[4000..].to_vec()).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_blob(&s, "up/put416", &data).await;
 }
@@ -557,14 +530,7 @@ async fn closing_put_with_range_longer_than_body_is_refused() {
     let base = s.url("");
     let data = random_bytes(100, 22);
     let upload = start_upload(&base, "up/putlen").await;
-    let r = client()
-        .put(with_query(&upload, &format!("digest={}", digest(&data))))
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "0-199")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = closing_put(&upload, &digest(&data), Some("0-199"), data.clone()).await;
     expect_error(r, 416, "RANGE_INVALID").await;
     let r = get(&upload, None).await;
     assert_eq!(r.status(), 204);
@@ -632,13 +598,7 @@ async fn sha512_blobs_push_every_way() {
     // POST + PUT with the whole body, the session hashing sha256 as it goes.
     let two = random_bytes(5000, 31);
     let upload = start_upload(&base, "up/s512").await;
-    let r = client()
-        .put(with_query(&upload, &format!("digest={}", digest512(&two))))
-        .header("content-type", "application/octet-stream")
-        .body(two.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = closing_put(&upload, &digest512(&two), None, two.clone()).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(header(&r, "docker-content-digest"), Some(digest512(&two)));
     assert_blob512(&s, "up/s512", &two).await;
@@ -663,14 +623,13 @@ async fn sha512_blobs_push_every_way() {
             assert_eq!(r.status(), 202);
             upload = location(&base, &r);
         }
-        let r = client()
-            .put(with_query(&upload, &format!("digest={}", digest512(&data))))
-            .header("content-type", "application/octet-stream")
-            .header("content-range", "6000-8999")
-            .body(data[6000..].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let r = closing_put(
+            &upload,
+            &digest512(&data),
+            Some("6000-8999"),
+            data[6000..].to_vec(),
+        )
+        .await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         assert_eq!(header(&r, "docker-content-digest"), Some(digest512(&data)));
         assert_blob512(&s, "up/s512", &data).await;

@@ -99,6 +99,23 @@ pub async fn put_manifest_ok(
     d
 }
 
+/// The closing `PUT ?digest=` of upload `upload`, with `body` as an octet stream and, when given,
+/// its `Content-Range`.
+pub async fn closing_put(
+    upload: &str,
+    digest: &str,
+    range: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = client()
+        .put(with_query(upload, &format!("digest={digest}")))
+        .header("content-type", "application/octet-stream");
+    if let Some(range) = range {
+        req = req.header("content-range", range);
+    }
+    req.body(body).send().await.unwrap()
+}
+
 pub async fn get(url: &str, accept: Option<&str>) -> reqwest::Response {
     let mut req = client().get(url);
     if let Some(a) = accept {
