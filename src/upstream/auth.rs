@@ -6,9 +6,9 @@
 
 use super::error::UpstreamError;
 use super::token_cache::Token;
+use crate::config::Secret;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Uri};
-use std::fmt;
 use std::time::Duration;
 
 /// Lifetime of a token whose answer has no `expires_in` (Docker token spec default).
@@ -243,34 +243,25 @@ pub fn parse_token_answer(body: &[u8]) -> Result<Token, UpstreamError> {
 }
 
 /// Username and password for an upstream; the password never shows in Debug output.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
-    password: String,
+    password: Secret,
 }
 
 impl Credentials {
-    pub fn new(username: String, password: String) -> Credentials {
+    pub fn new(username: String, password: Secret) -> Credentials {
         Credentials { username, password }
     }
 
     /// The `Authorization: Basic …` header value.
     pub fn basic_header(&self) -> Result<HeaderValue, UpstreamError> {
-        let raw = format!("{}:{}", self.username, self.password);
+        let raw = format!("{}:{}", self.username, self.password.expose());
         let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
         let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
             .map_err(|_| UpstreamError::Invalid("credentials make a bad header".into()))?;
         value.set_sensitive(true);
         Ok(value)
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
     }
 }
 
