@@ -791,12 +791,12 @@ impl Config {
         schema::normalize(&mut tree);
         // Check the file alone first, so its mistakes are not blamed on env.
         schema::check(&tree)?;
-        let origins = env::overlay(&mut tree, env.vars())?;
+        let set_by_env = env::overlay(&mut tree, env.vars())?;
         schema::normalize(&mut tree);
         let result = schema::check(&tree)
             .and_then(|()| de::read(&tree))
             .and_then(|config| config.validate().map(|()| config));
-        result.map_err(|e| env::attribute(e, &origins))
+        result.map_err(|e| env::attribute(e, &set_by_env))
     }
 
     /// Checks values and their combinations; every error names its key.

@@ -17,12 +17,12 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// One challenge from a `WWW-Authenticate` header: lowercased scheme and parameters
 /// (names lowercased, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub struct WwwAuthenticate {
     pub scheme: String,
     pub params: Vec<(String, String)>,
 }
 
-impl Challenge {
+impl WwwAuthenticate {
     /// The value of a parameter, by case-insensitive name.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -48,7 +48,7 @@ pub enum AuthChallenge {
 /// The challenge to answer from the `WWW-Authenticate` headers of a 401: Bearer is preferred
 /// over Basic; unknown schemes are ignored.
 pub fn challenge_from_headers(headers: &HeaderMap) -> Option<AuthChallenge> {
-    let all: Vec<Challenge> = headers
+    let all: Vec<WwwAuthenticate> = headers
         .get_all(http::header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -75,7 +75,7 @@ pub fn challenge_from_headers(headers: &HeaderMap) -> Option<AuthChallenge> {
 /// `Bearer realm="https://auth",service="registry",scope="repository:a/b:pull,push"`.
 /// Quoted values may hold commas and backslash escapes; schemes and parameter names are
 /// case-insensitive (returned lowercased). Garbage is skipped, never an error.
-pub fn parse_challenges(value: &str) -> Vec<Challenge> {
+pub fn parse_challenges(value: &str) -> Vec<WwwAuthenticate> {
     let mut cur = Cursor { s: value, pos: 0 };
     let mut out = Vec::new();
     loop {
@@ -90,7 +90,7 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
         }
         let scheme = scheme.to_ascii_lowercase();
         let params = parse_params(&mut cur);
-        out.push(Challenge { scheme, params });
+        out.push(WwwAuthenticate { scheme, params });
     }
     out
 }
@@ -269,7 +269,7 @@ impl Credentials {
 mod tests {
     use super::*;
 
-    fn pairs(c: &Challenge) -> Vec<(&str, &str)> {
+    fn pairs(c: &WwwAuthenticate) -> Vec<(&str, &str)> {
         c.params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
