@@ -11,6 +11,10 @@
 //! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
 //! ```
 //!
+//! Beside the request path, over `registry`: `lifecycle/` (recovery, eviction, GC, verify) and
+//! `bundle/` (air-gap export/import as OCI image-layout tars), run by the server's tasks, its
+//! debug listener, or the CLI with the server stopped.
+//!
 //! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
 //! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
@@ -20,6 +24,7 @@
 //! nothing a request or a scrape does walks the whole index.
 
 pub mod auth;
+pub mod bundle;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -481,6 +486,14 @@ pub async fn run(
         let options = lifecycle::EvictOptions {
             max_size: app.config.proxy.maxsize,
             max_age: app.config.proxy.ttl,
+            pinned: {
+                let rules = mirror::pins::PinRules::new(&app.config.proxy.pin);
+                (!rules.is_empty()).then(|| {
+                    Arc::new(move |r: &oci::RepoName, t: &oci::Tag| {
+                        rules.pins(r.as_str(), t.as_str())
+                    }) as lifecycle::evict::Pinned
+                })
+            },
         };
         let registry = app.registry.clone();
         let stop = stopped();

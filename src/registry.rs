@@ -14,6 +14,9 @@ use futures::Stream;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod images;
+pub use images::PurgeReport;
+
 type Result<T> = std::result::Result<T, RegistryError>;
 
 /// Milliseconds since the Unix epoch (blob records' times).

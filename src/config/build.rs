@@ -524,6 +524,7 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
     }
     p.allow = r.list("proxy.allow")?.unwrap_or_default();
     p.deny = r.list("proxy.deny")?.unwrap_or_default();
+    p.pin = r.list("proxy.pin")?.unwrap_or_default();
     if let Some(mode) = r.string("proxy.policy.mode")? {
         p.policy.mode = match mode.trim().to_ascii_lowercase().as_str() {
             "enforce" => PolicyMode::Enforce,

@@ -228,6 +228,7 @@ pub(super) static ROOT: Fields = &[
                 "policy",
                 Section(&[("mode", Leaf(Str)), ("contact", Leaf(Str))]),
             ),
+            ("pin", Leaf(Yaml)),
             // Not a distribution key, but distribution's own config-cache.yml ships it and
             // distribution ignores it (its key is `ttl`): so does stevedore.
             ("cacheTTL", Ignored),

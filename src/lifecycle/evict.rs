@@ -1,20 +1,25 @@
 //! Eviction of proxied content: least recently used first while the cache is over
 //! `proxy.maxsize`, and anything unused for longer than `proxy.ttl`. Pushed content is never
-//! evicted. Runs as a background task woken after each cache fill and once a minute.
+//! evicted, nor is what a pinned image (`proxy.pin`) reaches. Runs as a background task woken
+//! after each cache fill and once a minute.
 
 use crate::index::Origin;
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName, Tag};
 use crate::registry::{Registry, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone)]
+/// Whether the cached image (repository, tag) is pinned: what it reaches is never evicted.
+pub type Pinned = Arc<dyn Fn(&RepoName, &Tag) -> bool + Send + Sync>;
+
+#[derive(Clone)]
 pub struct EvictOptions {
     /// Bytes of proxied content to keep at most.
     pub max_size: Option<u64>,
     /// Proxied content unused for this long goes; zero keeps it forever.
     pub max_age: Duration,
+    pub pinned: Option<Pinned>,
 }
 
 /// Wakes the eviction task; cheap to clone and call from the fetch path.
@@ -74,6 +79,10 @@ pub async fn pass(
     }
     // The order on disk is brought up to date with the reads noted in memory since.
     registry.flush_access()?;
+    let pinned = match &options.pinned {
+        Some(p) => registry.pinned_blobs(|r, t| p(r, t)).await?,
+        None => Default::default(),
+    };
     // Under the lock pushes take, once for the pass: a mount or upload may make a cached blob
     // pushed content, and must not do so while it is being removed.
     let _exclusive = registry.maintenance.write().await;
@@ -88,7 +97,7 @@ pub async fn pass(
         if !big && !too_old(used) {
             continue;
         }
-        if registry.store.pins.is_pinned(&d) || busy(&d) {
+        if registry.store.pins.is_pinned(&d) || busy(&d) || pinned.contains(&d) {
             continue;
         }
         let Some(size) = remove_blob(registry, &d).await? else {
