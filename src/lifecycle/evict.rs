@@ -80,7 +80,7 @@ pub async fn pass(
     // The order on disk is brought up to date with the reads noted in memory since.
     registry.flush_access()?;
     let pinned = match &options.pinned {
-        Some(p) => registry.pinned_blobs(|r, t| p(r, t)).await?,
+        Some(p) => super::pinned::pinned_blobs(registry, p).await?,
         None => Default::default(),
     };
     // Under the lock pushes take, once for the pass: a mount or upload may make a cached blob

@@ -113,22 +113,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The blobs (manifests included) of every cached image a tag reaches for which
-    /// `pinned(repo, tag)` holds: what eviction must spare. A walk over every tag and the
-    /// pinned images' manifests; eviction calls it once per pass that has work to do.
-    pub async fn pinned_blobs(
-        &self,
-        pinned: impl Fn(&RepoName, &Tag) -> bool,
-    ) -> Result<HashSet<Digest>> {
-        let mut out = HashSet::new();
-        for (repo, tag, rec) in self.index.tags()? {
-            if pinned(&repo, &tag) {
-                self.closure(&repo, [rec.digest], &mut out).await?;
-            }
-        }
-        Ok(out)
-    }
-
     /// Drops the cached content of one image (`tag`) or of a whole repository (`None`): its
     /// tags, the manifests no remaining tag of the repository reaches, and the blobs of those
     /// manifests that no other manifest of any repository references. Pushed tags and

@@ -179,7 +179,10 @@ async fn purge_drops_one_cached_image_and_keeps_what_others_share() {
     );
     let (code, out, err) = run_cli_env(&["purge", "--pushed", "team/own:v1", &config], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(get(&s, "/v2/team/own/manifests/v1").await.status(), 404);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["manifests_deleted"], 1, "{report}");
+    assert_ne!(get(&s, "/v2/team/own/manifests/v1").await.status(), 200);
+    assert_ne!(get(&s, &format!("/v2/team/own/manifests/{own}")).await.status(), 200);
 
     // With the server stopped the CLI purges a whole repository itself.
     s.stop();
