@@ -139,8 +139,14 @@ async fn pull_amd64(s: &Server, f: &Fixture) {
     }
 }
 
-fn cli(args: &[&str]) -> Value {
-    let (code, out, err) = run_cli_env(args, &[]);
+/// Runs `stevedore ARGS` for `s` (its config last): with `s` running, the command finds the
+/// store locked and asks `s`'s debug listener (whose port the config cannot know: the
+/// environment names it).
+fn cli(s: &Server, args: &[&str]) -> Value {
+    let debug = s.debug_addr.clone().unwrap_or_default();
+    let mut all = args.to_vec();
+    all.push(s.config_path.to_str().unwrap());
+    let (code, out, err) = run_cli_env(&all, &[("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())]);
     assert_eq!(
         code, 0,
         "stevedore {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}"
@@ -207,14 +213,10 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
     )
     .unwrap();
     let bundle = t.join("bundle.tar");
-    let report = cli(&[
-        "export",
-        "--list",
-        path(&list),
-        "--output",
-        path(&bundle),
-        path(&a.config_path),
-    ]);
+    let report = cli(
+        &a,
+        &["export", "--list", path(&list), "--output", path(&bundle)],
+    );
     assert_eq!(report["images"], json!([format!("{REPO}:v1")]), "{report}");
     assert_eq!(report["referrers"], 1, "{report}");
     // index, amd64 manifest, referrer; config, two layers, the referrer's empty blob.
@@ -262,7 +264,7 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
     let stored: Vec<PathBuf> = api::files_under(&b.dir.join("blobs"));
     assert!(stored.is_empty(), "a refused bundle left blobs: {stored:?}");
 
-    let report = cli(&["import", path(&bundle), path(&b.config_path)]);
+    let report = cli(&b, &["import", path(&bundle)]);
     assert_eq!(report["origin"], "proxy", "{report}");
     assert_eq!(report["images"], json!([format!("{REPO}:v1")]), "{report}");
     assert_eq!(report["platforms_absent"], 1, "{report}");
@@ -327,10 +329,16 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
         });
         let image = format!("{}/{REPO}:v1", b.host());
         let out = d.docker_ok(&["pull", "--platform", "linux/amd64", &image]);
-        assert!(out.contains(&f.index.digest), "pull output lacks the index digest:\n{out}");
+        assert!(
+            out.contains(&f.index.digest),
+            "pull output lacks the index digest:\n{out}"
+        );
         // The image ID is the config digest (or, with containerd's image store, the index's).
         let id = d.image_id(&image);
-        assert!(id == f.amd.config.digest || id == f.index.digest, "image ID {id}");
+        assert!(
+            id == f.amd.config.digest || id == f.index.digest,
+            "image ID {id}"
+        );
         let digests = d.docker_ok(&[
             "image",
             "inspect",
@@ -353,14 +361,10 @@ async fn an_incremental_bundle_carries_only_what_the_other_side_lacks() {
     let list = t.join("images.txt");
     std::fs::write(&list, format!("{REPO}:v1 linux/amd64\n")).unwrap();
     let first = t.join("first.tar");
-    cli(&[
-        "export",
-        "--list",
-        path(&list),
-        "--output",
-        path(&first),
-        path(&a.config_path),
-    ]);
+    cli(
+        &a,
+        &["export", "--list", path(&list), "--output", path(&first)],
+    );
 
     // v2: the amd64 image with one more layer.
     let l = Layout::create(&f.layout);
@@ -378,16 +382,18 @@ async fn an_incremental_bundle_carries_only_what_the_other_side_lacks() {
     // Offline this time: the mirror is stopped and the CLI opens its store.
     let mut a = a;
     a.stop();
-    let report = cli(&[
-        "export",
-        "--list",
-        path(&list),
-        "--output",
-        path(&second),
-        "--since",
-        path(&first),
-        path(&a.config_path),
-    ]);
+    let report = cli(
+        &a,
+        &[
+            "export",
+            "--list",
+            path(&list),
+            "--output",
+            path(&second),
+            "--since",
+            path(&first),
+        ],
+    );
     // Only v2's manifest, config and new layer.
     assert_eq!(report["blobs"], 3, "{report}");
     assert_eq!(report["images"].as_array().unwrap().len(), 2, "{report}");
@@ -399,8 +405,8 @@ async fn an_incremental_bundle_carries_only_what_the_other_side_lacks() {
     );
 
     let b = Server::start();
-    cli(&["import", path(&first), path(&b.config_path)]);
-    let report = cli(&["import", "--as-pushed", path(&second), path(&b.config_path)]);
+    cli(&b, &["import", path(&first)]);
+    let report = cli(&b, &["import", "--as-pushed", path(&second)]);
     assert_eq!(report["origin"], "local", "{report}");
     assert_eq!(report["blobs_written"], 2, "{report}");
     let m = get_ok(&b, &format!("/v2/{REPO}/manifests/v2"), OCI_MANIFEST).await;
@@ -411,7 +417,11 @@ async fn an_incremental_bundle_carries_only_what_the_other_side_lacks() {
     }
     // A bundle whose blobs the importing side lacks is refused as incomplete.
     let c = Server::start();
-    let (code, _, err) = run_cli_env(&["import", path(&second), path(&c.config_path)], &[]);
+    let debug = c.debug_addr.clone().unwrap();
+    let (code, _, err) = run_cli_env(
+        &["import", path(&second), path(&c.config_path)],
+        &[("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())],
+    );
     assert_ne!(code, 0);
     assert!(
         err.contains("incomplete") && err.contains("neither in the bundle"),

@@ -141,9 +141,12 @@ async fn purge_drops_one_cached_image_and_keeps_what_others_share() {
     pull(&s, "library/other", &oc, &ol).await;
     let (own, _) = push_image(&s.url(""), "team/own", "v1", 1, 9).await;
     let config = s.config_path.to_str().unwrap().to_owned();
+    // The command finds the store locked and asks the server's debug listener.
+    let debug = s.debug_addr.clone().unwrap();
+    let env = [("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str())];
 
     // Against the running server (through its debug listener).
-    let (code, out, err) = run_cli_env(&["purge", "library/app:v1", &config], &[]);
+    let (code, out, err) = run_cli_env(&["purge", "library/app:v1", &config], &env);
     assert_eq!(code, 0, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
@@ -168,7 +171,7 @@ async fn purge_drops_one_cached_image_and_keeps_what_others_share() {
     pull(&s, "library/other", &oc, &ol).await;
 
     // Pushed content needs --pushed.
-    let (code, _, err) = run_cli_env(&["purge", "team/own:v1", &config], &[]);
+    let (code, _, err) = run_cli_env(&["purge", "team/own:v1", &config], &env);
     assert_ne!(code, 0);
     assert!(err.contains("--pushed"), "{err}");
     assert_eq!(
@@ -177,12 +180,17 @@ async fn purge_drops_one_cached_image_and_keeps_what_others_share() {
             .status(),
         200
     );
-    let (code, out, err) = run_cli_env(&["purge", "--pushed", "team/own:v1", &config], &[]);
+    let (code, out, err) = run_cli_env(&["purge", "--pushed", "team/own:v1", &config], &env);
     assert_eq!(code, 0, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["manifests_deleted"], 1, "{report}");
     assert_ne!(get(&s, "/v2/team/own/manifests/v1").await.status(), 200);
-    assert_ne!(get(&s, &format!("/v2/team/own/manifests/{own}")).await.status(), 200);
+    assert_ne!(
+        get(&s, &format!("/v2/team/own/manifests/{own}"))
+            .await
+            .status(),
+        200
+    );
 
     // With the server stopped the CLI purges a whole repository itself.
     s.stop();
