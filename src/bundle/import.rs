@@ -364,7 +364,7 @@ pub async fn import(
     for ((repo, d), size) in &adoption.links {
         registry.adopt_blob(repo, d, *size, origin).await?;
     }
-    let now = crate::registry::now();
+    let now = crate::clock::now_secs();
     for r in &adoption.manifests {
         registry
             .store_manifest(

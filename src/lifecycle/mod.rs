@@ -9,7 +9,7 @@ pub mod pinned;
 pub mod recover;
 pub mod verify;
 
-pub use evict::{EvictOptions, Evictor};
+pub use evict::EvictOptions;
 pub use gc::{GcOptions, GcReport};
 pub use recover::RecoveryReport;
 pub use verify::VerifyReport;

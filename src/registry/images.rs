@@ -26,14 +26,10 @@ pub struct PurgeReport {
 }
 
 impl Registry {
-    /// The size of a committed blob, whatever repository holds it.
-    pub async fn stored_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        Ok(self.store.stat(digest).await?)
-    }
-
     /// The bytes of a stored manifest by digest, whatever repository holds it.
     pub async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Bytes>> {
         Ok(self
+            .depot
             .store
             .read_small(digest, MAX_MANIFEST_BYTES as u64)
             .await?)
@@ -47,7 +43,7 @@ impl Registry {
         mut reader: impl AsyncRead + Unpin,
     ) -> Result<u64> {
         self.writable()?;
-        let mut w = self.store.writer_for(digest.algorithm()).await?;
+        let mut w = self.depot.store.writer_for(digest.algorithm()).await?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = reader
@@ -63,7 +59,7 @@ impl Registry {
             Ok((_, size)) => Ok(size),
             Err(e) => {
                 if matches!(e, crate::storage::StoreError::DigestMismatch { .. }) {
-                    self.metrics.verify_failures.inc();
+                    self.depot.metrics.verify_failures.inc();
                 }
                 Err(e.into())
             }
@@ -72,7 +68,7 @@ impl Registry {
 
     /// Makes every index write so far durable.
     pub async fn flush(&self) -> Result<()> {
-        Ok(self.index.flush().await?)
+        Ok(self.depot.index.flush().await?)
     }
 
     /// Everything `roots` reference in `repo`, the roots included: child manifests of an
@@ -130,8 +126,9 @@ impl Registry {
         };
         let purgeable = |origin: Origin| origin == Origin::Proxy || pushed_too;
         // Exclusive: no push may come to rely on a blob while it goes, nor eviction race us.
-        let _exclusive = self.maintenance.write().await;
+        let _exclusive = self.depot.removing().await;
         let tags: Vec<(Tag, crate::index::TagRecord)> = self
+            .depot
             .index
             .tags()?
             .into_iter()
@@ -166,7 +163,7 @@ impl Registry {
                 .await?
             }
             None => {
-                for (r, d, rec) in self.index.manifests()? {
+                for (r, d, rec) in self.depot.index.manifests()? {
                     if r == *repo && purgeable(rec.origin) {
                         self.closure(repo, [d], &mut candidates).await?;
                     }
@@ -181,7 +178,7 @@ impl Registry {
         )
         .await?;
         for (t, _) in &going {
-            self.index.delete_tag(repo, t)?;
+            self.depot.index.delete_tag(repo, t)?;
             report.tags_deleted.push(t.to_string());
         }
         let manifests: BTreeSet<Digest> = candidates
@@ -190,9 +187,9 @@ impl Registry {
             .cloned()
             .collect();
         for d in &manifests {
-            match self.index.manifest(repo, d)? {
+            match self.depot.index.manifest(repo, d)? {
                 Some(rec) if purgeable(rec.origin) => {
-                    self.index.delete_manifest(repo, d)?;
+                    self.depot.index.delete_manifest(repo, d)?;
                     report.manifests_deleted += 1;
                 }
                 _ => {}
@@ -202,7 +199,7 @@ impl Registry {
         // linked, in any repository it stays stored.
         let mut referenced = HashSet::new();
         let mut referenced_here = HashSet::new();
-        for (r, d, _) in self.index.manifests()? {
+        for (r, d, _) in self.depot.index.manifests()? {
             let mut refs = vec![d.clone()];
             match self.stored_manifest(&d).await? {
                 Some(bytes) => match ParsedManifest::parse(&bytes, None) {
@@ -227,27 +224,27 @@ impl Registry {
         blobs.sort();
         for d in blobs {
             if !referenced_here.contains(d) {
-                self.index.unlink(repo, d)?;
-                self.cache.forget_link(repo, d).await;
+                self.depot.index.unlink(repo, d)?;
+                self.depot.cache.forget_link(repo, d).await;
             }
-            let Some(rec) = self.index.blob(d)? else {
+            let Some(rec) = self.depot.index.blob(d)? else {
                 continue;
             };
             if referenced.contains(d)
                 || !purgeable(rec.origin)
-                || self.store.pins.is_pinned(d)
+                || self.depot.store.pins.is_pinned(d)
                 || busy(d)
             {
                 report.blobs_kept += 1;
                 continue;
             }
-            self.index.remove_blob(d)?;
-            self.cache.forget_blob(d).await;
-            self.store.delete(d).await?;
+            self.depot.index.remove_blob(d)?;
+            self.depot.cache.forget_blob(d).await;
+            self.depot.store.delete(d).await?;
             report.blobs_deleted += 1;
             report.bytes_freed += rec.size;
         }
-        self.index.flush().await?;
+        self.depot.index.flush().await?;
         tracing::info!(?report, "purged");
         Ok(report)
     }
