@@ -660,6 +660,10 @@ pub struct ProxyConfig {
     pub deny: Vec<String>,
     /// *Stevedore extension*: how `allow`/`deny` rules are applied.
     pub policy: PolicyConfig,
+    /// *Stevedore extension*: `REPO_GLOB[:TAG_GLOB]` patterns of cached images that
+    /// eviction (`maxsize`, `ttl`) never removes, e.g. `["library/alpine:*", "bitnami/**"]`.
+    #[serde(deserialize_with = "de::strings")]
+    pub pin: Vec<String>,
     /// *Stevedore extension*: further upstream registries.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -706,6 +710,7 @@ impl Default for ProxyConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             policy: PolicyConfig::default(),
+            pin: Vec::new(),
             upstreams: Vec::new(),
         }
     }
