@@ -396,6 +396,7 @@ fn build_mirror(
                     allow: p.allow.clone(),
                     deny: p.deny.clone(),
                 },
+                cooldown: p.cooldown,
             }))
         }
     };
@@ -411,6 +412,7 @@ fn build_mirror(
                 allow: u.allow.clone(),
                 deny: u.deny.clone(),
             },
+            cooldown: u.cooldown.unwrap_or(p.cooldown),
         }));
     }
     Ok(Mirror::new(
@@ -490,6 +492,10 @@ pub async fn run(
                 .run(registry, options, move |d| mirror.fetching(d), stop)
                 .await;
         });
+    }
+    if let (Some(mirror), Some(file)) = (app.mirror.clone(), app.config.proxy.warm.file.clone()) {
+        let interval = app.config.proxy.warm.interval;
+        tasks.spawn(mirror::warm::schedule(mirror, file, interval, stopped()));
     }
     {
         // Access times reach the index every 30 s (and at shutdown), not on every read.

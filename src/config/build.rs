@@ -537,6 +537,9 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
             }
         };
     }
+    p.warm.file = r.path("proxy.warm.file")?;
+    put(&mut p.warm.interval, r.duration("proxy.warm.interval")?);
+    put(&mut p.cooldown, r.duration("proxy.cooldown")?);
     p.policy.contact = r
         .string("proxy.policy.contact")?
         .filter(|s| !s.trim().is_empty());
@@ -562,6 +565,7 @@ pub(super) fn build(root: &Value) -> Result<Config, ConfigError> {
                     .map(|s| units::normalize_prefix(&s)),
                 allow: u.list("allow")?.unwrap_or_default(),
                 deny: u.list("deny")?.unwrap_or_default(),
+                cooldown: u.duration("cooldown")?,
             });
         }
     }

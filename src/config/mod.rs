@@ -585,6 +585,21 @@ pub struct ProxyConfig {
     pub policy: PolicyConfig,
     /// *Stevedore extension*: further upstream registries.
     pub upstreams: Vec<UpstreamConfig>,
+    /// *Stevedore extension*: images fetched ahead of use.
+    pub warm: WarmConfig,
+    /// *Stevedore extension*: a tag whose upstream digest stevedore first saw less than this
+    /// long ago is answered with the tag's previous digest (refused when it has none);
+    /// zero = off (default). The default for `upstreams[].cooldown`.
+    pub cooldown: Duration,
+}
+
+/// `proxy.warm` (*stevedore extension*).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WarmConfig {
+    /// A warm list (see README "Warm lists"), warmed at start-up and every `interval`.
+    pub file: Option<PathBuf>,
+    /// Time between warm runs; zero (default) = only at start-up and on demand.
+    pub interval: Duration,
 }
 
 /// `proxy.policy` (*stevedore extension*).
@@ -628,6 +643,8 @@ impl Default for ProxyConfig {
             deny: Vec::new(),
             policy: PolicyConfig::default(),
             upstreams: Vec::new(),
+            warm: WarmConfig::default(),
+            cooldown: Duration::ZERO,
         }
     }
 }
@@ -655,6 +672,8 @@ impl fmt::Debug for ProxyConfig {
             .field("deny", &self.deny)
             .field("policy", &self.policy)
             .field("upstreams", &self.upstreams)
+            .field("warm", &self.warm)
+            .field("cooldown", &self.cooldown)
             .finish()
     }
 }
@@ -677,6 +696,8 @@ pub struct UpstreamConfig {
     pub allow: Vec<String>,
     /// Repository globs this upstream must not serve; checked before `allow`.
     pub deny: Vec<String>,
+    /// `proxy.cooldown` for this upstream; `None` = `proxy.cooldown`.
+    pub cooldown: Option<Duration>,
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -689,6 +710,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("prefix", &self.prefix)
             .field("allow", &self.allow)
             .field("deny", &self.deny)
+            .field("cooldown", &self.cooldown)
             .finish()
     }
 }

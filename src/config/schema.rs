@@ -228,6 +228,11 @@ pub(super) static ROOT: Fields = &[
                 "policy",
                 Section(&[("mode", Leaf(Str)), ("contact", Leaf(Str))]),
             ),
+            (
+                "warm",
+                Section(&[("file", Leaf(Str)), ("interval", Leaf(Yaml))]),
+            ),
+            ("cooldown", Leaf(Yaml)),
             // Not a distribution key, but distribution's own config-cache.yml ships it and
             // distribution ignores it (its key is `ttl`): so does stevedore.
             ("cacheTTL", Ignored),
@@ -241,6 +246,7 @@ pub(super) static ROOT: Fields = &[
                     ("prefix", Leaf(Str)),
                     ("allow", Leaf(Yaml)),
                     ("deny", Leaf(Yaml)),
+                    ("cooldown", Leaf(Yaml)),
                 ]),
             ),
         ]),

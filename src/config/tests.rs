@@ -735,6 +735,7 @@ fn validate_checks_programmatic_configs() {
         prefix: Some("ghcr".into()),
         allow: Vec::new(),
         deny: Vec::new(),
+        cooldown: None,
     });
     assert_eq!(
         c.validate().expect_err("prefix without slash").key(),

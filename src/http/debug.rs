@@ -1,5 +1,6 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
-//! endpoints for orchestrators, `POST /debug/gc` and `/debug/offline`. Endpoints that change anything need the
+//! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
+//! (`debug_warm`). Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
 use super::body::{self, Body};
@@ -79,7 +80,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
-    let mutating = req.method() == Method::POST && matches!(path, "/debug/gc" | "/debug/offline");
+    let mutating = req.method() == Method::POST
+        && matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm");
     if mutating {
         let authorization = req
             .headers()
@@ -94,6 +96,7 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/gc") => return gc(app, req.uri().query()).await,
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
+        (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
         _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -203,6 +206,17 @@ pub async fn request_gc(
     token: Option<&str>,
     query: &str,
 ) -> Result<String, String> {
+    post(addr, token, &format!("/debug/gc?{query}"), bytes::Bytes::new()).await
+}
+
+/// POSTs `body` to `path` on a running stevedore's debug listener at `addr` (with `token` when
+/// the configuration sets one); returns the answer's body, or why there is none.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path: &str,
+    body: bytes::Bytes,
+) -> Result<String, String> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -212,13 +226,12 @@ pub async fn request_gc(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req =
-        Request::post(format!("/debug/gc?{query}")).header(header::HOST, addr.to_string());
+    let mut req = Request::post(path).header(header::HOST, addr.to_string());
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(http_body_util::Full::new(body))
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();

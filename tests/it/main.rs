@@ -27,6 +27,7 @@ mod maintenance;
 mod mirror;
 mod mirror_policy;
 mod mirror_resilience;
+mod mirror_warm;
 mod observability;
 mod seed_configs;
 mod smoke;
