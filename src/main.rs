@@ -58,6 +58,9 @@ enum Command {
         /// The server's configuration (for http.debug.addr and http.debug.token).
         #[arg(long, env = "REGISTRY_CONFIGURATION_PATH")]
         config: PathBuf,
+        /// The debug listener to ask, when not http.debug.addr (e.g. that says port 0).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
     },
     /// Re-hash every stored blob; report (and with --quarantine move aside) those whose bytes
     /// do not match their digest. Exits 1 when any is corrupt.
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
             config,
         } => gc(config, dry_run, delete_untagged, grace),
         Command::Verify { quarantine, config } => verify(config, quarantine),
-        Command::Warm { file, config } => warm(file, config),
+        Command::Warm { file, config, addr } => warm(file, config, addr),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match Config::load(Some(&config), &ProcessEnv) {
@@ -179,7 +182,7 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
     }
 }
 
-fn warm(file: PathBuf, config: PathBuf) -> ExitCode {
+fn warm(file: PathBuf, config: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode {
     let config = match load(&config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -196,7 +199,7 @@ fn warm(file: PathBuf, config: PathBuf) -> ExitCode {
         eprintln!("stevedore warm: {}: {e}", file.display());
         return ExitCode::from(2);
     }
-    let Some(addr) = config.http.debug.addr else {
+    let Some(addr) = addr.or(config.http.debug.addr) else {
         eprintln!("stevedore warm: the configuration sets no http.debug.addr to reach the server");
         return ExitCode::from(2);
     };

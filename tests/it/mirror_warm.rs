@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 const REPO: &str = "library/app";
 
-/// `stevedore warm FILE --config CONFIG` against the running `s`: exit code, stdout, stderr.
+/// `stevedore warm FILE --config CONFIG --addr DEBUG` against the running `s` (its config
+/// says port 0): exit code, stdout, stderr.
 async fn warm_cli(s: &Server, list: &Path) -> (i32, String, String) {
     let list = list.to_owned();
     let config = s.config_path.clone();
+    let addr = s.debug_addr.clone().expect("debug listener");
     tokio::task::spawn_blocking(move || {
         run_cli_env(
             &[
@@ -24,6 +26,8 @@ async fn warm_cli(s: &Server, list: &Path) -> (i32, String, String) {
                 list.to_str().unwrap(),
                 "--config",
                 config.to_str().unwrap(),
+                "--addr",
+                &addr,
             ],
             &[],
         )
@@ -232,7 +236,7 @@ async fn warm_runs_on_schedule_and_refuses_unknown_platforms() {
     let v1 = small_image(&up, 3);
     up.set_tag(REPO, "1", &v1);
     let child = small_image(&up, 4);
-    let index = index_body(OCI_INDEX, &[(OCI_MANIFEST, &child, 0)]);
+    let index = api::index_body(OCI_INDEX, &[(OCI_MANIFEST, &child, 0)]);
     up.add_manifest(REPO, Some("multi"), OCI_INDEX, index.into());
     let list = tmp.path().join("warm.list");
     std::fs::write(&list, "app:1\napp:multi linux/s390x\n").unwrap();
@@ -289,7 +293,7 @@ async fn cooldown_serves_the_previous_digest_after_the_tag_moves() {
     s.stop();
     drop(s);
 
-    let s = Server::start_with(mirror_opts(&up, &data, "  cooldown: 7d\n"));
+    let s = Server::start_with(mirror_opts(&up, &data, "  cooldown: 168h\n"));
     up.set_tag(REPO, "1", &v2);
     let r = get_tag(&s, "1").await;
     assert_eq!(r.status(), 200);
