@@ -4,7 +4,8 @@
 //! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
 //!   ↓        auth/ (htpasswd, bearer tokens, policy) decides each request before its handler
 //! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving,
-//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap)
+//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap),
+//!            warm lists and the cooldown, on those same paths
 //!   ↓
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓

@@ -206,7 +206,13 @@ pub async fn request_gc(
     token: Option<&str>,
     query: &str,
 ) -> Result<String, String> {
-    post(addr, token, &format!("/debug/gc?{query}"), bytes::Bytes::new()).await
+    post(
+        addr,
+        token,
+        &format!("/debug/gc?{query}"),
+        bytes::Bytes::new(),
+    )
+    .await
 }
 
 /// POSTs `body` to `path` on a running stevedore's debug listener at `addr` (with `token` when

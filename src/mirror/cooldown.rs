@@ -48,10 +48,7 @@ pub(super) fn check(
         .update_tag_notes(&p.local, tag, |n| n.first_seen(named, t))?;
     let until = first.saturating_add(cooldown.as_secs());
     let decision = |d: &str| {
-        metrics
-            .cooldown_decisions
-            .with_label_values(&[up, d])
-            .inc();
+        metrics.cooldown_decisions.with_label_values(&[up, d]).inc();
     };
     if t >= until {
         decision("admitted");

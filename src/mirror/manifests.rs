@@ -217,7 +217,12 @@ impl Mirror {
         if let Some(t) = tag
             && !p.upstream.cooldown.is_zero()
         {
-            match p.upstream.client.head_manifest(&p.remote, t.as_str(), ACCEPT).await {
+            match p
+                .upstream
+                .client
+                .head_manifest(&p.remote, t.as_str(), ACCEPT)
+                .await
+            {
                 Ok(head) => {
                     if let Some(d) = head.digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
                         cooldown::check(&self.registry, &self.metrics, p, t, &d, None)?;

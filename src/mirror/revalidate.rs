@@ -198,7 +198,14 @@ fn confirm(job: &Job, outcome: Revalidated) -> Revalidated {
 /// Whether the cooldown keeps our copy rather than `named` (on an index error, it does not).
 fn held(job: &Job, named: &Digest) -> bool {
     matches!(
-        cooldown::check(&job.registry, &job.metrics, &job.p, &job.tag, named, Some(&job.ours)),
+        cooldown::check(
+            &job.registry,
+            &job.metrics,
+            &job.p,
+            &job.tag,
+            named,
+            Some(&job.ours)
+        ),
         Ok(Verdict::Hold)
     )
 }
@@ -221,7 +228,12 @@ fn gone(job: &Job) -> Revalidated {
         origin: Origin::Proxy,
         checked: t,
     };
-    match noted.and_then(|first| job.registry.index.set_tag(&p.local, &job.tag, &rec).map(|()| first)) {
+    match noted.and_then(|first| {
+        job.registry
+            .index
+            .set_tag(&p.local, &job.tag, &rec)
+            .map(|()| first)
+    }) {
         Ok(first) => {
             if first {
                 tracing::warn!(repo = %p.local, tag = %job.tag, upstream = p.upstream.name.as_str(), digest = %job.ours, "tag is gone upstream; keeping and serving the cached one until it is purged");

@@ -142,7 +142,7 @@ fn parse_image(image: &str, platforms: Vec<Platform>) -> Result<WarmEntry, Strin
             ),
             _ => {
                 return Err(bad(
-                    "name a tag (`:TAG`) or a digest (`@sha256:…`)".to_owned(),
+                    "name a tag (`:TAG`) or a digest (`@sha256:…`)".to_owned()
                 ));
             }
         },
@@ -299,23 +299,15 @@ impl Mirror {
     }
 
     async fn warm_image(&self, e: &WarmEntry, r: &mut ImageReport) -> Result<(), RegistryError> {
-        let p = match self.scope(&e.repo, e.registry.as_deref()) {
-            Some(s @ Scope::Proxy(_)) => {
-                self.check_policy(&s)?;
-                match s {
-                    Scope::Proxy(p) => p,
-                    Scope::Local(_) => unreachable!("matched as a proxied scope"),
-                }
-            }
-            Some(Scope::Local(_)) => {
-                return Err(RegistryError::new(
-                    crate::error::ErrorCode::NameUnknown,
-                    format!("{} is not a mirrored repository", e.repo),
-                ));
-            }
-            None => {
-                return Err(self.unknown_registry(e.registry.as_deref().unwrap_or_default()));
-            }
+        let scope = self
+            .scope(&e.repo, e.registry.as_deref())
+            .ok_or_else(|| self.unknown_registry(e.registry.as_deref().unwrap_or_default()))?;
+        self.check_policy(&scope)?;
+        let Scope::Proxy(p) = scope else {
+            return Err(RegistryError::new(
+                crate::error::ErrorCode::NameUnknown,
+                format!("{} is not a mirrored repository", e.repo),
+            ));
         };
         let top = match &e.reference {
             Reference::Digest(d) => d.clone(),
@@ -398,14 +390,20 @@ impl Mirror {
         let named = head.digest.as_deref().and_then(|d| Digest::parse(d).ok());
         if let Some(d) = named {
             let ours = ours.map(|t| t.digest);
-            let d = match cooldown::check(&self.registry, &self.metrics, p, tag, &d, ours.as_ref())? {
+            let d = match cooldown::check(&self.registry, &self.metrics, p, tag, &d, ours.as_ref())?
+            {
                 Verdict::Admit => d,
                 Verdict::Hold => {
                     r.held = true;
                     ours.expect("only a tag with a digest is held")
                 }
             };
-            if self.registry.manifest_by_digest(&p.local, &d).await?.is_some() {
+            if self
+                .registry
+                .manifest_by_digest(&p.local, &d)
+                .await?
+                .is_some()
+            {
                 let rec = TagRecord {
                     digest: d.clone(),
                     origin: Origin::Proxy,
@@ -441,7 +439,10 @@ impl Mirror {
         }
         let content = self.blob(p, d).await?;
         let size = content.size;
-        content.finished().await.map_err(|e| super::blobs::fetch_error(e, d))?;
+        content
+            .finished()
+            .await
+            .map_err(|e| super::blobs::fetch_error(e, d))?;
         Ok(Some(size))
     }
 }
@@ -491,7 +492,10 @@ fn select_platforms(
         }
     };
     if wanted.is_empty() {
-        return Ok(children.iter().map(|(d, p)| (d.clone(), label(p))).collect());
+        return Ok(children
+            .iter()
+            .map(|(d, p)| (d.clone(), label(p)))
+            .collect());
     }
     let mut out = Vec::new();
     for w in wanted {
@@ -621,9 +625,13 @@ mod tests {
     #[test]
     fn platforms_match_index_entries() {
         let p = Platform::parse("linux/arm64").unwrap();
-        assert!(p.matches(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"})));
+        assert!(
+            p.matches(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"}))
+        );
         assert!(!p.matches(&serde_json::json!({"os":"linux","architecture":"amd64"})));
         let v7 = Platform::parse("linux/arm/v7").unwrap();
-        assert!(!v7.matches(&serde_json::json!({"os":"linux","architecture":"arm","variant":"v6"})));
+        assert!(
+            !v7.matches(&serde_json::json!({"os":"linux","architecture":"arm","variant":"v6"}))
+        );
     }
 }

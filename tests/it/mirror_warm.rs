@@ -105,7 +105,12 @@ async fn warm_list_fetches_only_listed_platforms_and_skopeo_pulls_with_the_upstr
     .unwrap();
 
     let (code, out, err) = warm_cli(&s, &list).await;
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}\nlog:\n{}", s.log_text());
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{out}\nstderr:\n{err}\nlog:\n{}",
+        s.log_text()
+    );
     assert!(out.contains("1 images warmed, 0 failed"), "{out}");
     assert!(out.contains("[linux/amd64]"), "{out}");
     // The index, the amd64 manifest, its config and both its layers came in; nothing of arm64.
@@ -122,11 +127,8 @@ async fn warm_list_fetches_only_listed_platforms_and_skopeo_pulls_with_the_upstr
         3.0
     );
     assert_eq!(
-        s.metric(
-            "stevedore_warm_runs_total",
-            &[("trigger", "request")]
-        )
-        .await,
+        s.metric("stevedore_warm_runs_total", &[("trigger", "request")])
+            .await,
         1.0
     );
     assert!(s.log_text().contains("warm: image cached"));
@@ -198,7 +200,10 @@ async fn warm_runs_at_start_heads_before_pulling_and_follows_a_moved_tag() {
     let (code, out, err) = warm_cli(&s, &list).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&v1), "{out}");
-    assert!(out.contains("0 manifests and 0 blobs (0 bytes) fetched"), "{out}");
+    assert!(
+        out.contains("0 manifests and 0 blobs (0 bytes) fetched"),
+        "{out}"
+    );
     assert_eq!(up.requests("HEAD", "/manifests/1"), 2);
     assert_eq!(up.requests("GET", "/manifests/1"), 1);
     assert_eq!(
@@ -242,10 +247,7 @@ async fn warm_runs_on_schedule_and_refuses_unknown_platforms() {
     std::fs::write(&list, "app:1\napp:multi linux/s390x\n").unwrap();
     let s = Server::mirror(
         &up.url(),
-        &format!(
-            "  warm:\n    file: {}\n    interval: 1s\n",
-            list.display()
-        ),
+        &format!("  warm:\n    file: {}\n    interval: 1s\n", list.display()),
     );
     // One failure per run: the start-up run's, then a scheduled one's.
     let failed = metric_until(
@@ -318,10 +320,7 @@ async fn cooldown_serves_the_previous_digest_after_the_tag_moves() {
     up.set_tag(REPO, "new", &v2);
     let r = get_tag(&s, "new").await;
     let body = api::expect_error(r, 403, "DENIED").await;
-    assert!(
-        body.to_string().contains("proxy.cooldown"),
-        "{body}"
-    );
+    assert!(body.to_string().contains("proxy.cooldown"), "{body}");
     assert_eq!(up.requests("GET", "/manifests/new"), 0);
     assert_eq!(
         s.metric(
@@ -339,7 +338,11 @@ async fn cooldown_admits_a_digest_once_old_enough() {
     let up = FakeUpstream::start(FakeOptions::default()).await;
     let v1 = small_image(&up, 7);
     up.set_tag(REPO, "1", &v1);
-    let s = Server::start_with(mirror_opts(&up, &tmp.path().join("data"), "  cooldown: 2s\n"));
+    let s = Server::start_with(mirror_opts(
+        &up,
+        &tmp.path().join("data"),
+        "  cooldown: 2s\n",
+    ));
     let r = get_tag(&s, "1").await;
     assert_eq!(r.status(), 403);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -380,7 +383,10 @@ async fn a_tag_the_upstream_drops_is_kept_and_served_marked() {
         assert_eq!(digest_of(&r), v1);
         assert_eq!(r.headers()["x-stevedore-upstream"], "not-found");
     }
-    assert!(up.requests("HEAD", "/manifests/1") >= 2, "the upstream was asked");
+    assert!(
+        up.requests("HEAD", "/manifests/1") >= 2,
+        "the upstream was asked"
+    );
     assert_eq!(
         s.metric(
             "stevedore_stale_serves_total",

@@ -57,10 +57,8 @@ pub async fn get(
     }
     let mut resp = respond(app, m, source, with_body);
     if gone_upstream {
-        resp.headers_mut().insert(
-            UPSTREAM_HEADER,
-            http::HeaderValue::from_static("not-found"),
-        );
+        resp.headers_mut()
+            .insert(UPSTREAM_HEADER, http::HeaderValue::from_static("not-found"));
     }
     if let Scope::Proxy(p) = scope {
         resp.extensions_mut()
