@@ -407,3 +407,23 @@ async fn a_tag_the_upstream_drops_is_kept_and_served_marked() {
     assert_eq!(digest_of(&r), v1);
     assert!(r.headers().get("x-stevedore-upstream").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_lists_obey_the_deny_rules_without_asking_the_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let v1 = small_image(&up, 9);
+    up.set_tag(REPO, "1", &v1);
+    let s = Server::mirror(&up.url(), "  deny: [\"library/secret\"]\n");
+    let list = tmp.path().join("warm.list");
+    std::fs::write(&list, "secret:1\napp:1\n").unwrap();
+    let (code, out, err) = warm_cli(&s, &list).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("FAILED secret:1"), "{out}");
+    assert!(out.contains("proxy.deny"), "{out}");
+    assert!(out.contains("1 images warmed, 1 failed"), "{out}");
+    assert!(
+        up.request_log().iter().all(|l| !l.path.contains("secret")),
+        "the upstream was asked for a denied repository"
+    );
+}
