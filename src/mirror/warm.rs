@@ -340,9 +340,14 @@ impl Mirror {
             .buffer_unordered(BLOB_CONCURRENCY)
             .collect()
             .await;
+        // Every blob's outcome is counted; the first failure is the image's.
+        let mut failure = None;
         for res in results {
-            match res? {
-                Some(size) => {
+            match res {
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+                Ok(Some(size)) => {
                     r.blobs_fetched += 1;
                     r.bytes_fetched += size;
                     self.metrics
@@ -351,13 +356,13 @@ impl Mirror {
                         .inc();
                     self.metrics.warm_bytes.inc_by(size);
                 }
-                None => {
+                Ok(None) => {
                     r.blobs_cached += 1;
                     self.metrics.warm_blobs.with_label_values(&["cached"]).inc();
                 }
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// What the tag names upstream now: a HEAD, and a manifest GET only when that digest is not
