@@ -13,10 +13,11 @@
 //! the puller chose.
 
 use super::ProxyRepo;
+use crate::clock::now_secs;
 use crate::error::{ErrorCode, RegistryError};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, Tag};
-use crate::registry::{Registry, now};
+use crate::registry::Registry;
 
 /// What to do with a digest the upstream names for a tag.
 #[derive(Debug)]
@@ -42,10 +43,8 @@ pub(super) fn check(
         return Ok(Verdict::Admit);
     }
     let up = p.upstream.name.as_str();
-    let t = now();
-    let first = registry
-        .index
-        .update_tag_notes(&p.local, tag, |n| n.first_seen(named, t))?;
+    let t = now_secs();
+    let first = registry.update_tag_notes(&p.local, tag, |n| n.first_seen(named, t))?;
     let until = first.saturating_add(cooldown.as_secs());
     let decision = |d: &str| {
         metrics.cooldown_decisions.with_label_values(&[up, d]).inc();

@@ -8,11 +8,11 @@
 use super::ProxyRepo;
 use super::cooldown::{self, Verdict};
 use super::manifests::{ACCEPT, store_fetched};
+use crate::clock::now_secs;
 use crate::error::RegistryError;
-use crate::index::{Origin, TagRecord};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, Tag};
-use crate::registry::{Registry, now};
+use crate::registry::Registry;
 use crate::upstream::UpstreamError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,17 +181,15 @@ async fn run(job: &Job) -> Revalidated {
 /// the cooldown holds back (`Held`).
 fn confirm(job: &Job, outcome: Revalidated) -> Revalidated {
     let p = &job.p;
-    let rec = TagRecord {
-        digest: job.ours.clone(),
-        origin: Origin::Proxy,
-        checked: now(),
-    };
-    match job.registry.index.set_tag(&p.local, &job.tag, &rec) {
+    match job
+        .registry
+        .confirm_cached_tag(&p.local, &job.tag, &job.ours)
+    {
         Ok(()) => {
             named_again(&job.registry, p, &job.tag);
             outcome
         }
-        Err(e) => Revalidated::Failed(e.into()),
+        Err(e) => Revalidated::Failed(e),
     }
 }
 
@@ -214,24 +212,15 @@ fn held(job: &Job, named: &Digest) -> bool {
 /// `tagttl` (so the upstream is not asked on every request), and noted as gone upstream.
 fn gone(job: &Job) -> Revalidated {
     let p = &job.p;
-    let t = now();
-    let noted = job
-        .registry
-        .index
-        .update_tag_notes(&p.local, &job.tag, |n| {
-            let first = n.upstream_gone.is_none();
-            n.upstream_gone.get_or_insert(t);
-            first
-        });
-    let rec = TagRecord {
-        digest: job.ours.clone(),
-        origin: Origin::Proxy,
-        checked: t,
-    };
+    let t = now_secs();
+    let noted = job.registry.update_tag_notes(&p.local, &job.tag, |n| {
+        let first = n.upstream_gone.is_none();
+        n.upstream_gone.get_or_insert(t);
+        first
+    });
     match noted.and_then(|first| {
         job.registry
-            .index
-            .set_tag(&p.local, &job.tag, &rec)
+            .confirm_cached_tag(&p.local, &job.tag, &job.ours)
             .map(|()| first)
     }) {
         Ok(first) => {
@@ -240,15 +229,13 @@ fn gone(job: &Job) -> Revalidated {
             }
             Revalidated::Gone
         }
-        Err(e) => Revalidated::Failed(e.into()),
+        Err(e) => Revalidated::Failed(e),
     }
 }
 
 /// The upstream named the tag again: whatever 404 it gave before is forgotten.
 pub(super) fn named_again(registry: &Registry, p: &ProxyRepo, tag: &Tag) {
-    let cleared = registry
-        .index
-        .update_tag_notes(&p.local, tag, |n| n.upstream_gone.take().is_some());
+    let cleared = registry.update_tag_notes(&p.local, tag, |n| n.upstream_gone.take().is_some());
     if let Ok(true) = cleared {
         tracing::info!(repo = %p.local, %tag, upstream = p.upstream.name.as_str(), "tag is back upstream");
     }

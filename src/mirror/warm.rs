@@ -13,9 +13,8 @@
 use super::cooldown::{self, Verdict};
 use super::{Mirror, ProxyRepo, Scope};
 use crate::error::RegistryError;
-use crate::index::{Origin, TagRecord};
+use crate::index::Origin;
 use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
-use crate::registry::now;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -373,7 +372,7 @@ impl Mirror {
         tag: &Tag,
         r: &mut ImageReport,
     ) -> Result<Digest, RegistryError> {
-        let ours = self.registry.index.tag(&p.local, tag)?;
+        let ours = self.registry.tag_record(&p.local, tag)?;
         if let Some(rec) = ours.as_ref().filter(|t| t.origin == Origin::Local) {
             return Ok(rec.digest.clone());
         }
@@ -409,12 +408,7 @@ impl Mirror {
                 .await?
                 .is_some()
             {
-                let rec = TagRecord {
-                    digest: d.clone(),
-                    origin: Origin::Proxy,
-                    checked: now(),
-                };
-                self.registry.index.set_tag(&p.local, tag, &rec)?;
+                self.registry.confirm_cached_tag(&p.local, tag, &d)?;
                 super::revalidate::named_again(&self.registry, p, tag);
                 return Ok(d);
             }
