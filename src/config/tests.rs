@@ -1452,3 +1452,22 @@ fn warm_and_cooldown_keys_read_from_yaml_and_env() {
     assert_eq!(c.proxy.warm.interval, secs(1800));
     assert_eq!(c.proxy.cooldown, secs(48 * 3600));
 }
+
+#[test]
+fn pin_patterns_load_and_bad_ones_name_the_entry() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: https://r.example\n  pin: [\"library/alpine:3.*\", \"bitnami/**\"]\n",
+    )
+    .expect("parse");
+    assert_eq!(c.proxy.pin, vec!["library/alpine:3.*", "bitnami/**"]);
+    let c = load_env(
+        "proxy:\n  remoteurl: https://r.example\n",
+        &[("REGISTRY_PROXY_PIN", "[team/*]")],
+    )
+    .expect("env");
+    assert_eq!(c.proxy.pin, vec!["team/*"]);
+    for bad in ["Library/x", "a/b:", "a/b:v/1", "/a"] {
+        let e = err(&format!("proxy:\n  pin: [\"{bad}\"]\n"));
+        assert_eq!(e.key(), Some("proxy.pin[0]"), "{bad}: {e}");
+    }
+}

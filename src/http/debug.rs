@@ -1,6 +1,7 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
 //! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
-//! (`debug_warm`). Endpoints that change anything need the
+//! (`debug_warm`), and whole-image maintenance (`content.rs`: export, import, purge).
+//! Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
 use super::body::{self, Body};
@@ -11,6 +12,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+pub mod content;
 
 /// Serves the debug endpoints until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
@@ -81,7 +84,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
     let mutating = req.method() == Method::POST
-        && matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm");
+        && (matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm")
+            || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
             .headers()
@@ -97,6 +101,9 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
         (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
+        (&Method::POST, p) if content::PATHS.contains(&p) => {
+            return content::answer(app, p, req.uri().query()).await;
+        }
         _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -206,21 +213,24 @@ pub async fn request_gc(
     token: Option<&str>,
     query: &str,
 ) -> Result<String, String> {
-    post(
-        addr,
-        token,
-        &format!("/debug/gc?{query}"),
-        bytes::Bytes::new(),
-    )
-    .await
+    post(addr, token, &format!("/debug/gc?{query}")).await
 }
 
-/// POSTs `body` to `path` on a running stevedore's debug listener at `addr` (with `token` when
-/// the configuration sets one); returns the answer's body, or why there is none.
+/// POSTs to a mutating endpoint of a running stevedore's debug listener at `addr`; returns
+/// the answer's body, or an error saying what the server answered.
 pub async fn post(
     addr: std::net::SocketAddr,
     token: Option<&str>,
-    path: &str,
+    path_and_query: &str,
+) -> Result<String, String> {
+    post_body(addr, token, path_and_query, bytes::Bytes::new()).await
+}
+
+/// [`post`] with a request body (a warm list).
+pub async fn post_body(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path_and_query: &str,
     body: bytes::Bytes,
 ) -> Result<String, String> {
     use http_body_util::BodyExt;
@@ -232,7 +242,7 @@ pub async fn post(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req = Request::post(path).header(header::HOST, addr.to_string());
+    let mut req = Request::post(path_and_query).header(header::HOST, addr.to_string());
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }

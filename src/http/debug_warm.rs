@@ -68,6 +68,6 @@ pub async fn request_warm(
     token: Option<&str>,
     list: String,
 ) -> Result<warm::WarmReport, String> {
-    let body = super::debug::post(addr, token, "/debug/warm", list.into()).await?;
+    let body = super::debug::post_body(addr, token, "/debug/warm", list.into()).await?;
     serde_json::from_str(&body).map_err(|e| format!("the server's report is not JSON: {e}: {body}"))
 }

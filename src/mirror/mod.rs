@@ -34,6 +34,7 @@ mod cooldown;
 mod fetch;
 mod lists;
 mod manifests;
+pub mod pins;
 mod policy;
 mod referrers;
 mod revalidate;
