@@ -46,6 +46,14 @@ impl BlobContent {
         }
     }
 
+    /// Waits until the blob is whole in the store (at once for a committed file).
+    pub(super) async fn finished(self) -> Result<(), super::fetch::FetchError> {
+        match self.reader {
+            Reader::File(..) => Ok(()),
+            Reader::Growing(fetch, _) => super::blobs::fetch_outcome(&fetch).await,
+        }
+    }
+
     /// `len` bytes from `start`.
     pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
         match self.reader {
