@@ -9,12 +9,19 @@
 //! registry   the API's operations on local content: uploads, manifests, links, listings
 //!   ↓              ↓              ↓             ↓
 //! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
+//!   ↓
+//! BlobBackend (storage/backend.rs): where committed blobs live; FsBackend today
 //! ```
+//!
+//! `storage::BlobStore` is the seam: it stages writes locally (a local tier in front of any
+//! backend, which single-flight fetches read as the bytes land), commits only verified blobs to
+//! its `BlobBackend`, and hands out reads as a local file or a byte stream; `http/` uses
+//! `sendfile` only for a local file. No path to a blob leaves `storage/`.
 //!
 //! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
-//! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
-//! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
+//! a response in one place (`http::response::error`), through `RegistryError`; a committed blob
+//! always hashes to its name; bodies are streamed, never held whole in memory (manifests,
 //! capped at 4 MiB, are the exception); only the process holding the index lock (the server, at
 //! start-up) sweeps `tmp/`, so maintenance commands beside it never touch its in-flight files;
 //! nothing a request or a scrape does walks the whole index.

@@ -8,7 +8,7 @@ use crate::index::{BlobRecord, Index, ManifestRecord, Origin, TagRecord};
 use crate::metrics::Metrics;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
-use crate::storage::{AppendError, BlobStore, StoreError, UploadSession, Uploads};
+use crate::storage::{AppendError, BlobStore, OpenBlob, StoreError, UploadSession, Uploads};
 use bytes::Bytes;
 use futures::Stream;
 use std::sync::Arc;
@@ -58,13 +58,6 @@ pub struct UploadStatus {
 pub struct Options {
     pub delete_enabled: bool,
     pub read_only: bool,
-}
-
-/// A committed blob opened for reading, pinned against eviction while this lives.
-pub struct OpenBlob {
-    pub file: std::fs::File,
-    pub size: u64,
-    pub pin: crate::storage::PinGuard,
 }
 
 pub struct Registry {
@@ -204,11 +197,10 @@ impl Registry {
         if self.blob_size(repo, digest).await?.is_none() {
             return Ok(None);
         }
-        let pin = self.store.pins.pin(digest);
         match self.store.open_blob(digest).await? {
-            Some((file, size)) => {
+            Some(open) => {
                 self.touch(digest);
-                Ok(Some(OpenBlob { file, size, pin }))
+                Ok(Some(open))
             }
             None => {
                 // The index knew a blob whose file is gone: forget it.

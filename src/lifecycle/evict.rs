@@ -88,7 +88,7 @@ pub async fn pass(
         if !big && !too_old(used) {
             continue;
         }
-        if registry.store.pins.is_pinned(&d) || busy(&d) {
+        if registry.store.is_being_read(&d) || busy(&d) {
             continue;
         }
         let Some(size) = remove_blob(registry, &d).await? else {

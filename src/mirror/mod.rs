@@ -34,7 +34,7 @@ mod revalidate;
 mod scope;
 mod tags;
 
-pub use content::BlobContent;
+pub use content::{BlobContent, ContentRead, LocalRange};
 pub use policy::{PolicyOptions, RepoPolicy};
 pub use referrers::Referrers;
 pub use scope::{ProxyRepo, Scope};
