@@ -163,16 +163,16 @@ fn resolve(name: &str) -> Result<(Vec<Seg>, Kind), ConfigError> {
     if words.iter().any(String::is_empty) {
         return Err(unknown(&[], 0, None));
     }
-    let mut fields: Fields = schema::ROOT;
+    let mut fields: &Fields = schema::root();
     let mut segs = Vec::new();
     let mut i = 0;
     loop {
         let word = words[i].as_str();
-        let Some((key, node)) = fields.iter().find(|(n, _)| *n == word) else {
-            let hint = schema::suggest(word, fields.iter().map(|(n, _)| *n));
+        let Some((key, node)) = fields.iter().find(|(n, _)| n == word) else {
+            let hint = schema::suggest(word, fields.iter().map(|(n, _)| n.as_str()));
             return Err(unknown(&segs, i, hint));
         };
-        segs.push(Seg::Key((*key).to_string()));
+        segs.push(Seg::Key(key.clone()));
         i += 1;
         let done = i == words.len();
         match node {

@@ -3,11 +3,23 @@
 //!
 //! This module owns the configuration types, their defaults, reading the YAML
 //! file, the `REGISTRY_*` environment overlay ([`env`]), the check of keys
-//! against the known schema ([`schema`]), value parsing ([`units`]) and
+//! against the schema ([`schema`], traced from the structs below), reading
+//! the structs with serde ([`de`]), value forms ([`units`]) and
 //! [`Config::validate`]. It must not do anything else: it opens no socket,
 //! reads no certificate, htpasswd or CA file (only `REGISTRY_*_FILE`
 //! secrets), creates no directory and installs no logger; the code that uses
 //! a setting is the one that acts on it.
+//!
+//! **Adding a key**: add the field to its struct below with a doc comment,
+//! its default in the struct's `Default`, and a reader
+//! `#[serde(deserialize_with = "de::…")]` for its form (`text`, `secret`,
+//! `flag`, `uint`, `duration`, `size`, `strings`, …); a new section is a new
+//! struct deriving `Deserialize` with `#[serde(default)]`. Document the key
+//! in `config/default.yml` (a test checks every key is there). The schema
+//! check, "did you mean", the `REGISTRY_*` variable and error messages naming
+//! the key follow from the struct. Checks across keys go in `validate.rs`.
+//! A distribution key stevedore does not implement goes in
+//! [`schema::EXTRA`].
 //!
 //! Loading is strict: an unknown key (a typo) or a key distribution has but
 //! stevedore does not implement stops start-up with a message naming the
@@ -25,7 +37,7 @@
 //! * an unsupported key whose value configures nothing (`false`, empty) is
 //!   accepted.
 
-mod build;
+mod de;
 mod env;
 mod error;
 mod schema;
@@ -41,6 +53,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
@@ -51,9 +64,11 @@ pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
 const HOUR: u64 = 3600;
 
 /// A whole stevedore configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// Configuration format version; must be `"0.1"` (distribution's).
+    #[serde(deserialize_with = "de::text")]
     pub version: String,
     pub log: LogConfig,
     pub storage: StorageConfig,
@@ -65,13 +80,15 @@ pub struct Config {
 }
 
 /// `log`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct LogConfig {
     /// `log.level`: `error`, `warn` (or `warning`), `info`, `debug`, `trace`.
     pub level: LogLevel,
     /// `log.formatter`: `text`, `json`, or `logstash` (treated as `json`).
     pub formatter: LogFormat,
     /// `log.fields`: static fields added to every log line.
+    #[serde(deserialize_with = "de::text_map")]
     pub fields: BTreeMap<String, String>,
     pub accesslog: AccessLogConfig,
 }
@@ -121,13 +138,16 @@ pub enum LogFormat {
 }
 
 /// `log.accesslog`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct AccessLogConfig {
+    #[serde(deserialize_with = "de::flag")]
     pub disabled: bool,
 }
 
 /// `storage`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     pub delete: DeleteConfig,
@@ -136,9 +156,11 @@ pub struct StorageConfig {
 }
 
 /// `storage.filesystem`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct FilesystemConfig {
     /// Where blobs, manifests and metadata live; default `./data`.
+    #[serde(deserialize_with = "de::path")]
     pub rootdirectory: PathBuf,
 }
 
@@ -151,29 +173,37 @@ impl Default for FilesystemConfig {
 }
 
 /// `storage.delete`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct DeleteConfig {
     /// Allow `DELETE` of manifests and blobs; default false.
+    #[serde(deserialize_with = "de::flag")]
     pub enabled: bool,
 }
 
 /// `storage.maintenance`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct MaintenanceConfig {
     pub uploadpurging: UploadPurging,
     pub readonly: ReadOnly,
 }
 
 /// `storage.maintenance.uploadpurging`: removal of abandoned uploads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct UploadPurging {
     /// Default true.
+    #[serde(deserialize_with = "de::flag")]
     pub enabled: bool,
     /// Uploads older than this are removed; default 168h.
+    #[serde(deserialize_with = "de::duration")]
     pub age: Duration,
     /// How often to look; default 24h.
+    #[serde(deserialize_with = "de::duration")]
     pub interval: Duration,
     /// Only log what would be removed.
+    #[serde(deserialize_with = "de::flag")]
     pub dryrun: bool,
 }
 
@@ -189,20 +219,25 @@ impl Default for UploadPurging {
 }
 
 /// `storage.maintenance.readonly`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct ReadOnly {
     /// Refuse pushes and deletes.
+    #[serde(deserialize_with = "de::flag")]
     pub enabled: bool,
 }
 
 /// `storage.cache`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct StorageCache {
     /// `"inmemory"` (the default): layer info in memory only; `"redis"`: in the
     /// `redis` server too, shared by every replica, with the memory cache in front.
     /// `storage.cache.layerinfo` is accepted as its older name, as distribution does.
+    #[serde(deserialize_with = "de::text")]
     pub blobdescriptor: String,
     /// Entries of the in-memory blob-descriptor cache; default 10000.
+    #[serde(deserialize_with = "de::uint")]
     pub blobdescriptorsize: u64,
 }
 
@@ -216,24 +251,32 @@ impl Default for StorageCache {
 }
 
 /// `http`.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct HttpConfig {
     /// Listen address; default `0.0.0.0:5000`. `:5000` means all interfaces.
+    #[serde(deserialize_with = "de::addr")]
     pub addr: SocketAddr,
     /// Only `"tcp"`.
+    #[serde(deserialize_with = "de::text")]
     pub net: String,
     /// Only `""` is supported; `"/"` is accepted and stored as `""`.
+    #[serde(deserialize_with = "de::prefix")]
     pub prefix: String,
     /// Externally reachable base URL, used for absolute `Location` headers.
+    #[serde(deserialize_with = "de::opt_text")]
     pub host: Option<String>,
     /// `Location` headers: `Some(true)` relative (`/v2/…`), `Some(false)` absolute,
     /// built from the request's `Host` (or `X-Forwarded-Proto`/`X-Forwarded-Host`), as
     /// distribution does. Unset: relative (stevedore's default). `host`, when set,
     /// wins over both, as in distribution.
+    #[serde(deserialize_with = "de::opt_flag")]
     pub relativeurls: Option<bool>,
     /// How long to let connections finish on shutdown; default 10s.
+    #[serde(deserialize_with = "de::duration")]
     pub draintimeout: Duration,
     /// Headers added to every response.
+    #[serde(deserialize_with = "de::list_map")]
     pub headers: BTreeMap<String, Vec<String>>,
     pub debug: DebugConfig,
     /// Serve HTTPS when set.
@@ -243,6 +286,7 @@ pub struct HttpConfig {
     pub limits: LimitsConfig,
     /// Key for signing upload state (the `_state` parameter of upload URLs); when
     /// unset, a random key kept in the storage root is used. Redacted in `Debug`.
+    #[serde(deserialize_with = "de::secret")]
     pub secret: Option<String>,
 }
 
@@ -285,12 +329,15 @@ impl fmt::Debug for HttpConfig {
 }
 
 /// `http.debug`: a second listener for metrics.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct DebugConfig {
     /// Listen address of the debug server; none by default.
+    #[serde(deserialize_with = "de::opt_addr")]
     pub addr: Option<SocketAddr>,
     /// Bearer token the mutating debug endpoints (`POST /debug/gc`) require. Unset: they
     /// answer only on a loopback listener. Redacted in `Debug`.
+    #[serde(deserialize_with = "de::secret")]
     pub token: Option<String>,
     pub prometheus: PrometheusConfig,
 }
@@ -306,11 +353,14 @@ impl fmt::Debug for DebugConfig {
 }
 
 /// `http.debug.prometheus`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct PrometheusConfig {
     /// Default false; needs `http.debug.addr`.
+    #[serde(deserialize_with = "de::flag")]
     pub enabled: bool,
     /// Default `/metrics`.
+    #[serde(deserialize_with = "de::text")]
     pub path: String,
 }
 
@@ -324,54 +374,71 @@ impl Default for PrometheusConfig {
 }
 
 /// `http.tls`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct TlsConfig {
     /// PEM certificate chain.
+    #[serde(deserialize_with = "de::path")]
     pub certificate: PathBuf,
     /// PEM private key.
+    #[serde(deserialize_with = "de::path")]
     pub key: PathBuf,
     /// PEM CA bundles; when non-empty, clients must present a certificate.
+    #[serde(deserialize_with = "de::paths")]
     pub clientcas: Vec<PathBuf>,
     /// `"tls1.2"` or `"tls1.3"`; none means the TLS library's default.
+    #[serde(deserialize_with = "de::opt_text")]
     pub minimumtls: Option<String>,
 }
 
 /// `http.http2`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct Http2Config {
     /// Serve HTTP/1.1 only.
+    #[serde(deserialize_with = "de::flag")]
     pub disabled: bool,
 }
 
 /// `http.limits` (*stevedore extension*): what one client, and all of them
 /// together, may hold of the server. The defaults do not get in the way of
 /// normal use (a `docker pull` opens a handful of connections).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct LimitsConfig {
     /// Open connections in all; more are closed at once. Default 4096;
     /// 0 = unlimited.
+    #[serde(deserialize_with = "de::uint")]
     pub maxconns: u64,
     /// Open connections from one client address (an IPv6 client is its /64);
     /// more are answered 429 and closed. Default 256; 0 = unlimited.
+    #[serde(deserialize_with = "de::uint")]
     pub maxconnsperclient: u64,
     /// Sustained requests per second from one client address; more are
     /// answered 429 with `Retry-After`. Default 0 = unlimited.
+    #[serde(deserialize_with = "de::number")]
     pub requestspersecond: f64,
     /// Requests one client may send at once before the rate applies;
     /// default 0 = twice `requestspersecond` (at least 1).
+    #[serde(deserialize_with = "de::uint")]
     pub burst: u64,
     /// A client must send a request's headers (and finish a TLS handshake)
     /// within this; default 30s.
+    #[serde(deserialize_with = "de::duration")]
     pub headertimeout: Duration,
     /// A request body that sends no byte for this long is abandoned; default
     /// 60s.
+    #[serde(deserialize_with = "de::duration")]
     pub bodytimeout: Duration,
     /// Largest request head (HTTP/1 request line + headers, HTTP/2 header
     /// list); default 64KiB, between 8KiB and 1MiB.
+    #[serde(deserialize_with = "de::size")]
     pub maxheaderbytes: u64,
     /// Most headers in an HTTP/1 request; default 100.
+    #[serde(deserialize_with = "de::uint")]
     pub maxheaders: u64,
     /// Concurrent streams of one HTTP/2 connection; default 128.
+    #[serde(deserialize_with = "de::uint")]
     pub maxstreams: u64,
 }
 
@@ -403,7 +470,8 @@ impl LimitsConfig {
 }
 
 /// `auth`: at most one of its kinds, and the access policy.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct AuthConfig {
     pub htpasswd: Option<HtpasswdAuth>,
     pub token: Option<TokenAuth>,
@@ -412,10 +480,12 @@ pub struct AuthConfig {
 
 /// `auth.policy` (*stevedore extension*): what users may do beyond being
 /// authenticated. Needs `auth.htpasswd` or `auth.token`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct AuthPolicyConfig {
     /// Let requests without credentials pull (manifests, blobs, tags,
     /// referrers; not `GET /v2/` or the catalog). Default false.
+    #[serde(deserialize_with = "de::flag")]
     pub anonymouspull: bool,
     /// Per-repository rules; the first whose `repository` glob matches
     /// decides. A repository no rule matches is open to every authenticated
@@ -427,64 +497,90 @@ pub struct AuthPolicyConfig {
 /// matching `repository`. An action the rule does not list stays open to
 /// every authenticated user; a list names users (htpasswd users, or a
 /// token's `sub`), `"*"` meaning any authenticated user, `[]` nobody.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct AuthRuleConfig {
     /// Glob on repository names; `*` matches any characters, `/` included
     /// (`team/*` covers `team/a/b`).
+    #[serde(deserialize_with = "de::text")]
     pub repository: String,
+    #[serde(deserialize_with = "de::opt_strings")]
     pub pull: Option<Vec<String>>,
+    #[serde(deserialize_with = "de::opt_strings")]
     pub push: Option<Vec<String>>,
+    #[serde(deserialize_with = "de::opt_strings")]
     pub delete: Option<Vec<String>>,
 }
 
 /// `auth.htpasswd`: basic authentication against a bcrypt htpasswd file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct HtpasswdAuth {
+    #[serde(deserialize_with = "de::text")]
     pub realm: String,
+    #[serde(deserialize_with = "de::path")]
     pub path: PathBuf,
 }
 
 /// `auth.token`: bearer tokens issued by an external token server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct TokenAuth {
+    #[serde(deserialize_with = "de::text")]
     pub realm: String,
+    #[serde(deserialize_with = "de::text")]
     pub service: String,
+    #[serde(deserialize_with = "de::text")]
     pub issuer: String,
+    #[serde(deserialize_with = "de::path")]
     pub rootcertbundle: PathBuf,
+    #[serde(deserialize_with = "de::flag")]
     pub autoredirect: bool,
 }
 
 /// `redis`: distribution's Redis keys. Used by `storage.cache.blobdescriptor: redis`.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct RedisConfig {
     /// `host:port` of the server.
+    #[serde(deserialize_with = "de::text")]
     pub addr: String,
     /// Redacted in `Debug`.
+    #[serde(deserialize_with = "de::secret")]
     pub password: Option<String>,
     /// Database number; default 0.
+    #[serde(deserialize_with = "de::db")]
     pub db: i64,
     /// Connect timeout; default 1s (stevedore's: distribution waits forever).
+    #[serde(deserialize_with = "de::duration")]
     pub dialtimeout: Duration,
     /// Timeout of one command's reply; default 1s.
+    #[serde(deserialize_with = "de::duration")]
     pub readtimeout: Duration,
     /// Timeout of sending one command; default 1s. Commands are sent and answered
     /// as one exchange, so the larger of `readtimeout` and `writetimeout` bounds it.
+    #[serde(deserialize_with = "de::duration")]
     pub writetimeout: Duration,
     pub pool: RedisPool,
     pub tls: RedisTls,
 }
 
 /// `redis.tls`: talk to Redis over TLS.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct RedisTls {
     /// Use TLS; the server's certificate is checked against `clientcas`, or the system's
     /// roots when none is given.
+    #[serde(deserialize_with = "de::flag")]
     pub enabled: bool,
     /// PEM client certificate (with `key`), for a Redis that asks for one.
+    #[serde(deserialize_with = "de::opt_path")]
     pub certificate: Option<PathBuf>,
     /// PEM private key of `certificate`.
+    #[serde(deserialize_with = "de::opt_path")]
     pub key: Option<PathBuf>,
     /// PEM CA bundles trusted for the Redis server's certificate.
+    #[serde(deserialize_with = "de::paths")]
     pub clientcas: Vec<PathBuf>,
 }
 
@@ -521,65 +617,88 @@ impl fmt::Debug for RedisConfig {
 /// `redis.pool`. stevedore keeps one multiplexed connection (reconnected when it
 /// breaks) instead of a pool: `maxactive` bounds the commands in flight on it;
 /// `maxidle` and `idletimeout` have nothing to act on and are accepted without effect.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct RedisPool {
     /// Commands in flight at once; 0 (default) = no bound.
+    #[serde(deserialize_with = "de::uint")]
     pub maxactive: u64,
+    #[serde(deserialize_with = "de::uint")]
     pub maxidle: u64,
+    #[serde(deserialize_with = "de::duration")]
     pub idletimeout: Duration,
 }
 
 /// `proxy`: pull-through caching of upstream registries.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct ProxyConfig {
     /// The upstream registry mirrored for repositories not matched by an
     /// `upstreams` entry; `None` (no `proxy` section) = a private registry.
     /// Stored without a trailing slash.
+    #[serde(deserialize_with = "de::url")]
     pub remoteurl: Option<String>,
+    #[serde(deserialize_with = "de::secret")]
     pub username: Option<String>,
     /// Redacted in `Debug`.
+    #[serde(deserialize_with = "de::secret")]
     pub password: Option<String>,
     /// Expiry of proxied content; default 168h; zero = never expires.
+    #[serde(deserialize_with = "de::duration")]
     pub ttl: Duration,
     /// *Stevedore extension*: how long a proxied tag is trusted before it is
     /// revalidated upstream with a `HEAD`; default 60s.
+    #[serde(deserialize_with = "de::duration")]
     pub tagttl: Duration,
     /// *Stevedore extension*: connect + response-header timeout of each
     /// upstream request; default 30s.
+    #[serde(deserialize_with = "de::duration")]
     pub timeout: Duration,
     /// *Stevedore extension*: a blob body that sends no byte for this long is
     /// abandoned; default 60s.
+    #[serde(deserialize_with = "de::duration")]
     pub stalltimeout: Duration,
     /// *Stevedore extension*: TCP connect timeout of each upstream connection
     /// (capped by `timeout`); default 5s.
+    #[serde(deserialize_with = "de::duration")]
     pub connecttimeout: Duration,
     /// *Stevedore extension*: how long a request for an expired cached tag waits
     /// for the upstream's answer before the cached manifest is served (the check
     /// goes on in the background); default 2s.
+    #[serde(deserialize_with = "de::duration")]
     pub revalidatetimeout: Duration,
     /// *Stevedore extension*: never contact an upstream; serve the cache only.
+    #[serde(deserialize_with = "de::flag")]
     pub offline: bool,
     /// *Stevedore extension*: concurrent requests to each upstream; more wait in a
     /// queue; default 16.
+    #[serde(deserialize_with = "de::uint")]
     pub maxfetches: u64,
     /// *Stevedore extension*: consecutive upstream failures (timeouts, connection
     /// failures, 5xx) that open the circuit breaker; 0 = no breaker; default 3.
+    #[serde(deserialize_with = "de::uint")]
     pub breakerthreshold: u64,
     /// *Stevedore extension*: longest time the breaker stays open before it lets
     /// one probe through (it starts at 1s and doubles); default 60s.
+    #[serde(deserialize_with = "de::duration")]
     pub breakermaxbackoff: Duration,
     /// *Stevedore extension*: cache size bound in bytes; `None` = unbounded.
+    #[serde(deserialize_with = "de::opt_size")]
     pub maxsize: Option<u64>,
     /// *Stevedore extension*: extra PEM CA bundle trusted for upstream HTTPS.
+    #[serde(deserialize_with = "de::opt_path")]
     pub cafile: Option<PathBuf>,
     /// *Stevedore extension*: repository name prefixes that are local-only
     /// (never proxied), each ending with `/`, e.g. `["local/", "team/"]`.
+    #[serde(deserialize_with = "de::prefixes")]
     pub localprefixes: Vec<String>,
     /// *Stevedore extension*: repository globs the default upstream may serve
     /// (`*` within one path component, `**` across); empty = any.
+    #[serde(deserialize_with = "de::strings")]
     pub allow: Vec<String>,
     /// *Stevedore extension*: repository globs the default upstream must not serve;
     /// checked before `allow`.
+    #[serde(deserialize_with = "de::strings")]
     pub deny: Vec<String>,
     /// *Stevedore extension*: how `allow`/`deny` rules are applied.
     pub policy: PolicyConfig,
@@ -588,12 +707,14 @@ pub struct ProxyConfig {
 }
 
 /// `proxy.policy` (*stevedore extension*).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct PolicyConfig {
     /// `enforce` (default): refused pulls answer 403 DENIED; `audit`: they are logged and
     /// counted, and served.
     pub mode: PolicyMode,
     /// Told in every refusal: how to ask for access (e.g. a URL or a team's channel).
+    #[serde(deserialize_with = "de::opt_text")]
     pub contact: Option<String>,
 }
 
@@ -660,22 +781,30 @@ impl fmt::Debug for ProxyConfig {
 }
 
 /// `proxy.upstreams[]` (*stevedore extension*): one more upstream registry.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 pub struct UpstreamConfig {
     /// Registry host name, e.g. `"ghcr.io"`: matched against containerd's
     /// `?ns=` query parameter.
+    #[serde(deserialize_with = "de::text")]
     pub name: String,
     /// Base URL, without trailing slash.
+    #[serde(deserialize_with = "de::url_or_empty")]
     pub remoteurl: String,
+    #[serde(deserialize_with = "de::secret")]
     pub username: Option<String>,
     /// Redacted in `Debug`.
+    #[serde(deserialize_with = "de::secret")]
     pub password: Option<String>,
     /// Repository prefix ending with `/`, e.g. `"ghcr/"`: a request for
     /// `ghcr/foo/bar` goes to this upstream as `foo/bar`.
+    #[serde(deserialize_with = "de::opt_prefix")]
     pub prefix: Option<String>,
     /// Repository globs (as the upstream names them) this upstream may serve; empty = any.
+    #[serde(deserialize_with = "de::strings")]
     pub allow: Vec<String>,
     /// Repository globs this upstream must not serve; checked before `allow`.
+    #[serde(deserialize_with = "de::strings")]
     pub deny: Vec<String>,
 }
 
@@ -736,7 +865,7 @@ impl Config {
         let mut tree = parse_tree(text)?;
         schema::normalize(&mut tree);
         schema::check(&tree)?;
-        let config = build::build(&tree)?;
+        let config = de::read(&tree)?;
         config.validate()?;
         Ok(config)
     }
@@ -761,7 +890,7 @@ impl Config {
         let origins = env::overlay(&mut tree, env.vars())?;
         schema::normalize(&mut tree);
         let result = schema::check(&tree)
-            .and_then(|()| build::build(&tree))
+            .and_then(|()| de::read(&tree))
             .and_then(|config| config.validate().map(|()| config));
         result.map_err(|e| env::attribute(e, &origins))
     }

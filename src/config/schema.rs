@@ -1,18 +1,33 @@
-//! The tree of configuration keys stevedore knows, and the structural check
-//! of a parsed YAML tree against it.
+//! The schema of a configuration file: every key, derived from the
+//! [`Config`](super::Config) structs, plus the distribution keys stevedore
+//! accepts without effect or rejects as unsupported ([`EXTRA`]); and the
+//! check of a parsed YAML tree against it.
+//!
+//! The keys are learnt by *tracing*: the structs are deserialized from a
+//! [`Tracer`] that answers no value but records what each field asks for (a
+//! struct, a list, a map, or a leaf: verbatim text, a secret, or YAML), one
+//! leaf per pass. So the schema cannot drift from the structs.
 //!
 //! The check only rejects keys: unknown ones (typos, with a "did you mean"
 //! suggestion) and ones distribution has but stevedore does not implement.
-//! Value types are checked later, when the typed `Config` is built.
+//! Value types are checked later, when the typed `Config` is read.
 //!
 //! An unsupported key is tolerated when its value configures nothing: null,
 //! `false`, `""`, an empty list, or a mapping of such values (so
 //! `compatibility: {schema1: {enabled: false}}` loads) — except storage
 //! drivers and auth kinds, which are selected by their mere presence.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_yaml_ng::Value;
 
-use super::ConfigError;
+use super::de::{SECRET, TEXT};
+use super::{Config, ConfigError};
 
 /// How an environment variable's text becomes a value for a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,17 +40,18 @@ pub(super) enum Kind {
     Yaml,
 }
 
-pub(super) type Fields = &'static [(&'static str, Node)];
+pub(super) type Fields = [(String, Node)];
 
+#[derive(Debug)]
 pub(super) enum Node {
     /// A mapping with the given known keys.
-    Section(Fields),
+    Section(Vec<(String, Node)>),
     /// A single value.
     Leaf(Kind),
     /// A mapping with free-form keys whose values are of the given kind.
     Map(Kind),
     /// A list of mappings with the given known keys.
-    List(Fields),
+    List(Vec<(String, Node)>),
     /// Accepted for compatibility with distribution; has no effect.
     Ignored,
     /// Known to distribution, not implemented by stevedore; the text is a hint.
@@ -45,245 +61,50 @@ pub(super) enum Node {
     Selector(&'static str),
 }
 
-use Kind::{Secret, Str, Yaml};
 use Node::{Ignored, Leaf, List, Map, Section, Selector, Unsupported};
 
 const DRIVER: &str =
     "stevedore stores content on the local filesystem only: use storage.filesystem";
 const NONE: &str = "";
 
-/// Every key of a stevedore configuration file.
-pub(super) static ROOT: Fields = &[
-    ("version", Leaf(Str)),
-    (
-        "log",
-        Section(&[
-            ("level", Leaf(Str)),
-            ("formatter", Leaf(Str)),
-            ("fields", Map(Str)),
-            ("accesslog", Section(&[("disabled", Leaf(Yaml))])),
-            ("hooks", Unsupported(NONE)),
-            ("reportcaller", Unsupported(NONE)),
-        ]),
-    ),
+/// Distribution's keys that no struct field reads: accepted without effect, or
+/// rejected as not supported (yet).
+pub(super) const EXTRA: &[(&str, Node)] = &[
+    ("log.hooks", Unsupported(NONE)),
+    ("log.reportcaller", Unsupported(NONE)),
     (
         "loglevel",
         Unsupported("it is deprecated in distribution too: use log.level"),
     ),
+    ("storage.filesystem.maxthreads", Ignored),
+    // distribution's older name of `blobdescriptor` (renamed when read).
+    ("storage.cache.layerinfo", Leaf(Kind::Str)),
+    ("storage.tag", Ignored),
+    ("storage.redirect", Unsupported(NONE)),
+    ("storage.inmemory", Selector(DRIVER)),
+    ("storage.s3", Selector(DRIVER)),
+    ("storage.azure", Selector(DRIVER)),
+    ("storage.gcs", Selector(DRIVER)),
+    ("storage.swift", Selector(DRIVER)),
+    ("storage.oss", Selector(DRIVER)),
+    ("auth.token.autoredirectpath", Unsupported(NONE)),
+    ("auth.token.jwks", Unsupported(NONE)),
+    ("auth.token.signingalgorithms", Unsupported(NONE)),
+    ("auth.silly", Selector(NONE)),
+    ("http.tls.ciphersuites", Unsupported(NONE)),
     (
-        "storage",
-        Section(&[
-            (
-                "filesystem",
-                Section(&[("rootdirectory", Leaf(Str)), ("maxthreads", Ignored)]),
-            ),
-            ("delete", Section(&[("enabled", Leaf(Yaml))])),
-            (
-                "maintenance",
-                Section(&[
-                    (
-                        "uploadpurging",
-                        Section(&[
-                            ("enabled", Leaf(Yaml)),
-                            ("age", Leaf(Yaml)),
-                            ("interval", Leaf(Yaml)),
-                            ("dryrun", Leaf(Yaml)),
-                        ]),
-                    ),
-                    ("readonly", Section(&[("enabled", Leaf(Yaml))])),
-                ]),
-            ),
-            (
-                "cache",
-                Section(&[
-                    ("blobdescriptor", Leaf(Str)),
-                    // distribution's older name of `blobdescriptor`.
-                    ("layerinfo", Leaf(Str)),
-                    ("blobdescriptorsize", Leaf(Yaml)),
-                ]),
-            ),
-            ("tag", Ignored),
-            ("redirect", Unsupported(NONE)),
-            ("inmemory", Selector(DRIVER)),
-            ("s3", Selector(DRIVER)),
-            ("azure", Selector(DRIVER)),
-            ("gcs", Selector(DRIVER)),
-            ("swift", Selector(DRIVER)),
-            ("oss", Selector(DRIVER)),
-        ]),
+        "http.tls.letsencrypt",
+        Unsupported("use http.tls.certificate and http.tls.key"),
     ),
-    (
-        "auth",
-        Section(&[
-            (
-                "htpasswd",
-                Section(&[("realm", Leaf(Str)), ("path", Leaf(Str))]),
-            ),
-            (
-                "token",
-                Section(&[
-                    ("realm", Leaf(Str)),
-                    ("service", Leaf(Str)),
-                    ("issuer", Leaf(Str)),
-                    ("rootcertbundle", Leaf(Str)),
-                    ("autoredirect", Leaf(Yaml)),
-                    ("autoredirectpath", Unsupported(NONE)),
-                    ("jwks", Unsupported(NONE)),
-                    ("signingalgorithms", Unsupported(NONE)),
-                ]),
-            ),
-            (
-                "policy",
-                Section(&[
-                    ("anonymouspull", Leaf(Yaml)),
-                    (
-                        "rules",
-                        List(&[
-                            ("repository", Leaf(Str)),
-                            ("pull", Leaf(Yaml)),
-                            ("push", Leaf(Yaml)),
-                            ("delete", Leaf(Yaml)),
-                        ]),
-                    ),
-                ]),
-            ),
-            ("silly", Selector(NONE)),
-        ]),
-    ),
-    (
-        "http",
-        Section(&[
-            ("addr", Leaf(Str)),
-            ("net", Leaf(Str)),
-            ("prefix", Leaf(Str)),
-            ("host", Leaf(Str)),
-            ("secret", Leaf(Secret)),
-            ("relativeurls", Leaf(Yaml)),
-            ("draintimeout", Leaf(Yaml)),
-            ("headers", Map(Yaml)),
-            (
-                "debug",
-                Section(&[
-                    ("addr", Leaf(Str)),
-                    ("token", Leaf(Secret)),
-                    (
-                        "prometheus",
-                        Section(&[("enabled", Leaf(Yaml)), ("path", Leaf(Str))]),
-                    ),
-                ]),
-            ),
-            (
-                "tls",
-                Section(&[
-                    ("certificate", Leaf(Str)),
-                    ("key", Leaf(Str)),
-                    ("clientcas", Leaf(Yaml)),
-                    ("minimumtls", Leaf(Str)),
-                    ("ciphersuites", Unsupported(NONE)),
-                    (
-                        "letsencrypt",
-                        Unsupported("use http.tls.certificate and http.tls.key"),
-                    ),
-                ]),
-            ),
-            ("http2", Section(&[("disabled", Leaf(Yaml))])),
-            (
-                "limits",
-                Section(&[
-                    ("maxconns", Leaf(Yaml)),
-                    ("maxconnsperclient", Leaf(Yaml)),
-                    ("requestspersecond", Leaf(Yaml)),
-                    ("burst", Leaf(Yaml)),
-                    ("headertimeout", Leaf(Yaml)),
-                    ("bodytimeout", Leaf(Yaml)),
-                    ("maxheaderbytes", Leaf(Yaml)),
-                    ("maxheaders", Leaf(Yaml)),
-                    ("maxstreams", Leaf(Yaml)),
-                ]),
-            ),
-        ]),
-    ),
-    (
-        "proxy",
-        Section(&[
-            ("remoteurl", Leaf(Str)),
-            ("username", Leaf(Secret)),
-            ("password", Leaf(Secret)),
-            ("ttl", Leaf(Yaml)),
-            ("tagttl", Leaf(Yaml)),
-            ("timeout", Leaf(Yaml)),
-            ("stalltimeout", Leaf(Yaml)),
-            ("connecttimeout", Leaf(Yaml)),
-            ("revalidatetimeout", Leaf(Yaml)),
-            ("offline", Leaf(Yaml)),
-            ("maxfetches", Leaf(Yaml)),
-            ("breakerthreshold", Leaf(Yaml)),
-            ("breakermaxbackoff", Leaf(Yaml)),
-            ("maxsize", Leaf(Yaml)),
-            ("cafile", Leaf(Str)),
-            ("localprefixes", Leaf(Yaml)),
-            ("allow", Leaf(Yaml)),
-            ("deny", Leaf(Yaml)),
-            (
-                "policy",
-                Section(&[("mode", Leaf(Str)), ("contact", Leaf(Str))]),
-            ),
-            // Not a distribution key, but distribution's own config-cache.yml ships it and
-            // distribution ignores it (its key is `ttl`): so does stevedore.
-            ("cacheTTL", Ignored),
-            (
-                "upstreams",
-                List(&[
-                    ("name", Leaf(Str)),
-                    ("remoteurl", Leaf(Str)),
-                    ("username", Leaf(Secret)),
-                    ("password", Leaf(Secret)),
-                    ("prefix", Leaf(Str)),
-                    ("allow", Leaf(Yaml)),
-                    ("deny", Leaf(Yaml)),
-                ]),
-            ),
-        ]),
-    ),
-    (
-        "health",
-        Section(&[
-            // The registry:2 image's stock config.yml enables it.
-            ("storagedriver", Ignored),
-            ("file", Unsupported(NONE)),
-            ("http", Unsupported(NONE)),
-            ("tcp", Unsupported(NONE)),
-        ]),
-    ),
+    // Not a distribution key, but distribution's own config-cache.yml ships it and
+    // distribution ignores it (its key is `ttl`): so does stevedore.
+    ("proxy.cacheTTL", Ignored),
+    // The registry:2 image's stock config.yml enables it.
+    ("health.storagedriver", Ignored),
+    ("health.file", Unsupported(NONE)),
+    ("health.http", Unsupported(NONE)),
+    ("health.tcp", Unsupported(NONE)),
     ("notifications", Unsupported(NONE)),
-    (
-        "redis",
-        Section(&[
-            ("addr", Leaf(Str)),
-            ("password", Leaf(Secret)),
-            ("db", Leaf(Yaml)),
-            ("dialtimeout", Leaf(Yaml)),
-            ("readtimeout", Leaf(Yaml)),
-            ("writetimeout", Leaf(Yaml)),
-            (
-                "pool",
-                Section(&[
-                    ("maxidle", Leaf(Yaml)),
-                    ("maxactive", Leaf(Yaml)),
-                    ("idletimeout", Leaf(Yaml)),
-                ]),
-            ),
-            (
-                "tls",
-                Section(&[
-                    ("enabled", Leaf(Yaml)),
-                    ("certificate", Leaf(Str)),
-                    ("key", Leaf(Str)),
-                    ("clientcas", Leaf(Yaml)),
-                ]),
-            ),
-        ]),
-    ),
     ("reporting", Unsupported(NONE)),
     ("middleware", Unsupported(NONE)),
     ("validation", Unsupported(NONE)),
@@ -291,6 +112,328 @@ pub(super) static ROOT: Fields = &[
     ("catalog", Unsupported(NONE)),
     ("policy", Unsupported(NONE)),
 ];
+
+/// Every key of a stevedore configuration file.
+pub(super) fn root() -> &'static Fields {
+    static ROOT: OnceLock<Vec<(String, Node)>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut root = trace();
+        for (path, node) in EXTRA {
+            insert(&mut root, path, node);
+        }
+        root
+    })
+}
+
+/// Adds a copy of `node` at dotted `path`, creating sections on the way.
+fn insert(fields: &mut Vec<(String, Node)>, path: &str, node: &Node) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let Some(rest) = rest else {
+        let copy = match node {
+            Leaf(k) => Leaf(*k),
+            Ignored => Ignored,
+            Unsupported(h) => Unsupported(h),
+            Selector(h) => Selector(h),
+            Section(_) | Map(_) | List(_) => unreachable!("EXTRA holds leaves only"),
+        };
+        fields.push((head.to_string(), copy));
+        return;
+    };
+    if !fields.iter().any(|(n, _)| n == head) {
+        fields.push((head.to_string(), Section(Vec::new())));
+    }
+    match fields.iter_mut().find(|(n, _)| n == head) {
+        Some((_, Section(inner))) => insert(inner, rest, node),
+        _ => unreachable!("EXTRA path {path} goes through a non-section"),
+    }
+}
+
+/// What one traced field asked for.
+enum Shape {
+    Struct(&'static [&'static str]),
+    Seq,
+    Map,
+    Leaf(Kind),
+}
+
+/// Shapes by path (`a.b`, list items `a[]`, map values `a{}`).
+#[derive(Default)]
+struct Shapes(BTreeMap<String, Shape>);
+
+impl Shapes {
+    /// Whether `path` and everything under it is known.
+    fn complete(&self, path: &str) -> bool {
+        match self.0.get(path) {
+            None => false,
+            Some(Shape::Leaf(_)) => true,
+            Some(Shape::Struct(fields)) => fields.iter().all(|f| self.complete(&join(path, f))),
+            Some(Shape::Seq) => self.complete(&format!("{path}[]")),
+            Some(Shape::Map) => self.complete(&format!("{path}{{}}")),
+        }
+    }
+
+    fn node(&self, path: &str) -> Node {
+        match &self.0[path] {
+            Shape::Struct(fields) => Section(self.fields(path, fields)),
+            Shape::Seq => match &self.0[&format!("{path}[]")] {
+                Shape::Struct(fields) => List(self.fields(&format!("{path}[]"), fields)),
+                _ => Leaf(Kind::Yaml),
+            },
+            Shape::Map => match &self.0[&format!("{path}{{}}")] {
+                Shape::Leaf(kind) => Map(*kind),
+                _ => Map(Kind::Yaml),
+            },
+            Shape::Leaf(kind) => Leaf(*kind),
+        }
+    }
+
+    fn fields(&self, path: &str, fields: &[&str]) -> Vec<(String, Node)> {
+        fields
+            .iter()
+            .map(|f| (f.to_string(), self.node(&join(path, f))))
+            .collect()
+    }
+}
+
+/// Learns the keys of [`Config`]: each pass records one more leaf and stops.
+fn trace() -> Vec<(String, Node)> {
+    let shapes = RefCell::new(Shapes::default());
+    loop {
+        let known = shapes.borrow().0.len();
+        let tracer = Tracer {
+            shapes: &shapes,
+            path: String::new(),
+        };
+        match Config::deserialize(tracer) {
+            Ok(_) => break,
+            Err(Stop) => assert!(
+                shapes.borrow().0.len() > known,
+                "tracing the configuration structs made no progress"
+            ),
+        }
+    }
+    let shapes = shapes.into_inner();
+    match shapes.node("") {
+        Section(fields) => fields,
+        _ => unreachable!("Config is a struct"),
+    }
+}
+
+/// The tracer's only error: a leaf was recorded.
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("traced")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl de::Error for Stop {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+struct Tracer<'a> {
+    shapes: &'a RefCell<Shapes>,
+    path: String,
+}
+
+impl Tracer<'_> {
+    fn record(&self, shape: Shape) {
+        self.shapes
+            .borrow_mut()
+            .0
+            .entry(self.path.clone())
+            .or_insert(shape);
+    }
+
+    fn leaf<T>(self, kind: Kind) -> Result<T, Stop> {
+        self.record(Shape::Leaf(kind));
+        Err(Stop)
+    }
+
+    fn child(&self, path: String) -> Tracer<'_> {
+        Tracer {
+            shapes: self.shapes,
+            path,
+        }
+    }
+}
+
+impl<'de> Deserializer<'de> for Tracer<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        self.leaf(Kind::Yaml)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        self.leaf(Kind::Str)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        self.leaf(Kind::Str)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Stop> {
+        match name {
+            TEXT => self.leaf(Kind::Str),
+            SECRET => self.leaf(Kind::Secret),
+            _ => visitor.visit_newtype_struct(self),
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+        self.record(Shape::Seq);
+        let item = format!("{}[]", self.path);
+        visitor.visit_seq(One(self.child(item)))
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+        self.record(Shape::Map);
+        let value = format!("{}{{}}", self.path);
+        visitor.visit_map(One(self.child(value)))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Stop> {
+        self.record(Shape::Struct(fields));
+        visitor.visit_map(StructFields {
+            tracer: self,
+            fields,
+            next: 0,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf
+        unit unit_struct tuple tuple_struct enum identifier ignored_any
+    }
+}
+
+/// A list or map with one item (or entry), traced until complete.
+struct One<'a>(Tracer<'a>);
+
+impl<'de> SeqAccess<'de> for One<'_> {
+    type Error = Stop;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Stop> {
+        if self.0.shapes.borrow().complete(&self.0.path) {
+            return Ok(None);
+        }
+        let path = self.0.path.clone();
+        seed.deserialize(self.0.child(path)).map(Some)
+    }
+}
+
+impl<'de> MapAccess<'de> for One<'_> {
+    type Error = Stop;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Stop> {
+        if self.0.shapes.borrow().complete(&self.0.path) {
+            return Ok(None);
+        }
+        seed.deserialize(de::value::BorrowedStrDeserializer::new("name"))
+            .map(Some)
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Stop> {
+        let path = self.0.path.clone();
+        seed.deserialize(self.0.child(path))
+    }
+}
+
+/// A struct's fields, yielding the first one not yet complete.
+struct StructFields<'a> {
+    tracer: Tracer<'a>,
+    fields: &'static [&'static str],
+    next: usize,
+}
+
+impl<'de> MapAccess<'de> for StructFields<'_> {
+    type Error = Stop;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Stop> {
+        while let Some(field) = self.fields.get(self.next) {
+            if !self
+                .tracer
+                .shapes
+                .borrow()
+                .complete(&join(&self.tracer.path, field))
+            {
+                return seed
+                    .deserialize(de::value::BorrowedStrDeserializer::new(field))
+                    .map(Some);
+            }
+            self.next += 1;
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Stop> {
+        let field = self.fields[self.next];
+        self.next += 1;
+        let path = join(&self.tracer.path, field);
+        seed.deserialize(self.tracer.child(path))
+    }
+}
+
+/// Dotted paths of every key the structs read (the keys of list items under
+/// the list's path), sections included: what `config/default.yml` must show.
+#[cfg(test)]
+pub(super) fn keys() -> Vec<String> {
+    fn walk(fields: &Fields, path: &str, out: &mut Vec<String>) {
+        for (name, node) in fields {
+            let key = join(path, name);
+            if EXTRA.iter().any(|(p, _)| *p == key) {
+                continue;
+            }
+            match node {
+                Section(inner) | List(inner) => {
+                    let mut sub = Vec::new();
+                    walk(inner, &key, &mut sub);
+                    if !sub.is_empty() {
+                        out.push(key);
+                        out.append(&mut sub);
+                    }
+                }
+                Leaf(_) | Map(_) => out.push(key),
+                Ignored | Unsupported(_) | Selector(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root(), "", &mut out);
+    out
+}
 
 /// Rewrites distribution's short forms `storage: filesystem` and
 /// `auth: htpasswd` into `{filesystem: {}}` / `{htpasswd: {}}`, and an empty
@@ -322,7 +465,7 @@ pub(super) fn check(root: &Value) -> Result<(), ConfigError> {
             "a configuration must be a YAML mapping",
         ));
     }
-    check_section(root, ROOT, "")
+    check_section(root, self::root(), "")
 }
 
 fn check_node(value: &Value, node: &Node, path: &str) -> Result<(), ConfigError> {
@@ -354,7 +497,7 @@ fn check_node(value: &Value, node: &Node, path: &str) -> Result<(), ConfigError>
     }
 }
 
-fn check_section(value: &Value, fields: Fields, path: &str) -> Result<(), ConfigError> {
+fn check_section(value: &Value, fields: &Fields, path: &str) -> Result<(), ConfigError> {
     let map = match value {
         Value::Null => return Ok(()),
         Value::Mapping(m) => m,
@@ -379,7 +522,7 @@ fn check_section(value: &Value, fields: Fields, path: &str) -> Result<(), Config
             Some((_, child)) => check_node(v, child, &key)?,
             None => {
                 return Err(ConfigError::UnknownKey {
-                    suggestion: suggest(name, fields.iter().map(|(n, _)| *n))
+                    suggestion: suggest(name, fields.iter().map(|(n, _)| n.as_str()))
                         .map(|s| join(path, s)),
                     key,
                 });

@@ -164,6 +164,69 @@ fn default_yml_is_exactly_the_builtin_default() {
     assert_eq!(c, Config::default_mirror());
 }
 
+/// The keys `config/default.yml` shows, set or commented out (`# key: value`
+/// at any depth), as dotted paths; the keys of list items are under the list.
+fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let body = line.trim_start();
+        let mut depth = line.len() - body.len();
+        let body = body.strip_prefix("# ").unwrap_or(body);
+        let mut rest = body.trim_start();
+        depth += body.len() - rest.len();
+        if let Some(item) = rest.strip_prefix("- ") {
+            rest = item;
+            depth += 2;
+        }
+        let Some((key, after)) = rest.split_once(':') else {
+            continue;
+        };
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !(after.is_empty() || after.starts_with(' '))
+        {
+            continue;
+        }
+        while stack.last().is_some_and(|(d, _)| *d >= depth) {
+            stack.pop();
+        }
+        stack.push((depth, key.to_string()));
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+        keys.insert(path.join("."));
+    }
+    keys
+}
+
+#[test]
+fn default_yml_documents_every_key_the_structs_read() {
+    let text = std::fs::read_to_string(example("default.yml")).expect("default.yml");
+    let documented = documented_keys(&text);
+    let keys = schema::keys();
+    assert!(keys.len() > 100, "tracing found only {keys:?}");
+    let missing: Vec<&String> = keys.iter().filter(|k| !documented.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "config/default.yml does not document {missing:?}"
+    );
+}
+
+#[test]
+fn the_schema_is_traced_from_the_structs() {
+    let keys = schema::keys();
+    for key in [
+        "version",
+        "log.fields",
+        "http.tls.clientcas",
+        "redis.pool.maxactive",
+        "auth.policy.rules.repository",
+        "proxy.upstreams.password",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+    }
+    assert!(!keys.iter().any(|k| k.starts_with("health")), "{keys:?}");
+}
+
 #[test]
 fn registry_yml_is_a_private_registry_with_metrics() {
     let c = Config::load(Some(&example("registry.yml")), &NoEnv).expect("load");

@@ -105,7 +105,8 @@ fn storage(c: &Config) -> Result<(), ConfigError> {
 fn http(c: &Config) -> Result<(), ConfigError> {
     let h = &c.http;
     match h.net.as_str() {
-        "tcp" => {}
+        // Empty: distribution's default, tcp.
+        "tcp" | "" => {}
         "unix" => {
             return Err(ConfigError::Unsupported {
                 key: "http.net".into(),
@@ -239,6 +240,14 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
             "an access policy needs auth.htpasswd or auth.token to know who is asking",
         ));
     }
+    for (i, rule) in a.policy.rules.iter().enumerate() {
+        if rule.repository.trim().is_empty() {
+            return Err(ConfigError::missing(
+                format!("auth.policy.rules[{i}].repository"),
+                "each auth.policy.rules entry needs a repository glob",
+            ));
+        }
+    }
     if a.htpasswd.is_some() && a.token.is_some() {
         return Err(ConfigError::conflict(
             "auth.htpasswd",
@@ -335,11 +344,12 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
     let mut prefixes = BTreeSet::new();
     for (i, u) in p.upstreams.iter().enumerate() {
         let at = format!("proxy.upstreams[{i}]");
+        let why = "each proxy.upstreams entry needs a name and a remoteurl";
         if u.name.trim().is_empty() {
-            return Err(ConfigError::missing(
-                format!("{at}.name"),
-                "each proxy.upstreams entry needs a name",
-            ));
+            return Err(ConfigError::missing(format!("{at}.name"), why));
+        }
+        if u.remoteurl.is_empty() {
+            return Err(ConfigError::missing(format!("{at}.remoteurl"), why));
         }
         if !names.insert(u.name.to_ascii_lowercase()) {
             return Err(ConfigError::invalid(
