@@ -96,6 +96,7 @@ async fn scenario(n: u64) {
     let idle = EvictOptions {
         max_size: Some(proxied),
         max_age: Duration::ZERO,
+        pinned: None,
     };
     let s = Instant::now();
     let none = stevedore::lifecycle::evict::pass(&app.depot, &idle, &|_: &Digest| false)
@@ -107,6 +108,7 @@ async fn scenario(n: u64) {
     let options = EvictOptions {
         max_size: Some(proxied - 1000 * 1000),
         max_age: Duration::ZERO,
+        pinned: None,
     };
     let s = Instant::now();
     let evicted = stevedore::lifecycle::evict::pass(&app.depot, &options, &|_: &Digest| false)

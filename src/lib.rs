@@ -22,6 +22,9 @@
 //! its `BlobBackend`, and hands out reads as a local file or a byte stream; `http/` uses
 //! `sendfile` only for a local file. No path to a blob leaves `storage/`.
 //!
+//! Beside the request path, over `registry`: `bundle/` (air-gap export/import as OCI
+//! image-layout tars), run by the debug listener or by the CLI with the server stopped.
+//!
 //! Invariants: dependencies point down; registry and lifecycle are siblings (neither imports
 //! the other; `App` wires them over one `Depot`), and `Registry`'s fields are private; only
 //! `http/` sees hyper's Request and Response and states errors' facts as headers; only
@@ -33,6 +36,7 @@
 //! nothing a request or a scrape does walks the whole index.
 
 pub mod auth;
+pub mod bundle;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -492,6 +496,14 @@ pub async fn run(
         let options = lifecycle::EvictOptions {
             max_size: app.config.proxy.maxsize,
             max_age: app.config.proxy.ttl,
+            pinned: {
+                let rules = mirror::pins::PinRules::new(&app.config.proxy.pin);
+                (!rules.is_empty()).then(|| {
+                    Arc::new(move |r: &oci::RepoName, t: &oci::Tag| {
+                        rules.pins(r.as_str(), t.as_str())
+                    }) as lifecycle::evict::Pinned
+                })
+            },
         };
         let depot = app.depot.clone();
         let stop = stopped();

@@ -50,6 +50,40 @@ enum Command {
         grace: Option<String>,
         config: PathBuf,
     },
+    /// Write listed images (their listed platforms, and their referrers) from this registry's
+    /// content to an OCI image-layout tar (`skopeo copy oci-archive:FILE:REPO:TAG …` reads
+    /// it). Asks the running server through http.debug.addr, or works on the store when the
+    /// server is stopped.
+    Export {
+        /// Image list: `REPO:TAG` or `REPO@DIGEST` per line, optionally followed by platforms
+        /// (`linux/amd64,linux/arm64`); `#` comments.
+        #[arg(long)]
+        list: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// The other side's previous bundle (or its index.json): leave out the blobs it had.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        config: PathBuf,
+    },
+    /// Verify every blob of a bundle written by `export` (or any OCI image-layout tar whose
+    /// index.json names REPO:TAG), then serve its images as cached content.
+    Import {
+        /// Adopt the content as pushed (kept until deleted) rather than cached.
+        #[arg(long)]
+        as_pushed: bool,
+        bundle: PathBuf,
+        config: PathBuf,
+    },
+    /// Drop the cached content of one image (REPO:TAG) or repository (REPO) at once: tags,
+    /// manifests, and blobs nothing else references.
+    Purge {
+        /// Also purge pushed tags and manifests.
+        #[arg(long)]
+        pushed: bool,
+        image: String,
+        config: PathBuf,
+    },
     /// Re-hash every stored blob; report (and with --quarantine move aside) those whose bytes
     /// do not match their digest. Exits 1 when any is corrupt.
     Verify {
@@ -76,6 +110,69 @@ fn main() -> ExitCode {
             config,
         } => gc(config, dry_run, delete_untagged, grace),
         Command::Verify { quarantine, config } => verify(config, quarantine),
+        Command::Export {
+            list,
+            output,
+            since,
+            config,
+        } => content(&config, "export", |c| {
+            use stevedore::http::debug::content::{absolute, export, with_query};
+            let (list, output, since) = (
+                absolute(&list),
+                absolute(&output),
+                since.map(|s| absolute(&s)),
+            );
+            let mut q = vec![
+                ("list", list.to_string_lossy().into_owned()),
+                ("output", output.to_string_lossy().into_owned()),
+            ];
+            q.extend(
+                since
+                    .iter()
+                    .map(|s| ("since", s.to_string_lossy().into_owned())),
+            );
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let request = with_query("/debug/export", &q);
+            Box::pin(stevedore::http::debug::content::offline_or_server(
+                c,
+                request,
+                move |app| async move { export(&app, &list, &output, since.as_deref()).await },
+            ))
+        }),
+        Command::Import {
+            as_pushed,
+            bundle,
+            config,
+        } => content(&config, "import", |c| {
+            use stevedore::http::debug::content::{absolute, import, with_query};
+            let bundle = absolute(&bundle);
+            let pushed = as_pushed.to_string();
+            let request = with_query(
+                "/debug/import",
+                &[("bundle", &bundle.to_string_lossy()), ("pushed", &pushed)],
+            );
+            Box::pin(stevedore::http::debug::content::offline_or_server(
+                c,
+                request,
+                move |app| async move { import(&app, &bundle, as_pushed).await },
+            ))
+        }),
+        Command::Purge {
+            pushed,
+            image,
+            config,
+        } => content(&config, "purge", |c| {
+            use stevedore::http::debug::content::{purge, with_query};
+            let request = with_query(
+                "/debug/purge",
+                &[("image", &image), ("pushed", &pushed.to_string())],
+            );
+            Box::pin(stevedore::http::debug::content::offline_or_server(
+                c,
+                request,
+                move |app| async move { purge(&app, &image, pushed).await },
+            ))
+        }),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match Config::load(Some(&config), &ProcessEnv) {
@@ -164,6 +261,33 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
         }
         Err(e) => {
             eprintln!("stevedore gc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an export, import or purge (`run` builds it from the configuration); prints its JSON
+/// report.
+fn content(
+    config: &std::path::Path,
+    name: &str,
+    run: impl FnOnce(
+        Config,
+    )
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>>>>,
+) -> ExitCode {
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    match runtime().block_on(run(config)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stevedore {name}: {e}");
             ExitCode::FAILURE
         }
     }

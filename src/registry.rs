@@ -17,6 +17,9 @@ use futures::Stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod images;
+pub use images::PurgeReport;
+
 type Result<T> = std::result::Result<T, RegistryError>;
 
 /// A manifest as served.

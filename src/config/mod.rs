@@ -702,6 +702,10 @@ pub struct ProxyConfig {
     pub deny: Vec<String>,
     /// *Stevedore extension*: how `allow`/`deny` rules are applied.
     pub policy: PolicyConfig,
+    /// *Stevedore extension*: `REPO_GLOB[:TAG_GLOB]` patterns of cached images that
+    /// eviction (`maxsize`, `ttl`) never removes, e.g. `["library/alpine:*", "bitnami/**"]`.
+    #[serde(deserialize_with = "de::strings")]
+    pub pin: Vec<String>,
     /// *Stevedore extension*: further upstream registries.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -748,6 +752,7 @@ impl Default for ProxyConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             policy: PolicyConfig::default(),
+            pin: Vec::new(),
             upstreams: Vec::new(),
         }
     }
@@ -775,6 +780,7 @@ impl fmt::Debug for ProxyConfig {
             .field("allow", &self.allow)
             .field("deny", &self.deny)
             .field("policy", &self.policy)
+            .field("pin", &self.pin)
             .field("upstreams", &self.upstreams)
             .finish()
     }

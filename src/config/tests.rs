@@ -1421,3 +1421,22 @@ fn bad_pull_policy_values_name_the_key() {
     let e = err("proxy:\n  alow: [a]\n");
     assert!(e.to_string().contains("allow"), "{e}");
 }
+
+#[test]
+fn pin_patterns_load_and_bad_ones_name_the_entry() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: https://r.example\n  pin: [\"library/alpine:3.*\", \"bitnami/**\"]\n",
+    )
+    .expect("parse");
+    assert_eq!(c.proxy.pin, vec!["library/alpine:3.*", "bitnami/**"]);
+    let c = load_env(
+        "proxy:\n  remoteurl: https://r.example\n",
+        &[("REGISTRY_PROXY_PIN", "[team/*]")],
+    )
+    .expect("env");
+    assert_eq!(c.proxy.pin, vec!["team/*"]);
+    for bad in ["Library/x", "a/b:", "a/b:v/1", "/a"] {
+        let e = err(&format!("proxy:\n  pin: [\"{bad}\"]\n"));
+        assert_eq!(e.key(), Some("proxy.pin[0]"), "{bad}: {e}");
+    }
+}

@@ -340,6 +340,7 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
     }
     globs("proxy.allow", &p.allow)?;
     globs("proxy.deny", &p.deny)?;
+    pins(&p.pin)?;
     let mut names = BTreeSet::new();
     let mut prefixes = BTreeSet::new();
     for (i, u) in p.upstreams.iter().enumerate() {
@@ -378,6 +379,34 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
                     format!("{prefix:?} cannot be both local-only and proxied"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `proxy.pin`: `REPO_GLOB[:TAG_GLOB]`, the repository part as `allow`/`deny`, the tag part
+/// tag characters and `*`.
+fn pins(list: &[String]) -> Result<(), ConfigError> {
+    for (i, p) in list.iter().enumerate() {
+        let (repo, tag) = crate::mirror::pins::split(p);
+        globs(&format!("proxy.pin[{i}]"), &[repo.to_owned()]).map_err(|_| {
+            ConfigError::value(
+                format!("proxy.pin[{i}]"),
+                format!("{p:?}"),
+                "the repository part is a glob of lowercase letters, digits, \".\", \"_\", \"-\", \"/\" and \"*\" (REPO_GLOB[:TAG_GLOB])",
+            )
+        })?;
+        if let Some(t) = tag
+            && (t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-*".contains(c)))
+        {
+            return Err(ConfigError::value(
+                format!("proxy.pin[{i}]"),
+                format!("{p:?}"),
+                "the tag part after \":\" is a glob of tag characters and \"*\"",
+            ));
         }
     }
     Ok(())

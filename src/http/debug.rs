@@ -1,5 +1,6 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
-//! endpoints for orchestrators, `POST /debug/gc` and `/debug/offline`. Endpoints that change anything need the
+//! endpoints for orchestrators, `POST /debug/gc` and `/debug/offline`, and whole-image maintenance
+//! (`content.rs`: export, import, purge). Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
 use super::body::{self, Body};
@@ -10,6 +11,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+pub mod content;
 
 /// Serves the debug endpoints until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
@@ -79,7 +82,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
-    let mutating = req.method() == Method::POST && matches!(path, "/debug/gc" | "/debug/offline");
+    let mutating = req.method() == Method::POST
+        && (matches!(path, "/debug/gc" | "/debug/offline") || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
             .headers()
@@ -94,6 +98,9 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/gc") => return gc(app, req.uri().query()).await,
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
+        (&Method::POST, p) if content::PATHS.contains(&p) => {
+            return content::answer(app, p, req.uri().query()).await;
+        }
         _ => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -203,6 +210,16 @@ pub async fn request_gc(
     token: Option<&str>,
     query: &str,
 ) -> Result<String, String> {
+    post(addr, token, &format!("/debug/gc?{query}")).await
+}
+
+/// POSTs to a mutating endpoint of a running stevedore's debug listener at `addr`; returns
+/// the answer's body, or an error saying what the server answered.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path_and_query: &str,
+) -> Result<String, String> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -212,8 +229,7 @@ pub async fn request_gc(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req =
-        Request::post(format!("/debug/gc?{query}")).header(header::HOST, addr.to_string());
+    let mut req = Request::post(path_and_query).header(header::HOST, addr.to_string());
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }

@@ -1,20 +1,26 @@
 //! Eviction of proxied content: least recently used first while the cache is over
 //! `proxy.maxsize`, and anything unused for longer than `proxy.ttl`. Pushed content is never
-//! evicted. Runs as a background task woken when the registry notes that proxied content
-//! landed (`Depot::note_growth`), and once a minute.
+//! evicted, nor is what a pinned image (`proxy.pin`) reaches. Runs as a background task woken
+//! when the registry notes that proxied content landed (`Depot::note_growth`), and once a
+//! minute.
 
 use crate::clock::now_ms;
 use crate::depot::Depot;
 use crate::index::Origin;
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName, Tag};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// Whether the cached image (repository, tag) is pinned: what it reaches is never evicted.
+pub type Pinned = Arc<dyn Fn(&RepoName, &Tag) -> bool + Send + Sync>;
+
+#[derive(Clone)]
 pub struct EvictOptions {
     /// Bytes of proxied content to keep at most.
     pub max_size: Option<u64>,
     /// Proxied content unused for this long goes; zero keeps it forever.
     pub max_age: Duration,
+    pub pinned: Option<Pinned>,
 }
 
 /// Runs eviction passes until `stop` resolves: one at once, then one each time the depot
@@ -62,6 +68,10 @@ pub async fn pass(
     }
     // The order on disk is brought up to date with the reads noted in memory since.
     depot.flush_access()?;
+    let pinned = match &options.pinned {
+        Some(p) => super::pinned::pinned_blobs(depot, p).await?,
+        None => Default::default(),
+    };
     // Under the lock pushes take, once for the pass: a mount or upload may make a cached blob
     // pushed content, and must not do so while it is being removed.
     let _exclusive = depot.removing().await;
@@ -76,7 +86,7 @@ pub async fn pass(
         if !big && !too_old(used) {
             continue;
         }
-        if depot.store.is_being_read(&d) || busy(&d) {
+        if depot.store.is_being_read(&d) || busy(&d) || pinned.contains(&d) {
             continue;
         }
         let Some(size) = depot.remove_blob(&d).await? else {

@@ -5,6 +5,7 @@
 
 pub mod evict;
 pub mod gc;
+pub mod pinned;
 pub mod recover;
 pub mod verify;
 

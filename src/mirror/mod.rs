@@ -29,6 +29,7 @@ mod content;
 mod fetch;
 mod lists;
 mod manifests;
+pub mod pins;
 mod policy;
 mod referrers;
 mod revalidate;

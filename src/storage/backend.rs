@@ -43,6 +43,38 @@ impl BlobRead {
             BlobRead::Remote(r) => r.range(start, len),
         }
     }
+
+    /// The first `len` bytes as a blocking reader, for code already on a blocking thread
+    /// (bundle export writes a tar with `std::io`).
+    pub fn into_blocking_read(self, len: u64) -> Box<dyn std::io::Read + Send> {
+        match self {
+            BlobRead::File(f) => Box::new(f),
+            remote => Box::new(BlockingChunks {
+                chunks: futures::executor::block_on_stream(remote.stream(0, len)),
+                current: Bytes::new(),
+            }),
+        }
+    }
+}
+
+/// A remote blob's chunks as a blocking reader.
+struct BlockingChunks {
+    chunks: futures::executor::BlockingStream<BoxStream<'static, std::io::Result<Bytes>>>,
+    current: Bytes,
+}
+
+impl std::io::Read for BlockingChunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.next() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// A blob of a non-local backend, opened: streams any byte range of it. A source shorter
