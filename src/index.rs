@@ -99,6 +99,49 @@ pub struct TagRecord {
     pub checked: u64,
 }
 
+/// What the mirror remembers of a proxied tag beside its record (`tagnotes` tree): whether
+/// the upstream stopped answering for it, and when each digest it named was first seen (the
+/// age `proxy.cooldown` is measured by). Kept apart from `TagRecord` so that the tag's record
+/// stays what every reader of it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagNotes {
+    /// When the upstream first answered 404 for the tag (seconds since the epoch); cleared when
+    /// it names the tag again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_gone: Option<u64>,
+    /// Digests the upstream named for the tag, with when stevedore first saw each (seconds
+    /// since the epoch), newest last; at most `TagNotes::MAX_SEEN`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<SeenDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenDigest {
+    #[serde(with = "digest_str")]
+    pub digest: Digest,
+    pub at: u64,
+}
+
+impl TagNotes {
+    /// How many first-seen times are kept per tag (the oldest go first).
+    pub const MAX_SEEN: usize = 16;
+
+    /// When `digest` was first seen for the tag, recording `now` if it never was.
+    pub fn first_seen(&mut self, digest: &Digest, now: u64) -> u64 {
+        if let Some(s) = self.seen.iter().find(|s| &s.digest == digest) {
+            return s.at;
+        }
+        self.seen.push(SeenDigest {
+            digest: digest.clone(),
+            at: now,
+        });
+        if self.seen.len() > Self::MAX_SEEN {
+            self.seen.remove(0);
+        }
+        now
+    }
+}
+
 /// Digests in records are their string form.
 mod digest_str {
     use crate::oci::Digest;
@@ -148,6 +191,8 @@ pub struct Index {
     blobs: sled::Tree,
     referrers: sled::Tree,
     access: sled::Tree,
+    /// `repo \0 tag` → `TagNotes` of proxied tags; outside the transactions (advisory).
+    tagnotes: sled::Tree,
     /// Indexed by `Origin::slot`.
     totals: [Total; 2],
 }
@@ -290,6 +335,7 @@ impl Index {
             blobs: db.open_tree("blobs")?,
             referrers: db.open_tree("referrers")?,
             access: db.open_tree("access")?,
+            tagnotes: db.open_tree("tagnotes")?,
             totals: Default::default(),
             db,
         };
@@ -624,10 +670,42 @@ impl Index {
     }
 
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        Ok(self
-            .tags
-            .remove(key(&[repo.as_str(), tag.as_str()]))?
-            .is_some())
+        let k = key(&[repo.as_str(), tag.as_str()]);
+        self.tagnotes.remove(k.as_slice())?;
+        Ok(self.tags.remove(k)?.is_some())
+    }
+
+    /// The mirror's notes on a tag (empty when it has none).
+    pub fn tag_notes(&self, repo: &RepoName, tag: &Tag) -> Result<TagNotes> {
+        self.tagnotes
+            .get(key(&[repo.as_str(), tag.as_str()]))?
+            .map(|v| decode(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Changes the notes on a tag with `f` (atomically: concurrent updates are retried) and
+    /// returns what `f` returned on the update that was kept.
+    pub fn update_tag_notes<R>(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        f: impl Fn(&mut TagNotes) -> R,
+    ) -> Result<R> {
+        let k = key(&[repo.as_str(), tag.as_str()]);
+        loop {
+            let old = self.tagnotes.get(k.as_slice())?;
+            let mut notes: TagNotes = old.as_deref().map(decode).transpose()?.unwrap_or_default();
+            let r = f(&mut notes);
+            let new = (notes != TagNotes::default()).then(|| encode(&notes));
+            if self
+                .tagnotes
+                .compare_and_swap(k.as_slice(), old, new)?
+                .is_ok()
+            {
+                return Ok(r);
+            }
+        }
     }
 
     /// Up to `n` tags of `repo` after `last`, in lexical order.

@@ -4,7 +4,8 @@
 //! http/      accept loop, routing (Endpoint::parse), handlers, debug listener   ← only hyper types
 //!   ↓        auth/ (htpasswd, bearer tokens, policy) decides each request before its handler
 //! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving,
-//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap)
+//!            background tag revalidation (upstream/ adds breaker, offline switch, request cap),
+//!            warm lists and the cooldown, on those same paths
 //!   ↓
 //! registry   the API's operations on local content:   lifecycle/  start-up recovery, eviction,
 //!            uploads, manifests, links, listings                  gc, verify (App or a command
@@ -412,6 +413,7 @@ fn build_mirror(
                     allow: p.allow.clone(),
                     deny: p.deny.clone(),
                 },
+                cooldown: p.cooldown,
             }))
         }
     };
@@ -427,6 +429,7 @@ fn build_mirror(
                 allow: u.allow.clone(),
                 deny: u.deny.clone(),
             },
+            cooldown: u.cooldown.unwrap_or(p.cooldown),
         }));
     }
     Ok(Mirror::new(
@@ -510,6 +513,10 @@ pub async fn run(
         tasks.spawn(async move {
             lifecycle::evict::run(&depot, options, move |d| mirror.fetching(d), stop).await;
         });
+    }
+    if let (Some(mirror), Some(file)) = (app.mirror.clone(), app.config.proxy.warm.file.clone()) {
+        let interval = app.config.proxy.warm.interval;
+        tasks.spawn(mirror::warm::schedule(mirror, file, interval, stopped()));
     }
     {
         // Access times reach the index every 30 s (and at shutdown), not on every read.

@@ -50,6 +50,18 @@ enum Command {
         grace: Option<String>,
         config: PathBuf,
     },
+    /// Fetch the images of a warm list into a running server's cache now (through
+    /// http.debug.addr); prints one line per image and a summary. Exits 1 when any failed.
+    Warm {
+        /// The warm list: `[REGISTRY/]REPO(:TAG|@DIGEST) [OS/ARCH,…]` a line, `#` comments.
+        file: PathBuf,
+        /// The server's configuration (for http.debug.addr and http.debug.token).
+        #[arg(long, env = "REGISTRY_CONFIGURATION_PATH")]
+        config: PathBuf,
+        /// The debug listener to ask, when not http.debug.addr (e.g. that says port 0).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Write listed images (their listed platforms, and their referrers) from this registry's
     /// content to an OCI image-layout tar (`skopeo copy oci-archive:FILE:REPO:TAG …` reads
     /// it). Asks the running server through http.debug.addr, or works on the store when the
@@ -110,6 +122,7 @@ fn main() -> ExitCode {
             config,
         } => gc(config, dry_run, delete_untagged, grace),
         Command::Verify { quarantine, config } => verify(config, quarantine),
+        Command::Warm { file, config, addr } => warm(file, config, addr),
         Command::Export {
             list,
             output,
@@ -261,6 +274,49 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
         }
         Err(e) => {
             eprintln!("stevedore gc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn warm(file: PathBuf, config: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode {
+    let config = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let list = match std::fs::read_to_string(&file) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("stevedore warm: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // Checked here too, so a typo is reported before any server is asked.
+    if let Err(e) = stevedore::mirror::warm::parse_list(&list) {
+        eprintln!("stevedore warm: {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    let Some(addr) = addr.or(config.http.debug.addr) else {
+        eprintln!("stevedore warm: the configuration sets no http.debug.addr to reach the server");
+        return ExitCode::from(2);
+    };
+    let token = config.http.debug.token.clone();
+    let asked = runtime().block_on(stevedore::http::debug_warm::request_warm(
+        addr,
+        token.as_deref(),
+        list,
+    ));
+    match asked {
+        Ok(report) => {
+            print!("{}", stevedore::mirror::warm::summary(&report));
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("stevedore warm: {e}");
             ExitCode::FAILURE
         }
     }

@@ -118,6 +118,11 @@ pub struct Metrics {
     pub layer_info_lookups: IntCounterVec,
     pub verify_failures: IntCounter,
     pub startup_duration: Histogram,
+    pub warm_runs: IntCounterVec,
+    pub warm_images: IntCounterVec,
+    pub warm_blobs: IntCounterVec,
+    pub warm_bytes: IntCounter,
+    pub cooldown_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -311,6 +316,38 @@ impl Metrics {
                 "stevedore_startup_duration_seconds",
                 "Time taken to open and recover the store at start-up."
             ))),
+            warm_runs: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_warm_runs_total",
+                    "Warm-list runs, by trigger (start, schedule, request)."
+                ),
+                &["trigger"]
+            )),
+            warm_images: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_warm_images_total",
+                    "Images of warm lists warmed, by outcome (ok, failed)."
+                ),
+                &["outcome"]
+            )),
+            warm_blobs: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_warm_blobs_total",
+                    "Blobs of warmed images, by outcome (fetched, cached = there already)."
+                ),
+                &["outcome"]
+            )),
+            warm_bytes: reg!(IntCounter::new(
+                "stevedore_warm_fetched_bytes_total",
+                "Bytes of blobs fetched by warm runs."
+            )),
+            cooldown_decisions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_cooldown_decisions_total",
+                    "Tags whose upstream digest was younger than proxy.cooldown, by decision (held = the previous digest served, refused = none to serve, admitted = old enough)."
+                ),
+                &["upstream", "decision"]
+            )),
             registry,
         };
         metrics
@@ -431,7 +468,7 @@ impl Metrics {
 }
 
 /// Values of the `reason` label of `stevedore_stale_serves_total`.
-pub const STALE_REASONS: [&str; 7] = [
+pub const STALE_REASONS: [&str; 8] = [
     "timeout",
     "unreachable",
     "breaker_open",
@@ -439,11 +476,12 @@ pub const STALE_REASONS: [&str; 7] = [
     "429",
     "5xx",
     "error",
+    "not_found",
 ];
 /// Values of the `state` label of `stevedore_upstream_breaker_transitions_total`.
 pub const BREAKER_STATES: [&str; 3] = ["open", "half_open", "closed"];
 /// Values of the `outcome` label of `stevedore_background_revalidations_total`.
-pub const REVALIDATION_OUTCOMES: [&str; 4] = ["current", "moved", "gone", "failed"];
+pub const REVALIDATION_OUTCOMES: [&str; 5] = ["current", "moved", "held", "gone", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {

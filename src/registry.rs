@@ -8,7 +8,7 @@ use crate::cache::CachedManifest;
 use crate::clock::{now_ms, now_secs};
 use crate::depot::Depot;
 use crate::error::{ErrorCode, RegistryError, UploadPosition};
-use crate::index::{BlobRecord, ManifestRecord, Origin, TagRecord};
+use crate::index::{BlobRecord, ManifestRecord, Origin, TagNotes, TagRecord};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::storage::{AppendError, BlobWriter, OpenBlob, StoreError, UploadSession, Uploads};
@@ -626,6 +626,22 @@ impl Registry {
     /// `storage.delete` check); false when there was none.
     pub fn drop_cached_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         Ok(self.depot.index.delete_tag(repo, tag)?)
+    }
+
+    /// The mirror's notes on cached tag `tag` of `repo` (see `TagNotes`).
+    pub fn tag_notes(&self, repo: &RepoName, tag: &Tag) -> Result<TagNotes> {
+        Ok(self.depot.index.tag_notes(repo, tag)?)
+    }
+
+    /// Changes the mirror's notes on a cached tag with `f`, atomically; returns what `f`
+    /// returned on the update that was kept.
+    pub fn update_tag_notes<R>(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        f: impl Fn(&mut TagNotes) -> R,
+    ) -> Result<R> {
+        Ok(self.depot.index.update_tag_notes(repo, tag, f)?)
     }
 
     /// Deletes a manifest by digest (and its tags), or just a tag.

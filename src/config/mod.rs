@@ -708,6 +708,25 @@ pub struct ProxyConfig {
     pub pin: Vec<String>,
     /// *Stevedore extension*: further upstream registries.
     pub upstreams: Vec<UpstreamConfig>,
+    /// *Stevedore extension*: images fetched ahead of use.
+    pub warm: WarmConfig,
+    /// *Stevedore extension*: a tag whose upstream digest stevedore first saw less than this
+    /// long ago is answered with the tag's previous digest (refused when it has none);
+    /// zero = off (default). The default for `upstreams[].cooldown`.
+    #[serde(deserialize_with = "de::duration")]
+    pub cooldown: Duration,
+}
+
+/// `proxy.warm` (*stevedore extension*).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct WarmConfig {
+    /// A warm list (see README "Warm lists"), warmed at start-up and every `interval`.
+    #[serde(deserialize_with = "de::opt_path")]
+    pub file: Option<PathBuf>,
+    /// Time between warm runs; zero (default) = only at start-up and on demand.
+    #[serde(deserialize_with = "de::duration")]
+    pub interval: Duration,
 }
 
 /// `proxy.policy` (*stevedore extension*).
@@ -754,6 +773,8 @@ impl Default for ProxyConfig {
             policy: PolicyConfig::default(),
             pin: Vec::new(),
             upstreams: Vec::new(),
+            warm: WarmConfig::default(),
+            cooldown: Duration::ZERO,
         }
     }
 }
@@ -782,6 +803,8 @@ impl fmt::Debug for ProxyConfig {
             .field("policy", &self.policy)
             .field("pin", &self.pin)
             .field("upstreams", &self.upstreams)
+            .field("warm", &self.warm)
+            .field("cooldown", &self.cooldown)
             .finish()
     }
 }
@@ -812,6 +835,9 @@ pub struct UpstreamConfig {
     /// Repository globs this upstream must not serve; checked before `allow`.
     #[serde(deserialize_with = "de::strings")]
     pub deny: Vec<String>,
+    /// `proxy.cooldown` for this upstream; `None` = `proxy.cooldown`.
+    #[serde(deserialize_with = "de::opt_duration")]
+    pub cooldown: Option<Duration>,
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -824,6 +850,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("prefix", &self.prefix)
             .field("allow", &self.allow)
             .field("deny", &self.deny)
+            .field("cooldown", &self.cooldown)
             .finish()
     }
 }

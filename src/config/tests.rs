@@ -798,6 +798,7 @@ fn validate_checks_programmatic_configs() {
         prefix: Some("ghcr".into()),
         allow: Vec::new(),
         deny: Vec::new(),
+        cooldown: None,
     });
     assert_eq!(
         c.validate().expect_err("prefix without slash").key(),
@@ -1420,6 +1421,36 @@ fn bad_pull_policy_values_name_the_key() {
     assert_eq!(e.key(), Some("proxy.upstreams[0].deny[0]"), "{e}");
     let e = err("proxy:\n  alow: [a]\n");
     assert!(e.to_string().contains("allow"), "{e}");
+}
+
+#[test]
+fn warm_and_cooldown_keys_read_from_yaml_and_env() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: https://registry-1.docker.io\n  cooldown: 168h\n  warm:\n    file: /etc/stevedore/warm.list\n    interval: 6h\n  upstreams:\n    - name: ghcr.io\n      remoteurl: https://ghcr.io\n      cooldown: 0s\n    - name: quay.io\n      remoteurl: https://quay.io\n",
+    )
+    .expect("parse");
+    assert_eq!(c.proxy.cooldown, secs(168 * 3600));
+    assert_eq!(
+        c.proxy.warm.file.as_deref(),
+        Some(Path::new("/etc/stevedore/warm.list"))
+    );
+    assert_eq!(c.proxy.warm.interval, secs(6 * 3600));
+    assert_eq!(c.proxy.upstreams[0].cooldown, Some(secs(0)));
+    assert_eq!(c.proxy.upstreams[1].cooldown, None);
+    assert_eq!(Config::default().proxy.cooldown, secs(0));
+    assert!(Config::from_yaml_str("proxy:\n  cooldown: 7d\n").is_err());
+    let c = load_env(
+        "version: 0.1\n",
+        &[
+            ("REGISTRY_PROXY_WARM_FILE", "/w.list"),
+            ("REGISTRY_PROXY_WARM_INTERVAL", "30m"),
+            ("REGISTRY_PROXY_COOLDOWN", "48h"),
+        ],
+    )
+    .expect("load");
+    assert_eq!(c.proxy.warm.file.as_deref(), Some(Path::new("/w.list")));
+    assert_eq!(c.proxy.warm.interval, secs(1800));
+    assert_eq!(c.proxy.cooldown, secs(48 * 3600));
 }
 
 #[test]

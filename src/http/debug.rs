@@ -1,6 +1,7 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
-//! endpoints for orchestrators, `POST /debug/gc` and `/debug/offline`, and whole-image maintenance
-//! (`content.rs`: export, import, purge). Endpoints that change anything need the
+//! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
+//! (`debug_warm`), and whole-image maintenance (`content.rs`: export, import, purge).
+//! Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
 use super::body::{self, Body};
@@ -83,7 +84,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
     let mutating = req.method() == Method::POST
-        && (matches!(path, "/debug/gc" | "/debug/offline") || content::PATHS.contains(&path));
+        && (matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm")
+            || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
             .headers()
@@ -98,6 +100,7 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/gc") => return gc(app, req.uri().query()).await,
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
+        (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
         (&Method::POST, p) if content::PATHS.contains(&p) => {
             return content::answer(app, p, req.uri().query()).await;
         }
@@ -220,6 +223,16 @@ pub async fn post(
     token: Option<&str>,
     path_and_query: &str,
 ) -> Result<String, String> {
+    post_body(addr, token, path_and_query, bytes::Bytes::new()).await
+}
+
+/// [`post`] with a request body (a warm list).
+pub async fn post_body(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path_and_query: &str,
+    body: bytes::Bytes,
+) -> Result<String, String> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -234,7 +247,7 @@ pub async fn post(
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(http_body_util::Full::new(body))
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();

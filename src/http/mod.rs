@@ -6,6 +6,7 @@
 pub mod access;
 pub mod body;
 pub mod debug;
+pub mod debug_warm;
 pub(crate) mod handlers;
 mod io;
 pub mod limits;

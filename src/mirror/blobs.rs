@@ -137,7 +137,7 @@ impl Mirror {
 }
 
 /// Waits until a fetch is done (`Ok`) or failed.
-async fn fetch_outcome(f: &fetch::Fetch) -> std::result::Result<(), fetch::FetchError> {
+pub(super) async fn fetch_outcome(f: &fetch::Fetch) -> std::result::Result<(), fetch::FetchError> {
     let mut rx = f.subscribe();
     let state = rx
         .wait_for(|s| matches!(s, fetch::FetchState::Done | fetch::FetchState::Failed(_)))
@@ -151,7 +151,7 @@ async fn fetch_outcome(f: &fetch::Fetch) -> std::result::Result<(), fetch::Fetch
 }
 
 /// What a client is told of a failed fetch.
-fn fetch_error(e: fetch::FetchError, digest: &Digest) -> RegistryError {
+pub(super) fn fetch_error(e: fetch::FetchError, digest: &Digest) -> RegistryError {
     match e {
         fetch::FetchError::Upstream(e) => upstream_error(e, digest),
         other => RegistryError::new(

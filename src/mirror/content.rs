@@ -66,6 +66,14 @@ impl BlobContent {
         }
     }
 
+    /// Waits until the blob is whole in the store (at once for a stored blob).
+    pub(super) async fn finished(self) -> Result<(), super::fetch::FetchError> {
+        match self.reader {
+            Reader::Stored(..) => Ok(()),
+            Reader::Growing(fetch, _) => super::blobs::fetch_outcome(&fetch).await,
+        }
+    }
+
     /// `len` bytes from `start`.
     pub fn read(self, start: u64, len: u64) -> ContentRead {
         match self.reader {

@@ -1,6 +1,7 @@
 //! Proxied manifests: cache hit, tag revalidation within a budget, upstream fetch, stale
 //! serving (counted by reason).
 
+use super::cooldown;
 use super::revalidate::{self, Revalidated};
 use super::{Mirror, ProxyRepo};
 use crate::clock::now_secs;
@@ -50,6 +51,17 @@ impl Mirror {
             Reference::Digest(d) => self.fetch(p, reference, Some(d)).await,
             Reference::Tag(_) => self.fetch(p, reference, None).await,
         }
+    }
+
+    /// Whether the upstream answered 404 for this tag the last time it was asked (the cached
+    /// tag is then still served, and the response says so).
+    pub fn upstream_gone(&self, p: &ProxyRepo, reference: &Reference) -> bool {
+        let Reference::Tag(t) = reference else {
+            return false;
+        };
+        self.registry
+            .tag_notes(&p.local, t)
+            .is_ok_and(|n| n.upstream_gone.is_some())
     }
 
     /// Answers from the cache alone when no upstream question is due.
@@ -135,7 +147,7 @@ impl Mirror {
         };
         let reference = Reference::Tag(tag.clone());
         match answer {
-            Some(Revalidated::Current) => {
+            Some(Revalidated::Current | Revalidated::Held) => {
                 self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
                 Ok((ours, Source::Cache))
             }
@@ -146,7 +158,12 @@ impl Mirror {
                     None => Err(RegistryError::manifest_unknown(&reference)),
                 }
             }
-            Some(Revalidated::Gone) => Err(RegistryError::manifest_unknown(&reference)),
+            // Kept and served, marked (see `upstream_gone`).
+            Some(Revalidated::Gone) => {
+                self.metrics.stale(Kind::Manifest, up, "not_found");
+                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                Ok((ours, Source::Cache))
+            }
             Some(Revalidated::Unavailable(e)) => Ok(self.serve_stale(p, tag, ours, &e)),
             Some(Revalidated::Failed(e)) => Err(e),
             None => Ok(self.serve_stale(
@@ -183,7 +200,7 @@ impl Mirror {
     }
 
     /// GETs a manifest upstream, verifies and caches it.
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         p: &ProxyRepo,
         reference: &Reference,
@@ -191,6 +208,33 @@ impl Mirror {
     ) -> Result<(Manifest, Source)> {
         let up = p.upstream.name.as_str();
         self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Miss);
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        // Under a cooldown a HEAD comes first: a digest too young to serve costs no pull.
+        let mut admitted = None;
+        if let Some(t) = tag
+            && !p.upstream.cooldown.is_zero()
+        {
+            match p
+                .upstream
+                .client
+                .head_manifest(&p.remote, t.as_str(), ACCEPT)
+                .await
+            {
+                Ok(head) => {
+                    if let Some(d) = head.digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
+                        cooldown::check(&self.registry, &self.metrics, p, t, &d, None)?;
+                        admitted = Some(d);
+                    }
+                }
+                Err(UpstreamError::NotFound) => {
+                    return Err(RegistryError::manifest_unknown(reference));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let fetched = match p
             .upstream
             .client
@@ -201,11 +245,19 @@ impl Mirror {
             Err(UpstreamError::NotFound) => return Err(RegistryError::manifest_unknown(reference)),
             Err(e) => return Err(e.into()),
         };
-        let tag = match reference {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        };
+        // The tag may have moved between the HEAD and the GET.
+        if let Some(t) = tag
+            && !p.upstream.cooldown.is_zero()
+        {
+            let d = Digest::of(&fetched.bytes);
+            if admitted.as_ref() != Some(&d) {
+                cooldown::check(&self.registry, &self.metrics, p, t, &d, None)?;
+            }
+        }
         let m = store_fetched(&self.registry, &self.metrics, p, fetched, expected, tag).await?;
+        if let Some(t) = tag {
+            revalidate::named_again(&self.registry, p, t);
+        }
         Ok((m, Source::Upstream))
     }
 }

@@ -18,6 +18,10 @@
 //! - Referrers of a proxied manifest are the upstream's (its referrers API, else the
 //!   `sha256-<hex>` tag scheme), cached for `proxy.tagttl`, merged with local ones (see
 //!   `referrers`).
+//! - A tag the upstream now answers 404 for is kept and served, marked, until purged.
+//! - `proxy.cooldown`: a tag's new upstream digest is served only once this mirror has known
+//!   it for that long; until then the previous digest is (see `cooldown`).
+//! - Warm lists fetch images ahead of use through these same paths (see `warm`).
 //! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
 //!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
 //!
@@ -26,6 +30,7 @@
 
 mod blobs;
 mod content;
+mod cooldown;
 mod fetch;
 mod lists;
 mod manifests;
@@ -35,6 +40,7 @@ mod referrers;
 mod revalidate;
 mod scope;
 mod tags;
+pub mod warm;
 
 pub use content::{BlobContent, ContentRead, LocalRange};
 pub use policy::{PolicyOptions, RepoPolicy};
@@ -61,6 +67,8 @@ pub struct Upstream {
     pub prefix: Option<String>,
     /// Which of its repositories may be pulled through (see `policy`).
     pub policy: RepoPolicy,
+    /// Minimum age of a tag's digest before it is served (see `cooldown`); zero = off.
+    pub cooldown: Duration,
     pub client: Arc<UpstreamClient>,
 }
 
@@ -87,6 +95,8 @@ pub struct Mirror {
     tag_lists: tags::TagLists,
     referrer_lists: referrers::Lists,
     revalidations: revalidate::Checks,
+    /// Held by the warm run under way.
+    warming: tokio::sync::Mutex<()>,
 }
 
 impl Mirror {
@@ -111,6 +121,7 @@ impl Mirror {
             tag_lists: Default::default(),
             referrer_lists: Default::default(),
             revalidations: Default::default(),
+            warming: Default::default(),
         }
     }
 

@@ -6,7 +6,9 @@
 //! `stevedore_background_revalidations_total`.
 
 use super::ProxyRepo;
+use super::cooldown::{self, Verdict};
 use super::manifests::{ACCEPT, store_fetched};
+use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, Tag};
@@ -24,7 +26,9 @@ pub enum Revalidated {
     Current,
     /// The tag moved; the new manifest is cached and tagged.
     Moved,
-    /// The upstream no longer has the tag; ours was dropped.
+    /// The tag moved to a digest younger than the cooldown: ours stands for another `tagttl`.
+    Held,
+    /// The upstream no longer has the tag; ours is kept (and served, marked) unless purged.
     Gone,
     /// The upstream could not be asked (or refused): our copy stands, unconfirmed.
     Unavailable(UpstreamError),
@@ -37,6 +41,7 @@ impl Revalidated {
         match self {
             Revalidated::Current => "current",
             Revalidated::Moved => "moved",
+            Revalidated::Held => "held",
             Revalidated::Gone => "gone",
             Revalidated::Unavailable(_) | Revalidated::Failed(_) => "failed",
         }
@@ -127,23 +132,24 @@ async fn run(job: &Job) -> Revalidated {
     let p = &job.p;
     let client = &p.upstream.client;
     let up = p.upstream.name.as_str();
-    match client
+    let head = client
         .head_manifest(&p.remote, job.tag.as_str(), ACCEPT)
-        .await
-    {
-        Ok(head) if head.digest.as_deref() == Some(job.ours.as_str()) => {
-            match job
-                .registry
-                .confirm_cached_tag(&p.local, &job.tag, &job.ours)
-            {
-                Ok(()) => Revalidated::Current,
-                Err(e) => Revalidated::Failed(e),
-            }
-        }
+        .await;
+    let named = head
+        .as_ref()
+        .ok()
+        .and_then(|h| h.digest.as_deref())
+        .and_then(|d| Digest::parse(d).ok());
+    match head {
+        Ok(_) if named.as_ref() == Some(&job.ours) => confirm(job, Revalidated::Current),
+        Ok(_) if named.as_ref().is_some_and(|d| held(job, d)) => confirm(job, Revalidated::Held),
         Ok(_) => match client
             .get_manifest(&p.remote, job.tag.as_str(), ACCEPT)
             .await
         {
+            Ok(fetched) if held(job, &Digest::of(&fetched.bytes)) => {
+                confirm(job, Revalidated::Held)
+            }
             Ok(fetched) => {
                 let stored = store_fetched(
                     &job.registry,
@@ -156,6 +162,7 @@ async fn run(job: &Job) -> Revalidated {
                 .await;
                 match stored {
                     Ok(m) => {
+                        named_again(&job.registry, p, &job.tag);
                         tracing::info!(repo = %p.local, tag = %job.tag, upstream = up, from = %job.ours, to = %m.digest, "tag moved upstream");
                         Revalidated::Moved
                     }
@@ -170,11 +177,66 @@ async fn run(job: &Job) -> Revalidated {
     }
 }
 
+/// Our copy stands for another `tagttl`: the upstream names it (`Current`), or names a digest
+/// the cooldown holds back (`Held`).
+fn confirm(job: &Job, outcome: Revalidated) -> Revalidated {
+    let p = &job.p;
+    match job
+        .registry
+        .confirm_cached_tag(&p.local, &job.tag, &job.ours)
+    {
+        Ok(()) => {
+            named_again(&job.registry, p, &job.tag);
+            outcome
+        }
+        Err(e) => Revalidated::Failed(e),
+    }
+}
+
+/// Whether the cooldown keeps our copy rather than `named` (on an index error, it does not).
+fn held(job: &Job, named: &Digest) -> bool {
+    matches!(
+        cooldown::check(
+            &job.registry,
+            &job.metrics,
+            &job.p,
+            &job.tag,
+            named,
+            Some(&job.ours)
+        ),
+        Ok(Verdict::Hold)
+    )
+}
+
+/// The upstream answers 404 for a tag we hold: ours is kept and trusted for another
+/// `tagttl` (so the upstream is not asked on every request), and noted as gone upstream.
 fn gone(job: &Job) -> Revalidated {
     let p = &job.p;
-    tracing::info!(repo = %p.local, tag = %job.tag, upstream = p.upstream.name.as_str(), "tag is gone upstream; dropping it");
-    match job.registry.drop_cached_tag(&p.local, &job.tag) {
-        Ok(_) => Revalidated::Gone,
+    let t = now_secs();
+    let noted = job.registry.update_tag_notes(&p.local, &job.tag, |n| {
+        let first = n.upstream_gone.is_none();
+        n.upstream_gone.get_or_insert(t);
+        first
+    });
+    match noted.and_then(|first| {
+        job.registry
+            .confirm_cached_tag(&p.local, &job.tag, &job.ours)
+            .map(|()| first)
+    }) {
+        Ok(first) => {
+            if first {
+                tracing::warn!(repo = %p.local, tag = %job.tag, upstream = p.upstream.name.as_str(), digest = %job.ours, "tag is gone upstream; keeping and serving the cached one until it is purged");
+            }
+            Revalidated::Gone
+        }
         Err(e) => Revalidated::Failed(e),
+    }
+}
+
+/// The upstream named the tag again: whatever 404 it gave before is forgotten.
+pub(super) fn named_again(registry: &Registry, p: &ProxyRepo, tag: &Tag) {
+    let cleared = registry.update_tag_notes(&p.local, tag, |n| n.upstream_gone.take().is_some());
+    if let Ok(true) = cleared {
+        tracing::info!(repo = %p.local, %tag, upstream = p.upstream.name.as_str(), "tag is back upstream");
     }
 }

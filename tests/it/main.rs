@@ -28,6 +28,7 @@ mod maintenance;
 mod mirror;
 mod mirror_policy;
 mod mirror_resilience;
+mod mirror_warm;
 mod observability;
 mod retention;
 mod seed_configs;

@@ -11,6 +11,9 @@ use crate::oci::{DigestError, NameError, Reference, Tag, media};
 use crate::registry::Manifest;
 use http::{StatusCode, header};
 
+/// On a proxied tag the upstream now answers 404 for, served from the cache: `not-found`.
+pub const UPSTREAM_HEADER: &str = "x-stevedore-upstream";
+
 pub async fn get(
     app: &App,
     scope: &Scope,
@@ -25,8 +28,13 @@ pub async fn get(
         }
         e => e.into(),
     })?;
+    let mut gone_upstream = false;
     let (m, source) = match (scope, &app.mirror) {
-        (Scope::Proxy(p), Some(mirror)) => mirror.get_manifest(p, &reference).await?,
+        (Scope::Proxy(p), Some(mirror)) => {
+            let (m, source) = mirror.get_manifest(p, &reference).await?;
+            gone_upstream = source == Source::Cache && mirror.upstream_gone(p, &reference);
+            (m, source)
+        }
         _ => match app.registry.get_manifest(scope.local(), &reference).await? {
             Some(m) => (m, Source::Local),
             None => return Err(RegistryError::manifest_unknown(&reference)),
@@ -48,6 +56,10 @@ pub async fn get(
         ));
     }
     let mut resp = respond(app, m, source, with_body);
+    if gone_upstream {
+        resp.headers_mut()
+            .insert(UPSTREAM_HEADER, http::HeaderValue::from_static("not-found"));
+    }
     if let Scope::Proxy(p) = scope {
         resp.extensions_mut()
             .insert(crate::http::ViaUpstream(p.upstream.name.clone()));

@@ -212,3 +212,23 @@ pub fn read_blob(dir: &Path, digest: &str) -> Vec<u8> {
     let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
     std::fs::read(dir.join("blobs/sha256").join(hex)).expect("read blob")
 }
+
+/// Puts `img` from the layout at `dir` into the fake upstream's `repo`: its config and layers
+/// as blobs, its manifest untagged (or tagged `tag`); returns the manifest digest.
+pub fn add_to_fake(
+    up: &super::fake_upstream::FakeUpstream,
+    repo: &str,
+    dir: &Path,
+    img: &Image,
+    tag: Option<&str>,
+) -> String {
+    for d in std::iter::once(&img.config).chain(img.layers.iter().map(|l| &l.desc)) {
+        up.add_blob(repo, read_blob(dir, &d.digest).into());
+    }
+    up.add_manifest(
+        repo,
+        tag,
+        OCI_MANIFEST,
+        read_blob(dir, &img.manifest.digest).into(),
+    )
+}

@@ -106,3 +106,17 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `skopeo --insecure-policy ARGS` with an empty registries.conf (no mirrors or aliases) and
+/// its auth file under `tmp`; the output, whatever it is.
+pub fn skopeo(tmp: &Path, args: &[&str]) -> Output {
+    let conf = tmp.join("registries.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").expect("registries.conf");
+    }
+    run(Command::new("skopeo")
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .env("REGISTRY_AUTH_FILE", tmp.join("auth.json"))
+        .args(["--insecure-policy", "--command-timeout", "60s"])
+        .args(args))
+}
