@@ -386,7 +386,7 @@ impl Bench<'_> {
             .map(drop)
     }
 
-    /// 1. Warm blob GETs: each client at 1 connection (4 GETs on one keep-alive connection)
+    /// Section 1: Warm blob GETs: each client at 1 connection (4 GETs on one keep-alive connection)
     /// and 8 connections (8 GETs at once, one per connection), repetitions interleaved
     /// (nginx, stevedore, reference, then again); server CPU per GB per client.
     fn warm_blobs(
@@ -470,7 +470,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// 2. Manifest HEAD and GET by tag, 64 connections, interleaved (hello, stevedore,
+    /// Section 2: Manifest HEAD and GET by tag, 64 connections, interleaved (hello, stevedore,
     /// reference); the registries' RSS sampled every 100 ms meanwhile; wrk once as a cross-check.
     fn manifests(
         &self,
@@ -572,7 +572,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// 5. Push: a distinct blob per repetition (the big blob with its own first line),
+    /// Section 5: Push: a distinct blob per repetition (the big blob with its own first line),
     /// monolithic (one `POST ?digest=` where the server stores it, else POST + `PUT ?digest=`)
     /// and chunked.
     fn push(&self, p: &Proc, s: &str, file: &Path, r: &mut Results) -> Result<(), String> {
@@ -623,7 +623,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// 3. Cold pull over two links to the upstream: loopback (the mirror's own overhead at its
+    /// Section 3: Cold pull over two links to the upstream: loopback (the mirror's own overhead at its
     /// worst: the upstream is faster than a disk write), and a simulated WAN (countproxy
     /// pacing all upstream bytes). "Straight from the upstream" goes over the same link. Each
     /// repetition starts a fresh mirror with an empty store.
@@ -691,7 +691,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// 4. 32 concurrent cold GETs of one blob through a fresh mirror; countproxy counts what
+    /// Section 4: 32 concurrent cold GETs of one blob through a fresh mirror; countproxy counts what
     /// the upstream sent.
     fn herd(
         &self,
