@@ -386,8 +386,8 @@ impl Bench<'_> {
             .map(drop)
     }
 
-    /// Section 1: Warm blob GETs: each client at 1 connection (4 GETs on one keep-alive connection)
-    /// and 8 connections (8 GETs at once, one per connection), repetitions interleaved
+    /// Section 1: Warm blob GETs: each client at 1 connection (4 GETs on one keep-alive
+    /// connection) and 8 connections (8 GETs at once, one per connection), repetitions interleaved
     /// (nginx, stevedore, reference, then again); server CPU per GB per client.
     fn warm_blobs(
         &self,
@@ -623,8 +623,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Section 3: Cold pull over two links to the upstream: loopback (the mirror's own overhead at its
-    /// worst: the upstream is faster than a disk write), and a simulated WAN (countproxy
+    /// Section 3: Cold pull over two links to the upstream: loopback (the mirror's own overhead
+    /// at its worst: the upstream is faster than a disk write), and a simulated WAN (countproxy
     /// pacing all upstream bytes). "Straight from the upstream" goes over the same link. Each
     /// repetition starts a fresh mirror with an empty store.
     fn cold_pull(

@@ -522,9 +522,9 @@ pub fn document(
     format!(
         "# Benchmarks
 
-Produced by `bash bench/run.sh` (`cargo run --release --example bench`; issue 8) on {now}; every
-figure below comes from that one run. Re-run it to refresh this file; it is not part of the test
-suite.{quick}
+Produced by `bash bench/run.sh` (the runner `examples/bench`; issue 8) on {now};
+every figure below comes from that one run. Re-run it to refresh this file; it is not part of
+the test suite.{quick}
 
 ## Machine and versions
 
