@@ -691,8 +691,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Section 4: 32 concurrent cold GETs of one blob through a fresh mirror; countproxy counts what
-    /// the upstream sent.
+    /// Section 4: 32 concurrent cold GETs of one blob through a fresh mirror; countproxy counts
+    /// what the upstream sent.
     fn herd(
         &self,
         cp: &Proc,

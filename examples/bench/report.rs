@@ -144,7 +144,8 @@ impl Report {
         }
     }
 
-    /// Issue 13: ≥ 1.0× the reference and ≥ 95% of nginx on every line; CPU ≤ 0.5× the reference.
+    /// Issue 13: ≥ 1.0× the reference and ≥ 95% of nginx on every line; CPU ≤ 0.5× the
+    /// reference's.
     fn blob_targets(&mut self, r: &Results) {
         for c in BLOB_CLIENTS {
             for n in BLOB_CONNS {
