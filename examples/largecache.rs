@@ -90,15 +90,15 @@ async fn scenario(n: u64) {
         std::hint::black_box(app.metrics.encode());
     });
     let full_scan = median(3, || {
-        std::hint::black_box(app.registry.index.blobs().expect("scan"));
+        std::hint::black_box(app.depot.index.blobs().expect("scan"));
     });
-    let (_, proxied) = app.registry.index.totals(Origin::Proxy);
+    let (_, proxied) = app.depot.index.totals(Origin::Proxy);
     let idle = EvictOptions {
         max_size: Some(proxied),
         max_age: Duration::ZERO,
     };
     let s = Instant::now();
-    let none = stevedore::lifecycle::evict::pass(&app.registry, &idle, &|_: &Digest| false)
+    let none = stevedore::lifecycle::evict::pass(&app.depot, &idle, &|_: &Digest| false)
         .await
         .expect("idle pass");
     let evict_idle = s.elapsed();
@@ -109,7 +109,7 @@ async fn scenario(n: u64) {
         max_age: Duration::ZERO,
     };
     let s = Instant::now();
-    let evicted = stevedore::lifecycle::evict::pass(&app.registry, &options, &|_: &Digest| false)
+    let evicted = stevedore::lifecycle::evict::pass(&app.depot, &options, &|_: &Digest| false)
         .await
         .expect("pass");
     let evict = s.elapsed();

@@ -121,8 +121,18 @@ pub struct RegistryError {
     pub detail: Option<serde_json::Value>,
     /// Overrides `code.status()` where the spec asks for another status (413, 416…).
     pub status: Option<StatusCode>,
-    /// Extra response headers (Retry-After, Range, WWW-Authenticate).
+    /// Extra response headers (Retry-After, WWW-Authenticate).
     pub headers: Vec<(http::HeaderName, String)>,
+    /// Where the upload the request was about stands, when the failure concerns it (a chunk
+    /// that does not start at the upload's end): the HTTP layer states it in headers.
+    pub upload: Option<UploadPosition>,
+}
+
+/// Where an upload session stands: its id and the bytes it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPosition {
+    pub id: String,
+    pub offset: u64,
 }
 
 impl RegistryError {
@@ -133,7 +143,14 @@ impl RegistryError {
             detail: None,
             status: None,
             headers: Vec::new(),
+            upload: None,
         }
+    }
+
+    /// Says where the upload stands (see `upload`).
+    pub fn at_upload(mut self, position: UploadPosition) -> RegistryError {
+        self.upload = Some(position);
+        self
     }
 
     pub fn detail(mut self, detail: serde_json::Value) -> RegistryError {

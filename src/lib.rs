@@ -6,12 +6,18 @@
 //! mirror/    scope (local or which upstream), cache hits, single-flight fetches, stale serving,
 //!            background tag revalidation (upstream/ adds breaker, offline switch, request cap)
 //!   ↓
-//! registry   the API's operations on local content: uploads, manifests, links, listings
-//!   ↓              ↓              ↓             ↓
+//! registry   the API's operations on local content:   lifecycle/  start-up recovery, eviction,
+//!            uploads, manifests, links, listings                  gc, verify (App or a command
+//!   ↓                                                     ↓       starts them; no registry)
+//! depot      the blob store, index and cache, with what registry and lifecycle share: the lock
+//!   ↓        that keeps removals and pushes apart, access times, the "proxied content grew" signal
 //! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
 //! ```
+//! (`clock`, `error`, `metrics`, `oci/` and `config/` are used by every layer.)
 //!
-//! Invariants: dependencies point down; only `http/` sees hyper's Request and Response; only
+//! Invariants: dependencies point down; registry and lifecycle are siblings (neither imports
+//! the other; `App` wires them over one `Depot`), and `Registry`'s fields are private; only
+//! `http/` sees hyper's Request and Response and states errors' facts as headers; only
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
 //! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
 //! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
@@ -21,7 +27,9 @@
 
 pub mod auth;
 pub mod cache;
+pub mod clock;
 pub mod config;
+pub mod depot;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -37,6 +45,7 @@ pub mod storage;
 pub mod upstream;
 
 use config::Config;
+use depot::Depot;
 use metrics::Metrics;
 use mirror::{Mirror, MirrorOptions, Upstream};
 use registry::Registry;
@@ -89,6 +98,8 @@ pub enum StartError {
 pub struct App {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    /// The content under the registry, which lifecycle tasks (eviction, gc) work on.
+    pub depot: Arc<Depot>,
     pub mirror: Option<Arc<Mirror>>,
     /// Who may do what; `None` when no `auth` is configured (everyone may do everything).
     pub auth: Option<auth::Authenticator>,
@@ -153,12 +164,10 @@ impl App {
             config.storage.cache.blobdescriptorsize,
             layer_info_redis(&config)?,
         );
+        let depot = Arc::new(Depot::new(store, index, cache, metrics.clone()));
         let registry = Arc::new(Registry::new(
-            store,
+            depot.clone(),
             uploads,
-            index,
-            cache,
-            metrics.clone(),
             registry::Options {
                 delete_enabled: config.storage.delete.enabled,
                 read_only: config.storage.maintenance.readonly.enabled,
@@ -166,7 +175,7 @@ impl App {
         ));
         let started = std::time::Instant::now();
         if server {
-            lifecycle::recover::recover(&registry)
+            lifecycle::recover::recover(&depot)
                 .await
                 .map_err(|e| StartError::Recovery(e.to_string()))?;
         }
@@ -197,6 +206,7 @@ impl App {
             upload_key,
             config: Arc::new(config),
             registry,
+            depot,
             mirror,
             auth,
             metrics,
@@ -206,7 +216,7 @@ impl App {
     /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
         for origin in [index::Origin::Local, index::Origin::Proxy] {
-            let (n, bytes) = self.registry.index.totals(origin);
+            let (n, bytes) = self.depot.index.totals(origin);
             self.metrics
                 .storage_blobs
                 .with_label_values(&[origin.as_str()])
@@ -218,29 +228,24 @@ impl App {
         }
     }
 
-    /// Whether the storage accepts writes (always ready when read-only).
     /// Runs a garbage collection now, sparing blobs being fetched.
     pub async fn gc(
         &self,
         options: &lifecycle::GcOptions,
     ) -> Result<lifecycle::GcReport, error::RegistryError> {
         let mirror = self.mirror.clone();
-        lifecycle::gc::collect(&self.registry, options, &move |d: &oci::Digest| {
+        lifecycle::gc::collect(&self.depot, options, &move |d: &oci::Digest| {
             mirror.as_ref().is_some_and(|m| m.fetching(d))
         })
         .await
     }
 
+    /// Whether the storage accepts writes (always ready when read-only).
     pub async fn ready(&self) -> Result<(), String> {
         if self.config.storage.maintenance.readonly.enabled {
             return Ok(());
         }
-        let w = self
-            .registry
-            .store
-            .writer()
-            .await
-            .map_err(|e| e.to_string())?;
+        let w = self.depot.store.writer().await.map_err(|e| e.to_string())?;
         drop(w);
         Ok(())
     }
@@ -460,8 +465,7 @@ pub async fn run(
                 loop {
                     match app
                         .registry
-                        .uploads
-                        .purge(purging.age, purging.dryrun)
+                        .purge_uploads(purging.age, purging.dryrun)
                         .await
                     {
                         Ok(n) if n > 0 => tracing::info!(sessions = n, "upload purging done"),
@@ -482,24 +486,21 @@ pub async fn run(
             max_size: app.config.proxy.maxsize,
             max_age: app.config.proxy.ttl,
         };
-        let registry = app.registry.clone();
+        let depot = app.depot.clone();
         let stop = stopped();
         tasks.spawn(async move {
-            let evictor = registry.evictor.clone();
-            evictor
-                .run(registry, options, move |d| mirror.fetching(d), stop)
-                .await;
+            lifecycle::evict::run(&depot, options, move |d| mirror.fetching(d), stop).await;
         });
     }
     {
         // Access times reach the index every 30 s (and at shutdown), not on every read.
-        let registry = app.registry.clone();
+        let depot = app.depot.clone();
         let stop = stopped();
         tasks.spawn(async move {
             let work = async {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                    if let Err(e) = registry.flush_access() {
+                    if let Err(e) = depot.flush_access() {
                         tracing::warn!(error = %e, "writing access times failed");
                     }
                 }
@@ -515,10 +516,10 @@ pub async fn run(
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    if let Err(e) = app.registry.flush_access() {
+    if let Err(e) = app.depot.flush_access() {
         tracing::warn!(error = %e, "writing access times at shutdown failed");
     }
-    if let Err(e) = app.registry.index.flush().await {
+    if let Err(e) = app.depot.index.flush().await {
         tracing::warn!(error = %e, "index flush at shutdown failed");
     }
 }

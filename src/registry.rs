@@ -1,36 +1,23 @@
 //! The local registry: the operations of the distribution API on pushed (and cached) content,
-//! over the blob store, the upload sessions, the index and the layer-info cache. Knows nothing
-//! of HTTP or of upstreams; the mirror builds on it.
+//! over the depot (blob store, index, layer-info cache) and the upload sessions. Its fields are
+//! private: the mirror and `App` get operations, never the layers below. Knows nothing of HTTP,
+//! of upstreams or of `lifecycle/` (which works on the depot beside it); a failure that HTTP
+//! states in headers is carried as a fact on `RegistryError` (`UploadPosition`).
 
-use crate::cache::{CachedManifest, LayerCache};
-use crate::error::{ErrorCode, RegistryError};
-use crate::index::{BlobRecord, Index, ManifestRecord, Origin, TagRecord};
-use crate::metrics::Metrics;
+use crate::cache::CachedManifest;
+use crate::clock::{now_ms, now_secs};
+use crate::depot::Depot;
+use crate::error::{ErrorCode, RegistryError, UploadPosition};
+use crate::index::{BlobRecord, ManifestRecord, Origin, TagRecord};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
-use crate::storage::{AppendError, BlobStore, StoreError, UploadSession, Uploads};
+use crate::storage::{AppendError, BlobWriter, StoreError, UploadSession, Uploads};
 use bytes::Bytes;
 use futures::Stream;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 type Result<T> = std::result::Result<T, RegistryError>;
-
-/// Milliseconds since the Unix epoch (blob records' times).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// A manifest as served.
 #[derive(Debug, Clone)]
@@ -68,20 +55,11 @@ pub struct OpenBlob {
 }
 
 pub struct Registry {
-    pub store: BlobStore,
-    pub uploads: Uploads,
-    pub index: Index,
-    pub cache: LayerCache,
-    pub metrics: Arc<Metrics>,
+    /// Shared with `lifecycle/`: pushes take its lock shared, reads note accesses in it, and
+    /// proxied content that lands wakes eviction through it.
+    depot: Arc<Depot>,
+    uploads: Uploads,
     options: Options,
-    /// Held shared by every write that makes pushed content reference blobs (manifest pushes,
-    /// mounts, finished uploads) and exclusively by garbage collection and by eviction's
-    /// deletes, so that neither removes a blob a concurrent push has just come to rely on.
-    pub maintenance: tokio::sync::RwLock<()>,
-    /// Woken when proxied content lands, so eviction can keep the cache under its bound.
-    pub evictor: crate::lifecycle::Evictor,
-    /// Last access times not yet written to the index (see `flush_access`).
-    access: std::sync::Mutex<std::collections::HashMap<Digest, u64>>,
 }
 
 fn body_failed<E: std::fmt::Display>(e: E, offset: u64) -> RegistryError {
@@ -92,52 +70,12 @@ fn body_failed<E: std::fmt::Display>(e: E, offset: u64) -> RegistryError {
 }
 
 impl Registry {
-    pub fn new(
-        store: BlobStore,
-        uploads: Uploads,
-        index: Index,
-        cache: LayerCache,
-        metrics: Arc<Metrics>,
-        options: Options,
-    ) -> Registry {
+    pub fn new(depot: Arc<Depot>, uploads: Uploads, options: Options) -> Registry {
         Registry {
-            store,
+            depot,
             uploads,
-            index,
-            cache,
-            metrics,
             options,
-            access: Default::default(),
-            evictor: Default::default(),
-            maintenance: tokio::sync::RwLock::new(()),
         }
-    }
-
-    /// Notes that a blob was used now. Kept in memory; `flush_access` writes it to the index,
-    /// so the hot path does no index write.
-    pub fn touch(&self, digest: &Digest) {
-        self.access
-            .lock()
-            .expect("access map poisoned")
-            .insert(digest.clone(), now_ms());
-    }
-
-    /// The last access of `digest` known in memory, if newer than the index's.
-    pub fn recent_access(&self, digest: &Digest) -> Option<u64> {
-        self.access
-            .lock()
-            .expect("access map poisoned")
-            .get(digest)
-            .copied()
-    }
-
-    /// Writes the access times gathered in memory to the index.
-    pub fn flush_access(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.access.lock().expect("access map poisoned"));
-        for (d, t) in pending {
-            self.index.touch_blob(&d, t)?;
-        }
-        Ok(())
     }
 
     fn writable(&self) -> Result<()> {
@@ -160,41 +98,45 @@ impl Registry {
 
     /// The size of `digest` if `repo` may see it. Answered from memory when hot.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        if let Some(size) = self.cache.blob_size(repo, digest).await {
-            self.metrics
+        if let Some(size) = self.depot.cache.blob_size(repo, digest).await {
+            self.depot
+                .metrics
                 .layer_info_lookups
                 .with_label_values(&["memory"])
                 .inc();
             return Ok(Some(size));
         }
         // Redis (shared by replicas) is believed only for a blob this store holds whole.
-        if let Some(size) = self.cache.shared_blob_size(repo, digest).await
-            && self.store.stat(digest).await? == Some(size)
+        if let Some(size) = self.depot.cache.shared_blob_size(repo, digest).await
+            && self.depot.store.stat(digest).await? == Some(size)
         {
-            self.metrics
+            self.depot
+                .metrics
                 .layer_info_lookups
                 .with_label_values(&["redis"])
                 .inc();
-            self.cache.remember_blob(repo, digest, size).await;
+            self.depot.cache.remember_blob(repo, digest, size).await;
             return Ok(Some(size));
         }
-        if !self.index.is_linked(repo, digest)? {
-            self.metrics
+        if !self.depot.index.is_linked(repo, digest)? {
+            self.depot
+                .metrics
                 .layer_info_lookups
                 .with_label_values(&["absent"])
                 .inc();
             return Ok(None);
         }
-        let size = match self.index.blob(digest)? {
+        let size = match self.depot.index.blob(digest)? {
             Some(rec) => Some(rec.size),
-            None => self.store.stat(digest).await?,
+            None => self.depot.store.stat(digest).await?,
         };
-        self.metrics
+        self.depot
+            .metrics
             .layer_info_lookups
             .with_label_values(&["index"])
             .inc();
         if let Some(size) = size {
-            self.cache.insert_blob(repo, digest, size).await;
+            self.depot.cache.insert_blob(repo, digest, size).await;
         }
         Ok(size)
     }
@@ -204,17 +146,17 @@ impl Registry {
         if self.blob_size(repo, digest).await?.is_none() {
             return Ok(None);
         }
-        let pin = self.store.pins.pin(digest);
-        match self.store.open_blob(digest).await? {
+        let pin = self.depot.store.pins.pin(digest);
+        match self.depot.store.open_blob(digest).await? {
             Some((file, size)) => {
-                self.touch(digest);
+                self.depot.touch(digest);
                 Ok(Some(OpenBlob { file, size, pin }))
             }
             None => {
                 // The index knew a blob whose file is gone: forget it.
                 tracing::warn!(%digest, "blob file missing; dropping its index entry");
-                self.index.remove_blob(digest)?;
-                self.cache.forget_blob(digest).await;
+                self.depot.index.remove_blob(digest)?;
+                self.depot.cache.forget_blob(digest).await;
                 Ok(None)
             }
         }
@@ -228,11 +170,12 @@ impl Registry {
         size: u64,
         origin: Origin,
     ) -> Result<()> {
-        self.index
+        self.depot
+            .index
             .record_blob(repo, digest, &blob_record(size, origin))?;
-        self.cache.insert_blob(repo, digest, size).await;
+        self.depot.cache.insert_blob(repo, digest, size).await;
         if origin == Origin::Proxy {
-            self.evictor.wake();
+            self.depot.note_growth();
         }
         Ok(())
     }
@@ -245,27 +188,48 @@ impl Registry {
         from: &RepoName,
     ) -> Result<bool> {
         self.writable()?;
-        let _pushing = self.maintenance.read().await;
+        let _pushing = self.depot.pushing().await;
         let Some(size) = self.blob_size(from, digest).await? else {
             return Ok(false);
         };
-        if self.store.stat(digest).await?.is_none() {
+        if self.depot.store.stat(digest).await?.is_none() {
             return Ok(false);
         }
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
-        self.index.flush().await?;
+        self.depot.index.flush().await?;
         Ok(true)
     }
 
     /// Unlinks a blob from `repo`; the file itself goes at the next garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.deletable()?;
-        if !self.index.unlink(repo, digest)? {
+        if !self.depot.index.unlink(repo, digest)? {
             return Err(RegistryError::blob_unknown(digest));
         }
-        self.cache.forget_link(repo, digest).await;
-        self.index.flush().await?;
+        self.depot.cache.forget_link(repo, digest).await;
+        self.depot.index.flush().await?;
         Ok(())
+    }
+
+    /// The size of `digest` in the store, whatever repository it came through: no visibility
+    /// check, for the mirror to ask the upstream whether a repository may see it too.
+    pub async fn stored_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.depot.store.stat(digest).await?)
+    }
+
+    /// Makes `digest` visible in `repo` before the blob is here: a fetched manifest's blobs,
+    /// which the mirror serves to that repository once they are fetched.
+    pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        Ok(self.depot.index.link(repo, digest)?)
+    }
+
+    /// Starts writing a blob fetched from elsewhere: hashed as it is written, committed only
+    /// when its digest matches; `adopt_blob` then records it.
+    pub async fn blob_writer(
+        &self,
+        algorithm: Algorithm,
+    ) -> std::result::Result<BlobWriter, StoreError> {
+        self.depot.store.writer_for(algorithm).await
     }
 
     // ---- uploads
@@ -315,7 +279,7 @@ impl Registry {
         if let Some((start, _end)) = range
             && start != s.offset
         {
-            return Err(range_error(s.offset, &s.id, start));
+            return Err(offset_mismatch(&s, start));
         }
         let before = s.offset;
         let offset = self.append(&mut s, body).await?;
@@ -338,7 +302,8 @@ impl Registry {
     {
         let before = s.offset;
         let r = self.uploads.append(s, body).await;
-        self.metrics
+        self.depot
+            .metrics
             .upload_bytes
             .inc_by(s.offset.saturating_sub(before));
         match r {
@@ -368,7 +333,7 @@ impl Registry {
         if let Some((start, _end)) = range
             && start != s.offset
         {
-            return Err(range_error(s.offset, &s.id, start));
+            return Err(offset_mismatch(&s, start));
         }
         self.append(&mut s, body).await?;
         self.commit_session(repo, s, digest).await
@@ -380,19 +345,19 @@ impl Registry {
         s: UploadSession,
         digest: &Digest,
     ) -> Result<u64> {
-        let _pushing = self.maintenance.read().await;
+        let _pushing = self.depot.pushing().await;
         let size = match self.uploads.finish(s, digest).await {
             Ok(size) => size,
             Err(e) => {
                 if matches!(e, StoreError::DigestMismatch { .. }) {
-                    self.metrics.verify_failures.inc();
+                    self.depot.metrics.verify_failures.inc();
                 }
                 return Err(e.into());
             }
         };
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
         // A push is acknowledged only once its records are durable.
-        self.index.flush().await?;
+        self.depot.index.flush().await?;
         Ok(size)
     }
 
@@ -411,6 +376,15 @@ impl Registry {
         self.commit_session(repo, s, digest).await
     }
 
+    /// Removes upload sessions started more than `age` ago (a dry run only counts them); how many.
+    pub async fn purge_uploads(
+        &self,
+        age: Duration,
+        dry_run: bool,
+    ) -> std::result::Result<usize, StoreError> {
+        self.uploads.purge(age, dry_run).await
+    }
+
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let s = self.session(repo, id).await?;
         self.uploads.remove(s).await?;
@@ -427,11 +401,16 @@ impl Registry {
     ) -> Result<Option<(Digest, Option<TagRecord>)>> {
         match reference {
             Reference::Digest(d) => Ok(Some((d.clone(), None))),
-            Reference::Tag(t) => match self.index.tag(repo, t)? {
+            Reference::Tag(t) => match self.depot.index.tag(repo, t)? {
                 None => Ok(None),
                 Some(rec) => Ok(Some((rec.digest.clone(), Some(rec)))),
             },
         }
+    }
+
+    /// What `tag` of `repo` points at, whether pushed or cached, and when it was last checked.
+    pub fn tag_record(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
+        Ok(self.depot.index.tag(repo, tag)?)
     }
 
     /// A manifest of `repo` by digest, with its bytes.
@@ -440,11 +419,11 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Manifest>> {
-        let Some(rec) = self.index.manifest(repo, digest)? else {
+        let Some(rec) = self.depot.index.manifest(repo, digest)? else {
             return Ok(None);
         };
-        self.touch(digest);
-        if let Some(m) = self.cache.manifest(digest).await {
+        self.depot.touch(digest);
+        if let Some(m) = self.depot.cache.manifest(digest).await {
             return Ok(Some(Manifest {
                 digest: digest.clone(),
                 media_type: m.media_type,
@@ -452,15 +431,17 @@ impl Registry {
             }));
         }
         let Some(bytes) = self
+            .depot
             .store
             .read_small(digest, MAX_MANIFEST_BYTES as u64)
             .await?
         else {
             tracing::warn!(%digest, repo = %repo, "manifest file missing; dropping its index entry");
-            self.index.delete_manifest(repo, digest)?;
+            self.depot.index.delete_manifest(repo, digest)?;
             return Ok(None);
         };
-        self.cache
+        self.depot
+            .cache
             .insert_manifest(
                 digest,
                 CachedManifest {
@@ -499,7 +480,7 @@ impl Registry {
         tags: &[Tag],
     ) -> Result<PutManifest> {
         self.writable()?;
-        let _pushing = self.maintenance.read().await;
+        let _pushing = self.depot.pushing().await;
         let parsed = ParsedManifest::parse(&bytes, content_type)?;
         // Pushed by digest, the manifest is named in that digest's algorithm; by tag, sha256.
         let algorithm = match reference {
@@ -528,7 +509,7 @@ impl Registry {
             }
         }
         for m in &parsed.manifests {
-            if self.index.manifest(repo, m)?.is_none() {
+            if self.depot.index.manifest(repo, m)?.is_none() {
                 return Err(RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
                     "index references a manifest unknown to this repository",
@@ -540,11 +521,11 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        let checked = now();
+        let checked = now_secs();
         self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, checked)
             .await?;
         for t in tags {
-            self.index.set_tag(
+            self.depot.index.set_tag(
                 repo,
                 t,
                 &TagRecord {
@@ -554,7 +535,7 @@ impl Registry {
                 },
             )?;
         }
-        self.index.flush().await?;
+        self.depot.index.flush().await?;
         Ok(PutManifest {
             digest,
             subject: parsed.subject,
@@ -573,7 +554,11 @@ impl Registry {
         tag: Option<&Tag>,
         checked: u64,
     ) -> Result<()> {
-        let stored = self.store.put_bytes(digest.algorithm(), &bytes).await?;
+        let stored = self
+            .depot
+            .store
+            .put_bytes(digest.algorithm(), &bytes)
+            .await?;
         debug_assert_eq!(&stored, digest);
         let size = bytes.len() as u64;
         let referrer = parsed.subject.as_ref().map(|_| Descriptor {
@@ -592,7 +577,7 @@ impl Registry {
         };
         // Manifests are blobs too (distribution serves them from the blob endpoint): the blob
         // record, link, manifest record, referrer entry and tag are written together.
-        self.index.put_manifest(
+        self.depot.index.put_manifest(
             repo,
             digest,
             &blob_record(size, origin),
@@ -605,11 +590,12 @@ impl Registry {
             referrer.as_ref(),
             tag.map(|t| (t, &tag_record)),
         )?;
-        self.cache.insert_blob(repo, digest, size).await;
+        self.depot.cache.insert_blob(repo, digest, size).await;
         if origin == Origin::Proxy {
-            self.evictor.wake();
+            self.depot.note_growth();
         }
-        self.cache
+        self.depot
+            .cache
             .insert_manifest(
                 digest,
                 CachedManifest {
@@ -621,17 +607,33 @@ impl Registry {
         Ok(())
     }
 
+    /// Records that the upstream still points cached tag `tag` of `repo` at `digest`, as of now.
+    pub fn confirm_cached_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+        let rec = TagRecord {
+            digest: digest.clone(),
+            origin: Origin::Proxy,
+            checked: now_secs(),
+        };
+        Ok(self.depot.index.set_tag(repo, tag, &rec)?)
+    }
+
+    /// Drops a cached tag the upstream no longer has (not a user's delete: no
+    /// `storage.delete` check); false when there was none.
+    pub fn drop_cached_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        Ok(self.depot.index.delete_tag(repo, tag)?)
+    }
+
     /// Deletes a manifest by digest (and its tags), or just a tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.deletable()?;
         let found = match reference {
-            Reference::Tag(t) => self.index.delete_tag(repo, t)?,
-            Reference::Digest(d) => self.index.delete_manifest(repo, d)?,
+            Reference::Tag(t) => self.depot.index.delete_tag(repo, t)?,
+            Reference::Digest(d) => self.depot.index.delete_manifest(repo, d)?,
         };
         if !found {
             return Err(RegistryError::manifest_unknown(reference));
         }
-        self.index.flush().await?;
+        self.depot.index.flush().await?;
         Ok(())
     }
 
@@ -643,14 +645,14 @@ impl Registry {
         last: Option<&str>,
         n: usize,
     ) -> Result<Option<Vec<String>>> {
-        if !self.index.repo_exists(repo)? {
+        if !self.depot.index.repo_exists(repo)? {
             return Ok(None);
         }
-        Ok(Some(self.index.list_tags(repo, last, n)?))
+        Ok(Some(self.depot.index.list_tags(repo, last, n)?))
     }
 
     pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        Ok(self.index.list_repos(last, n)?)
+        Ok(self.depot.index.list_repos(last, n)?)
     }
 
     /// Referrers of `subject` in `repo`, optionally only those of one artifact type.
@@ -660,7 +662,7 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>> {
-        let mut all = self.index.referrers(repo, subject)?;
+        let mut all = self.depot.index.referrers(repo, subject)?;
         if let Some(t) = artifact_type {
             all.retain(|d| d.artifact_type.as_deref() == Some(t));
         }
@@ -679,16 +681,17 @@ fn blob_record(size: u64, origin: Origin) -> BlobRecord {
     }
 }
 
-/// 416 for a chunk that does not start where the upload stands.
-pub fn range_error(offset: u64, id: &str, got: u64) -> RegistryError {
-    let err = RegistryError::new(
+/// 416 for a chunk that does not start where the upload stands; the error says where it does.
+fn offset_mismatch(s: &UploadSession, got: u64) -> RegistryError {
+    RegistryError::new(
         ErrorCode::RangeInvalid,
-        format!("chunk starts at byte {got} but the upload has {offset} bytes"),
+        format!(
+            "chunk starts at byte {got} but the upload has {} bytes",
+            s.offset
+        ),
     )
-    .with_header(http::HeaderName::from_static("docker-upload-uuid"), id);
-    if offset > 0 {
-        err.with_header(http::header::RANGE, format!("0-{}", offset - 1))
-    } else {
-        err.with_header(http::header::RANGE, "0-0")
-    }
+    .at_upload(UploadPosition {
+        id: s.id.clone(),
+        offset: s.offset,
+    })
 }

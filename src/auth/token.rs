@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use x509_cert::Certificate;
 use x509_cert::der::Decode;
 use x509_cert::der::asn1::ObjectIdentifier;
@@ -79,9 +79,7 @@ impl PublicKey {
 }
 
 fn valid_now(cert: &Certificate) -> bool {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::since_epoch();
     let v = &cert.tbs_certificate.validity;
     let leeway = Duration::from_secs(LEEWAY_SECS);
     v.not_before.to_unix_duration() <= now + leeway

@@ -1,5 +1,12 @@
 //! The `Range` header of blob GETs (one `bytes=` range, in any of its three forms), and the
-//! `Content-Range` of chunked upload PATCHes. Pure parsing, fuzzed (`fuzz/`).
+//! `Content-Range` of chunked upload PATCHes: pure parsing, fuzzed (`fuzz/`). Also the `Range`
+//! an upload's answers carry (`upload_range`).
+
+/// The `Range` value saying an upload holds `offset` bytes: `0-<last byte>`, and `0-0` when
+/// empty, as distribution answers.
+pub fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
 
 /// What a `Range` header asks of a blob of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

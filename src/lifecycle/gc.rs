@@ -1,14 +1,15 @@
 //! Garbage collection of pushed content, as distribution's `registry garbage-collect`: mark
 //! every blob a manifest of any repository references, then sweep pushed blobs nothing marks.
-//! Safe while serving: the mark reads manifests without the exclusive maintenance lock, which
-//! is held only to mark what was pushed meanwhile and to sweep. Blobs younger than the grace
-//! period (an upload whose manifest has not been pushed yet), pinned blobs (being read) and
-//! blobs being fetched are spared. Proxied content is the evictor's business and is left alone.
+//! Safe while serving: the mark reads manifests while pushes go on; pushes wait (`Depot::removing`)
+//! only while what was pushed meanwhile is marked and the sweep runs. Blobs younger than the
+//! grace period (an upload whose manifest has not been pushed yet), pinned blobs (being read)
+//! and blobs being fetched are spared. Proxied content is the evictor's business and is left alone.
 
+use crate::clock::now_ms;
+use crate::depot::Depot;
 use crate::index::{ManifestRecord, Origin};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, ParsedManifest, RepoName};
-use crate::registry::{Registry, now_ms};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -35,15 +36,11 @@ type Result<T> = std::result::Result<T, crate::error::RegistryError>;
 
 /// What a stored manifest references: (blobs, child manifests).
 async fn references(
-    registry: &Registry,
+    depot: &Depot,
     d: &Digest,
     media_type: &str,
 ) -> Result<Option<(Vec<Digest>, Vec<Digest>)>> {
-    let Some(bytes) = registry
-        .store
-        .read_small(d, MAX_MANIFEST_BYTES as u64)
-        .await?
-    else {
+    let Some(bytes) = depot.store.read_small(d, MAX_MANIFEST_BYTES as u64).await? else {
         return Ok(None);
     };
     match ParsedManifest::parse(&bytes, Some(media_type)) {
@@ -59,7 +56,7 @@ async fn references(
 type Key = (RepoName, Digest);
 
 pub async fn collect(
-    registry: &Registry,
+    depot: &Depot,
     options: &GcOptions,
     busy: &(impl Fn(&Digest) -> bool + ?Sized),
 ) -> Result<GcReport> {
@@ -69,9 +66,9 @@ pub async fn collect(
     };
     // Mark, beside pushes: what every manifest that stays references. Reading manifests is
     // the long part, so it runs without the exclusive lock...
-    let manifests = registry.index.manifests()?;
+    let manifests = depot.index.manifests()?;
     let reached = if options.delete_untagged {
-        Some(reachable(registry, &manifests).await?)
+        Some(reachable(depot, &manifests).await?)
     } else {
         None
     };
@@ -83,24 +80,24 @@ pub async fn collect(
     };
     let (going, staying): (Vec<_>, Vec<_>) = manifests.iter().cloned().partition(goes);
     let mut marked: HashSet<Digest> = HashSet::new();
-    mark(registry, &staying, &mut marked).await?;
+    mark(depot, &staying, &mut marked).await?;
     // ...then, exclusively (no push may start relying on a blob until the sweep is done), the
     // manifests pushed meanwhile are marked too, and so are those that were to go but that a
     // tag or a kept index reaches now.
-    let _exclusive = registry.maintenance.write().await;
+    let _exclusive = depot.removing().await;
     let seen: HashSet<Key> = manifests
         .iter()
         .map(|(r, d, _)| (r.clone(), d.clone()))
         .collect();
-    let mut fresh: Vec<_> = registry
+    let mut fresh: Vec<_> = depot
         .index
         .manifests()?
         .into_iter()
         .filter(|(r, d, _)| !seen.contains(&(r.clone(), d.clone())))
         .collect();
-    mark(registry, &fresh, &mut marked).await?;
+    mark(depot, &fresh, &mut marked).await?;
     if !going.is_empty() {
-        let tagged: HashSet<Key> = registry
+        let tagged: HashSet<Key> = depot
             .index
             .tags()?
             .into_iter()
@@ -110,24 +107,24 @@ pub async fn collect(
             .into_iter()
             .partition(|(r, d, _)| tagged.contains(&(r.clone(), d.clone())) || marked.contains(d));
         fresh = rescued;
-        mark(registry, &fresh, &mut marked).await?;
-        report.manifests_deleted = delete_untagged(registry, &going, options.dry_run)?;
+        mark(depot, &fresh, &mut marked).await?;
+        report.manifests_deleted = delete_untagged(depot, &going, options.dry_run)?;
     }
     // Sweep.
     let t = now_ms();
     let mut deleted = HashSet::new();
-    for (d, rec) in registry.index.blobs()? {
+    for (d, rec) in depot.index.blobs()? {
         if rec.origin != Origin::Local || marked.contains(&d) {
             report.blobs_kept += 1;
             continue;
         }
-        let used = registry
+        let used = depot
             .recent_access(&d)
             .unwrap_or(0)
             .max(rec.last_access)
             .max(rec.created);
         if u128::from(t.saturating_sub(used)) < options.grace.as_millis()
-            || registry.store.pins.is_pinned(&d)
+            || depot.store.pins.is_pinned(&d)
             || busy(&d)
         {
             report.blobs_kept += 1;
@@ -139,31 +136,31 @@ pub async fn collect(
             tracing::info!(digest = %d, size = rec.size, "gc would delete");
             continue;
         }
-        super::evict::remove_blob(registry, &d).await?;
+        depot.remove_blob(&d).await?;
         tracing::info!(digest = %d, size = rec.size, "gc deleted");
         deleted.insert(d);
     }
     if !deleted.is_empty() {
-        for (r, d) in registry.index.links()? {
+        for (r, d) in depot.index.links()? {
             if deleted.contains(&d) {
-                registry.index.unlink(&r, &d)?;
-                registry.cache.forget_link(&r, &d).await;
+                depot.index.unlink(&r, &d)?;
+                depot.cache.forget_link(&r, &d).await;
             }
         }
     }
-    registry.index.flush().await?;
-    registry.metrics.gc_runs.inc();
+    depot.index.flush().await?;
+    depot.metrics.gc_runs.inc();
     Ok(report)
 }
 
 /// Adds each manifest, and what it references, to `marked`.
 async fn mark(
-    registry: &Registry,
+    depot: &Depot,
     manifests: &[(RepoName, Digest, ManifestRecord)],
     marked: &mut HashSet<Digest>,
 ) -> Result<()> {
     for (_, d, rec) in manifests {
-        if let Some((blobs, children)) = references(registry, d, &rec.media_type).await? {
+        if let Some((blobs, children)) = references(depot, d, &rec.media_type).await? {
             marked.extend(blobs);
             marked.extend(children);
         }
@@ -175,11 +172,11 @@ async fn mark(
 /// Manifests reached from a tag (directly, or as a child of a reached index), and referrers
 /// of reached manifests, as (repository, digest).
 async fn reachable(
-    registry: &Registry,
+    depot: &Depot,
     manifests: &[(RepoName, Digest, ManifestRecord)],
 ) -> Result<HashSet<Key>> {
     let mut reached: HashSet<Key> = HashSet::new();
-    let mut stack: Vec<Key> = registry
+    let mut stack: Vec<Key> = depot
         .index
         .tags()?
         .into_iter()
@@ -196,7 +193,7 @@ async fn reachable(
         let Some(rec) = records.get(&key) else {
             continue;
         };
-        if let Some((_, children)) = references(registry, &key.1, &rec.media_type).await? {
+        if let Some((_, children)) = references(depot, &key.1, &rec.media_type).await? {
             stack.extend(children.into_iter().map(|c| (key.0.clone(), c)));
         }
     }
@@ -212,7 +209,7 @@ async fn reachable(
 }
 
 fn delete_untagged(
-    registry: &Registry,
+    depot: &Depot,
     going: &[(RepoName, Digest, ManifestRecord)],
     dry_run: bool,
 ) -> Result<usize> {
@@ -221,7 +218,7 @@ fn delete_untagged(
             tracing::info!(%repo, %digest, "gc would delete untagged manifest");
             continue;
         }
-        registry.index.delete_manifest(repo, digest)?;
+        depot.index.delete_manifest(repo, digest)?;
         tracing::info!(%repo, %digest, "gc deleted untagged manifest");
     }
     Ok(going.len())

@@ -8,7 +8,7 @@ pub mod gc;
 pub mod recover;
 pub mod verify;
 
-pub use evict::{EvictOptions, Evictor};
+pub use evict::EvictOptions;
 pub use gc::{GcOptions, GcReport};
 pub use recover::RecoveryReport;
 pub use verify::VerifyReport;

@@ -4,9 +4,10 @@
 //! know are adopted. Files under `blobs/` are only ever created by a verified rename, so an
 //! unknown one is a complete blob whose index record was lost.
 
+use crate::clock::now_ms;
+use crate::depot::Depot;
 use crate::index::{BlobRecord, Origin};
 use crate::oci::Digest;
-use crate::registry::{Registry, now_ms};
 use std::collections::HashSet;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -17,25 +18,25 @@ pub struct RecoveryReport {
     pub adopted_files: usize,
 }
 
-pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error::RegistryError> {
+pub async fn recover(depot: &Depot) -> Result<RecoveryReport, crate::error::RegistryError> {
     let mut report = RecoveryReport {
-        removed_temporary_files: registry.store.remove_temporary_files().await?,
+        removed_temporary_files: depot.store.remove_temporary_files().await?,
         ..RecoveryReport::default()
     };
-    let files = registry.store.list().await?;
+    let files = depot.store.list().await?;
     let on_disk: HashSet<&Digest> = files.iter().map(|(d, _)| d).collect();
-    let records = registry.index.blobs()?;
+    let records = depot.index.blobs()?;
     let known: HashSet<&Digest> = records.iter().map(|(d, _)| d).collect();
     for (d, _) in &records {
         if !on_disk.contains(d) {
-            registry.index.remove_blob(d)?;
+            depot.index.remove_blob(d)?;
             report.dropped_blob_records += 1;
         }
     }
     let t = now_ms();
     for (d, size) in &files {
         if !known.contains(d) {
-            registry.index.put_blob(
+            depot.index.put_blob(
                 d,
                 &BlobRecord {
                     size: *size,
@@ -47,15 +48,15 @@ pub async fn recover(registry: &Registry) -> Result<RecoveryReport, crate::error
             report.adopted_files += 1;
         }
     }
-    for (r, d, _) in registry.index.manifests()? {
+    for (r, d, _) in depot.index.manifests()? {
         if !on_disk.contains(&d) {
-            registry.index.delete_manifest(&r, &d)?;
+            depot.index.delete_manifest(&r, &d)?;
             report.dropped_manifests += 1;
         }
     }
     if report != RecoveryReport::default() {
         tracing::info!(?report, "recovered the store after an unclean stop");
-        registry.index.flush().await?;
+        depot.index.flush().await?;
     }
     Ok(report)
 }

@@ -70,7 +70,7 @@ impl Mirror {
             }
             // Present in the store for another repository: the upstream must confirm that
             // this repository has it too before we serve it.
-            if let Some(size) = self.registry.store.stat(digest).await?
+            if let Some(size) = self.registry.stored_size(digest).await?
                 && !self.fetching(digest)
             {
                 match p
@@ -123,7 +123,6 @@ impl Mirror {
             digest: digest.clone(),
             repo: p.remote.clone(),
             upstream: p.upstream.client.clone(),
-            store: self.registry.store.clone(),
             metrics: self.metrics.clone(),
         };
         let f = fetch::start(

@@ -12,7 +12,7 @@ use crate::index::Origin;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
-use crate::storage::{BlobStore, StoreError, read_at};
+use crate::storage::{StoreError, read_at};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -78,7 +78,6 @@ pub struct FetchJob {
     pub digest: Digest,
     pub repo: String,
     pub upstream: Arc<UpstreamClient>,
-    pub store: BlobStore,
     pub metrics: Arc<Metrics>,
 }
 
@@ -112,7 +111,7 @@ pub fn start(
             .upstream_fetches_in_flight
             .with_label_values(&[job.upstream.name()]);
         gauge.inc();
-        let mut outcome = run(&job, &tx).await;
+        let mut outcome = run(&job, &registry, &tx).await;
         gauge.dec();
         if let Ok(size) = outcome
             && let Err(e) = registry
@@ -151,7 +150,11 @@ impl Drop for Leave {
     }
 }
 
-async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, FetchError> {
+async fn run(
+    job: &FetchJob,
+    registry: &Registry,
+    tx: &watch::Sender<FetchState>,
+) -> Result<u64, FetchError> {
     let upstream_err = FetchError::Upstream;
     let store_err = |e: StoreError| FetchError::Store(e.to_string());
     let resp = job
@@ -160,9 +163,8 @@ async fn run(job: &FetchJob, tx: &watch::Sender<FetchState>) -> Result<u64, Fetc
         .await
         .map_err(upstream_err)?;
     let size = resp.len;
-    let mut writer = job
-        .store
-        .writer_for(job.digest.algorithm())
+    let mut writer = registry
+        .blob_writer(job.digest.algorithm())
         .await
         .map_err(store_err)?;
     let path = writer.temp_path().to_owned();

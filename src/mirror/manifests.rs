@@ -3,12 +3,13 @@
 
 use super::revalidate::{self, Revalidated};
 use super::{Mirror, ProxyRepo};
+use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::index::Origin;
 use crate::metrics::{Kind, Metrics, Outcome, Source};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, Tag, media};
-use crate::registry::{Manifest, Registry, now};
+use crate::registry::{Manifest, Registry};
 use crate::upstream::{FetchedManifest, UpstreamError};
 use std::time::Duration;
 
@@ -68,10 +69,10 @@ impl Mirror {
                 Ok(Some((m, Source::Cache)))
             }
             Reference::Tag(t) => {
-                let Some(rec) = reg.index.tag(&p.local, t)? else {
+                let Some(rec) = reg.tag_record(&p.local, t)? else {
                     return Ok(None);
                 };
-                let fresh = now().saturating_sub(rec.checked) < self.options.tag_ttl.as_secs();
+                let fresh = now_secs().saturating_sub(rec.checked) < self.options.tag_ttl.as_secs();
                 if rec.origin != Origin::Local && !fresh {
                     return Ok(None);
                 }
@@ -262,12 +263,12 @@ pub(super) async fn store_fetched(
             fetched.bytes.clone(),
             Origin::Proxy,
             tag,
-            now(),
+            now_secs(),
         )
         .await?;
     // The blobs this manifest names may be served to this repository once fetched.
     for b in &parsed.blobs {
-        registry.index.link(&p.local, b)?;
+        registry.link_blob(&p.local, b)?;
     }
     Ok(Manifest {
         digest,

@@ -21,7 +21,8 @@
 //! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
 //!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
 //!
-//! Depends on the registry (storage, index) and the upstream clients; knows no HTTP types.
+//! Depends on the registry's operations (never on the index or store behind it; only storage's
+//! file-reading helpers for a growing fetch) and the upstream clients; knows no HTTP types.
 
 mod blobs;
 mod content;

@@ -8,10 +8,9 @@
 use super::ProxyRepo;
 use super::manifests::{ACCEPT, store_fetched};
 use crate::error::RegistryError;
-use crate::index::{Origin, TagRecord};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, Tag};
-use crate::registry::{Registry, now};
+use crate::registry::Registry;
 use crate::upstream::UpstreamError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,14 +132,12 @@ async fn run(job: &Job) -> Revalidated {
         .await
     {
         Ok(head) if head.digest.as_deref() == Some(job.ours.as_str()) => {
-            let rec = TagRecord {
-                digest: job.ours.clone(),
-                origin: Origin::Proxy,
-                checked: now(),
-            };
-            match job.registry.index.set_tag(&p.local, &job.tag, &rec) {
+            match job
+                .registry
+                .confirm_cached_tag(&p.local, &job.tag, &job.ours)
+            {
                 Ok(()) => Revalidated::Current,
-                Err(e) => Revalidated::Failed(e.into()),
+                Err(e) => Revalidated::Failed(e),
             }
         }
         Ok(_) => match client
@@ -176,8 +173,8 @@ async fn run(job: &Job) -> Revalidated {
 fn gone(job: &Job) -> Revalidated {
     let p = &job.p;
     tracing::info!(repo = %p.local, tag = %job.tag, upstream = p.upstream.name.as_str(), "tag is gone upstream; dropping it");
-    match job.registry.index.delete_tag(&p.local, &job.tag) {
+    match job.registry.drop_cached_tag(&p.local, &job.tag) {
         Ok(_) => Revalidated::Gone,
-        Err(e) => Revalidated::Failed(e.into()),
+        Err(e) => Revalidated::Failed(e),
     }
 }

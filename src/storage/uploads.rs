@@ -5,6 +5,7 @@
 //! data is re-hashed instead.
 
 use super::{BlobStore, StoreError};
+use crate::clock::now_secs;
 use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// What `info.json` records of a session.
@@ -45,13 +46,6 @@ pub struct Uploads {
     dir: PathBuf,
     store: BlobStore,
     live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<State>>>>,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Upload ids are UUIDs we issued; anything else is not a session (and never becomes a path).

@@ -5,7 +5,7 @@
 use super::{HandlerResult, Req};
 use crate::App;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http::{body, response};
+use crate::http::{body, range, response};
 use crate::mirror::Scope;
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::UploadStatus;
@@ -18,12 +18,11 @@ fn accepted(app: &App, req: &Req, repo: &RepoName, status: &UploadStatus) -> Han
 
 /// [`accepted`] once the request is consumed; `location` comes from `UrlBase::prefix`.
 fn accepted_at(app: &App, location: &str, repo: &RepoName, status: &UploadStatus) -> HandlerResult {
-    let range_end = status.offset.saturating_sub(1);
     let path = app.upload_key.upload_path(repo, &status.id, status.offset);
     Ok(response::empty(StatusCode::ACCEPTED)
         .header(header::LOCATION, format!("{location}{path}"))
-        .header(header::RANGE, format!("0-{range_end}"))
-        .header("docker-upload-uuid", status.id.as_str())
+        .header(header::RANGE, range::upload_range(status.offset))
+        .header(response::UPLOAD_UUID, status.id.as_str())
         .header("oci-chunk-min-length", 0)
         .body(body::empty())
         .expect("upload headers are valid"))
@@ -61,23 +60,18 @@ fn algorithm_param(req: &Req) -> Result<Algorithm, RegistryError> {
     }
 }
 
-/// A 416 also says where the session is (its URL with signed state), so the client can ask
-/// its status and resume; `location` comes from `UrlBase::prefix`.
-async fn locate_range_error(
+/// A 416 about where the upload stands also says where the session is (its URL with signed
+/// state), so the client can ask its status and resume; `location` comes from `UrlBase::prefix`.
+fn locate_range_error(
     app: &App,
     location: &str,
     repo: &RepoName,
-    id: &str,
     err: RegistryError,
 ) -> RegistryError {
-    if err.code != ErrorCode::RangeInvalid {
+    let Some(at) = &err.upload else {
         return err;
-    }
-    let offset = match app.registry.upload_status(repo, id).await {
-        Ok(status) => status.offset,
-        Err(_) => return err,
     };
-    let path = app.upload_key.upload_path(repo, id, offset);
+    let path = app.upload_key.upload_path(repo, &at.id, at.offset);
     err.with_header(header::LOCATION, format!("{location}{path}"))
 }
 
@@ -168,7 +162,7 @@ pub async fn patch(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResul
         .await;
     let status = match status {
         Ok(status) => status,
-        Err(e) => return Err(locate_range_error(app, &location, repo, id, e).await),
+        Err(e) => return Err(locate_range_error(app, &location, repo, e)),
     };
     accepted_at(app, &location, repo, &status)
 }
@@ -198,7 +192,7 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
         )
         .await;
     if let Err(e) = done {
-        return Err(locate_range_error(app, &location, repo, id, e).await);
+        return Err(locate_range_error(app, &location, repo, e));
     }
     created(&location, repo, &digest)
 }

@@ -1,0 +1,105 @@
+//! `Depot`: the local content that both the registry (serving requests) and `lifecycle/`
+//! (recovery, eviction, garbage collection) work on — the blob store, the index and the
+//! layer-info cache — with what the two share over them: the lock that orders pushes against
+//! removals, the last-access times not yet written to the index, and the signal that proxied
+//! content grew. `App` builds one and hands it to both, so neither depends on the other.
+//! Knows nothing of HTTP, upstreams or the API's rules (visibility, read-only, deletes).
+
+use crate::cache::LayerCache;
+use crate::error::RegistryError;
+use crate::index::{Index, IndexError};
+use crate::metrics::Metrics;
+use crate::oci::Digest;
+use crate::storage::BlobStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub struct Depot {
+    pub store: BlobStore,
+    pub index: Index,
+    pub cache: LayerCache,
+    pub metrics: Arc<Metrics>,
+    /// Held shared by every write that makes pushed content reference blobs (manifest pushes,
+    /// mounts, finished uploads) and exclusively by garbage collection's sweep and by
+    /// eviction's deletes, so that neither removes a blob a concurrent push has just come to
+    /// rely on.
+    removals: RwLock<()>,
+    /// Last access times not yet written to the index (see `flush_access`).
+    access: Mutex<HashMap<Digest, u64>>,
+    /// Woken when proxied content lands; eviction waits on it (`grown`).
+    growth: Notify,
+}
+
+impl Depot {
+    pub fn new(store: BlobStore, index: Index, cache: LayerCache, metrics: Arc<Metrics>) -> Depot {
+        Depot {
+            store,
+            index,
+            cache,
+            metrics,
+            removals: RwLock::new(()),
+            access: Mutex::default(),
+            growth: Notify::new(),
+        }
+    }
+
+    /// Taken (shared) by a write that makes pushed content rely on blobs; no removal runs
+    /// while it is held.
+    pub async fn pushing(&self) -> RwLockReadGuard<'_, ()> {
+        self.removals.read().await
+    }
+
+    /// Taken (exclusively) to remove blobs: waits for the pushes under way, holds off new ones.
+    pub async fn removing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.removals.write().await
+    }
+
+    /// Notes that a blob was used now. Kept in memory; `flush_access` writes it to the index,
+    /// so the hot path does no index write.
+    pub fn touch(&self, digest: &Digest) {
+        self.access
+            .lock()
+            .expect("access map poisoned")
+            .insert(digest.clone(), crate::clock::now_ms());
+    }
+
+    /// The last access of `digest` known in memory, if newer than the index's.
+    pub fn recent_access(&self, digest: &Digest) -> Option<u64> {
+        self.access
+            .lock()
+            .expect("access map poisoned")
+            .get(digest)
+            .copied()
+    }
+
+    /// Writes the access times gathered in memory to the index.
+    pub fn flush_access(&self) -> Result<(), IndexError> {
+        let pending = std::mem::take(&mut *self.access.lock().expect("access map poisoned"));
+        for (d, t) in pending {
+            self.index.touch_blob(&d, t)?;
+        }
+        Ok(())
+    }
+
+    /// Says that proxied content grew, waking eviction (at most one wake-up is kept).
+    pub fn note_growth(&self) {
+        self.growth.notify_one();
+    }
+
+    /// Resolves at the next `note_growth` (or at once, for one made since the last wait).
+    pub async fn grown(&self) {
+        self.growth.notified().await;
+    }
+
+    /// Removes a blob's record, its cached layer info and its file; the size its record had.
+    /// Callers hold `removing` and have checked that nobody reads or fetches it.
+    pub async fn remove_blob(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        // The record goes first: a reader that finds no record fetches again instead of
+        // trusting a file about to vanish.
+        let old = self.index.remove_blob(digest)?;
+        self.cache.forget_blob(digest).await;
+        self.store.delete(digest).await?;
+        Ok(old.map(|r| r.size))
+    }
+}
