@@ -1,5 +1,5 @@
-//! Cache lifecycle: eviction order and bound, pinning of blobs being read, garbage collection
-//! after deletes, upload-session expiry, recovery of a damaged store, verification.
+//! Cache lifecycle: eviction order and bound, read leases on blobs being read, garbage
+//! collection after deletes, upload-session expiry, recovery of a damaged store, verification.
 
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
@@ -101,11 +101,11 @@ async fn a_blob_being_read_is_not_evicted() {
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    // Fill the cache past its bound: the reader's blob is pinned, so it stays. (The 5 ms keep
+    // Fill the cache past its bound: the reader holds a read lease on its blob, so it stays. (The 5 ms keep
     // the read and the fill apart on the index's millisecond access clock.)
     tokio::time::sleep(Duration::from_millis(5)).await;
     fetch(&s, &d_other).await;
-    // Prove that an eviction pass ran while the reader held the blob: it steps over the pinned
+    // Prove that an eviction pass ran while the reader held the blob: it steps over the leased
     // blob and takes the other one to get under the bound. The pass the fill itself wakes may
     // still see that blob as being fetched and spare it, so small fills wake more passes.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -126,9 +126,12 @@ async fn a_blob_being_read_is_not_evicted() {
     }
     assert!(
         !blob_path(&s, &d_other).exists(),
-        "the pass did not take the unpinned blob"
+        "the pass did not take the blob nobody was reading"
     );
-    assert!(blob_path(&s, &d_big).exists(), "a pinned blob was evicted");
+    assert!(
+        blob_path(&s, &d_big).exists(),
+        "a blob being read was evicted"
+    );
     let mut got = first.to_vec();
     while let Some(c) = stream.next().await {
         got.extend_from_slice(&c.unwrap());
