@@ -7,7 +7,7 @@ use crate::common::api::get;
 use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::oci_layout::{self, Image, Layout, blob_digests};
-use crate::common::tools::{require, run_ok, skopeo_ok};
+use crate::common::tools::{require, skopeo_ok};
 use crate::common::*;
 use bytes::Bytes;
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@
 use crate::common::api::get;
 use crate::common::oci_layout::{self, Image, Layout, blob_digests, tagged};
 use crate::common::refreg::RefRegistry;
-use crate::common::tools::{require, run_ok, skopeo_ok};
+use crate::common::tools::{require, skopeo_ok};
 use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
