@@ -1,5 +1,5 @@
-//! A TCP proxy that counts the bytes each way, for `bench/run.sh`: put it in front of an
-//! upstream registry to measure what a mirror fetched from it.
+//! A TCP proxy that counts the bytes each way, for the bench (`examples/bench`): put it in front of
+//! an upstream registry to measure what a mirror fetched from it.
 //!
 //! Usage: `countproxy LISTEN UPSTREAM CONTROL [RATE]` (e.g. `127.0.0.1:0 127.0.0.1:5000
 //! 127.0.0.1:0`). With RATE (bytes/s), the bytes upstream→client are paced to that rate in all,

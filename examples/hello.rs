@@ -1,6 +1,6 @@
-//! The requests/s ceiling for `bench/run.sh`: the smallest hyper server, built like stevedore's
-//! accept loop (hyper-util's auto builder on a multi-threaded tokio runtime), answering every
-//! request with a fixed small body and nothing else.
+//! The requests/s ceiling for the bench (`examples/bench`): the smallest hyper server, built like
+//! stevedore's accept loop (hyper-util's auto builder on a multi-threaded tokio runtime), answering
+//! every request with a fixed small body and nothing else.
 //!
 //! Usage: `hello ADDR` (e.g. `127.0.0.1:0`); prints the bound address on stdout.
 

@@ -1,5 +1,5 @@
-//! The "large cache" scenario of `bench/run.sh` (issue 11): an index of N blob records
-//! (90% cached from an upstream, 10% pushed), written directly through the index API, then:
+//! The "large cache" scenario of the bench (`examples/bench`) (issue 11): an index of N blob
+//! records (90% cached from an upstream, 10% pushed), written directly through the index API, then:
 //!
 //! - start-up: reopening the index (one pass to count the running totals);
 //! - scrape: the storage gauges refreshed from the running totals and `/metrics` encoded;

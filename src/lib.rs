@@ -13,8 +13,15 @@
 //! depot      the blob store, index and cache, with what registry and lifecycle share: the lock
 //!   ↓        that keeps removals and pushes apart, access times, the "proxied content grew" signal
 //! storage/   index (sled)   cache (moka, + Redis)   upstream/ (the only network I/O to upstreams)
+//!   ↓
+//! BlobBackend (storage/backend.rs): where committed blobs live; FsBackend today
 //! ```
 //! (`clock`, `error`, `metrics`, `oci/` and `config/` are used by every layer.)
+//!
+//! `storage::BlobStore` is the seam: it stages writes locally (a local tier in front of any
+//! backend, which single-flight fetches read as the bytes land), commits only verified blobs to
+//! its `BlobBackend`, and hands out reads as a local file or a byte stream; `http/` uses
+//! `sendfile` only for a local file. No path to a blob leaves `storage/`.
 //!
 //! Beside the request path, over `registry`: `bundle/` (air-gap export/import as OCI
 //! image-layout tars), run by the debug listener or by the CLI with the server stopped.
@@ -23,8 +30,8 @@
 //! the other; `App` wires them over one `Depot`), and `Registry`'s fields are private; only
 //! `http/` sees hyper's Request and Response and states errors' facts as headers; only
 //! `upstream/` talks to other registries; sled types never leave `index.rs`; every error becomes
-//! a response in one place (`http::response::error`), through `RegistryError`; a blob file under
-//! `blobs/` always hashes to its name; bodies are streamed, never held whole in memory (manifests,
+//! a response in one place (`http::response::error`), through `RegistryError`; a committed blob
+//! always hashes to its name; bodies are streamed, never held whole in memory (manifests,
 //! capped at 4 MiB, are the exception); only the process holding the index lock (the server, at
 //! start-up) sweeps `tmp/`, so maintenance commands beside it never touch its in-flight files;
 //! nothing a request or a scrape does walks the whole index.

@@ -11,7 +11,7 @@ use crate::error::{ErrorCode, RegistryError, UploadPosition};
 use crate::index::{BlobRecord, ManifestRecord, Origin, TagNotes, TagRecord};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
-use crate::storage::{AppendError, BlobWriter, StoreError, UploadSession, Uploads};
+use crate::storage::{AppendError, BlobWriter, OpenBlob, StoreError, UploadSession, Uploads};
 use bytes::Bytes;
 use futures::Stream;
 use std::sync::Arc;
@@ -48,13 +48,6 @@ pub struct UploadStatus {
 pub struct Options {
     pub delete_enabled: bool,
     pub read_only: bool,
-}
-
-/// A committed blob opened for reading, pinned against eviction while this lives.
-pub struct OpenBlob {
-    pub file: std::fs::File,
-    pub size: u64,
-    pub pin: crate::storage::PinGuard,
 }
 
 pub struct Registry {
@@ -149,11 +142,10 @@ impl Registry {
         if self.blob_size(repo, digest).await?.is_none() {
             return Ok(None);
         }
-        let pin = self.depot.store.pins.pin(digest);
         match self.depot.store.open_blob(digest).await? {
-            Some((file, size)) => {
+            Some(open) => {
                 self.depot.touch(digest);
-                Ok(Some(OpenBlob { file, size, pin }))
+                Ok(Some(open))
             }
             None => {
                 // The index knew a blob whose file is gone: forget it.
@@ -233,6 +225,16 @@ impl Registry {
         algorithm: Algorithm,
     ) -> std::result::Result<BlobWriter, StoreError> {
         self.depot.store.writer_for(algorithm).await
+    }
+
+    /// Ends a `blob_writer` write and commits the blob, only if it matches `expected` (when
+    /// given); the digest and size committed. `adopt_blob` then records it.
+    pub async fn commit_blob(
+        &self,
+        writer: BlobWriter,
+        expected: Option<&Digest>,
+    ) -> std::result::Result<(Digest, u64), StoreError> {
+        self.depot.store.commit(writer, expected).await
     }
 
     // ---- uploads

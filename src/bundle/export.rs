@@ -344,7 +344,7 @@ fn write_tar(
     mut open: impl FnMut(
         &RepoName,
         &Digest,
-    ) -> Result<Option<crate::registry::OpenBlob>, crate::error::RegistryError>,
+    ) -> Result<Option<crate::storage::OpenBlob>, crate::error::RegistryError>,
 ) -> Result<(), BundleError> {
     let partial = PathBuf::from(format!("{}.partial", output.display()));
     let result = (|| -> Result<(), BundleError> {
@@ -388,8 +388,17 @@ fn write_tar(
         }
         for (d, (repo, size)) in blobs {
             let blob = open(repo, d)?.ok_or_else(|| not_held(format!("blob {d}")))?;
+            // The lease lives until the blob is in the tar.
+            let crate::storage::OpenBlob {
+                read,
+                lease: _lease,
+                ..
+            } = blob;
             let mut data = Exact {
-                inner: std::io::BufReader::with_capacity(256 * 1024, &blob.file),
+                inner: std::io::BufReader::with_capacity(
+                    256 * 1024,
+                    read.into_blocking_read(*size),
+                ),
                 left: *size,
             };
             tar.append_data(

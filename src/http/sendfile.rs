@@ -70,7 +70,7 @@ struct Job {
     file: Arc<std::fs::File>,
     offset: u64,
     remaining: u64,
-    /// Whatever must live as long as the sending (a pin on the blob).
+    /// Whatever must live as long as the sending (the blob's read lease).
     _keep: Box<dyn Send>,
 }
 
@@ -82,7 +82,7 @@ pub struct SendfileSlot {
 
 impl SendfileSlot {
     /// Registers `len` bytes of `file` from `start` and returns the body that stands for them.
-    /// `keep` (a pin on the blob, say) lives as long as the body; `sent` is told of each chunk
+    /// `keep` (the blob's read lease, say) lives as long as the body; `sent` is told of each chunk
     /// handed to hyper.
     pub fn body<K: Send + 'static>(
         &self,

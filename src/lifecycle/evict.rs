@@ -86,7 +86,7 @@ pub async fn pass(
         if !big && !too_old(used) {
             continue;
         }
-        if depot.store.pins.is_pinned(&d) || busy(&d) || pinned.contains(&d) {
+        if depot.store.is_being_read(&d) || busy(&d) || pinned.contains(&d) {
             continue;
         }
         let Some(size) = depot.remove_blob(&d).await? else {

@@ -124,7 +124,7 @@ pub async fn collect(
             .max(rec.last_access)
             .max(rec.created);
         if u128::from(t.saturating_sub(used)) < options.grace.as_millis()
-            || depot.store.pins.is_pinned(&d)
+            || depot.store.is_being_read(&d)
             || busy(&d)
         {
             report.blobs_kept += 1;

@@ -3,7 +3,7 @@
 //! read-only (it never sweeps `tmp/` or `uploads/`), so it can run beside a serving registry; a
 //! quarantined blob's index record is dropped lazily when the registry next fails to open it.
 
-use crate::storage::{BlobStore, StoreError, hash_file};
+use crate::storage::{BlobStore, StoreError};
 use serde::Serialize;
 use std::path::Path;
 
@@ -17,14 +17,10 @@ pub struct VerifyReport {
 
 pub async fn verify(root: &Path, quarantine: bool) -> Result<VerifyReport, StoreError> {
     let store = BlobStore::open_read_only(root).await?;
-    let qdir = root.join("quarantine");
     let mut report = VerifyReport::default();
     for (d, size) in store.list().await? {
-        let path = store.path(&d);
-        let actual = match hash_file(&path, d.algorithm()).await {
-            Ok(a) => a,
-            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let Some(actual) = store.rehash(&d).await? else {
+            continue;
         };
         report.checked += 1;
         report.bytes += size;
@@ -33,9 +29,7 @@ pub async fn verify(root: &Path, quarantine: bool) -> Result<VerifyReport, Store
         }
         tracing::warn!(digest = %d, %actual, "blob does not match its digest");
         report.corrupt.push(d.to_string());
-        if quarantine {
-            tokio::fs::create_dir_all(&qdir).await?;
-            tokio::fs::rename(&path, qdir.join(d.hex())).await?;
+        if quarantine && store.quarantine(&d).await? {
             report.quarantined += 1;
         }
     }

@@ -67,7 +67,7 @@ impl Mirror {
                     self.metrics
                         .cache_lookup(ObjectKind::Blob, up, Outcome::Hit);
                 }
-                return Ok(BlobContent::file(open, Source::Cache));
+                return Ok(BlobContent::stored(open, Source::Cache));
             }
             // Present in the store for another repository: the upstream must confirm that
             // this repository has it too before we serve it.
@@ -96,12 +96,12 @@ impl Mirror {
             }
             match fetch::started(&f).await {
                 // An announced size of zero would hand out a complete (empty) body unverified.
-                Ok(Some((path, Some(size)))) if size > 0 => match std::fs::File::open(&path) {
-                    Ok(file) => return Ok(BlobContent::growing(f, file, size)),
-                    // Committed and renamed meanwhile: once recorded, the store has it.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(crate::storage::StoreError::from(e).into()),
-                },
+                Ok(Some((growing, Some(size)))) if size > 0 => {
+                    if let Some(file) = growing.open()? {
+                        return Ok(BlobContent::growing(f, file, size));
+                    }
+                    // Committed meanwhile: once recorded, the store has it.
+                }
                 // No (or a zero) Content-Length upstream: the whole blob first, then serve it.
                 Ok(Some(_)) => {}
                 Ok(None) => continue,

@@ -1,17 +1,16 @@
-//! `BlobContent`: the bytes of a blob about to be sent, from a committed file or from a file
-//! that is still being fetched from the upstream.
+//! `BlobContent`: the bytes of a blob about to be sent, from the store or from a file that is
+//! still being fetched from the upstream; `ContentRead` says how they go out.
 
 use super::fetch::{Fetch, follow};
 use crate::metrics::Source;
-use crate::registry::OpenBlob;
-use crate::storage::FileChunks;
+use crate::storage::{BlobRead, OpenBlob, ReadLease};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use std::sync::Arc;
 
 enum Reader {
-    File(std::fs::File, crate::storage::PinGuard),
+    Stored(OpenBlob),
     Growing(Arc<Fetch>, std::fs::File),
 }
 
@@ -21,12 +20,41 @@ pub struct BlobContent {
     reader: Reader,
 }
 
+/// How a range of a blob is read: from a committed local file (the one kind `sendfile` can
+/// send), or as a stream of chunks (a blob still arriving, or kept by a remote backend).
+pub enum ContentRead {
+    Local(LocalRange),
+    Stream(BoxStream<'static, std::io::Result<Bytes>>),
+}
+
+/// `len` bytes from `start` of a committed local file, read-leased while this lives.
+pub struct LocalRange {
+    pub file: std::fs::File,
+    pub start: u64,
+    pub len: u64,
+    pub lease: ReadLease,
+}
+
+impl LocalRange {
+    /// The range as a stream of chunks read off the async threads.
+    pub fn stream(self) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let lease = self.lease;
+        BlobRead::File(self.file)
+            .stream(self.start, self.len)
+            .map(move |chunk| {
+                let _held = &lease;
+                chunk
+            })
+            .boxed()
+    }
+}
+
 impl BlobContent {
-    pub fn file(open: OpenBlob, source: Source) -> BlobContent {
+    pub fn stored(open: OpenBlob, source: Source) -> BlobContent {
         BlobContent {
             size: open.size,
             source,
-            reader: Reader::File(open.file, open.pin),
+            reader: Reader::Stored(open),
         }
     }
 
@@ -38,32 +66,36 @@ impl BlobContent {
         }
     }
 
-    /// The committed file and its pin, when the content is one (not a blob still arriving).
-    pub fn into_file(self) -> Result<(std::fs::File, crate::storage::PinGuard), BlobContent> {
-        match self.reader {
-            Reader::File(f, pin) => Ok((f, pin)),
-            reader => Err(BlobContent { reader, ..self }),
-        }
-    }
-
-    /// Waits until the blob is whole in the store (at once for a committed file).
+    /// Waits until the blob is whole in the store (at once for a stored blob).
     pub(super) async fn finished(self) -> Result<(), super::fetch::FetchError> {
         match self.reader {
-            Reader::File(..) => Ok(()),
+            Reader::Stored(..) => Ok(()),
             Reader::Growing(fetch, _) => super::blobs::fetch_outcome(&fetch).await,
         }
     }
 
     /// `len` bytes from `start`.
-    pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
+    pub fn read(self, start: u64, len: u64) -> ContentRead {
         match self.reader {
-            Reader::File(f, pin) => FileChunks::new(f, start, len)
-                .map(move |chunk| {
-                    let _held = &pin;
-                    chunk
-                })
-                .boxed(),
-            Reader::Growing(fetch, f) => follow(fetch, f, start, len).boxed(),
+            Reader::Stored(OpenBlob {
+                read: BlobRead::File(file),
+                lease,
+                ..
+            }) => ContentRead::Local(LocalRange {
+                file,
+                start,
+                len,
+                lease,
+            }),
+            Reader::Stored(OpenBlob { read, lease, .. }) => ContentRead::Stream(
+                read.stream(start, len)
+                    .map(move |chunk| {
+                        let _held = &lease;
+                        chunk
+                    })
+                    .boxed(),
+            ),
+            Reader::Growing(fetch, f) => ContentRead::Stream(follow(fetch, f, start, len).boxed()),
         }
     }
 }

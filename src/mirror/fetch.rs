@@ -12,12 +12,11 @@ use crate::index::Origin;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
-use crate::storage::{StoreError, read_at};
+use crate::storage::{GrowingFile, StoreError, read_at};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -26,11 +25,11 @@ use tokio::sync::watch;
 pub enum FetchState {
     /// Waiting for the upstream's answer.
     Starting,
-    /// Bytes are landing in `path`; `written` of them are readable.
+    /// Bytes are landing in the staged file; `written` of them are readable.
     Streaming {
         /// The digest matched: every byte may be read, though the blob is not durable yet.
         verified: bool,
-        path: PathBuf,
+        file: GrowingFile,
         size: Option<u64>,
         written: u64,
     },
@@ -167,10 +166,9 @@ async fn run(
         .blob_writer(job.digest.algorithm())
         .await
         .map_err(store_err)?;
-    let path = writer.temp_path().to_owned();
     let _ = tx.send(FetchState::Streaming {
         verified: false,
-        path: path.clone(),
+        file: writer.growing(),
         size,
         written: 0,
     });
@@ -220,13 +218,16 @@ async fn run(
             *verified = true;
         }
     });
-    let (_, len) = writer.commit(None).await.map_err(store_err)?;
+    let (_, len) = registry
+        .commit_blob(writer, None)
+        .await
+        .map_err(store_err)?;
     Ok(len)
 }
 
-/// Waits until the fetch has an answer from the upstream: `Ok(Some(path, size))` while
+/// Waits until the fetch has an answer from the upstream: `Ok(Some(file, size))` while
 /// streaming, `Ok(None)` when already committed, or the failure.
-pub async fn started(fetch: &Fetch) -> Result<Option<(PathBuf, Option<u64>)>, FetchError> {
+pub async fn started(fetch: &Fetch) -> Result<Option<(GrowingFile, Option<u64>)>, FetchError> {
     let mut rx = fetch.subscribe();
     let state = rx
         .wait_for(|s| !matches!(s, FetchState::Starting))
@@ -234,7 +235,7 @@ pub async fn started(fetch: &Fetch) -> Result<Option<(PathBuf, Option<u64>)>, Fe
         .map_err(|_| FetchError::Lost)?
         .clone();
     match state {
-        FetchState::Streaming { path, size, .. } => Ok(Some((path, size))),
+        FetchState::Streaming { file, size, .. } => Ok(Some((file, size))),
         FetchState::Done => Ok(None),
         FetchState::Failed(e) => Err(e),
         FetchState::Starting => unreachable!("waited past Starting"),

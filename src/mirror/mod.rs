@@ -42,7 +42,7 @@ mod scope;
 mod tags;
 pub mod warm;
 
-pub use content::BlobContent;
+pub use content::{BlobContent, ContentRead, LocalRange};
 pub use policy::{PolicyOptions, RepoPolicy};
 pub use referrers::Referrers;
 pub use scope::{ProxyRepo, Scope};

@@ -55,7 +55,7 @@ impl Registry {
             }
             w.write(&buf[..n]).await?;
         }
-        match w.commit(Some(digest)).await {
+        match self.depot.store.commit(w, Some(digest)).await {
             Ok((_, size)) => Ok(size),
             Err(e) => {
                 if matches!(e, crate::storage::StoreError::DigestMismatch { .. }) {
@@ -232,7 +232,7 @@ impl Registry {
             };
             if referenced.contains(d)
                 || !purgeable(rec.origin)
-                || self.depot.store.pins.is_pinned(d)
+                || self.depot.store.is_being_read(d)
                 || busy(d)
             {
                 report.blobs_kept += 1;

@@ -1,17 +1,46 @@
-//! Committed blobs: open, stat, delete, and the verified write path (`BlobWriter`).
+//! `BlobStore`: the handle the registry, the mirror and lifecycle hold. It puts the local
+//! staging tier (`Staging`) and the open-read count (`OpenReads`) in front of the backend that
+//! keeps committed blobs, and adds what every backend shares: reading small blobs whole, the
+//! write-then-commit path, re-hashing for verification.
 
-use super::StoreError;
+use super::{
+    BlobBackend, BlobRead, BlobWriter, FsBackend, OpenReads, ReadLease, Staging, StoreError,
+    Verified,
+};
 use crate::oci::{Algorithm, Digest, DigestHasher};
-use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use std::path::Path;
 
-/// The committed blobs under `<root>/blobs/<algorithm>` and the scratch space under `<root>/tmp`.
+/// The backends a store can sit on. Dispatch is a match, not a trait object: the blob GET
+/// path pays no allocation for it. An object-store backend becomes a second variant.
+#[derive(Debug, Clone)]
+enum Backend {
+    Fs(FsBackend),
+}
+
+/// Calls the same `BlobBackend` method on whichever backend the store has.
+macro_rules! backend {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match &$self.backend {
+            Backend::Fs(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+/// A committed blob opened for reading, counted as read (so not evicted) while this lives.
+#[derive(Debug)]
+pub struct OpenBlob {
+    pub read: BlobRead,
+    pub size: u64,
+    pub lease: ReadLease,
+}
+
+/// Committed blobs, the staging directory for blobs being written, and the open reads.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    blobs: PathBuf,
-    tmp: PathBuf,
-    /// Blobs being read; see `Pins`.
-    pub pins: super::Pins,
+    backend: Backend,
+    staging: Staging,
+    reads: OpenReads,
 }
 
 impl BlobStore {
@@ -20,299 +49,166 @@ impl BlobStore {
     /// start-up (a maintenance command beside it must not delete its in-flight writes).
     pub async fn open(root: &Path) -> Result<BlobStore, StoreError> {
         let store = BlobStore::at(root);
-        for algorithm in Algorithm::ALL {
-            tokio::fs::create_dir_all(store.blobs.join(algorithm.name())).await?;
-        }
-        tokio::fs::create_dir_all(&store.tmp).await?;
+        let Backend::Fs(fs) = &store.backend;
+        fs.create().await?;
+        store.staging.create().await?;
         Ok(store)
     }
 
     /// Opens an existing store for reading only: creates nothing, removes nothing.
     pub async fn open_read_only(root: &Path) -> Result<BlobStore, StoreError> {
         let store = BlobStore::at(root);
-        tokio::fs::metadata(&store.blobs).await?;
+        let Backend::Fs(fs) = &store.backend;
+        fs.exists().await?;
         Ok(store)
     }
 
     fn at(root: &Path) -> BlobStore {
         BlobStore {
-            blobs: root.join("blobs"),
-            tmp: root.join("tmp"),
-            pins: super::Pins::default(),
+            backend: Backend::Fs(FsBackend::at(root)),
+            staging: Staging::at(root.join("tmp")),
+            reads: OpenReads::default(),
         }
     }
 
     /// Removes the temporary files a crashed run left. Only for the process that owns the
     /// store (the server at start-up, holding the index lock).
     pub async fn remove_temporary_files(&self) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        let mut dir = tokio::fs::read_dir(&self.tmp).await?;
-        while let Some(entry) = dir.next_entry().await? {
-            tracing::info!(path = %entry.path().display(), "removing temporary file left by an earlier run");
-            if tokio::fs::remove_file(entry.path()).await.is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.blobs
-            .join(digest.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
+        self.staging.remove_leftovers().await
     }
 
     /// The size of a committed blob, if present.
     pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        match tokio::fs::metadata(self.path(digest)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        backend!(self.stat(digest))
     }
 
-    /// Opens a committed blob for reading, with its size.
-    pub async fn open_blob(
-        &self,
-        digest: &Digest,
-    ) -> Result<Option<(std::fs::File, u64)>, StoreError> {
-        let path = self.path(digest);
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let f = std::fs::File::open(path)?;
-            let len = f.metadata()?.len();
-            Ok((f, len))
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-        match opened {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    /// Opens a committed blob for reading, with its size. Counted as read from before it is
+    /// opened, so eviction never removes it between the two.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<OpenBlob>, StoreError> {
+        let lease = self.reads.lease(digest);
+        Ok(backend!(self.open(digest))?.map(|(read, size)| OpenBlob { read, size, lease }))
+    }
+
+    /// Whether a reader has `digest` open now (eviction and garbage collection step over it).
+    pub fn is_being_read(&self, digest: &Digest) -> bool {
+        self.reads.is_read(digest)
     }
 
     /// Reads a small committed blob (a manifest) whole, refusing one over `max` bytes.
-    pub async fn read_small(
-        &self,
-        digest: &Digest,
-        max: u64,
-    ) -> Result<Option<bytes::Bytes>, StoreError> {
-        match self.stat(digest).await? {
-            None => Ok(None),
-            Some(len) if len > max => Err(StoreError::TooLarge(max)),
-            Some(_) => match tokio::fs::read(self.path(digest)).await {
-                Ok(v) => Ok(Some(v.into())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e.into()),
-            },
+    pub async fn read_small(&self, digest: &Digest, max: u64) -> Result<Option<Bytes>, StoreError> {
+        let Some((read, len)) = backend!(self.open(digest))? else {
+            return Ok(None);
+        };
+        if len > max {
+            return Err(StoreError::TooLarge(max));
         }
+        let bytes = match read {
+            BlobRead::File(f) => {
+                tokio::task::spawn_blocking(move || super::read_at(&f, 0, len as usize))
+                    .await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))??
+            }
+            remote => {
+                use futures::TryStreamExt;
+                let chunks: Vec<Bytes> = remote.stream(0, len).try_collect().await?;
+                chunks.concat().into()
+            }
+        };
+        if bytes.len() as u64 != len {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("blob {digest} is shorter than its {len} bytes"),
+            )));
+        }
+        Ok(Some(bytes))
     }
 
     /// Removes a committed blob; false when it was not there.
     pub async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
-        match tokio::fs::remove_file(self.path(digest)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        backend!(self.delete(digest))
     }
 
-    /// Starts writing a new blob into a temporary file, hashed with sha256.
+    /// Starts writing a new blob, hashed with sha256.
     pub async fn writer(&self) -> Result<BlobWriter, StoreError> {
         self.writer_for(Algorithm::Sha256).await
     }
 
-    /// Starts writing a new blob into a temporary file, hashed with `algorithm`.
+    /// Starts writing a new blob, hashed with `algorithm`.
     pub async fn writer_for(&self, algorithm: Algorithm) -> Result<BlobWriter, StoreError> {
-        let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        Ok(BlobWriter {
-            file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
-            guard: TempGuard(Some(path)),
-            hasher: DigestHasher::new(algorithm),
-            verified: None,
-            len: 0,
-            store: self.clone(),
-        })
+        self.staging.writer(algorithm).await
+    }
+
+    /// Ends a write and commits it: only when its digest matches `expected`, when one is
+    /// given. On a mismatch nothing is kept.
+    pub async fn commit(
+        &self,
+        writer: BlobWriter,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let blob = writer.finish(expected).await?;
+        let done = (blob.digest().clone(), blob.len());
+        self.commit_verified(blob).await?;
+        Ok(done)
+    }
+
+    pub(super) async fn commit_verified(&self, blob: Verified) -> Result<(), StoreError> {
+        backend!(self.commit(blob))
     }
 
     /// Stores `data` (small: a manifest) under its digest in `algorithm`.
     pub async fn put_bytes(&self, algorithm: Algorithm, data: &[u8]) -> Result<Digest, StoreError> {
         let mut w = self.writer_for(algorithm).await?;
         w.write(data).await?;
-        Ok(w.commit(None).await?.0)
-    }
-
-    /// Moves a complete, already-verified file into place as `digest`: fsync the file, rename,
-    /// fsync the directory. Used by upload sessions, whose data file was hashed as it arrived.
-    pub async fn commit_file(&self, file: &Path, digest: &Digest) -> Result<(), StoreError> {
-        let dest = self.path(digest);
-        let src = file.to_owned();
-        tokio::task::spawn_blocking(move || commit_blocking(&src, &dest))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        Ok(self.commit(w, None).await?.0)
     }
 
     /// Digests of every committed blob, for recovery and garbage collection.
     pub async fn list(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
-        let blobs = self.blobs.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(Digest, u64)>> {
-            let mut out = Vec::new();
-            for algorithm in Algorithm::ALL {
-                list_algorithm(&blobs, algorithm, &mut out)?;
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
-        .map_err(StoreError::from)
-    }
-}
-
-/// Appends the committed blobs of one algorithm (`<blobs>/<algorithm>/<2 hex>/<hex>`) to `out`.
-fn list_algorithm(
-    blobs: &Path,
-    algorithm: Algorithm,
-    out: &mut Vec<(Digest, u64)>,
-) -> std::io::Result<()> {
-    let dir = blobs.join(algorithm.name());
-    let shards = match std::fs::read_dir(&dir) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for shard in shards {
-        let shard = shard?;
-        if !shard.file_type()?.is_dir() {
-            continue;
-        }
-        for entry in std::fs::read_dir(shard.path())? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Ok(d) = Digest::parse(&format!("{algorithm}:{name}")) {
-                out.push((d, entry.metadata()?.len()));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// fsync `src`, rename it to `dest` (creating the shard directory), fsync the directory.
-fn commit_blocking(src: &Path, dest: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(src)?.sync_all()?;
-    let dir = dest.parent().expect("blob paths have a shard directory");
-    std::fs::create_dir_all(dir)?;
-    // A blob already there has these very bytes (both were verified against the name): keep
-    // it rather than replace a file that readers may have open.
-    if dest.exists() {
-        std::fs::remove_file(src)?;
-        return Ok(());
-    }
-    std::fs::rename(src, dest)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Removes its file when dropped, unless disarmed.
-#[derive(Debug)]
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A blob being written. Dropping it without `commit` removes the temporary file.
-#[derive(Debug)]
-pub struct BlobWriter {
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    guard: TempGuard,
-    hasher: DigestHasher,
-    /// Set by `verify`.
-    verified: Option<Digest>,
-    len: u64,
-    store: BlobStore,
-}
-
-impl BlobWriter {
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.hasher.update(data);
-        self.len += data.len() as u64;
-        let file = self.file.as_mut().expect("writer used after commit");
-        file.write_all(data).await?;
-        Ok(())
+        backend!(self.list())
     }
 
-    /// Flushes buffered bytes so that readers of `temp_path` see everything written so far.
-    pub async fn flush(&mut self) -> Result<(), StoreError> {
-        self.file
-            .as_mut()
-            .expect("writer used after commit")
-            .flush()
-            .await?;
-        Ok(())
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Where the bytes are being written (readers of a blob still arriving follow this file).
-    pub fn temp_path(&self) -> &Path {
-        self.guard.0.as_deref().expect("guard armed until commit")
-    }
-
-    /// Checks the bytes written so far against `expected`, so that readers of the temporary
-    /// file may be given the last byte before the blob is made durable. On a mismatch the
-    /// writer is spent; dropping it removes the file.
-    pub async fn verify(&mut self, expected: &Digest) -> Result<(), StoreError> {
-        let actual = std::mem::take(&mut self.hasher).finish();
-        if *expected != actual {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        self.flush().await?;
-        self.verified = Some(actual);
-        Ok(())
-    }
-
-    /// Verifies the digest (when one is expected; once is enough after `verify`), then makes
-    /// the blob durable and visible. On a mismatch nothing is kept.
-    pub async fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
-        let actual = match self.verified.take() {
-            Some(d) => d,
-            None => std::mem::take(&mut self.hasher).finish(),
+    /// The digest a committed blob's bytes have now (in its own algorithm); `None` when it is
+    /// gone.
+    pub async fn rehash(&self, digest: &Digest) -> Result<Option<Digest>, StoreError> {
+        let algorithm = digest.algorithm();
+        let Some((read, len)) = backend!(self.open(digest))? else {
+            return Ok(None);
         };
-        if let Some(expected) = expected
-            && *expected != actual
-        {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
+        let actual = match read {
+            BlobRead::File(f) => tokio::task::spawn_blocking(move || hash_reader(f, algorithm))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))??,
+            remote => {
+                use futures::StreamExt;
+                let mut h = DigestHasher::new(algorithm);
+                let mut s = remote.stream(0, len);
+                while let Some(chunk) = s.next().await {
+                    h.update(&chunk?);
+                }
+                h.finish()
+            }
+        };
+        Ok(Some(actual))
+    }
+
+    /// Sets aside a blob whose bytes no longer match its name; false when it was not there.
+    pub async fn quarantine(&self, digest: &Digest) -> Result<bool, StoreError> {
+        backend!(self.quarantine(digest))
+    }
+}
+
+/// The digest in `algorithm` of everything `r` reads, in large chunks (blocking).
+pub(super) fn hash_reader(
+    mut r: impl std::io::Read,
+    algorithm: Algorithm,
+) -> std::io::Result<Digest> {
+    let mut h = DigestHasher::new(algorithm);
+    let mut buf = vec![0u8; super::CHUNK_SIZE];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
         }
-        let mut file = self.file.take().expect("commit once");
-        file.flush().await?;
-        drop(file.into_inner());
-        let src = self.guard.0.clone().expect("guard armed until commit");
-        self.store.commit_file(&src, &actual).await?;
-        self.guard.0 = None;
-        Ok((actual, self.len))
+        h.update(&buf[..n]);
     }
 }

@@ -257,7 +257,8 @@ impl Uploads {
                 actual,
             })
         } else {
-            self.store.commit_file(&data, digest).await
+            let blob = super::Verified::hashed(data, actual, size);
+            self.store.commit_verified(blob).await
         };
         self.remove(session).await?;
         result.map(|()| size)
@@ -316,20 +317,10 @@ pub enum AppendError<E> {
 }
 
 /// The digest in `algorithm` of a whole file, read in large chunks on the blocking pool.
-pub async fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Digest, StoreError> {
+async fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Digest, StoreError> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path)?;
-        let mut h = DigestHasher::new(algorithm);
-        let mut buf = vec![0u8; super::CHUNK_SIZE];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                return Ok(h.finish());
-            }
-            h.update(&buf[..n]);
-        }
+    tokio::task::spawn_blocking(move || {
+        super::blobs::hash_reader(std::fs::File::open(path)?, algorithm)
     })
     .await
     .map_err(|e| StoreError::Io(std::io::Error::other(e)))?

@@ -213,11 +213,9 @@ async fn blobs_are_isolated_per_repository_until_mounted() {
 
     // Mount both blobs into b.
     for d in [&cd, &ld] {
-        let r = client()
-            .post(s.url(&format!("/v2/iso/b/blobs/uploads/?mount={d}&from=iso/a")))
-            .send()
-            .await
-            .unwrap();
+        let r =
+            send(client().post(s.url(&format!("/v2/iso/b/blobs/uploads/?mount={d}&from=iso/a"))))
+                .await;
         assert_eq!(r.status(), 201);
         assert_eq!(header(&r, "location"), Some(format!("/v2/iso/b/blobs/{d}")));
         assert_eq!(
@@ -236,11 +234,8 @@ async fn delete_blob_unlinks_it_from_that_repository_only() {
     let s = Server::start();
     let data = random_bytes(700, 5);
     let d = push_blob(&s.url(""), "del/a", &data).await;
-    let r = client()
-        .post(s.url(&format!("/v2/del/b/blobs/uploads/?mount={d}&from=del/a")))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        send(client().post(s.url(&format!("/v2/del/b/blobs/uploads/?mount={d}&from=del/a")))).await;
     assert_eq!(r.status(), 201);
 
     let url_a = s.url(&format!("/v2/del/a/blobs/{d}"));
@@ -258,11 +253,8 @@ async fn delete_blob_unlinks_it_from_that_repository_only() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
 
     // del/a can no longer be the source of a mount…
-    let r = client()
-        .post(s.url(&format!("/v2/del/c/blobs/uploads/?mount={d}&from=del/a")))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        send(client().post(s.url(&format!("/v2/del/c/blobs/uploads/?mount={d}&from=del/a")))).await;
     assert_eq!(r.status(), 202);
     // …until the blob is pushed to it again.
     push_blob(&s.url(""), "del/a", &data).await;

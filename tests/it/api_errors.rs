@@ -68,11 +68,7 @@ async fn invalid_repository_names() {
     let r = get(&s.url("/v2/Foo/tags/list"), None).await;
     let v = expect_error(r, 400, "NAME_INVALID").await;
     assert_eq!(v["errors"][0]["detail"]["name"], "Foo");
-    let r = client()
-        .post(s.url("/v2/Foo/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/Foo/blobs/uploads/"))).await;
     expect_error(r, 400, "NAME_INVALID").await;
     // Nothing was created by any of it.
     let r = get(&s.url("/v2/_catalog"), None).await;
@@ -163,17 +159,9 @@ async fn env_overlay_enables_deletes() {
     });
     let base = s.url("");
     let (md, ld, _) = seed(&base, "err/envdelete").await;
-    let r = client()
-        .delete(s.url(&format!("/v2/err/envdelete/blobs/{ld}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/err/envdelete/blobs/{ld}")))).await;
     assert_eq!(r.status(), 202);
-    let r = client()
-        .delete(s.url(&format!("/v2/err/envdelete/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/err/envdelete/manifests/{md}")))).await;
     assert_eq!(r.status(), 202);
     let r = get(&s.url("/v2/err/envdelete/manifests/v1"), None).await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;

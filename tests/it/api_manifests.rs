@@ -202,11 +202,7 @@ async fn delete_manifest_by_digest_and_by_tag() {
     assert_manifest(&s, repo, &d, OCI_MANIFEST, &m).await;
 
     // By tag: only the tag goes.
-    let r = client()
-        .delete(s.url(&format!("/v2/{repo}/manifests/c")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/{repo}/manifests/c")))).await;
     assert_eq!(r.status(), 202);
     expect_error(
         get(&s.url(&format!("/v2/{repo}/manifests/c")), None).await,
@@ -234,11 +230,7 @@ async fn delete_manifest_by_digest_and_by_tag() {
     // Gone already: 404.
     let r = client().delete(&url).send().await.unwrap();
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
-    let r = client()
-        .delete(s.url(&format!("/v2/{repo}/manifests/a")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/{repo}/manifests/a")))).await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
     // It can be pushed again.
     put_manifest_ok(&base, repo, "a", OCI_MANIFEST, &m).await;
@@ -615,11 +607,7 @@ async fn referrers_api() {
     expect_error(r, 400, "DIGEST_INVALID").await;
 
     // Deleting a referrer removes it from the list.
-    let r = client()
-        .delete(s.url(&format!("/v2/{repo}/manifests/{}", pushed[0])))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/{repo}/manifests/{}", pushed[0])))).await;
     assert_eq!(r.status(), 202);
     let (_, v) = referrers(&s, repo, &subject_d, "").await;
     let mut want: Vec<String> = pushed[1..].to_vec();
@@ -747,11 +735,7 @@ async fn manifests_pushed_by_sha512_digest() {
     assert_eq!(v["manifests"][0]["digest"], artd.as_str(), "{v}");
 
     // Deleted by its sha512 digest.
-    let r = client()
-        .delete(s.url(&format!("/v2/{repo}/manifests/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/{repo}/manifests/{id}")))).await;
     assert_eq!(r.status(), 202);
     let r = get(&s.url(&format!("/v2/{repo}/manifests/{id}")), None).await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
@@ -811,13 +795,12 @@ async fn tag_parameters_tag_a_push_by_digest() {
     let body512 = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
     push_blob(&base, repo, b"{}").await;
     let d512 = digest512(&body512);
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{d512}?tag=big")))
-        .header("content-type", OCI_MANIFEST)
-        .body(body512.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(s.url(&format!("/v2/{repo}/manifests/{d512}?tag=big"))),
+        OCI_MANIFEST,
+        body512.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(header(&r, "oci-tag").as_deref(), Some("big"));
     assert_manifest_digest(&s, repo, "big", &body512, &d512).await;
@@ -826,13 +809,12 @@ async fn tag_parameters_tag_a_push_by_digest() {
     let other = image_manifest(OCI_MANIFEST, (&digest(b"{}"), 2), &[]);
     let other = [other.as_slice(), b"\n"].concat();
     let od = digest(&other);
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{od}?tag=fine&tag=-bad")))
-        .header("content-type", OCI_MANIFEST)
-        .body(other)
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(s.url(&format!("/v2/{repo}/manifests/{od}?tag=fine&tag=-bad"))),
+        OCI_MANIFEST,
+        other,
+    )
+    .await;
     expect_error(r, 400, "TAG_INVALID").await;
     let r = get(&s.url(&format!("/v2/{repo}/manifests/fine")), None).await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;

@@ -31,11 +31,7 @@ async fn content_survives_a_restart() {
     );
     let index_d = put_manifest_ok(&base, "keep/app", "multi", OCI_INDEX, &index).await;
     put_manifest_ok(&base, "keep/app", "gone", OCI_MANIFEST, &oci).await;
-    let r = client()
-        .delete(s.url("/v2/keep/app/manifests/gone"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url("/v2/keep/app/manifests/gone"))).await;
     assert_eq!(r.status(), 202);
 
     let empty = push_blob(&base, "keep/app", b"{}").await;
@@ -196,11 +192,7 @@ async fn a_wrong_digest_after_restart_still_leaves_nothing() {
 
     let s = Server::start_with(opts());
     let wrong = digest(b"not these bytes");
-    let r = client()
-        .put(with_query(&s.url(&path), &format!("digest={wrong}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&s.url(&path), &format!("digest={wrong}")))).await;
     expect_error(r, 400, "DIGEST_INVALID").await;
     assert!(files_under(&root.join("blobs")).is_empty());
     assert!(entries(&root.join("uploads")).is_empty());
@@ -226,13 +218,12 @@ async fn concurrent_pushes_do_not_stall() {
             let (base, body) = (base.clone(), body.clone());
             tasks.spawn(async move {
                 for i in 0..10 {
-                    let r = client()
-                        .put(format!("{base}/v2/stall/app/manifests/t{t}-{i}"))
-                        .header("content-type", OCI_MANIFEST)
-                        .body(body.to_vec())
-                        .send()
-                        .await
-                        .unwrap();
+                    let r = send_typed(
+                        client().put(format!("{base}/v2/stall/app/manifests/t{t}-{i}")),
+                        OCI_MANIFEST,
+                        body.to_vec(),
+                    )
+                    .await;
                     assert_eq!(r.status(), 201);
                 }
             });

@@ -16,13 +16,12 @@ async fn monolithic_post_with_digest() {
     let s = Server::start();
     let data = random_bytes(2048, 10);
     let d = digest(&data);
-    let r = client()
-        .post(s.url(&format!("/v2/up/mono/blobs/uploads/?digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().post(s.url(&format!("/v2/up/mono/blobs/uploads/?digest={d}"))),
+        "application/octet-stream",
+        data.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
         header(&r, "location"),
@@ -131,11 +130,7 @@ async fn chunked_upload_then_empty_put() {
         );
         upload = location(&base, &r);
     }
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&upload, &format!("digest={d}")))).await;
     assert_eq!(r.status(), 201);
     assert_blob(&s, "up/emptyput", &data).await;
 }
@@ -152,13 +147,12 @@ async fn streamed_patch_without_content_range() {
         .chunks(8192)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let r = client()
-        .patch(&upload)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().patch(&upload),
+        "application/octet-stream",
+        reqwest::Body::wrap_stream(futures::stream::iter(pieces)),
+    )
+    .await;
     assert_eq!(r.status(), 202);
     assert_eq!(header(&r, "range").as_deref(), Some("0-249999"));
     let upload = location(&base, &r);
@@ -167,11 +161,7 @@ async fn streamed_patch_without_content_range() {
     assert_eq!(r.status(), 202);
     assert_eq!(header(&r, "range").as_deref(), Some("0-299999"));
     let upload = location(&base, &r);
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&upload, &format!("digest={d}")))).await;
     assert_eq!(r.status(), 201);
     assert_blob(&s, "up/stream", &data).await;
 }
@@ -191,11 +181,7 @@ async fn cancel_upload() {
     expect_error(get(&upload, None).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
     let r = patch(&upload, None, b"more").await;
     expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let r = client()
-        .put(with_query(&upload, &format!("digest={}", digest(b""))))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&upload, &format!("digest={}", digest(b""))))).await;
     expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
     let r = client().delete(&upload).send().await.unwrap();
     expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
@@ -270,11 +256,7 @@ async fn mount_falls_back_to_an_upload_when_not_mountable() {
         format!("mount={d}"),
         format!("mount={d}&from=Not..Valid"),
     ] {
-        let r = client()
-            .post(s.url(&format!("/v2/up/dst/blobs/uploads/?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let r = send(client().post(s.url(&format!("/v2/up/dst/blobs/uploads/?{query}")))).await;
         assert_eq!(r.status(), 202, "{query}");
         assert!(header(&r, "docker-upload-uuid").is_some());
         let upload = location(&base, &r);
@@ -312,11 +294,8 @@ async fn mount_falls_back_to_an_upload_when_not_mountable() {
     assert_blob(&s, "up/third", &data).await;
 
     // A malformed mount digest is refused.
-    let r = client()
-        .post(s.url("/v2/up/dst/blobs/uploads/?mount=sha256:xyz&from=up/src"))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        send(client().post(s.url("/v2/up/dst/blobs/uploads/?mount=sha256:xyz&from=up/src"))).await;
     expect_error(r, 400, "DIGEST_INVALID").await;
 }
 
@@ -460,11 +439,7 @@ async fn an_interrupted_patch_can_be_resumed() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let r = client()
-        .put(with_query(&upload, &format!("digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&upload, &format!("digest={d}")))).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_blob(&s, "up/resume", &data).await;
 }
@@ -568,13 +543,12 @@ async fn sha512_blobs_push_every_way() {
     // Monolithic.
     let mono = random_bytes(3000, 30);
     let d = digest512(&mono);
-    let r = client()
-        .post(s.url(&format!("/v2/up/s512/blobs/uploads/?digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(mono.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().post(s.url(&format!("/v2/up/s512/blobs/uploads/?digest={d}"))),
+        "application/octet-stream",
+        mono.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(header(&r, "docker-content-digest"), Some(d.clone()));
     assert_eq!(
@@ -611,11 +585,7 @@ async fn sha512_blobs_push_every_way() {
         } else {
             ""
         };
-        let r = client()
-            .post(s.url(&format!("/v2/up/s512/blobs/uploads/{query}")))
-            .send()
-            .await
-            .unwrap();
+        let r = send(client().post(s.url(&format!("/v2/up/s512/blobs/uploads/{query}")))).await;
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
         let mut upload = location(&base, &r);
         for (a, b) in [(0usize, 2999usize), (3000, 5999)] {
@@ -666,11 +636,7 @@ async fn sha512_blobs_push_every_way() {
 #[tokio::test]
 async fn unsupported_digest_algorithm_push_is_400() {
     let s = Server::start();
-    let r = client()
-        .post(s.url("/v2/up/algo/blobs/uploads/?digest-algorithm=sha384"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/up/algo/blobs/uploads/?digest-algorithm=sha384"))).await;
     expect_error(r, 400, "DIGEST_INVALID").await;
     let d = format!("sha384:{}", "a".repeat(96));
     let r = client()

@@ -265,30 +265,7 @@ async fn good_tokens_and_challenges() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let cd = digest(&config);
-    let r = req(
-        reqwest::Method::POST,
-        s.url(&format!("/v2/team/app/blobs/uploads/?digest={cd}")),
-        Some(&push),
-    )
-    .body(config.clone())
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[]);
-    let r = req(
-        reqwest::Method::PUT,
-        s.url("/v2/team/app/manifests/v1"),
-        Some(&push),
-    )
-    .header("content-type", OCI_MANIFEST)
-    .body(manifest.clone())
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let manifest = push_image_with_token(&s, &push).await;
 
     // An ES256 pull-only token, and a `*` token: pull.
     let pull_ec = mint(Algorithm::ES256, &k.ec, &claims(&[("team/app", &["pull"])]));
@@ -491,7 +468,12 @@ async fn bad_tokens_are_refused() {
 async fn anonymous_tokens_are_judged_by_their_claims() {
     let k = keys();
     let s = server(&k);
-    push_image_with_token(&s, &k).await;
+    let push = mint(
+        Algorithm::RS256,
+        &k.rsa,
+        &claims(&[("team/app", &["pull", "push"])]),
+    );
+    push_image_with_token(&s, &push).await;
     let mut empty_sub = claims(&[("team/app", &["pull"])]);
     empty_sub["sub"] = json!("");
     let mut no_sub = claims(&[("team/app", &["pull"])]);
@@ -537,37 +519,34 @@ async fn anonymous_tokens_are_judged_by_their_claims() {
     }
 }
 
-/// Pushes team/app:v1 with a token granting push.
-async fn push_image_with_token(s: &Server, k: &Keys) {
-    let t = mint(
-        Algorithm::RS256,
-        &k.rsa,
-        &claims(&[("team/app", &["pull", "push"])]),
-    );
-    let config = b"{}".to_vec();
+/// Pushes team/app:v1 (an empty config, no layers) with `token`, which must grant push;
+/// returns the manifest.
+async fn push_image_with_token(s: &Server, token: &str) -> Vec<u8> {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let cd = digest(&config);
     let r = req(
         reqwest::Method::POST,
         s.url(&format!("/v2/team/app/blobs/uploads/?digest={cd}")),
-        Some(&t),
+        Some(token),
     )
     .body(config.clone())
     .send()
     .await
     .unwrap();
     assert_eq!(r.status(), 201);
-    let m = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[]);
+    let manifest = image_manifest(OCI_MANIFEST, (&cd, config.len()), &[]);
     let r = req(
         reqwest::Method::PUT,
         s.url("/v2/team/app/manifests/v1"),
-        Some(&t),
+        Some(token),
     )
     .header("content-type", OCI_MANIFEST)
-    .body(m)
+    .body(manifest.clone())
     .send()
     .await
     .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    manifest
 }
 
 #[tokio::test]

@@ -3,33 +3,18 @@
 //! every digest matches; a tampered bundle is refused naming the bad blob and leaves nothing;
 //! an incremental export carries only what the other side lacks.
 
+use crate::common::api::get;
 use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::oci_layout::{self, Image, Layout, blob_digests};
-use crate::common::tools::{require, run_ok};
+use crate::common::tools::{require, skopeo_ok};
 use crate::common::*;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const REPO: &str = "library/app";
-
-/// `skopeo --insecure-policy ARGS` with an empty registries.conf; returns stdout.
-fn skopeo(tmp: &Path, args: &[&str]) -> String {
-    let conf = tmp.join("registries.conf");
-    if !conf.exists() {
-        std::fs::write(&conf, "").expect("registries.conf");
-    }
-    run_ok(
-        Command::new("skopeo")
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
-            .env("REGISTRY_AUTH_FILE", tmp.join("auth.json"))
-            .args(["--insecure-policy", "--command-timeout", "120s"])
-            .args(args),
-    )
-}
 
 /// Every blob of the layout at `dir` on the fake upstream under `repo`, the manifests (and
 /// index) as manifests too.
@@ -103,12 +88,7 @@ fn fixture(up: &FakeUpstream, tmp: &Path) -> Fixture {
 }
 
 async fn get_ok(s: &Server, path: &str, accept: &str) -> Bytes {
-    let r = client()
-        .get(s.url(path))
-        .header("accept", accept)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url(path), Some(accept)).await;
     assert_eq!(r.status(), 200, "GET {path}");
     r.bytes().await.unwrap()
 }
@@ -232,7 +212,7 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
 
     // skopeo reads the bundle itself, by the name index.json gives the image.
     let from_bundle = t.join("from-bundle");
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -272,7 +252,7 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
 
     // skopeo copies from the second registry: the same manifests and blobs.
     let copied = t.join("copied");
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -297,25 +277,18 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
             oci_layout::read_blob(&f.layout, d)
         );
     }
-    let r = client()
-        .get(b.url(&format!("/v2/{REPO}/manifests/v1")))
-        .header("accept", OCI_INDEX)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&b.url(&format!("/v2/{REPO}/manifests/v1")), Some(OCI_INDEX)).await;
     assert_eq!(
         r.headers()["docker-content-digest"],
         f.index.digest.as_str()
     );
     // The signature came along and is listed as a referrer.
-    let referrers: Value = client()
-        .get(b.url(&format!("/v2/{REPO}/referrers/{}", f.amd.manifest.digest)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let referrers: Value =
+        send(client().get(b.url(&format!("/v2/{REPO}/referrers/{}", f.amd.manifest.digest))))
+            .await
+            .json()
+            .await
+            .unwrap();
     assert_eq!(
         referrers["manifests"][0]["digest"],
         f.referrer.as_str(),

@@ -3,6 +3,7 @@
 //! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors; a
 //! missing skopeo fails the test.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
 use bytes::Bytes;
@@ -321,12 +322,11 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         let listed = check_all_listed(&s).await;
         let acked_now = acked.lock().unwrap().clone();
         for (repo, tag, d) in &acked_now {
-            let r = client()
-                .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
-                .header("accept", OCI_MANIFEST)
-                .send()
-                .await
-                .unwrap();
+            let r = get(
+                &s.url(&format!("/v2/{repo}/manifests/{tag}")),
+                Some(OCI_MANIFEST),
+            )
+            .await;
             assert_eq!(
                 r.status(),
                 200,

@@ -7,6 +7,7 @@
 //! (`available_or_skip` asserts, whatever its name says), and so does a daemon that is
 //! installed but cannot start.
 
+use crate::common::api::get;
 use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
 use crate::common::refreg::RefRegistry;
 use crate::common::*;
@@ -97,12 +98,7 @@ async fn docker_push_and_pull_local_image() {
     t.sort();
     assert_eq!(t, ["v1", "v2"]);
     // The manifest docker pushed (Docker schema 2) is what the registry serves.
-    let r = client()
-        .get(s.url("/v2/e2e/app/manifests/v1"))
-        .header("accept", DOCKER_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url("/v2/e2e/app/manifests/v1"), Some(DOCKER_MANIFEST)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], pushed.as_str());
     assert_eq!(r.headers()["content-type"], DOCKER_MANIFEST);

@@ -4,29 +4,13 @@
 //! Needs `skopeo` (and `docker-registry` for the mirror test) on PATH; a missing one fails the
 //! test with an install hint (see .ci/run).
 
+use crate::common::api::get;
 use crate::common::oci_layout::{self, Image, Layout, blob_digests, tagged};
 use crate::common::refreg::RefRegistry;
-use crate::common::tools::{require, run_ok};
+use crate::common::tools::{require, skopeo_ok};
 use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// `skopeo --insecure-policy ARGS` with an empty registries.conf (no host mirrors or aliases);
-/// panics unless it succeeds; returns stdout.
-fn skopeo(tmp: &Path, args: &[&str]) -> String {
-    let conf = tmp.join("registries.conf");
-    if !conf.exists() {
-        std::fs::write(&conf, "").expect("registries.conf");
-    }
-    run_ok(
-        Command::new("skopeo")
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
-            .env("REGISTRY_AUTH_FILE", tmp.join("auth.json"))
-            .args(["--insecure-policy", "--command-timeout", "120s"])
-            .args(args),
-    )
-}
 
 /// A scratch directory; panics with an install hint when skopeo is missing.
 fn setup() -> tempfile::TempDir {
@@ -72,12 +56,11 @@ fn multi_arch_layout(tmp: &Path, name: &str, tag: &str, seed: u64) -> (PathBuf, 
 
 /// GETs a manifest from `base` accepting `accept`; returns its Docker-Content-Digest and bytes.
 async fn get_manifest(base: &str, repo: &str, reference: &str, accept: &str) -> (String, Vec<u8>) {
-    let r = client()
-        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("accept", accept)
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &format!("{base}/v2/{repo}/manifests/{reference}"),
+        Some(accept),
+    )
+    .await;
     assert_eq!(r.status(), 200, "GET manifest {repo}:{reference}");
     let d = r.headers()["docker-content-digest"]
         .to_str()
@@ -101,7 +84,7 @@ async fn skopeo_copy_image_in_and_out() {
     let dest = format!("docker://{}/e2e/img", s.host());
 
     for tag in ["v1", "v2"] {
-        skopeo(
+        skopeo_ok(
             t,
             &[
                 "copy",
@@ -118,7 +101,7 @@ async fn skopeo_copy_image_in_and_out() {
     assert_eq!(d, img.manifest.digest);
     assert_eq!(body, oci_layout::read_blob(&src, &d));
 
-    let inspect = json(&skopeo(
+    let inspect = json(&skopeo_ok(
         t,
         &["inspect", "--tls-verify=false", &format!("{dest}:v1")],
     ));
@@ -133,7 +116,7 @@ async fn skopeo_copy_image_in_and_out() {
         .collect();
     let want: Vec<&str> = img.layers.iter().map(|l| l.desc.digest.as_str()).collect();
     assert_eq!(layers, want);
-    let config = skopeo(
+    let config = skopeo_ok(
         t,
         &[
             "inspect",
@@ -145,7 +128,7 @@ async fn skopeo_copy_image_in_and_out() {
     );
     assert_eq!(digest(config.as_bytes()), img.config.digest);
 
-    let tags = json(&skopeo(t, &["list-tags", "--tls-verify=false", &dest]));
+    let tags = json(&skopeo_ok(t, &["list-tags", "--tls-verify=false", &dest]));
     let mut tags: Vec<&str> = tags["Tags"]
         .as_array()
         .expect("Tags")
@@ -156,7 +139,7 @@ async fn skopeo_copy_image_in_and_out() {
     assert_eq!(tags, ["v1", "v2"]);
 
     let out = t.join("out");
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -170,24 +153,22 @@ async fn skopeo_copy_image_in_and_out() {
     assert_eq!(blob_digests(&out), blob_digests(&src));
 
     // Deleting the manifest (skopeo resolves the tag, then DELETEs by digest) drops both tags.
-    skopeo(t, &["delete", "--tls-verify=false", &format!("{dest}:v2")]);
+    skopeo_ok(t, &["delete", "--tls-verify=false", &format!("{dest}:v2")]);
     for tag in ["v1", "v2"] {
-        let r = client()
-            .get(s.url(&format!("/v2/e2e/img/manifests/{tag}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get(
+            &s.url(&format!("/v2/e2e/img/manifests/{tag}")),
+            Some(OCI_MANIFEST),
+        )
+        .await;
         assert_eq!(r.status(), 404, "{tag} after delete");
     }
-    let r = client()
-        .get(s.url(&format!("/v2/e2e/img/manifests/{}", img.manifest.digest)))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &s.url(&format!("/v2/e2e/img/manifests/{}", img.manifest.digest)),
+        Some(OCI_MANIFEST),
+    )
+    .await;
     assert_eq!(r.status(), 404, "manifest by digest after delete");
-    let tags = json(&skopeo(t, &["list-tags", "--tls-verify=false", &dest]));
+    let tags = json(&skopeo_ok(t, &["list-tags", "--tls-verify=false", &dest]));
     assert!(
         tags["Tags"].as_array().is_none_or(|a| a.is_empty()),
         "{tags}"
@@ -203,7 +184,7 @@ async fn skopeo_copy_multi_arch_index_with_all() {
     let index_desc = tagged(&src, "multi");
     let dest = format!("docker://{}/e2e/multi:1.0", s.host());
 
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -224,10 +205,10 @@ async fn skopeo_copy_multi_arch_index_with_all() {
         assert_eq!(d, img.manifest.digest);
     }
 
-    let raw = skopeo(t, &["inspect", "--raw", "--tls-verify=false", &dest]);
+    let raw = skopeo_ok(t, &["inspect", "--raw", "--tls-verify=false", &dest]);
     assert_eq!(digest(raw.as_bytes()), index_desc.digest);
     for img in &images {
-        let i = json(&skopeo(
+        let i = json(&skopeo_ok(
             t,
             &[
                 "--override-arch",
@@ -252,7 +233,7 @@ async fn skopeo_copy_multi_arch_index_with_all() {
     }
 
     let out = t.join("out");
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -277,7 +258,7 @@ async fn skopeo_pull_through_mirror_survives_upstream_outage() {
     let mut up = RefRegistry::start();
     let (src, _, images) = multi_arch_layout(t, "src", "multi", 3);
     let index_desc = tagged(&src, "multi");
-    skopeo(
+    skopeo_ok(
         t,
         &[
             "copy",
@@ -294,7 +275,7 @@ async fn skopeo_pull_through_mirror_survives_upstream_outage() {
 
     let pull = |out: &str| {
         let out = t.join(out);
-        skopeo(
+        skopeo_ok(
             t,
             &[
                 "copy",

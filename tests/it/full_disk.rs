@@ -2,6 +2,7 @@
 //! what is stored keeps being served, and writes work again once space is freed. Runs on a
 //! small tmpfs mounted for the test (needs root, as CI has: without it the tests fail).
 
+use crate::common::api::get;
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,11 +111,7 @@ async fn a_full_disk_fails_cleanly_and_recovers() {
         "{v}"
     );
     // Chunked upload: the failing chunk is not kept; the session stays resumable.
-    let r = client()
-        .post(s.url("/v2/disk/app/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/disk/app/blobs/uploads/"))).await;
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = client()
         .patch(s.url(&loc))
@@ -141,18 +138,9 @@ async fn a_full_disk_fails_cleanly_and_recovers() {
             .join(hex)
             .exists()
     );
-    let r = client()
-        .get(s.url(&format!("/v2/disk/app/blobs/{bd}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/disk/app/blobs/{bd}")))).await;
     assert_eq!(digest(&r.bytes().await.unwrap()), bd);
-    let r = client()
-        .get(s.url("/v2/disk/app/manifests/v1"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url("/v2/disk/app/manifests/v1"), Some(OCI_MANIFEST)).await;
     assert_eq!(r.headers()["docker-content-digest"], m.as_str());
 
     // Space comes back: the same pushes work.
@@ -165,19 +153,10 @@ async fn a_full_disk_fails_cleanly_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = client()
-        .get(s.url(&format!("/v2/disk/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/disk/app/blobs/{d}")))).await;
     assert_eq!(digest(&r.bytes().await.unwrap()), d);
     let (m2, _) = push_image(&base, "disk/app", "v2", 1, 4).await;
-    let r = client()
-        .get(s.url("/v2/disk/app/manifests/v2"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url("/v2/disk/app/manifests/v2"), Some(OCI_MANIFEST)).await;
     assert_eq!(r.headers()["docker-content-digest"], m2.as_str());
     drop(s);
 }

@@ -2,6 +2,7 @@
 //! path tricks, absurd parameters, and the per-client limits. After each onslaught the server
 //! must still answer `GET /v2/`, and nothing may appear outside its storage root.
 
+use crate::common::api::get;
 use crate::common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -178,11 +179,7 @@ async fn broken_bodies_do_not_hang() {
     }
 
     // A PATCH to a real session that stalls is cut off too, and the session survives it.
-    let r = client()
-        .post(s.url("/v2/hostile/a/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/hostile/a/blobs/uploads/"))).await;
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let path = location
@@ -242,11 +239,7 @@ async fn broken_bodies_do_not_hang() {
         assert_alive(&s).await;
     }
     // None of it became a blob.
-    let r = client()
-        .head(s.url(&format!("/v2/hostile/b/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().head(s.url(&format!("/v2/hostile/b/blobs/{d}")))).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -381,12 +374,7 @@ async fn path_tricks_stay_inside_the_storage_root() {
         );
     }
     // The real image is untouched.
-    let r = client()
-        .get(s.url("/v2/real/repo/manifests/v1"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url("/v2/real/repo/manifests/v1"), Some(OCI_MANIFEST)).await;
     assert_eq!(r.status(), 200);
 }
 

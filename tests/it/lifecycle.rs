@@ -1,6 +1,7 @@
-//! Cache lifecycle: eviction order and bound, pinning of blobs being read, garbage collection
-//! after deletes, upload-session expiry, recovery of a damaged store, verification.
+//! Cache lifecycle: eviction order and bound, read leases on blobs being read, garbage
+//! collection after deletes, upload-session expiry, recovery of a damaged store, verification.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
 use bytes::Bytes;
@@ -15,11 +16,7 @@ fn blob_path(s: &Server, d: &str) -> std::path::PathBuf {
 }
 
 async fn fetch(s: &Server, d: &str) -> Bytes {
-    let r = client()
-        .get(s.url(&format!("/v2/{REPO}/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/{REPO}/blobs/{d}")))).await;
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap()
 }
@@ -93,19 +90,15 @@ async fn a_blob_being_read_is_not_evicted() {
     let s = Server::mirror(&up.url(), "  maxsize: 30MiB\n");
     fetch_cached(&s, &d_big).await;
     // Start reading the big blob and stop after the first chunk: the response stays open.
-    let r = client()
-        .get(s.url(&format!("/v2/{REPO}/blobs/{d_big}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/{REPO}/blobs/{d_big}")))).await;
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    // Fill the cache past its bound: the reader's blob is pinned, so it stays. (The 5 ms keep
+    // Fill the cache past its bound: the reader holds a read lease on its blob, so it stays. (The 5 ms keep
     // the read and the fill apart on the index's millisecond access clock.)
     tokio::time::sleep(Duration::from_millis(5)).await;
     fetch(&s, &d_other).await;
-    // Prove that an eviction pass ran while the reader held the blob: it steps over the pinned
+    // Prove that an eviction pass ran while the reader held the blob: it steps over the leased
     // blob and takes the other one to get under the bound. The pass the fill itself wakes may
     // still see that blob as being fetched and spare it, so small fills wake more passes.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -126,9 +119,12 @@ async fn a_blob_being_read_is_not_evicted() {
     }
     assert!(
         !blob_path(&s, &d_other).exists(),
-        "the pass did not take the unpinned blob"
+        "the pass did not take the blob nobody was reading"
     );
-    assert!(blob_path(&s, &d_big).exists(), "a pinned blob was evicted");
+    assert!(
+        blob_path(&s, &d_big).exists(),
+        "a blob being read was evicted"
+    );
     let mut got = first.to_vec();
     while let Some(c) = stream.next().await {
         got.extend_from_slice(&c.unwrap());
@@ -215,11 +211,7 @@ async fn gc_removes_what_deleted_manifests_left() {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_owned())
         .collect();
-    let r = client()
-        .delete(s.url(&format!("/v2/gc/app/manifests/{m1}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/gc/app/manifests/{m1}")))).await;
     assert_eq!(r.status(), 202);
     let config = s.config_path.to_str().unwrap().to_owned();
     // The server holds the index, so gc asks it through its debug listener.
@@ -241,31 +233,18 @@ async fn gc_removes_what_deleted_manifests_left() {
     assert!(report["bytes_freed"].as_u64().unwrap() > 5000);
     for l in &v1_layers {
         assert!(!blob_path(&s, l).exists());
-        let r = client()
-            .get(s.url(&format!("/v2/gc/app/blobs/{l}")))
-            .send()
-            .await
-            .unwrap();
+        let r = send(client().get(s.url(&format!("/v2/gc/app/blobs/{l}")))).await;
         assert_eq!(r.status(), 404);
     }
     assert!(!blob_path(&s, &sd).exists());
     assert!(!blob_path(&s, &m1).exists());
     // v2 is whole.
-    let r = client()
-        .get(s.url("/v2/gc/app/manifests/v2"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s.url("/v2/gc/app/manifests/v2"), Some(OCI_MANIFEST)).await;
     assert_eq!(r.headers()["docker-content-digest"], m2.as_str());
     let v2: serde_json::Value = r.json().await.unwrap();
     for l in v2["layers"].as_array().unwrap() {
         let d = l["digest"].as_str().unwrap();
-        let r = client()
-            .get(s.url(&format!("/v2/gc/app/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let r = send(client().get(s.url(&format!("/v2/gc/app/blobs/{d}")))).await;
         assert_eq!(digest(&r.bytes().await.unwrap()), d);
     }
     // The default grace spares fresh uploads (a push whose manifest is still to come).
@@ -299,11 +278,7 @@ async fn stale_upload_sessions_expire() {
         extra_yaml: "storage:\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1s\n      interval: 1s\n".into(),
         ..Options::default()
     });
-    let r = client()
-        .post(s.url("/v2/up/expire/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/up/expire/blobs/uploads/"))).await;
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = client()
@@ -349,17 +324,9 @@ async fn restart_recovers_a_damaged_store() {
         data_dir: Some(s.dir.clone()),
         ..Options::default()
     });
-    let r = client()
-        .get(s2.url(&format!("/v2/rec/app/blobs/{layer}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s2.url(&format!("/v2/rec/app/blobs/{layer}")))).await;
     assert_eq!(r.status(), 404, "a lost blob is unknown, not an error");
-    let r = client()
-        .get(s2.url(&format!("/v2/rec/app/blobs/{kept}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s2.url(&format!("/v2/rec/app/blobs/{kept}")))).await;
     assert_eq!(digest(&r.bytes().await.unwrap()), kept);
     assert!(!s.dir.join("tmp/partial").exists());
     assert!(
@@ -399,11 +366,7 @@ async fn verify_finds_and_quarantines_corrupt_blobs() {
             .join(bad.trim_start_matches("sha256:"))
             .exists()
     );
-    let r = client()
-        .get(s.url(&format!("/v2/ver/app/blobs/{bad}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/ver/app/blobs/{bad}")))).await;
     assert_eq!(r.status(), 404, "a quarantined blob is never served");
     let (code, _, _) = run_cli(&["verify", &config]);
     assert_eq!(code, 0);

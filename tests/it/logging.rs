@@ -37,11 +37,7 @@ async fn access_lines_say_where_bytes_came_from() {
         // Recorded in the index right after the rename.
         assert!(s.fetched_and_cached(&d).await, "{}", s.log_text());
     }
-    let r = client()
-        .get(s.url("/v2/nope/manifests/x?ns=gcr.io"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url("/v2/nope/manifests/x?ns=gcr.io"))).await;
     assert_eq!(r.status(), 404);
     let found = eventually(Duration::from_secs(5), || access_lines(&s).len() >= 3).await;
     assert!(found, "{}", s.log_text());

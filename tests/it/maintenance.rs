@@ -53,11 +53,7 @@ async fn verify_and_gc_beside_a_cold_pull_and_a_chunked_push() {
     let layer = random_bytes(3 * 1024 * 1024, 4343);
     let ld = digest(&layer);
     let (first, second) = layer.split_at(layer.len() / 2);
-    let r = client()
-        .post(s.url("/v2/team/push/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.url("/v2/team/push/blobs/uploads/"))).await;
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = client()
@@ -120,11 +116,7 @@ async fn verify_and_gc_beside_a_cold_pull_and_a_chunked_push() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = client()
-        .get(s.url(&format!("/v2/team/push/blobs/{ld}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/team/push/blobs/{ld}")))).await;
     assert_eq!(digest(&r.bytes().await.unwrap()), ld);
 
     // The pull completes and is cached, from exactly one upstream fetch.
@@ -136,11 +128,7 @@ async fn verify_and_gc_beside_a_cold_pull_and_a_chunked_push() {
         s.log_text()
     );
     up.set_fault(Fault::None);
-    let r = client()
-        .get(s.url(&format!("/v2/{REPO}/blobs/{bd}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s.url(&format!("/v2/{REPO}/blobs/{bd}")))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(digest(&r.bytes().await.unwrap()), bd);
     assert_eq!(up.requests("GET", &format!("/blobs/{bd}")), 1);

@@ -2,6 +2,7 @@
 //! land in the cache, hits never reach the upstream, faults never leave bad blobs behind, and
 //! concurrent misses cost one upstream fetch.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::*;
 use bytes::Bytes;
@@ -38,12 +39,7 @@ fn seed_image(
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    client()
-        .get(url)
-        .header("accept", DOCKER_MANIFEST)
-        .send()
-        .await
-        .unwrap()
+    get(&url, Some(DOCKER_MANIFEST)).await
 }
 
 fn blob_file(s: &Server, d: &str) -> std::path::PathBuf {
@@ -89,11 +85,7 @@ async fn miss_then_hit_with_bearer_auth_and_redirects() {
     for l in &layers {
         let r = get(&s.url(&format!("/v2/{REPO}/blobs/{}", digest(l)))).await;
         assert_eq!(r.bytes().await.unwrap(), *l);
-        let h = client()
-            .head(s.url(&format!("/v2/{REPO}/blobs/{}", digest(l))))
-            .send()
-            .await
-            .unwrap();
+        let h = send(client().head(s.url(&format!("/v2/{REPO}/blobs/{}", digest(l))))).await;
         assert_eq!(h.headers()["content-length"], l.len().to_string().as_str());
     }
     assert_eq!(
@@ -405,12 +397,11 @@ async fn local_pushes_win_and_local_prefixes_stay_local() {
     // A pushed tag shadows the upstream's.
     let (local_digest, _) = push_image(&s.url(""), REPO, "v1", 1, 22).await;
     assert_ne!(local_digest, upstream_digest);
-    let r = client()
-        .get(s.url(&format!("/v2/{REPO}/manifests/v1")))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &s.url(&format!("/v2/{REPO}/manifests/v1")),
+        Some(OCI_MANIFEST),
+    )
+    .await;
     assert_eq!(r.headers()["docker-content-digest"], local_digest.as_str());
     assert_eq!(up.requests("GET", "/manifests/"), 0);
     // Local-only prefix: never asks the upstream.
@@ -492,19 +483,15 @@ async fn pushes_to_a_mirror_work_whatever_the_upstream_says() {
         }
         let s = Server::mirror(&up.url(), "  timeout: 2s\n");
         let blob = random_bytes(5000, 77);
-        let r = client()
-            .head(s.url(&format!("/v2/newuser/app/blobs/{}", digest(&blob))))
-            .send()
-            .await
-            .unwrap();
+        let r =
+            send(client().head(s.url(&format!("/v2/newuser/app/blobs/{}", digest(&blob))))).await;
         assert_eq!(r.status(), 404, "{fault}");
         let (d, body) = push_image(&s.url(""), "newuser/app", "latest", 2, 78).await;
-        let r = client()
-            .get(s.url("/v2/newuser/app/manifests/latest"))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = get(
+            &s.url("/v2/newuser/app/manifests/latest"),
+            Some(OCI_MANIFEST),
+        )
+        .await;
         assert_eq!(r.status(), 200, "{fault}");
         assert_eq!(r.headers()["docker-content-digest"], d.as_str());
         assert_eq!(r.bytes().await.unwrap(), body);
@@ -606,10 +593,6 @@ async fn tag_lists_merge_the_upstreams_with_local_tags() {
     let (tags, _) = tag_page(&s2.url(&format!("/v2/{REPO}/tags/list")), Some("local")).await;
     assert_eq!(tags, ["mine"]);
     // Nothing local either: the upstream's failure, not an empty list.
-    let r = client()
-        .get(s2.url("/v2/library/other/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(s2.url("/v2/library/other/tags/list"))).await;
     assert!(r.status().is_server_error(), "{}", r.status());
 }

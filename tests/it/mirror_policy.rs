@@ -5,13 +5,13 @@
 //! the upstream's referrers API or its `sha256-<hex>` tag scheme, merged with local ones, and
 //! pull through the mirror.
 
+use crate::common::api::get;
+use crate::common::api::send_typed;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use crate::common::tools::{require, run};
+use crate::common::tools::{require, skopeo};
 use crate::common::*;
 use bytes::Bytes;
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
 
 const SIG_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 const SBOM_TYPE: &str = "application/spdx+json";
@@ -65,12 +65,7 @@ fn sign_upstream(up: &FakeUpstream, repo: &str, subject: (&str, usize)) -> (Stri
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    client()
-        .get(url)
-        .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
-        .send()
-        .await
-        .unwrap()
+    get(&url, Some(format!("{OCI_MANIFEST}, {OCI_INDEX}"))).await
 }
 
 /// Asserts a 403 DENIED whose message contains every one of `says`.
@@ -117,11 +112,7 @@ async fn denied_repositories_cost_no_upstream_request() {
     ] {
         assert_denied(&s.url(&path), &["proxy.allow", "ask in #registry"]).await;
     }
-    let r = client()
-        .head(s.url("/v2/evil/app/manifests/1.0"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().head(s.url("/v2/evil/app/manifests/1.0"))).await;
     assert_eq!(r.status(), 403);
     // Allowed by glob but denied by name.
     assert_denied(
@@ -252,19 +243,6 @@ async fn rules_per_upstream_and_unknown_registries() {
     assert_eq!(r.status(), 404);
 }
 
-/// `skopeo --insecure-policy ARGS` with an empty registries.conf; the output.
-fn skopeo(tmp: &Path, args: &[&str]) -> std::process::Output {
-    let conf = tmp.join("registries.conf");
-    if !conf.exists() {
-        std::fs::write(&conf, "").expect("registries.conf");
-    }
-    run(Command::new("skopeo")
-        .env("CONTAINERS_REGISTRIES_CONF", &conf)
-        .env("REGISTRY_AUTH_FILE", tmp.join("auth.json"))
-        .args(["--insecure-policy", "--command-timeout", "60s"])
-        .args(args))
-}
-
 #[tokio::test]
 async fn skopeo_copies_an_allowed_image_and_is_refused_a_denied_one() {
     require("skopeo", "skopeo");
@@ -371,13 +349,12 @@ async fn referrers_come_from_the_upstream_api_merge_and_pull_through() {
     let sbom = b"{\"spdxVersion\":\"SPDX-2.3\"}";
     let bd = push_blob(base, repo, sbom).await;
     let body = artifact((&md, mbody.len()), SBOM_TYPE, (&bd, sbom.len()));
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body))))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body)))),
+        OCI_MANIFEST,
+        body.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let index: Value = get(&s.url(&format!("/v2/{repo}/referrers/{md}")))
         .await
@@ -479,22 +456,20 @@ async fn referrers_when_the_upstream_cannot_be_asked() {
     let bd = push_blob(&s.url(""), repo, sbom).await;
     let body = artifact((&other, obody.len()), SBOM_TYPE, (&bd, sbom.len()));
     up.set_fault(Fault::Down);
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body))))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body)))),
+        OCI_MANIFEST,
+        body.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let body4 = artifact((&fourth, fbody.len()), SBOM_TYPE, (&bd, sbom.len()));
-    let r = client()
-        .put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body4))))
-        .header("content-type", OCI_MANIFEST)
-        .body(body4.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(s.url(&format!("/v2/{repo}/manifests/{}", digest(&body4)))),
+        OCI_MANIFEST,
+        body4.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     // Never asked upstream, but referrers here: those alone, marked.
     let r = get(&s.url(&format!("/v2/{repo}/referrers/{fourth}"))).await;

@@ -7,6 +7,7 @@
 //! Bounds are loose (seconds, against the 30 s+ an unprotected mirror takes) so that a loaded
 //! machine does not make them flake; nothing here is a benchmark.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::*;
 use bytes::Bytes;
@@ -116,12 +117,7 @@ fn seed_image(up: &FakeUpstream, repo: &str, tag: &str, seed: u64) -> (String, V
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    client()
-        .get(url)
-        .header("accept", DOCKER_MANIFEST)
-        .send()
-        .await
-        .unwrap()
+    get(&url, Some(DOCKER_MANIFEST)).await
 }
 
 /// Pulls repo:tag and its blobs through the mirror; returns the manifest digest.
@@ -325,20 +321,12 @@ async fn offline_mode_never_contacts_the_upstream() {
     assert_eq!(s.metric("stevedore_proxy_offline", &[]).await, 1.0);
 
     // Online through the debug toggle: the image is cached.
-    let r = client()
-        .post(format!("{offline_url}?on=0"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(format!("{offline_url}?on=0"))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(pull(&s, REPOS[0], "latest", &blobs).await, d);
 
     // Offline again: cached content is served without a request upstream, misses refused.
-    let r = client()
-        .post(format!("{offline_url}?on=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(format!("{offline_url}?on=1"))).await;
     assert_eq!(r.text().await.unwrap(), "{\"offline\":true}");
     let sent = up.request_log().len();
     assert_eq!(pull(&s, REPOS[0], "latest", &blobs).await, d);
@@ -354,11 +342,7 @@ async fn offline_mode_never_contacts_the_upstream() {
             .await
             >= 1.0
     );
-    let r = client()
-        .post(format!("{offline_url}?on=maybe"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(format!("{offline_url}?on=maybe"))).await;
     assert_eq!(r.status(), 400);
 }
 

@@ -3,6 +3,7 @@
 //! followed), the cooldown (the previous digest served while the new one is young; refused
 //! with none), and a cached tag kept and served, marked, when the upstream answers 404.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::oci_layout::{Layout, add_to_fake, read_blob, tagged};
 use crate::common::tools::{require, skopeo};
@@ -49,12 +50,11 @@ fn small_image(up: &FakeUpstream, seed: u64) -> String {
 }
 
 async fn get_tag(s: &Server, tag: &str) -> reqwest::Response {
-    client()
-        .get(s.url(&format!("/v2/{REPO}/manifests/{tag}")))
-        .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
-        .send()
-        .await
-        .unwrap()
+    get(
+        &s.url(&format!("/v2/{REPO}/manifests/{tag}")),
+        Some(format!("{OCI_MANIFEST}, {OCI_INDEX}")),
+    )
+    .await
 }
 
 fn digest_of(r: &reqwest::Response) -> String {

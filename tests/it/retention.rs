@@ -2,6 +2,7 @@
 //! while unpinned ones go; `stevedore purge REPO[:TAG]` drops one image's cached content at
 //! once, keeping blobs other content still references, and pushed content only when asked.
 
+use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
 use bytes::Bytes;
@@ -31,12 +32,7 @@ fn image(
 }
 
 async fn get(s: &Server, path: &str) -> reqwest::Response {
-    client()
-        .get(s.url(path))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap()
+    get(&s.url(path), Some(OCI_MANIFEST)).await
 }
 
 /// Pulls `repo:v1` whole through the mirror and waits until its blobs are cached.
@@ -161,11 +157,7 @@ async fn purge_drops_one_cached_image_and_keeps_what_others_share() {
     assert!(!blob_file(&s, &al[1]).exists() && !blob_file(&s, &ac).exists());
     assert!(blob_file(&s, &al[0]).exists());
     // Offline, the purged image is gone and the other one is whole.
-    let r = client()
-        .post(s.debug_url("/debug/offline?on=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(s.debug_url("/debug/offline?on=1"))).await;
     assert_eq!(r.status(), 200);
     assert_ne!(get(&s, "/v2/library/app/manifests/v1").await.status(), 200);
     pull(&s, "library/other", &oc, &ol).await;

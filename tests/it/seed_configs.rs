@@ -6,6 +6,7 @@
 
 use crate::common;
 use crate::common::api as support;
+use crate::common::api::send_typed;
 use crate::common::api::{expect_error, get, head, header, with_query};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::redis::Redis;
@@ -391,11 +392,7 @@ async fn a_hung_redis_delays_but_never_fails() {
     let d = push_blob(&base, "team/a", &random_bytes(4000, 9)).await;
     redis.pause();
     let started = std::time::Instant::now();
-    let r = client()
-        .delete(s.url(&format!("/v2/team/a/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/team/a/blobs/{d}")))).await;
     assert_eq!(r.status(), 202);
     assert_eq!(
         head(&s.url(&format!("/v2/team/a/blobs/{d}")), None)
@@ -443,11 +440,7 @@ async fn deletes_missed_by_a_down_redis_are_replayed() {
         "1"
     );
     let stopped = redis.kill_keeping_data();
-    let r = client()
-        .delete(s.url(&format!("/v2/team/a/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().delete(s.url(&format!("/v2/team/a/blobs/{d}")))).await;
     assert_eq!(r.status(), 202);
     let redis = stopped.start();
     assert_eq!(
@@ -602,11 +595,7 @@ async fn an_unused_redis_block_is_logged() {
 // ------------------------------------------------------------- upload URLs
 
 async fn start(base: &str, repo: &str) -> String {
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().post(format!("{base}/v2/{repo}/blobs/uploads/"))).await;
     assert_eq!(r.status(), 202);
     support::location(base, &r)
 }
@@ -649,11 +638,7 @@ async fn forged_and_altered_upload_urls_are_refused() {
         chars.into_iter().collect::<String>()
     );
     expect_error(get(&altered, None).await, 400, "BLOB_UPLOAD_INVALID").await;
-    let r = client()
-        .put(with_query(&altered, &format!("digest={}", digest(b""))))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().put(with_query(&altered, &format!("digest={}", digest(b""))))).await;
     expect_error(r, 400, "BLOB_UPLOAD_INVALID").await;
     let r = client().delete(&altered).send().await.unwrap();
     expect_error(r, 400, "BLOB_UPLOAD_INVALID").await;
@@ -718,13 +703,12 @@ async fn locations(s: &Server, host_header: Option<&str>) -> (String, String, St
     assert_eq!(r.status(), 201);
     let blob = header(&r, "location").unwrap();
     let m = image_manifest(OCI_MANIFEST, (&d, 3), &[]);
-    let r = client()
-        .put(format!("{base}/v2/loc/app/manifests/v1"))
-        .header("content-type", OCI_MANIFEST)
-        .body(m)
-        .send()
-        .await
-        .unwrap();
+    let r = send_typed(
+        client().put(format!("{base}/v2/loc/app/manifests/v1")),
+        OCI_MANIFEST,
+        m,
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let manifest = header(&r, "location").unwrap();
     (upload, blob, manifest)

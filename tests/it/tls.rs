@@ -672,20 +672,12 @@ async fn mirror_fetches_from_an_https_upstream_trusting_its_cafile() {
     assert_eq!(pushed, 201);
     let remote = format!("https://{}", upstream.addr);
     let trusted = Server::mirror(&remote, &format!("  cafile: {}\n", cafile.display()));
-    let r = client()
-        .get(trusted.url(&format!("/v2/library/secure/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(trusted.url(&format!("/v2/library/secure/blobs/{d}")))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(digest(&r.bytes().await.unwrap()), d);
     // Without the CA the upstream's certificate is not trusted: unavailable, nothing cached.
     let untrusting = Server::mirror(&remote, "");
-    let r = client()
-        .get(untrusting.url(&format!("/v2/library/secure/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = send(client().get(untrusting.url(&format!("/v2/library/secure/blobs/{d}")))).await;
     assert_eq!(r.status(), 503);
 }
 

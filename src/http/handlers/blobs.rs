@@ -6,7 +6,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::range::ByteRange;
 use crate::http::{body, response};
 use crate::metrics::Source;
-use crate::mirror::{BlobContent, Scope};
+use crate::mirror::{BlobContent, ContentRead, Scope};
 use crate::oci::{Digest, DigestError};
 use futures::StreamExt;
 use http::{StatusCode, header};
@@ -39,7 +39,7 @@ pub async fn get(
     let content = match (scope, &app.mirror) {
         (Scope::Proxy(p), Some(m)) => m.blob(p, &digest).await?,
         _ => match app.registry.open_blob(scope.local(), &digest).await? {
-            Some(open) => BlobContent::file(open, Source::Local),
+            Some(open) => BlobContent::stored(open, Source::Local),
             None => return Err(RegistryError::blob_unknown(&digest)),
         },
     };
@@ -65,13 +65,13 @@ pub async fn get(
     }
     let metrics = app.metrics.clone();
     let served = move |n: u64| metrics.served(source, n);
-    let body = match &req.sendfile {
-        // A committed file on a plain HTTP/1 connection: the kernel copies it to the socket.
-        Some(slot) => match content.into_file() {
-            Ok((file, pin)) => body::streamed(slot.body(file, start, len, pin, served)),
-            Err(content) => body::streamed(counted(content.stream(start, len), served)),
-        },
-        None => body::streamed(counted(content.stream(start, len), served)),
+    let body = match (content.read(start, len), &req.sendfile) {
+        // A committed local file on a plain HTTP/1 connection: the kernel copies it to the socket.
+        (ContentRead::Local(r), Some(slot)) => {
+            body::streamed(slot.body(r.file, r.start, r.len, r.lease, served))
+        }
+        (ContentRead::Local(r), None) => body::streamed(counted(r.stream(), served)),
+        (ContentRead::Stream(s), _) => body::streamed(counted(s, served)),
     };
     let mut resp = b.body(body).expect("blob headers are valid");
     resp.extensions_mut().insert(source);

@@ -64,6 +64,15 @@ pub fn with_query(url: &str, kv: &str) -> String {
     }
 }
 
+/// Sends `request` with a body of the given media type.
+pub async fn send_typed(
+    request: reqwest::RequestBuilder,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    send(request.header("content-type", content_type).body(body)).await
+}
+
 pub async fn put_manifest(
     base: &str,
     repo: &str,
@@ -71,13 +80,8 @@ pub async fn put_manifest(
     content_type: &str,
     body: &[u8],
 ) -> reqwest::Response {
-    client()
-        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("content-type", content_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
+    let url = format!("{base}/v2/{repo}/manifests/{reference}");
+    send_typed(client().put(url), content_type, body.to_vec()).await
 }
 
 /// Pushes a manifest and asserts the 201 and its headers; returns its digest.

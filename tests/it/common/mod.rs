@@ -332,6 +332,15 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends a request that must reach the server (any status): the one-line form of
+/// `.send().await.unwrap()`.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request
+        .send()
+        .await
+        .expect("request failed to reach the server")
+}
+
 /// Pushes a blob with a monolithic POST; returns its digest.
 pub async fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
     push_blob_as(base, repo, data, digest(data)).await
@@ -344,13 +353,12 @@ pub async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
 
 /// Pushes `data` with a monolithic POST under digest `d`; returns `d`.
 async fn push_blob_as(base: &str, repo: &str, data: &[u8], d: String) -> String {
-    let r = client()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = api::send_typed(
+        client().post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")),
+        "application/octet-stream",
+        data.to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap());
     d
 }
@@ -406,13 +414,12 @@ pub async fn push_image(
     }
     let refs: Vec<(&str, usize)> = ls.iter().map(|(d, s)| (d.as_str(), *s)).collect();
     let body = image_manifest(OCI_MANIFEST, (&cd, config.len()), &refs);
-    let r = client()
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = api::send_typed(
+        client().put(format!("{base}/v2/{repo}/manifests/{tag}")),
+        OCI_MANIFEST,
+        body.clone(),
+    )
+    .await;
     assert_eq!(
         r.status(),
         201,

@@ -108,15 +108,26 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 /// `skopeo --insecure-policy ARGS` with an empty registries.conf (no mirrors or aliases) and
-/// its auth file under `tmp`; the output, whatever it is.
-pub fn skopeo(tmp: &Path, args: &[&str]) -> Output {
+/// its auth file under `tmp`.
+fn skopeo_command(tmp: &Path, args: &[&str]) -> Command {
     let conf = tmp.join("registries.conf");
     if !conf.exists() {
         std::fs::write(&conf, "").expect("registries.conf");
     }
-    run(Command::new("skopeo")
-        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+    let mut cmd = Command::new("skopeo");
+    cmd.env("CONTAINERS_REGISTRIES_CONF", &conf)
         .env("REGISTRY_AUTH_FILE", tmp.join("auth.json"))
-        .args(["--insecure-policy", "--command-timeout", "60s"])
-        .args(args))
+        .args(["--insecure-policy", "--command-timeout", "120s"])
+        .args(args);
+    cmd
+}
+
+/// Runs skopeo (see [`skopeo_command`]); the output, whatever it is.
+pub fn skopeo(tmp: &Path, args: &[&str]) -> Output {
+    run(&mut skopeo_command(tmp, args))
+}
+
+/// Runs skopeo, panics unless it succeeds; its trimmed stdout.
+pub fn skopeo_ok(tmp: &Path, args: &[&str]) -> String {
+    run_ok(&mut skopeo_command(tmp, args))
 }

@@ -1,8 +1,9 @@
-//! HTTP/1.1 keep-alive load generator for `bench/run.sh` (wrk hangs on HEAD answers).
+//! `loadgen load`: HTTP/1.1 keep-alive load (wrk hangs on HEAD answers).
 //!
 //! Opens `-c` connections to one URL and sends GET or HEAD requests back to back on each,
 //! draining every body, either for `-d` seconds or until `-n` requests in all were answered.
-//! Latencies go into an HDR histogram (µs). Prints one line of `key=value` pairs:
+//! Latencies go into an HDR histogram (µs), from which the percentiles are read. Prints one
+//! line of `key=value` pairs:
 //!
 //! ```text
 //! requests=.. errors=.. seconds=.. rps=.. bytes=.. gbps=.. p50_us=.. p99_us=.. max_us=..
@@ -10,14 +11,18 @@
 //!
 //! `errors` counts non-2xx answers, short bodies (`--expect-bytes`) and connection failures.
 //!
-//! `--read-size N` swaps hyper for a client that reads like Go's `net/http` body under
-//! `io.Copy` (how dockerd, containerd and skopeo read a layer): the response head through a
-//! 4 KiB buffer, then the body with reads of at most N bytes (Go: 32 KiB) straight from the
-//! non-blocking socket, waiting on readiness whenever it is empty. hyper instead reads into a
-//! buffer that grows to hundreds of KiB, which drains a socket faster than most clients do.
+//! Three clients (`--client`):
+//! - `hyper` (default): hyper's HTTP/1.1 client, which reads into a buffer that grows to
+//!   hundreds of KiB and so drains a socket faster than most clients do;
+//! - `go`: reads like Go's `net/http` body under `io.Copy` (how dockerd, containerd and skopeo
+//!   read a layer): the response head through a 4 KiB buffer, then the body with reads of at
+//!   most `--read-size` bytes (default 32 KiB, as Go) straight from the non-blocking socket,
+//!   waiting on readiness whenever it is empty (`--read-size N` alone also selects it);
+//! - `curl`: `-c` curl processes, each with its share of the `-n` GETs on one keep-alive
+//!   connection (GET only; needs `-n`).
 //!
-//! Usage: `loadgen [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS]
-//!         [-H 'Name: value']... [--expect-bytes N] [--read-size N] URL`
+//! Usage: `loadgen load [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS]
+//!         [-H 'Name: value']... [--expect-bytes N] [--client hyper|go|curl] [--read-size N] URL`
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -30,6 +35,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    Hyper,
+    Go,
+    Curl,
+}
+
 struct Options {
     connections: usize,
     duration: Option<Duration>,
@@ -38,21 +50,23 @@ struct Options {
     threads: usize,
     headers: Vec<(String, String)>,
     expect_bytes: Option<u64>,
+    client: Client,
     /// Go-style client: body reads of at most this many bytes (see the module doc).
-    read_size: Option<usize>,
+    read_size: usize,
     authority: String,
     path: String,
 }
 
 fn usage(msg: &str) -> String {
     format!(
-        "{msg}\nusage: loadgen [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS] \
-         [-H 'Name: value']... [--expect-bytes N] [--read-size N] http://HOST:PORT/PATH"
+        "{msg}\nusage: loadgen load [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS] \
+         [-H 'Name: value']... [--expect-bytes N] [--client hyper|go|curl] [--read-size N] \
+         http://HOST:PORT/PATH"
     )
 }
 
-fn parse_args() -> Result<Options, String> {
-    let mut args = std::env::args().skip(1);
+fn parse_args(args: Vec<String>) -> Result<Options, String> {
+    let mut args = args.into_iter();
     let mut o = Options {
         connections: 1,
         duration: None,
@@ -61,7 +75,8 @@ fn parse_args() -> Result<Options, String> {
         threads: 1,
         headers: Vec::new(),
         expect_bytes: None,
-        read_size: None,
+        client: Client::Hyper,
+        read_size: 32 * 1024,
         authority: String::new(),
         path: String::new(),
     };
@@ -91,7 +106,18 @@ fn parse_args() -> Result<Options, String> {
                 o.headers.push((k.trim().to_owned(), v.trim().to_owned()));
             }
             "--expect-bytes" => o.expect_bytes = Some(number(value()?)? as u64),
-            "--read-size" => o.read_size = Some((number(value()?)? as usize).max(1)),
+            "--read-size" => {
+                o.read_size = (number(value()?)? as usize).max(1);
+                o.client = Client::Go;
+            }
+            "--client" => {
+                o.client = match value()?.as_str() {
+                    "hyper" => Client::Hyper,
+                    "go" => Client::Go,
+                    "curl" => Client::Curl,
+                    c => return Err(usage(&format!("unknown client {c:?}"))),
+                }
+            }
             "-h" | "--help" => return Err(usage("")),
             _ if url.is_none() && !a.starts_with('-') => url = Some(a),
             _ => return Err(usage(&format!("unexpected argument {a:?}"))),
@@ -113,6 +139,9 @@ fn parse_args() -> Result<Options, String> {
     if o.connections == 0 || o.threads == 0 {
         return Err(usage("-c and -t must be at least 1"));
     }
+    if o.client == Client::Curl && (o.requests.is_none() || o.method != hyper::Method::GET) {
+        return Err(usage("--client curl needs -n and GET"));
+    }
     Ok(o)
 }
 
@@ -131,7 +160,7 @@ async fn connection(
     budget: Arc<AtomicI64>,
     totals: Arc<Totals>,
 ) -> Histogram<u64> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let mut hist = new_histogram();
     let mut sender = None;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -205,9 +234,8 @@ async fn go_style_connection(
     budget: Arc<AtomicI64>,
     totals: Arc<Totals>,
 ) -> Histogram<u64> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-    let read_size = o.read_size.expect("go-style client needs --read-size");
-    let mut buf = vec![0u8; read_size];
+    let mut hist = new_histogram();
+    let mut buf = vec![0u8; o.read_size];
     let mut stream = None;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -337,8 +365,8 @@ async fn open(authority: &str) -> std::io::Result<Sender> {
     Ok(sender)
 }
 
-fn main() -> ExitCode {
-    let o = match parse_args() {
+pub fn main(args: Vec<String>) -> ExitCode {
+    let o = match parse_args(args) {
         Ok(o) => Arc::new(o),
         Err(e) => {
             eprintln!("{e}");
@@ -350,6 +378,9 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if o.client == Client::Curl {
+        return curl(&o);
+    }
     runtime.block_on(async move {
         let totals = Arc::new(Totals::default());
         let budget = Arc::new(AtomicI64::new(o.requests.unwrap_or(0) as i64));
@@ -358,36 +389,108 @@ fn main() -> ExitCode {
         let tasks: Vec<_> = (0..o.connections)
             .map(|_| {
                 let (o, budget, totals) = (o.clone(), budget.clone(), totals.clone());
-                if o.read_size.is_some() {
+                if o.client == Client::Go {
                     tokio::spawn(go_style_connection(o, deadline, budget, totals))
                 } else {
                     tokio::spawn(connection(o, deadline, budget, totals))
                 }
             })
             .collect();
-        let mut hist =
-            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+        let mut hist = new_histogram();
         for t in tasks {
             hist.add(t.await.expect("connection task"))
                 .expect("same bounds");
         }
-        let secs = started.elapsed().as_secs_f64();
-        let requests = totals.requests.load(Ordering::Relaxed);
-        let errors = totals.errors.load(Ordering::Relaxed);
-        let bytes = totals.bytes.load(Ordering::Relaxed);
-        println!(
-            "requests={requests} errors={errors} seconds={secs:.3} rps={:.0} bytes={bytes} \
-             gbps={:.3} p50_us={} p99_us={} max_us={}",
-            requests as f64 / secs,
-            bytes as f64 / secs / 1e9,
-            hist.value_at_quantile(0.50),
-            hist.value_at_quantile(0.99),
-            hist.max(),
-        );
-        if errors > 0 {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        }
+        report(started.elapsed().as_secs_f64(), &totals, &hist)
     })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+/// Prints the result line; exit status 1 when anything failed.
+fn report(secs: f64, totals: &Totals, hist: &Histogram<u64>) -> ExitCode {
+    let requests = totals.requests.load(Ordering::Relaxed);
+    let errors = totals.errors.load(Ordering::Relaxed);
+    let bytes = totals.bytes.load(Ordering::Relaxed);
+    println!(
+        "requests={requests} errors={errors} seconds={secs:.3} rps={:.0} bytes={bytes} \
+         gbps={:.3} p50_us={} p99_us={} max_us={}",
+        requests as f64 / secs,
+        bytes as f64 / secs / 1e9,
+        hist.value_at_quantile(0.50),
+        hist.value_at_quantile(0.99),
+        hist.max(),
+    );
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The curl client: `-c` curl processes at once, the `-n` GETs shared out among them, each
+/// process doing its share on one keep-alive connection; one result line for them all.
+fn curl(o: &Options) -> ExitCode {
+    let url = format!("http://{}{}", o.authority, o.path);
+    let gets = o.requests.expect("checked in parse_args");
+    let n = o.connections as u64;
+    let started = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let share = gets / n + u64::from(i < gets % n);
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args([
+                "-sS",
+                "-w",
+                "%{http_code} %{size_download} %{time_total}\\n",
+            ]);
+            for (k, v) in &o.headers {
+                cmd.arg("-H").arg(format!("{k}: {v}"));
+            }
+            for _ in 0..share {
+                cmd.args(["-o", "/dev/null", &url]);
+            }
+            cmd.stdout(std::process::Stdio::piped())
+                .spawn()
+                .map(|c| (share, c))
+        })
+        .collect();
+    let totals = Totals::default();
+    let mut hist = new_histogram();
+    for child in children {
+        let (share, out) = match child.and_then(|(share, c)| Ok((share, c.wait_with_output()?))) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("loadgen: curl: {e}");
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut answered = 0;
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            let (Some(code), Some(size), Some(secs)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let size: u64 = size.parse().unwrap_or(0);
+            let secs: f64 = secs.parse().unwrap_or(0.0);
+            answered += 1;
+            totals.requests.fetch_add(1, Ordering::Relaxed);
+            totals.bytes.fetch_add(size, Ordering::Relaxed);
+            let _ = hist.record(((secs * 1e6) as u64).clamp(1, 600_000_000));
+            let ok = code.starts_with('2') && o.expect_bytes.is_none_or(|e| e == size);
+            if !ok {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !out.status.success() || answered < share {
+            totals
+                .errors
+                .fetch_add((share - answered).max(1), Ordering::Relaxed);
+        }
+    }
+    report(started.elapsed().as_secs_f64(), &totals, &hist)
 }

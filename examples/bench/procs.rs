@@ -1,0 +1,249 @@
+//! The processes a bench run starts (stevedore, the reference registry `docker-registry`,
+//! nginx, `examples/hello`, `examples/countproxy`) and what it reads from /proc about them.
+//! Each is stopped (SIGTERM, then SIGKILL) when its [`Proc`] is dropped.
+
+use crate::tools::{free_port, http_status, tail, terminate, wait_until};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Proc {
+    child: Child,
+    /// `http://host:port`
+    pub url: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process and its children (nginx's workers).
+    pub fn pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    Stevedore,
+    Reference,
+}
+
+/// The same config.yml keys for both registries; `remote` makes it a mirror.
+fn registry_config(dir: &Path, port: u16, remote: Option<&str>) -> String {
+    let mut c = format!(
+        "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage:\n  \
+         filesystem: {{rootdirectory: {}/data}}\n  delete: {{enabled: true}}\n  \
+         cache: {{blobdescriptor: inmemory}}\nhttp: {{addr: 127.0.0.1:{port}, secret: bench-secret}}\n",
+        dir.display()
+    );
+    if let Some(r) = remote {
+        c.push_str(&format!("proxy: {{remoteurl: {r}}}\n"));
+    }
+    c
+}
+
+/// Starts a registry with a fresh store in `dir` (emptied first) and waits until `/v2/`
+/// answers; tries three ports.
+pub fn registry(
+    kind: Kind,
+    stevedore: &Path,
+    dir: &Path,
+    remote: Option<&str>,
+) -> Result<Proc, String> {
+    let name = match kind {
+        Kind::Stevedore => "stevedore",
+        Kind::Reference => "reference",
+    };
+    for attempt in 1..=3 {
+        let port = free_port();
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let config = dir.join("config.yml");
+        std::fs::write(&config, registry_config(dir, port, remote)).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+        let mut cmd = match kind {
+            Kind::Stevedore => Command::new(stevedore),
+            Kind::Reference => Command::new("docker-registry"),
+        };
+        cmd.arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        // Both overlay REGISTRY_* variables on their config; keep ours only.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+        let mut p = Proc {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let mut exited = false;
+        wait_until(Duration::from_secs(30), || {
+            exited = matches!(p.child.try_wait(), Ok(Some(_)));
+            exited || http_status(&addr, "/v2/").is_some()
+        });
+        if !exited && http_status(&addr, "/v2/").is_some() {
+            return Ok(p);
+        }
+        p.halt();
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        crate::log(&format!(
+            "{name} did not start on port {port} (try {attempt}): {}",
+            tail(&log, 3)
+        ));
+    }
+    Err(format!("{name} would not start"))
+}
+
+/// Starts a program that prints its bound addresses on stdout, one a line (hello,
+/// countproxy); returns it with those lines. Its stderr goes to `log`.
+pub fn with_addresses(
+    cmd: &mut Command,
+    lines: usize,
+    log: &Path,
+) -> Result<(Proc, Vec<String>), String> {
+    let err = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = child.stdout.take().expect("piped");
+    let addrs: Vec<String> = BufReader::new(out)
+        .lines()
+        .take(lines)
+        .map_while(Result::ok)
+        .collect();
+    let url = format!("http://{}", addrs.first().map_or("", String::as_str));
+    let p = Proc { child, url };
+    if addrs.len() < lines {
+        return Err(format!(
+            "{cmd:?} printed no address: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ));
+    }
+    Ok((p, addrs))
+}
+
+/// nginx serving `file` at `/blob` (sendfile, worker_processes auto): the blob ceiling.
+pub fn nginx(dir: &Path, file: &Path) -> Result<Proc, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let d = dir.display();
+    let mut conf = String::from("daemon off; master_process on; worker_processes auto;\n");
+    if is_root() {
+        conf.push_str("user root;\n");
+    }
+    conf.push_str(&format!(
+        "pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
+    ));
+    conf.push_str("events { worker_connections 1024; }\nhttp {\n");
+    conf.push_str(
+        "  access_log off; sendfile on; tcp_nopush on; default_type application/octet-stream;\n",
+    );
+    for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        conf.push_str(&format!("  {t}_temp_path {d}/{t};\n"));
+    }
+    conf.push_str(&format!(
+        "  server {{ listen 127.0.0.1:{port}; location = /blob {{ alias {}; }} }}\n}}\n",
+        file.display()
+    ));
+    let path: PathBuf = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nginx: {e}"))?;
+    let mut p = Proc {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let up = wait_until(Duration::from_secs(30), || {
+        matches!(p.child.try_wait(), Ok(Some(_))) || http_status(&addr, "/blob") == Some(200)
+    });
+    if up && http_status(&addr, "/blob") == Some(200) {
+        return Ok(p);
+    }
+    p.halt();
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    Err(format!("nginx did not start: {}", tail(&log, 3)))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// utime + stime of the processes, in clock ticks.
+pub fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            // after "(comm) ": state is field 3, utime 14, stime 15
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// A `kB` field of /proc/PID/status (VmHWM, VmRSS); 0 when gone.
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}

@@ -1,0 +1,599 @@
+//! BENCHMARKS.md: the results table, the targets, the large cache section and the text around
+//! them, in the form `bench/run.sh` has always written; and what the run measured (the commit,
+//! the machine, the versions).
+
+use crate::stats::{fixed, number, percent, ratio};
+use crate::{BLOB_CLIENTS, BLOB_CONNS, Bins, MIB, Opts, Results, client_name};
+use std::path::Path;
+use std::process::Command;
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines().next().unwrap_or_default().trim().to_owned()
+        })
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+fn utc_now() -> String {
+    output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+}
+
+/// The commit measured: `git rev-parse --short HEAD`, plus "dirty" when the tree has
+/// uncommitted changes; with `--prebuilt`, when the binary was built.
+pub fn revision(root: &Path, bins: &Bins, prebuilt: bool) -> String {
+    let git = |args: &[&str]| Command::new("git").arg("-C").arg(root).args(args).output();
+    let mut rev = match git(&["rev-parse", "--short", "HEAD"]) {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    if git(&["diff", "--quiet", "HEAD"]).is_ok_and(|o| !o.status.success()) {
+        rev.push_str(" dirty");
+    }
+    if prebuilt {
+        let built = output(
+            Command::new("date")
+                .args(["-u", "+%Y-%m-%d %H:%M UTC", "-r"])
+                .arg(&bins.stevedore),
+        );
+        rev = format!("binary built {built} (HEAD now: {rev})");
+    }
+    rev
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✓" } else { "✗" }
+}
+
+/// ✓ when stevedore is at least as good as the reference.
+fn better(higher: bool, st: f64, rf: f64) -> &'static str {
+    mark(if higher { st >= rf } else { st <= rf })
+}
+
+fn mib(kb: f64) -> String {
+    fixed(kb / 1024.0, 1)
+}
+
+fn ms(secs: f64) -> String {
+    fixed(secs * 1000.0, 1)
+}
+
+/// Rows of the results table and lines of the targets list.
+#[derive(Default)]
+struct Report {
+    rows: Vec<String>,
+    targets: Vec<String>,
+}
+
+impl Report {
+    /// what | stevedore | reference | ceiling | st/ref, fractions | ≥ ref
+    fn row(&mut self, cells: [&str; 6]) {
+        self.rows.push(format!("| {} |", cells.join(" | ")));
+    }
+
+    fn target(&mut self, ok: bool, text: &str) {
+        self.targets.push(format!("- {} {text}", mark(ok)));
+    }
+
+    fn table(&self) -> String {
+        let mut t = String::from(
+            "| measurement | stevedore | reference | ceiling | ratios | ≥ ref |\n|---|---:|---:|---:|---|:-:|",
+        );
+        for r in &self.rows {
+            t.push('\n');
+            t.push_str(r);
+        }
+        t
+    }
+
+    /// The warm blob lines: throughput per client and connections, CPU per GB per client.
+    fn blob_rows(&mut self, o: &Opts, r: &Results) {
+        let big = o.big / MIB;
+        for c in BLOB_CLIENTS {
+            for n in BLOB_CONNS {
+                let g = |s: &str| r.get(&format!("blob{n}.{c}.{s}"));
+                let (st, rf, ng) = (g("st"), g("ref"), g("nginx"));
+                let conns = if n == 1 {
+                    "1 connection".to_owned()
+                } else {
+                    format!("{n} connections")
+                };
+                self.row([
+                    &format!(
+                        "warm blob GET, {big} MiB, {}, {conns} (GB/s)",
+                        client_name(c)
+                    ),
+                    &fixed(st, 2),
+                    &fixed(rf, 2),
+                    &format!("{} (nginx)", fixed(ng, 2)),
+                    &format!(
+                        "{}× ref; {}% / {}% of nginx",
+                        fixed(ratio(st, rf), 2),
+                        percent(st, ng),
+                        percent(rf, ng)
+                    ),
+                    better(true, st, rf),
+                ]);
+            }
+        }
+        for c in BLOB_CLIENTS {
+            let g = |s: &str| r.get(&format!("cpugb.{c}.{s}"));
+            let (st, rf, ng) = (g("st"), g("ref"), g("nginx"));
+            self.row([
+                &format!(
+                    "server CPU per GB served, warm blob GETs, {} (s/GB)",
+                    client_name(c)
+                ),
+                &fixed(st, 3),
+                &fixed(rf, 3),
+                &format!("{} (nginx)", fixed(ng, 3)),
+                &format!("{}× ref", fixed(ratio(st, rf), 2)),
+                better(false, st, rf),
+            ]);
+        }
+    }
+
+    /// Issue 13: ≥ 1.0× the reference and ≥ 95% of nginx on every line; CPU ≤ 0.5× the
+    /// reference's.
+    fn blob_targets(&mut self, r: &Results) {
+        for c in BLOB_CLIENTS {
+            for n in BLOB_CONNS {
+                let g = |s: &str| r.get(&format!("blob{n}.{c}.{s}"));
+                let (x, y) = (ratio(g("st"), g("ref")), ratio(g("st"), g("nginx")));
+                let conns = if n == 1 {
+                    "1 connection".to_owned()
+                } else {
+                    format!("{n} connections")
+                };
+                self.target(
+                    x >= 1.0 && y >= 0.95,
+                    &format!(
+                        "warm blob GET, {}, {conns}: ≥ 1.0× the reference and ≥ 95% of nginx: {}×, {}%",
+                        client_name(c),
+                        fixed(x, 2),
+                        percent(g("st"), g("nginx"))
+                    ),
+                );
+            }
+            let x = ratio(
+                r.get(&format!("cpugb.{c}.st")),
+                r.get(&format!("cpugb.{c}.ref")),
+            );
+            self.target(
+                x <= 0.5,
+                &format!(
+                    "server CPU per GB ≤ half the reference's, {}: {}×",
+                    client_name(c),
+                    fixed(x, 2)
+                ),
+            );
+        }
+    }
+}
+
+/// `--only blob`: the blob lines and their targets, with what was measured.
+pub fn blob_only(o: &Opts, r: &Results, rev: &str, load_start: &str) -> String {
+    let mut rep = Report::default();
+    rep.blob_rows(o, r);
+    rep.blob_targets(r);
+    format!(
+        "Blob lines only (--only blob), {}, stevedore {rev};\nload average (1, 5, 15 min) at the start: {load_start}; at the end: {}\n\n{}\n\n{}\n",
+        utc_now(),
+        loadavg(),
+        rep.table(),
+        rep.targets.join("\n")
+    )
+}
+
+/// The results table and the targets list.
+pub fn results(o: &Opts, r: &Results) -> (String, String) {
+    let mut rep = Report::default();
+    let g = |k: &str| r.get(k);
+    rep.blob_rows(o, r);
+    for m in ["HEAD", "GET"] {
+        let (st, rf, hello) = (
+            g(&format!("rps{m}.st")),
+            g(&format!("rps{m}.ref")),
+            g(&format!("rps{m}.hello")),
+        );
+        rep.row([
+            &format!("manifest {m} by tag, 64 conns (req/s)"),
+            &fixed(st, 0),
+            &fixed(rf, 0),
+            &format!("{} (hello)", fixed(hello, 0)),
+            &format!(
+                "{}× ref; {}% / {}% of hello",
+                fixed(ratio(st, rf), 1),
+                percent(st, hello),
+                percent(rf, hello)
+            ),
+            better(true, st, rf),
+        ]);
+        let lat = |s: &str| {
+            format!(
+                "{} / {}",
+                fixed(g(&format!("p50_us{m}.{s}")) / 1000.0, 2),
+                fixed(g(&format!("p99_us{m}.{s}")) / 1000.0, 2)
+            )
+        };
+        rep.row([
+            &format!("manifest {m} p50 / p99 (ms)"),
+            &lat("st"),
+            &lat("ref"),
+            &format!("{} (hello)", lat("hello")),
+            "",
+            better(
+                false,
+                g(&format!("p99_us{m}.st")),
+                g(&format!("p99_us{m}.ref")),
+            ),
+        ]);
+    }
+    if r.n.contains_key("wrk.st") && r.n.contains_key("wrk.ref") {
+        let (st, rf, hello) = (g("wrk.st"), g("wrk.ref"), g("wrk.hello"));
+        rep.row([
+            "manifest GET, wrk cross-check (req/s)",
+            &fixed(st, 0),
+            &fixed(rf, 0),
+            &format!("{} (hello)", fixed(hello, 0)),
+            &format!("{}% / {}% of hello", percent(st, hello), percent(rf, hello)),
+            better(true, st, rf),
+        ]);
+    }
+    let image = o.layers.iter().sum::<u64>() / MIB;
+    let wan = format!("{} MB/s link", fixed(o.wan_rate as f64 / 1e6, 0));
+    for link in ["lo", "wan"] {
+        let what = if link == "lo" {
+            "loopback".to_owned()
+        } else {
+            wan.clone()
+        };
+        let k = |m: &str, s: &str| g(&format!("{m}{link}.{s}"));
+        rep.row([
+            &format!("cold pull, {image} MiB image, {what}: total (s)"),
+            &fixed(k("coldtotal", "st"), 3),
+            &fixed(k("coldtotal", "ref"), 3),
+            &format!("{} (upstream)", fixed(k("coldtotal", "up"), 3)),
+            &format!(
+                "{} / {}× upstream",
+                fixed(k("coldratio", "st"), 2),
+                fixed(k("coldratio", "ref"), 2)
+            ),
+            better(false, k("coldtotal", "st"), k("coldtotal", "ref")),
+        ]);
+        rep.row([
+            &format!(
+                "cold pull, {what}: first byte of the {} MiB blob (ms)",
+                o.layers[0] / MIB
+            ),
+            &ms(k("coldttfb", "st")),
+            &ms(k("coldttfb", "ref")),
+            &format!("{} (upstream)", ms(k("coldttfb", "up"))),
+            &format!(
+                "{} / {}× upstream",
+                fixed(k("ttfbratio", "st"), 2),
+                fixed(k("ttfbratio", "ref"), 2)
+            ),
+            better(false, k("coldttfb", "st"), k("coldttfb", "ref")),
+        ]);
+    }
+    rep.row([
+        &format!(
+            "32 concurrent cold GETs of {} MiB: upstream bytes ÷ blob",
+            o.herd / MIB
+        ),
+        &format!("{}×", fixed(g("herd.st"), 3)),
+        &format!("{}×", fixed(g("herd.ref"), 3)),
+        "1.000×",
+        &format!(
+            "{}/32 and {}/32 whole; {} s / {} s",
+            g("herdok.st"),
+            g("herdok.ref"),
+            fixed(g("herdtime.st"), 2),
+            fixed(g("herdtime.ref"), 2)
+        ),
+        better(false, g("herd.st"), g("herd.ref")),
+    ]);
+    let big = o.big / MIB;
+    let text = |k: &str| r.text.get(k).cloned().unwrap_or_default();
+    rep.row([
+        &format!("push {big} MiB monolithic (MB/s)"),
+        &fixed(g("pushmono.st"), 0),
+        &fixed(g("pushmono.ref"), 0),
+        "",
+        &format!(
+            "stevedore: {}; reference: {}",
+            text("monomode.st"),
+            text("monomode.ref")
+        ),
+        better(true, g("pushmono.st"), g("pushmono.ref")),
+    ]);
+    rep.row([
+        &format!(
+            "push {big} MiB chunked, {} MiB PATCHes (MB/s)",
+            o.chunk / MIB
+        ),
+        &fixed(g("pushchunked.st"), 0),
+        &fixed(g("pushchunked.ref"), 0),
+        "",
+        "",
+        better(true, g("pushchunked.st"), g("pushchunked.ref")),
+    ]);
+    for (what, k, note) in [
+        (
+            "peak RSS, plain registry, whole run (MiB)",
+            "hwm",
+            "VmHWM; the reference is Go (GC heap)",
+        ),
+        (
+            "peak RSS, mirror, cold pulls and 32 misses (MiB)",
+            "hwmmirror",
+            "VmHWM, max over the mirror instances",
+        ),
+        (
+            "RSS at 64 connections (MiB)",
+            "rss64",
+            "max VmRSS during the manifest runs",
+        ),
+    ] {
+        let (st, rf) = (g(&format!("{k}.st")), g(&format!("{k}.ref")));
+        rep.row([what, &mib(st), &mib(rf), "", note, better(false, st, rf)]);
+    }
+
+    // targets
+    let worse: Vec<String> = rep
+        .rows
+        .iter()
+        .filter(|row| row.trim_end_matches(" |").ends_with('✗'))
+        .filter_map(|row| row.split('|').nth(1).map(|c| c.trim().to_owned()))
+        .collect();
+    if worse.is_empty() {
+        rep.target(true, "at least as good as the reference on every line");
+    } else {
+        rep.target(
+            false,
+            &format!(
+                "at least as good as the reference on every line (worse on: {})",
+                worse.join("; ")
+            ),
+        );
+    }
+    for m in ["HEAD", "GET"] {
+        let (st, rf, hello) = (
+            g(&format!("rps{m}.st")),
+            g(&format!("rps{m}.ref")),
+            g(&format!("rps{m}.hello")),
+        );
+        let x = ratio(st, rf);
+        rep.target(
+            x >= 10.0,
+            &format!("manifest {m} req/s ≥ 10× the reference: {}×", fixed(x, 1)),
+        );
+        rep.target(
+            ratio(st, hello) >= 0.5,
+            &format!(
+                "manifest {m} req/s ≥ half the minimal-hyper ceiling: {}%",
+                percent(st, hello)
+            ),
+        );
+    }
+    rep.blob_targets(r);
+    for (link, what) in [
+        ("wan", format!("over a {wan}")),
+        ("lo", "over loopback".to_owned()),
+    ] {
+        let x = g(&format!("coldratio{link}.st"));
+        rep.target(
+            x <= 1.05,
+            &format!(
+                "cold pull within 5% of pulling straight from the upstream, {what}: {}× (first byte of the largest blob: {}×)",
+                fixed(x, 2),
+                fixed(g(&format!("ttfbratio{link}.st")), 2)
+            ),
+        );
+    }
+    rep.target(
+        fixed(g("herd.st"), 2) == "1.00",
+        &format!(
+            "exactly 1.0× upstream bytes under 32 concurrent misses: {}×",
+            fixed(g("herd.st"), 3)
+        ),
+    );
+    rep.target(
+        g("rss64.st") < 65536.0,
+        &format!(
+            "memory under 64 MiB at 64 connections: {} MiB",
+            mib(g("rss64.st"))
+        ),
+    );
+    (rep.table(), rep.targets.join("\n"))
+}
+
+/// The large cache section (issue 11), from `examples/largecache SIZES`.
+pub fn large_cache(bins: &Bins, sizes: &[u64]) -> Result<String, String> {
+    let out = Command::new(bins.examples.join("largecache"))
+        .args(sizes.iter().map(u64::to_string))
+        .output()
+        .map_err(|e| format!("largecache: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "largecache: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f = |k: &str| crate::stats::field(line, k).unwrap_or("?").to_owned();
+        number(line, "entries")?;
+        rows.push(format!(
+            "| {} | {} | {} | {} | {} | {} ({} blobs) | {} |",
+            f("entries"),
+            f("write_s"),
+            f("startup_ms"),
+            f("scrape_ms"),
+            f("evict_idle_ms"),
+            f("evict_ms"),
+            f("evicted"),
+            f("full_scan_ms")
+        ));
+    }
+    Ok(format!(
+        "## Large cache (issue 11)
+
+`examples/largecache`: N blob records (90% cached, 10% pushed, each linked to a repository)
+written through the index API, then: start-up = reopening the index (one pass that counts the
+running totals); scrape = the storage gauges from the running totals plus encoding `/metrics`
+(median of 21); eviction = a pass with nothing to evict, and a pass over a cache made 1 MB
+too big (it walks the access-ordered tree, oldest first, and stops); full scan = reading every
+blob record once, which each scrape and each eviction pass did before. Milliseconds unless noted.
+
+| entries | write (s) | start-up | scrape | eviction, idle | eviction pass | full scan |
+|---:|---:|---:|---:|---:|---:|---:|
+{}
+",
+        rows.join("\n")
+    ))
+}
+
+fn machine() -> (usize, String, String) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or_else(String::new, |kb| format!("{:.1} GiB", kb / 1048576.0));
+    (cpus, cpu, mem)
+}
+
+/// The whole of BENCHMARKS.md.
+pub fn document(
+    o: &Opts,
+    rev: &str,
+    load_start: &str,
+    table: &str,
+    targets: &str,
+    large: &str,
+) -> String {
+    let (cpus, cpu, mem) = machine();
+    let uname = output(Command::new("uname").arg("-sr"));
+    let rustc = output(Command::new("rustc").arg("--version"));
+    let reference = output(Command::new("docker-registry").arg("--version"));
+    let nginx = output(Command::new("nginx").arg("-v"));
+    let curl: String = output(Command::new("curl").arg("--version"))
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let quick = if o.quick {
+        "\n\n**Quick mode (`--quick`): one repetition, small blobs and short runs, to check the bench\nitself; not figures to compare.**"
+    } else {
+        ""
+    };
+    let reps = o.reps;
+    let secs = o.secs;
+    let big = o.big / MIB;
+    let tick = crate::procs::clock_ticks();
+    let layers = o.layers.map(|l| (l / MIB).to_string()).join(" + ");
+    let cold_reps = o.reps + 2;
+    let wan = fixed(o.wan_rate as f64 / 1e6, 0);
+    let herd = o.herd / MIB;
+    let chunk = o.chunk / MIB;
+    let chunks = o.big.div_ceil(o.chunk);
+    format!(
+        "# Benchmarks
+
+Produced by `bash bench/run.sh` (the runner `examples/bench`; issue 8) on {now};
+every figure below comes from that one run. Re-run it to refresh this file; it is not part of
+the test suite.{quick}
+
+## Machine and versions
+
+- {cpus} CPUs: {cpu}; {mem} of memory; {uname}
+- load average (1, 5, 15 min) when the run started: {load_start}; when it ended: {load_end}
+  (the first is taken after the build, before the test data; the second includes
+  this run's own load generator and servers. Other processes on the machine add noise.)
+- {rustc}; stevedore {rev}, release profile
+- reference: {reference}
+- {nginx}; {curl}
+
+## Results
+
+Medians of {reps} repetitions after a warm-up. \"≥ ref\": ✓ when stevedore is at least as
+good as the reference registry on that line.
+
+{table}
+
+## Targets (issue 8)
+
+{targets}
+
+{large}
+## How it was measured
+
+Everything runs on 127.0.0.1 of this one machine, the load generator included, so client and
+server share the {cpus} CPUs; the ceilings are measured the same way in the same run, and the
+fractions are what to compare across machines. `examples/bench` starts the servers and runs the
+rounds interleaved; every request is made by `examples/loadgen` (its subcommands `load`, `push-image`,
+`push-blob`, `pull`) or by curl.
+
+- Servers: stevedore and the reference registry with the same config.yml keys (filesystem
+  storage in a temp dir, in-memory blob descriptor cache, access log off, log level warn); as
+  plain registries for the warm and push lines, as mirrors (`proxy.remoteurl`) of a third
+  process, the reference registry as the upstream, for the cold lines. Test data are random
+  blobs pushed over the API, the same bytes to each server.
+- Warm blob GET: the {big} MiB blob with three clients: `loadgen load` (hyper HTTP/1.1
+  client draining the body), curl (`loadgen load --client curl`), and `loadgen load --client go`
+  (reads the body the way Go's net/http under io.Copy does, 32 KiB reads, as dockerd, containerd
+  and skopeo do); one connection × 4 GETs, and 8 connections × 1 GET each, timed as a whole
+  (GB = 10^9 bytes). Ceiling: nginx (sendfile, worker_processes auto) serving the same file.
+- Manifests: `loadgen load`, 64 keep-alive connections, {secs} s per run, the manifest by
+  tag with a Docker/OCI Accept header; p50/p99 from an HDR histogram. Ceiling:
+  `examples/hello`, a minimal hyper server (same builder as stevedore) answering a fixed body.
+  wrk (1 thread, 64 connections, GET only: it hangs on HEAD) as a cross-check.
+- Cold pull (`loadgen pull`): GET the manifest, then its config and 3 layers ({layers} MiB) in
+  parallel, each on its own connection; total wall time and the time to first byte of the
+  {l0} MiB blob (its request to its response head); median of {cold_reps}.
+  Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
+  straight from the upstream over the same link. Two links: loopback (the upstream is faster
+  than the mirror's disk; the mirrors reach it through countproxy), and a simulated
+  {wan} MB/s link (countproxy pacing everything the upstream sends, all connections
+  together; the direct pull goes through it too).
+- Concurrent misses: a fresh mirror, 32 GETs (`loadgen load -c 32 -n 32`) of one uncached
+  {herd} MiB blob at once; `examples/countproxy` between the mirror and the upstream counts the
+  bytes the upstream sent.
+- Push (`loadgen push-blob`, timed from the first request to the last answer): a distinct {big} MiB
+  blob per repetition. Monolithic: one `POST ?digest=` carrying the body where the server
+  supports it; distribution 2.8 ignores `?digest=` on POST (answers 202 and drops the body), so
+  for it the monolithic form is POST then `PUT ?digest=` with the body. Chunked: POST, {chunks}
+  PATCHes of {chunk} MiB with Content-Range, then `PUT ?digest=`.
+- Memory: VmHWM (peak RSS) from /proc/PID/status; at 64 connections: the highest VmRSS sampled
+  every 100 ms during the manifest runs.
+- CPU per GB: utime + stime from /proc/PID/stat (÷ CLK_TCK = {tick}) before and after the warm
+  blob GETs, over the bytes served (warm-up excluded); nginx's counts its workers.
+",
+        now = utc_now(),
+        load_end = loadavg(),
+        l0 = o.layers[0] / MIB,
+    )
+}

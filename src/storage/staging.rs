@@ -1,0 +1,206 @@
+//! The local tier in front of every backend: blobs being written land in `<root>/tmp`, hashed
+//! as they arrive, behind a delete-on-drop guard. A finished write is checked against its digest
+//! and only then becomes a `Verified` blob, the one thing a `BlobBackend` accepts. Readers of a
+//! blob still arriving (single-flight fetches) follow its staged file through `GrowingFile`.
+
+use super::StoreError;
+use crate::oci::{Algorithm, Digest, DigestHasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// The scratch directory of a store.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    pub(super) fn at(dir: PathBuf) -> Staging {
+        Staging { dir }
+    }
+
+    pub(super) async fn create(&self) -> Result<(), StoreError> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Removes the temporary files a crashed run left.
+    pub(super) async fn remove_leftovers(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            tracing::info!(path = %entry.path().display(), "removing temporary file left by an earlier run");
+            if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Starts writing a new blob, hashed with `algorithm`.
+    pub async fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, StoreError> {
+        let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok(BlobWriter {
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            growing: GrowingFile(Arc::new(path.clone())),
+            guard: TempGuard(Some(path)),
+            hasher: DigestHasher::new(algorithm),
+            verified: None,
+            len: 0,
+        })
+    }
+}
+
+/// Removes its file when dropped, unless disarmed.
+#[derive(Debug)]
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A blob being written. Dropping it unfinished removes its staged file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    growing: GrowingFile,
+    guard: TempGuard,
+    hasher: DigestHasher,
+    /// Set by `verify`.
+    verified: Option<Digest>,
+    len: u64,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        self.file.write_all(data).await?;
+        Ok(())
+    }
+
+    /// Flushes buffered bytes so that readers of `growing` see everything written so far.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.file.flush().await?;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The staged file as it grows, for readers of a blob still arriving.
+    pub fn growing(&self) -> GrowingFile {
+        self.growing.clone()
+    }
+
+    /// Checks the bytes written so far against `expected`, so that readers of the staged file
+    /// may be given the last byte before the blob is committed. On a mismatch the writer is
+    /// spent; dropping it removes the file.
+    pub async fn verify(&mut self, expected: &Digest) -> Result<(), StoreError> {
+        let actual = std::mem::take(&mut self.hasher).finish();
+        check(expected, &actual)?;
+        self.flush().await?;
+        self.verified = Some(actual);
+        Ok(())
+    }
+
+    /// Ends the write: the digest of what was written (checked against `expected` when one
+    /// is given; once is enough after `verify`). On a mismatch the staged file is removed.
+    pub async fn finish(mut self, expected: Option<&Digest>) -> Result<Verified, StoreError> {
+        let actual = match self.verified.take() {
+            Some(d) => d,
+            None => std::mem::take(&mut self.hasher).finish(),
+        };
+        if let Some(expected) = expected {
+            check(expected, &actual)?;
+        }
+        self.file.flush().await?;
+        Ok(Verified {
+            digest: actual,
+            len: self.len,
+            guard: self.guard,
+        })
+    }
+}
+
+fn check(expected: &Digest, actual: &Digest) -> Result<(), StoreError> {
+    if expected != actual {
+        return Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual: actual.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A complete staged blob whose bytes hash to `digest`: what a backend commits. Dropping it
+/// uncommitted removes the staged file.
+#[derive(Debug)]
+pub struct Verified {
+    digest: Digest,
+    len: u64,
+    guard: TempGuard,
+}
+
+impl Verified {
+    /// A staged file the caller has hashed itself (an upload session's data).
+    pub(super) fn hashed(path: PathBuf, digest: Digest, len: u64) -> Verified {
+        Verified {
+            digest,
+            len,
+            guard: TempGuard(Some(path)),
+        }
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The staged file, for a backend to move or upload.
+    pub(super) fn path(&self) -> &Path {
+        self.guard.0.as_deref().expect("armed until committed")
+    }
+
+    /// The staged file is gone (moved into place, or removed by the backend).
+    pub(super) fn consumed(mut self) {
+        self.guard.0 = None;
+    }
+}
+
+/// The staged file of a blob being written, for readers who follow it as it grows.
+#[derive(Debug, Clone)]
+pub struct GrowingFile(Arc<PathBuf>);
+
+impl GrowingFile {
+    /// Opens the file; `None` once the blob has been committed (the staged file is gone).
+    pub fn open(&self) -> Result<Option<std::fs::File>, StoreError> {
+        match std::fs::File::open(&*self.0) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
