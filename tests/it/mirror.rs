@@ -2,7 +2,6 @@
 //! land in the cache, hits never reach the upstream, faults never leave bad blobs behind, and
 //! concurrent misses cost one upstream fetch.
 
-use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::*;
 use bytes::Bytes;
@@ -39,7 +38,7 @@ fn seed_image(
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    get(&url, Some(DOCKER_MANIFEST)).await
+    crate::common::api::get(url, Some(DOCKER_MANIFEST)).await
 }
 
 fn blob_file(s: &Server, d: &str) -> std::path::PathBuf {
@@ -397,7 +396,7 @@ async fn local_pushes_win_and_local_prefixes_stay_local() {
     // A pushed tag shadows the upstream's.
     let (local_digest, _) = push_image(&s.url(""), REPO, "v1", 1, 22).await;
     assert_ne!(local_digest, upstream_digest);
-    let r = get(
+    let r = crate::common::api::get(
         &s.url(&format!("/v2/{REPO}/manifests/v1")),
         Some(OCI_MANIFEST),
     )
@@ -487,7 +486,7 @@ async fn pushes_to_a_mirror_work_whatever_the_upstream_says() {
             send(client().head(s.url(&format!("/v2/newuser/app/blobs/{}", digest(&blob))))).await;
         assert_eq!(r.status(), 404, "{fault}");
         let (d, body) = push_image(&s.url(""), "newuser/app", "latest", 2, 78).await;
-        let r = get(
+        let r = crate::common::api::get(
             &s.url("/v2/newuser/app/manifests/latest"),
             Some(OCI_MANIFEST),
         )

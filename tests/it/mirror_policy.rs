@@ -5,7 +5,6 @@
 //! the upstream's referrers API or its `sha256-<hex>` tag scheme, merged with local ones, and
 //! pull through the mirror.
 
-use crate::common::api::get;
 use crate::common::api::send_typed;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::tools::{require, skopeo};
@@ -65,7 +64,7 @@ fn sign_upstream(up: &FakeUpstream, repo: &str, subject: (&str, usize)) -> (Stri
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    get(&url, Some(format!("{OCI_MANIFEST}, {OCI_INDEX}"))).await
+    crate::common::api::get(url, Some(&format!("{OCI_MANIFEST}, {OCI_INDEX}"))).await
 }
 
 /// Asserts a 403 DENIED whose message contains every one of `says`.

@@ -7,7 +7,6 @@
 //! Bounds are loose (seconds, against the 30 s+ an unprotected mirror takes) so that a loaded
 //! machine does not make them flake; nothing here is a benchmark.
 
-use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::*;
 use bytes::Bytes;
@@ -117,7 +116,7 @@ fn seed_image(up: &FakeUpstream, repo: &str, tag: &str, seed: u64) -> (String, V
 }
 
 async fn get(url: &str) -> reqwest::Response {
-    get(&url, Some(DOCKER_MANIFEST)).await
+    crate::common::api::get(url, Some(DOCKER_MANIFEST)).await
 }
 
 /// Pulls repo:tag and its blobs through the mirror; returns the manifest digest.

@@ -52,7 +52,7 @@ fn small_image(up: &FakeUpstream, seed: u64) -> String {
 async fn get_tag(s: &Server, tag: &str) -> reqwest::Response {
     get(
         &s.url(&format!("/v2/{REPO}/manifests/{tag}")),
-        Some(format!("{OCI_MANIFEST}, {OCI_INDEX}")),
+        Some(&format!("{OCI_MANIFEST}, {OCI_INDEX}")),
     )
     .await
 }

@@ -6,7 +6,6 @@
 //! promtool and prometheus come from Debian's `prometheus` package
 //! (scripts/install-test-deps.sh); a missing tool is a failure.
 
-use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::*;
 use bytes::Bytes;
@@ -94,7 +93,7 @@ fn add_image(up: &FakeUpstream, repo: &str, tag: &str, layers: usize, seed: u64)
 
 /// GETs `path`, asserts the status, returns the body.
 async fn get(s: &Server, path: &str, status: u16) -> Vec<u8> {
-    let r = get(&s.url(path), Some(OCI_MANIFEST)).await;
+    let r = crate::common::api::get(&s.url(path), Some(OCI_MANIFEST)).await;
     let got = r.status().as_u16();
     let body = r.bytes().await.unwrap().to_vec();
     assert_eq!(

@@ -2,7 +2,6 @@
 //! while unpinned ones go; `stevedore purge REPO[:TAG]` drops one image's cached content at
 //! once, keeping blobs other content still references, and pushed content only when asked.
 
-use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::*;
 use bytes::Bytes;
@@ -32,7 +31,7 @@ fn image(
 }
 
 async fn get(s: &Server, path: &str) -> reqwest::Response {
-    get(&s.url(path), Some(OCI_MANIFEST)).await
+    crate::common::api::get(&s.url(path), Some(OCI_MANIFEST)).await
 }
 
 /// Pulls `repo:v1` whole through the mirror and waits until its blobs are cached.
