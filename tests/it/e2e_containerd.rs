@@ -115,7 +115,7 @@ async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
     ]);
     assert!(!out.status.success(), "quay.io was served by the mirror");
     assert!(
-        s.log_text().contains("quay.io"),
+        s.logged("quay.io").await,
         "stevedore was not asked for quay.io:\n{}",
         tools::tail(&s.log_text(), 20)
     );

@@ -250,7 +250,7 @@ async fn frozen_upstream_cached_tags_answer_fast_breaker_opens_and_closes_and_se
         .await
             >= 1.0
     );
-    assert!(s.log_text().contains("circuit breaker closed"));
+    assert!(s.logged("circuit breaker closed").await);
 }
 
 #[tokio::test]
