@@ -2,7 +2,7 @@
 //! certificates (made with the `openssl` CLI) form the `rootcertbundle`, or by a leaf that a
 //! bundle CA signed, named in the token's `x5c` header. Checks good tokens, the challenge and
 //! its scope, expired, wrong issuer, wrong audience, insufficient scope, a foreign signer, HMAC
-//! and malformed tokens.
+//! and malformed tokens. A missing `openssl` fails the test with an install hint.
 
 use crate::common;
 use crate::common::tools::{require, run_ok};

@@ -4,6 +4,9 @@
 //! to its default upstream even when that is not Docker Hub itself (here a fake upstream on a
 //! loopback port), and `ns=ghcr.io` to the upstream of that name. Each `server =` fallback is a
 //! closed loopback port, so a request the mirror refuses cannot be answered anywhere else.
+//!
+//! Nothing is skipped: a missing `containerd` or `ctr` fails the test with an install hint
+//! (`available_or_skip` asserts, whatever its name says).
 
 use crate::common::containerd::{Containerd, available_or_skip, write_hosts_toml};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};

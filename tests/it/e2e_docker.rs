@@ -2,9 +2,10 @@
 //! as a private registry, and stevedore as dockerd's `--registry-mirror` in front of the
 //! distribution reference registry, still serving after that upstream is stopped.
 //!
-//! Each test runs its own dockerd (see `common::docker`), so they can run in parallel. They are
-//! skipped, loudly, only when `dockerd` is not installed; a daemon that is installed but cannot
-//! start fails the test.
+//! Each test runs its own dockerd (see `common::docker`), so they can run in parallel. Nothing
+//! is skipped: a missing `dockerd` or `docker` fails the test with an install hint
+//! (`available_or_skip` asserts, whatever its name says), and so does a daemon that is
+//! installed but cannot start.
 
 use crate::common::api::get;
 use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};

@@ -1,7 +1,8 @@
 //! The mirror in front of a bad upstream (issue 17) and the cap on concurrent upstream fetches
 //! (issue 11): an upstream that accepts connections and never answers (a relay that freezes),
 //! one whose SYNs are dropped (a listening socket with a full backlog that never accepts),
-//! offline mode, and a real dockerd pulling a cached image while the upstream is frozen.
+//! offline mode, and a real dockerd pulling a cached image while the upstream is frozen (a
+//! missing `dockerd`/`docker` or `docker-registry` fails that test; it is not skipped).
 //!
 //! Bounds are loose (seconds, against the 30 s+ an unprotected mirror takes) so that a loaded
 //! machine does not make them flake; nothing here is a benchmark.
