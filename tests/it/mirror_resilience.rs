@@ -390,11 +390,9 @@ async fn concurrent_upstream_fetches_are_capped_and_queued() {
 // dockerd is driven with blocking calls: the relay needs a worker thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pulls_a_cached_image_in_seconds_while_the_upstream_is_frozen() {
-    use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
+    use crate::common::docker::{Dockerd, DockerdOptions, require_daemon, rootfs_tarball};
     use crate::common::refreg::RefRegistry;
-    if !available_or_skip("docker_pulls_a_cached_image_in_seconds_while_the_upstream_is_frozen") {
-        return;
-    }
+    require_daemon("docker_pulls_a_cached_image_in_seconds_while_the_upstream_is_frozen");
     let tmp = tempfile::tempdir().unwrap();
     let up = RefRegistry::start();
     let relay = Freezer::start(up.addr.parse().unwrap()).await;
