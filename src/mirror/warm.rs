@@ -3,13 +3,14 @@
 //!
 //! A list is text, one image a line: `[REGISTRY/]REPO(:TAG|@DIGEST) [OS/ARCH[/VARIANT],…]`,
 //! `#` starts a comment (read by `oci::image_list`). The registry picks the upstream as
-//! containerd's `ns` does; with none, Docker Hub rules apply. Each run re-resolves every tag, so a tag that moved upstream is
-//! followed. It is paced for rate-limited upstreams (Docker Hub counts manifest GETs, not
-//! HEADs): a tag is HEADed first and its manifest fetched only when that digest is not cached;
-//! of an index, only the listed platforms' manifests are fetched (all of them when none is
-//! listed); blobs already cached are skipped, the others fetched a few at a time. Everything
-//! goes through the mirror's own paths (single-flight, verification, caching, allow/deny),
-//! so a warm run and client pulls of the same image share their fetches.
+//! containerd's `ns` does; with none, Docker Hub rules apply (`alpine` is `library/alpine`).
+//! Each run re-resolves every tag, so a tag that moved upstream is followed. It is paced for
+//! rate-limited upstreams (Docker Hub counts manifest GETs, not HEADs): a tag is HEADed first
+//! and its manifest fetched only when that digest is not cached; of an index, only the listed
+//! platforms' manifests are fetched (all of them when none is listed); blobs already cached are
+//! skipped, the others fetched a few at a time. Everything goes through the mirror's own paths
+//! (single-flight, verification, caching, allow/deny), so a warm run and client pulls of the
+//! same image share their fetches.
 
 use super::cooldown::{self, Verdict};
 use super::{Mirror, ProxyRepo, Scope};
