@@ -57,7 +57,7 @@ pub mod registry;
 pub mod storage;
 pub mod upstream;
 
-use config::Config;
+use config::{Config, Secret};
 use depot::Depot;
 use metrics::Metrics;
 use mirror::{Mirror, MirrorOptions, Upstream};
@@ -294,7 +294,7 @@ fn upload_key(
     root: &std::path::Path,
 ) -> Result<http::location::UploadKey, StartError> {
     if let Some(s) = &http.secret {
-        return Ok(http::location::UploadKey::new(s.as_bytes()));
+        return Ok(http::location::UploadKey::new(s.expose().as_bytes()));
     }
     let path = root.join("http-secret");
     let err = |source| StartError::Secret {
@@ -374,7 +374,7 @@ fn build_mirror(
         },
         offline: offline.clone(),
     };
-    let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<String>| {
+    let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
             (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
             _ => None,

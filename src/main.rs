@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use stevedore::config::{Config, ProcessEnv};
+use stevedore::config::{Config, ProcessEnv, Secret};
 use stevedore::metrics::Metrics;
 
 #[derive(Parser)]
@@ -258,7 +258,7 @@ fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<Strin
                 Some(addr) => {
                     let grace = grace.map(|g| format!("{}s", g.as_secs())).unwrap_or_else(|| "10m".into());
                     let query = format!("dryrun={dry_run}&untagged={delete_untagged}&grace={grace}");
-                    stevedore::http::debug::request_gc(addr, token.as_deref(), &query).await
+                    stevedore::http::debug::request_gc(addr, token.as_ref().map(Secret::expose), &query).await
                 }
                 None => Err(format!(
                     "{source} (is the server running? set http.debug.addr so gc can ask it, or stop it)"
@@ -303,7 +303,7 @@ fn warm(file: PathBuf, config: PathBuf, addr: Option<std::net::SocketAddr>) -> E
     let token = config.http.debug.token.clone();
     let asked = runtime().block_on(stevedore::http::debug_warm::request_warm(
         addr,
-        token.as_deref(),
+        token.as_ref().map(Secret::expose),
         list,
     ));
     match asked {

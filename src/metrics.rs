@@ -17,16 +17,16 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// What kind of object a cache lookup was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum ObjectKind {
     Manifest,
     Blob,
 }
 
-impl Kind {
+impl ObjectKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Manifest => "manifest",
-            Kind::Blob => "blob",
+            ObjectKind::Manifest => "manifest",
+            ObjectKind::Blob => "blob",
         }
     }
 }
@@ -406,7 +406,7 @@ impl Metrics {
     /// stale serves, bytes, fetches, and each operation (`operations`) with a 200 status. The
     /// rate-limit headroom starts at -1, "not reported yet": 0 would claim the limit is hit.
     pub fn init_upstream(&self, name: &str, operations: &[&str]) {
-        for kind in [Kind::Manifest, Kind::Blob] {
+        for kind in [ObjectKind::Manifest, ObjectKind::Blob] {
             for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Coalesced] {
                 self.cache_lookups
                     .with_label_values(&[kind.as_str(), name, outcome.as_str()]);
@@ -439,7 +439,7 @@ impl Metrics {
         }
     }
 
-    pub fn cache_lookup(&self, kind: Kind, upstream: &str, outcome: Outcome) {
+    pub fn cache_lookup(&self, kind: ObjectKind, upstream: &str, outcome: Outcome) {
         self.cache_lookups
             .with_label_values(&[kind.as_str(), upstream, outcome.as_str()])
             .inc();
@@ -460,7 +460,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn stale(&self, kind: Kind, upstream: &str, reason: &str) {
+    pub fn stale(&self, kind: ObjectKind, upstream: &str, reason: &str) {
         self.stale_serves
             .with_label_values(&[kind.as_str(), upstream, reason])
             .inc();

@@ -266,14 +266,14 @@ pub enum AuthSetupError {
 }
 
 /// How requests are authenticated.
-enum Kind {
+enum Scheme {
     Htpasswd(Htpasswd),
     Token(TokenVerifier),
 }
 
 /// Authenticates requests and decides whether they may do what they ask.
 pub struct Authenticator {
-    kind: Kind,
+    scheme: Scheme,
     policy: Policy,
 }
 
@@ -291,19 +291,19 @@ impl Authenticator {
     /// (everyone may do everything, as in distribution).
     pub fn from_config(config: &AuthConfig) -> Result<Option<Authenticator>, AuthSetupError> {
         let policy = Policy::from_config(&config.policy);
-        let kind = if let Some(h) = &config.htpasswd {
-            Kind::Htpasswd(Htpasswd::open(&h.realm, &h.path)?)
+        let scheme = if let Some(h) = &config.htpasswd {
+            Scheme::Htpasswd(Htpasswd::open(&h.realm, &h.path)?)
         } else if let Some(t) = &config.token {
             if t.autoredirect {
                 tracing::warn!(
                     "auth.token.autoredirect is not implemented: the challenge names auth.token.realm as configured"
                 );
             }
-            Kind::Token(TokenVerifier::open(t)?)
+            Scheme::Token(TokenVerifier::open(t)?)
         } else {
             return Ok(None);
         };
-        Ok(Some(Authenticator { kind, policy }))
+        Ok(Some(Authenticator { scheme, policy }))
     }
 
     /// Checks the request's credentials and whether they allow every access of `required`
@@ -319,15 +319,15 @@ impl Authenticator {
             .filter_map(|v| v.to_str().ok())
             .map(str::trim)
             .find(|v| !v.is_empty());
-        let credentials = match &self.kind {
-            Kind::Htpasswd(h) => match authorization.and_then(|a| scheme_value(a, "basic")) {
+        let credentials = match &self.scheme {
+            Scheme::Htpasswd(h) => match authorization.and_then(|a| scheme_value(a, "basic")) {
                 None => Credentials::Anonymous,
                 Some(value) => match h.authenticate(value).await {
                     Ok(user) => Credentials::User(user),
                     Err(reason) => return Err(self.unauthorized(reason, required, None)),
                 },
             },
-            Kind::Token(t) => match authorization.and_then(|a| scheme_value(a, "bearer")) {
+            Scheme::Token(t) => match authorization.and_then(|a| scheme_value(a, "bearer")) {
                 None => Credentials::Anonymous,
                 Some(token) => match t.verify(token) {
                     Ok(grant) => Credentials::Token(grant),
@@ -370,11 +370,11 @@ impl Authenticator {
         required: &[Access],
         error: Option<&'static str>,
     ) -> AuthError {
-        let challenge = match &self.kind {
-            Kind::Htpasswd(h) => Challenge::Basic {
+        let challenge = match &self.scheme {
+            Scheme::Htpasswd(h) => Challenge::Basic {
                 realm: h.realm().to_owned(),
             },
-            Kind::Token(t) => Challenge::Bearer {
+            Scheme::Token(t) => Challenge::Bearer {
                 realm: t.realm().to_owned(),
                 service: t.service().to_owned(),
                 scope: required

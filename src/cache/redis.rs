@@ -111,7 +111,7 @@ impl RedisLayerInfo {
         })?;
         let mut settings = redis::RedisConnectionInfo::default().set_db(cfg.db);
         if let Some(p) = &cfg.password {
-            settings = settings.set_password(p);
+            settings = settings.set_password(p.expose());
         }
         let addr = if cfg.tls.enabled {
             redis::ConnectionAddr::TcpTls {

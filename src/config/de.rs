@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_yaml_ng::Value;
 
 use super::schema::describe;
-use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, units};
+use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, units};
 
 /// Newtype name of keys whose environment value is taken verbatim.
 pub(super) const TEXT: &str = "stevedore::Text";
@@ -140,9 +140,20 @@ pub(super) fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>
     Ok(Some(text_value(d)?).filter(|s| !s.trim().is_empty()))
 }
 
-/// A secret string; empty means unset.
-pub(super) fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Some(scalar(&raw(d, SECRET)?, "")?).filter(|s| !s.is_empty()))
+/// A secret's text, verbatim (may come from `REGISTRY_…_FILE`).
+pub(super) fn secret_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    scalar(&raw(d, SECRET)?, "")
+}
+
+/// A secret; empty means unset.
+pub(super) fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Some(Secret::deserialize(d)?).filter(|s| !s.expose().is_empty()))
+}
+
+/// Text read like a secret (verbatim, may come from `REGISTRY_…_FILE`) but not
+/// hidden: the upstream usernames. Empty means unset.
+pub(super) fn secret_plain<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(secret_text(d)?).filter(|s| !s.is_empty()))
 }
 
 /// `http.prefix`: `"/"` is stored as `""`.

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use serde_yaml_ng::Value;
 
 use super::ConfigError;
-use super::schema::{self, Fields, Kind, Node};
+use super::schema::{self, EnvForm, Fields, Node};
 
 const PREFIX: &str = "REGISTRY_";
 
@@ -37,7 +37,7 @@ enum Seg {
 
 /// Which key an environment variable set: used to point errors at it.
 #[derive(Debug, Clone)]
-pub(super) struct Origin {
+pub(super) struct SetByEnv {
     key: String,
     var: String,
 }
@@ -46,7 +46,7 @@ pub(super) struct Origin {
 pub(super) fn overlay(
     tree: &mut Value,
     vars: Vec<(String, String)>,
-) -> Result<Vec<Origin>, ConfigError> {
+) -> Result<Vec<SetByEnv>, ConfigError> {
     let names: BTreeSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
     let mut entries: Vec<(Vec<Seg>, Value, String)> = Vec::new();
     for (name, raw) in &vars {
@@ -56,7 +56,7 @@ pub(super) fn overlay(
         let secret_file = name
             .strip_suffix("_FILE")
             .and_then(|base| match resolve(base) {
-                Ok((segs, Kind::Secret)) => Some((base, segs)),
+                Ok((segs, EnvForm::Secret)) => Some((base, segs)),
                 _ => None,
             });
         if let Some((base, segs)) = secret_file {
@@ -79,8 +79,8 @@ pub(super) fn overlay(
         }
         let (segs, kind) = resolve(name)?;
         let value = match kind {
-            Kind::Str | Kind::Secret => Value::String(raw.clone()),
-            Kind::Yaml => {
+            EnvForm::Str | EnvForm::Secret => Value::String(raw.clone()),
+            EnvForm::Yaml => {
                 serde_yaml_ng::from_str::<Value>(raw).map_err(|e| ConfigError::FromEnv {
                     var: name.clone(),
                     source: Box::new(ConfigError::value(
@@ -95,7 +95,7 @@ pub(super) fn overlay(
     }
     // Whole sections first, then the keys inside them; list indexes in order.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut origins = Vec::with_capacity(entries.len());
+    let mut set_by_env = Vec::with_capacity(entries.len());
     for (segs, value, var) in entries {
         set(tree, &segs, value).map_err(|e| ConfigError::FromEnv {
             var: var.clone(),
@@ -103,28 +103,28 @@ pub(super) fn overlay(
         })?;
         // `REGISTRY_AUTH=htpasswd` followed by `REGISTRY_AUTH_HTPASSWD_PATH`.
         schema::normalize(tree);
-        origins.push(Origin {
+        set_by_env.push(SetByEnv {
             key: dotted(&segs),
             var,
         });
     }
-    Ok(origins)
+    Ok(set_by_env)
 }
 
 /// Points an error about a key that an environment variable set at that
 /// variable.
-pub(super) fn attribute(err: ConfigError, origins: &[Origin]) -> ConfigError {
+pub(super) fn attribute(err: ConfigError, set_by_env: &[SetByEnv]) -> ConfigError {
     if matches!(err, ConfigError::FromEnv { .. }) {
         return err;
     }
     let Some(key) = err.key() else { return err };
-    let within = |o: &&Origin| {
+    let within = |o: &&SetByEnv| {
         key == o.key
             || key
                 .strip_prefix(o.key.as_str())
                 .is_some_and(|rest| rest.starts_with(['.', '[']))
     };
-    match origins.iter().filter(within).max_by_key(|o| o.key.len()) {
+    match set_by_env.iter().filter(within).max_by_key(|o| o.key.len()) {
         Some(o) => ConfigError::FromEnv {
             var: o.var.clone(),
             source: Box::new(err),
@@ -134,7 +134,7 @@ pub(super) fn attribute(err: ConfigError, origins: &[Origin]) -> ConfigError {
 }
 
 /// Maps a variable name onto a key path and how its value is parsed.
-fn resolve(name: &str) -> Result<(Vec<Seg>, Kind), ConfigError> {
+fn resolve(name: &str) -> Result<(Vec<Seg>, EnvForm), ConfigError> {
     let rest = name.strip_prefix(PREFIX).unwrap_or(name);
     let words: Vec<String> = rest.split('_').map(str::to_ascii_lowercase).collect();
     let unknown = |segs: &[Seg], at: usize, suggestion: Option<&str>| {
@@ -178,7 +178,7 @@ fn resolve(name: &str) -> Result<(Vec<Seg>, Kind), ConfigError> {
         match node {
             Node::Section(f) => {
                 if done {
-                    return Ok((segs, Kind::Yaml));
+                    return Ok((segs, EnvForm::Yaml));
                 }
                 fields = f;
             }
@@ -191,14 +191,14 @@ fn resolve(name: &str) -> Result<(Vec<Seg>, Kind), ConfigError> {
             }
             Node::Map(kind) => {
                 if done {
-                    return Ok((segs, Kind::Yaml));
+                    return Ok((segs, EnvForm::Yaml));
                 }
                 segs.push(Seg::Key(words[i..].join("_")));
                 return Ok((segs, *kind));
             }
             Node::List(f) => {
                 if done {
-                    return Ok((segs, Kind::Yaml));
+                    return Ok((segs, EnvForm::Yaml));
                 }
                 let Ok(index) = words[i].parse::<usize>() else {
                     return Err(unknown(&segs, i, None));
@@ -206,13 +206,13 @@ fn resolve(name: &str) -> Result<(Vec<Seg>, Kind), ConfigError> {
                 segs.push(Seg::Index(index));
                 i += 1;
                 if i == words.len() {
-                    return Ok((segs, Kind::Yaml));
+                    return Ok((segs, EnvForm::Yaml));
                 }
                 fields = f;
             }
             Node::Ignored => {
                 segs.extend(words[i..].iter().map(|w| Seg::Key(w.clone())));
-                return Ok((segs, Kind::Yaml));
+                return Ok((segs, EnvForm::Yaml));
             }
             Node::Unsupported(hint) | Node::Selector(hint) => {
                 return Err(ConfigError::FromEnv {

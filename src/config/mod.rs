@@ -14,7 +14,10 @@
 //! its default in the struct's `Default`, and a reader
 //! `#[serde(deserialize_with = "de::…")]` for its form (`text`, `secret`,
 //! `flag`, `uint`, `duration`, `size`, `strings`, …); a new section is a new
-//! struct deriving `Deserialize` with `#[serde(default)]`. Document the key
+//! struct deriving `Debug` and `Deserialize` with `#[serde(default)]`. A
+//! password, token or key is an `Option<`[`Secret`]`>` read by `de::secret`:
+//! it then prints as `<redacted>` in the derived `Debug`, may come from a
+//! `REGISTRY_…_FILE`, and its text is reached only by [`Secret::expose`]. Document the key
 //! in `config/default.yml` (a test checks every key is there). The schema
 //! check, "did you mean", the `REGISTRY_*` variable and error messages naming
 //! the key follow from the struct. Checks across keys go in `validate.rs`.
@@ -41,6 +44,7 @@ mod de;
 mod env;
 mod error;
 mod schema;
+mod secret;
 pub mod units;
 mod validate;
 
@@ -48,7 +52,6 @@ mod validate;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +60,7 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
+pub use secret::Secret;
 
 /// The upstream a configuration without a file mirrors: Docker Hub.
 pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
@@ -251,7 +255,7 @@ impl Default for StorageCache {
 }
 
 /// `http`.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct HttpConfig {
     /// Listen address; default `0.0.0.0:5000`. `:5000` means all interfaces.
@@ -285,9 +289,9 @@ pub struct HttpConfig {
     /// *Stevedore extension*: connection and request limits.
     pub limits: LimitsConfig,
     /// Key for signing upload state (the `_state` parameter of upload URLs); when
-    /// unset, a random key kept in the storage root is used. Redacted in `Debug`.
+    /// unset, a random key kept in the storage root is used.
     #[serde(deserialize_with = "de::secret")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 impl Default for HttpConfig {
@@ -309,47 +313,18 @@ impl Default for HttpConfig {
     }
 }
 
-impl fmt::Debug for HttpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpConfig")
-            .field("addr", &self.addr)
-            .field("net", &self.net)
-            .field("prefix", &self.prefix)
-            .field("host", &self.host)
-            .field("relativeurls", &self.relativeurls)
-            .field("draintimeout", &self.draintimeout)
-            .field("headers", &self.headers)
-            .field("debug", &self.debug)
-            .field("tls", &self.tls)
-            .field("http2", &self.http2)
-            .field("limits", &self.limits)
-            .field("secret", &Redacted(&self.secret))
-            .finish()
-    }
-}
-
 /// `http.debug`: a second listener for metrics.
-#[derive(Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct DebugConfig {
     /// Listen address of the debug server; none by default.
     #[serde(deserialize_with = "de::opt_addr")]
     pub addr: Option<SocketAddr>,
     /// Bearer token the mutating debug endpoints (`POST /debug/gc`) require. Unset: they
-    /// answer only on a loopback listener. Redacted in `Debug`.
+    /// answer only on a loopback listener.
     #[serde(deserialize_with = "de::secret")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub prometheus: PrometheusConfig,
-}
-
-impl fmt::Debug for DebugConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DebugConfig")
-            .field("addr", &self.addr)
-            .field("token", &Redacted(&self.token))
-            .field("prometheus", &self.prometheus)
-            .finish()
-    }
 }
 
 /// `http.debug.prometheus`.
@@ -539,15 +514,14 @@ pub struct TokenAuth {
 }
 
 /// `redis`: distribution's Redis keys. Used by `storage.cache.blobdescriptor: redis`.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
     /// `host:port` of the server.
     #[serde(deserialize_with = "de::text")]
     pub addr: String,
-    /// Redacted in `Debug`.
     #[serde(deserialize_with = "de::secret")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Database number; default 0.
     #[serde(deserialize_with = "de::db")]
     pub db: i64,
@@ -599,21 +573,6 @@ impl Default for RedisConfig {
     }
 }
 
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("addr", &self.addr)
-            .field("password", &Redacted(&self.password))
-            .field("db", &self.db)
-            .field("dialtimeout", &self.dialtimeout)
-            .field("readtimeout", &self.readtimeout)
-            .field("writetimeout", &self.writetimeout)
-            .field("pool", &self.pool)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
 /// `redis.pool`. stevedore keeps one multiplexed connection (reconnected when it
 /// breaks) instead of a pool: `maxactive` bounds the commands in flight on it;
 /// `maxidle` and `idletimeout` have nothing to act on and are accepted without effect.
@@ -630,7 +589,7 @@ pub struct RedisPool {
 }
 
 /// `proxy`: pull-through caching of upstream registries.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ProxyConfig {
     /// The upstream registry mirrored for repositories not matched by an
@@ -638,11 +597,10 @@ pub struct ProxyConfig {
     /// Stored without a trailing slash.
     #[serde(deserialize_with = "de::url")]
     pub remoteurl: Option<String>,
-    #[serde(deserialize_with = "de::secret")]
+    #[serde(deserialize_with = "de::secret_plain")]
     pub username: Option<String>,
-    /// Redacted in `Debug`.
     #[serde(deserialize_with = "de::secret")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Expiry of proxied content; default 168h; zero = never expires.
     #[serde(deserialize_with = "de::duration")]
     pub ttl: Duration,
@@ -779,38 +737,8 @@ impl Default for ProxyConfig {
     }
 }
 
-impl fmt::Debug for ProxyConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxyConfig")
-            .field("remoteurl", &self.remoteurl)
-            .field("username", &self.username)
-            .field("password", &Redacted(&self.password))
-            .field("ttl", &self.ttl)
-            .field("tagttl", &self.tagttl)
-            .field("timeout", &self.timeout)
-            .field("stalltimeout", &self.stalltimeout)
-            .field("connecttimeout", &self.connecttimeout)
-            .field("revalidatetimeout", &self.revalidatetimeout)
-            .field("offline", &self.offline)
-            .field("maxfetches", &self.maxfetches)
-            .field("breakerthreshold", &self.breakerthreshold)
-            .field("breakermaxbackoff", &self.breakermaxbackoff)
-            .field("maxsize", &self.maxsize)
-            .field("cafile", &self.cafile)
-            .field("localprefixes", &self.localprefixes)
-            .field("allow", &self.allow)
-            .field("deny", &self.deny)
-            .field("policy", &self.policy)
-            .field("pin", &self.pin)
-            .field("upstreams", &self.upstreams)
-            .field("warm", &self.warm)
-            .field("cooldown", &self.cooldown)
-            .finish()
-    }
-}
-
 /// `proxy.upstreams[]` (*stevedore extension*): one more upstream registry.
-#[derive(Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
     /// Registry host name, e.g. `"ghcr.io"`: matched against containerd's
@@ -820,11 +748,10 @@ pub struct UpstreamConfig {
     /// Base URL, without trailing slash.
     #[serde(deserialize_with = "de::url_or_empty")]
     pub remoteurl: String,
-    #[serde(deserialize_with = "de::secret")]
+    #[serde(deserialize_with = "de::secret_plain")]
     pub username: Option<String>,
-    /// Redacted in `Debug`.
     #[serde(deserialize_with = "de::secret")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Repository prefix ending with `/`, e.g. `"ghcr/"`: a request for
     /// `ghcr/foo/bar` goes to this upstream as `foo/bar`.
     #[serde(deserialize_with = "de::opt_prefix")]
@@ -838,33 +765,6 @@ pub struct UpstreamConfig {
     /// `proxy.cooldown` for this upstream; `None` = `proxy.cooldown`.
     #[serde(deserialize_with = "de::opt_duration")]
     pub cooldown: Option<Duration>,
-}
-
-impl fmt::Debug for UpstreamConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamConfig")
-            .field("name", &self.name)
-            .field("remoteurl", &self.remoteurl)
-            .field("username", &self.username)
-            .field("password", &Redacted(&self.password))
-            .field("prefix", &self.prefix)
-            .field("allow", &self.allow)
-            .field("deny", &self.deny)
-            .field("cooldown", &self.cooldown)
-            .finish()
-    }
-}
-
-/// Shows whether a secret is set, never its value.
-struct Redacted<'a>(&'a Option<String>);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(_) => f.write_str("Some(<redacted>)"),
-            None => f.write_str("None"),
-        }
-    }
 }
 
 impl Default for Config {
@@ -920,12 +820,12 @@ impl Config {
         schema::normalize(&mut tree);
         // Check the file alone first, so its mistakes are not blamed on env.
         schema::check(&tree)?;
-        let origins = env::overlay(&mut tree, env.vars())?;
+        let set_by_env = env::overlay(&mut tree, env.vars())?;
         schema::normalize(&mut tree);
         let result = schema::check(&tree)
             .and_then(|()| de::read(&tree))
             .and_then(|config| config.validate().map(|()| config));
-        result.map_err(|e| env::attribute(e, &origins))
+        result.map_err(|e| env::attribute(e, &set_by_env))
     }
 
     /// Checks values and their combinations; every error names its key.

@@ -31,7 +31,7 @@ use super::{Config, ConfigError};
 
 /// How an environment variable's text becomes a value for a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum EnvForm {
     /// Taken verbatim as a string (so `0.10` or `0123` stay as written).
     Str,
     /// Like `Str`, and may also be read from a file with `REGISTRY_…_FILE`.
@@ -47,9 +47,9 @@ pub(super) enum Node {
     /// A mapping with the given known keys.
     Section(Vec<(String, Node)>),
     /// A single value.
-    Leaf(Kind),
+    Leaf(EnvForm),
     /// A mapping with free-form keys whose values are of the given kind.
-    Map(Kind),
+    Map(EnvForm),
     /// A list of mappings with the given known keys.
     List(Vec<(String, Node)>),
     /// Accepted for compatibility with distribution; has no effect.
@@ -78,7 +78,7 @@ pub(super) const EXTRA: &[(&str, Node)] = &[
     ),
     ("storage.filesystem.maxthreads", Ignored),
     // distribution's older name of `blobdescriptor` (renamed when read).
-    ("storage.cache.layerinfo", Leaf(Kind::Str)),
+    ("storage.cache.layerinfo", Leaf(EnvForm::Str)),
     ("storage.tag", Ignored),
     ("storage.redirect", Unsupported(NONE)),
     ("storage.inmemory", Selector(DRIVER)),
@@ -156,7 +156,7 @@ enum Shape {
     Struct(&'static [&'static str]),
     Seq,
     Map,
-    Leaf(Kind),
+    Leaf(EnvForm),
 }
 
 /// Shapes by path (`a.b`, list items `a[]`, map values `a{}`).
@@ -180,11 +180,11 @@ impl Shapes {
             Shape::Struct(fields) => Section(self.fields(path, fields)),
             Shape::Seq => match &self.0[&format!("{path}[]")] {
                 Shape::Struct(fields) => List(self.fields(&format!("{path}[]"), fields)),
-                _ => Leaf(Kind::Yaml),
+                _ => Leaf(EnvForm::Yaml),
             },
             Shape::Map => match &self.0[&format!("{path}{{}}")] {
                 Shape::Leaf(kind) => Map(*kind),
-                _ => Map(Kind::Yaml),
+                _ => Map(EnvForm::Yaml),
             },
             Shape::Leaf(kind) => Leaf(*kind),
         }
@@ -254,7 +254,7 @@ impl Tracer<'_> {
             .or_insert(shape);
     }
 
-    fn leaf<T>(self, kind: Kind) -> Result<T, Stop> {
+    fn leaf<T>(self, kind: EnvForm) -> Result<T, Stop> {
         self.record(Shape::Leaf(kind));
         Err(Stop)
     }
@@ -271,15 +271,15 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
     type Error = Stop;
 
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Yaml)
+        self.leaf(EnvForm::Yaml)
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Str)
+        self.leaf(EnvForm::Str)
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Str)
+        self.leaf(EnvForm::Str)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
@@ -292,8 +292,8 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
         visitor: V,
     ) -> Result<V::Value, Stop> {
         match name {
-            TEXT => self.leaf(Kind::Str),
-            SECRET => self.leaf(Kind::Secret),
+            TEXT => self.leaf(EnvForm::Str),
+            SECRET => self.leaf(EnvForm::Secret),
             _ => visitor.visit_newtype_struct(self),
         }
     }

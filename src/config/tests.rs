@@ -279,9 +279,9 @@ fn mirror_yml_has_upstreams_and_bounds() {
     ];
     let c = Config::load(Some(&example("mirror.yml")), &env).expect("load with env");
     assert_eq!(c.proxy.username.as_deref(), Some("hubuser"));
-    assert_eq!(c.proxy.password.as_deref(), Some("hub-token"));
+    assert_eq!(c.proxy.password, Some("hub-token".into()));
     assert_eq!(c.proxy.upstreams[0].username.as_deref(), Some("gh"));
-    assert_eq!(c.proxy.upstreams[0].password.as_deref(), Some("ghcr-token"));
+    assert_eq!(c.proxy.upstreams[0].password, Some("ghcr-token".into()));
     assert_eq!(c.proxy.upstreams[1].password, None);
 }
 
@@ -568,7 +568,7 @@ fn scalar_strings_accept_numbers_and_version_defaults() {
     )
     .expect("parse");
     assert_eq!(c.proxy.username.as_deref(), Some("1234"));
-    assert_eq!(c.proxy.password.as_deref(), Some("true"));
+    assert_eq!(c.proxy.password, Some("true".into()));
     let c = Config::from_yaml_str("version: \"0.1\"\n").expect("quoted version");
     assert_eq!(c.version, "0.1");
 }
@@ -852,7 +852,7 @@ fn env_overlay_sets_known_keys() {
     assert_eq!(c.proxy.remoteurl.as_deref(), Some("https://mirror.example"));
     assert_eq!(c.proxy.username.as_deref(), Some("bob"));
     assert_eq!(
-        c.proxy.password.as_deref(),
+        c.proxy.password.as_ref().map(Secret::expose),
         Some("0123"),
         "strings are verbatim"
     );
@@ -1040,8 +1040,8 @@ fn secrets_from_files() {
     )
     .expect("load");
     assert_eq!(c.proxy.username.as_deref(), Some("alice"));
-    assert_eq!(c.proxy.password.as_deref(), Some("s3cr3t with spaces "));
-    assert_eq!(c.http.secret.as_deref(), Some("hmac-key"));
+    assert_eq!(c.proxy.password, Some("s3cr3t with spaces ".into()));
+    assert_eq!(c.http.secret, Some("hmac-key".into()));
 
     let e = env_err(
         "",
@@ -1091,11 +1091,22 @@ fn env_sources_for_tests_and_process() {
 #[test]
 fn debug_output_redacts_secrets() {
     let c = Config::from_yaml_str(
-        "http:\n  secret: hmac-SECRET-1\nproxy:\n  remoteurl: https://r.example\n  username: user\n  password: hub-SECRET-2\n  upstreams:\n    - name: ghcr.io\n      remoteurl: https://ghcr.io\n      username: gh\n      password: gh-SECRET-3\n",
+        "http:\n  secret: hmac-SECRET-1\n  debug:\n    addr: 127.0.0.1:5001\n    token: debug-SECRET-4\nredis:\n  addr: 127.0.0.1:6379\n  password: redis-SECRET-5\nproxy:\n  remoteurl: https://r.example\n  username: user\n  password: hub-SECRET-2\n  upstreams:\n    - name: ghcr.io\n      remoteurl: https://ghcr.io\n      username: gh\n      password: gh-SECRET-3\n",
     )
     .expect("parse");
+    assert_eq!(
+        c.http.debug.token.as_ref().map(Secret::expose),
+        Some("debug-SECRET-4"),
+        "the value is read, only hidden"
+    );
     let shown = format!("{c:?}");
-    for secret in ["hmac-SECRET-1", "hub-SECRET-2", "gh-SECRET-3"] {
+    for secret in [
+        "hmac-SECRET-1",
+        "hub-SECRET-2",
+        "gh-SECRET-3",
+        "debug-SECRET-4",
+        "redis-SECRET-5",
+    ] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
     assert!(shown.contains("<redacted>"), "{shown}");
@@ -1267,7 +1278,7 @@ redis:
     .expect("redis config");
     let r = c.redis.as_ref().expect("redis");
     assert_eq!(r.addr, "redis.internal:6380");
-    assert_eq!(r.password.as_deref(), Some("pw"));
+    assert_eq!(r.password, Some("pw".into()));
     assert_eq!(r.db, 2);
     assert_eq!(r.dialtimeout, Duration::from_millis(10));
     assert_eq!(r.readtimeout, Duration::from_millis(10));
@@ -1308,7 +1319,7 @@ fn redis_password_from_a_file_and_env() {
         &[("REGISTRY_REDIS_PASSWORD_FILE", &pw.display().to_string())],
     )
     .expect("load");
-    assert_eq!(c.redis.and_then(|r| r.password).as_deref(), Some("s3cret"));
+    assert_eq!(c.redis.and_then(|r| r.password), Some("s3cret".into()));
     let c = load_env(
         "",
         &[("REGISTRY_REDIS_DB", "3"), ("REGISTRY_REDIS_ADDR", "r:1")],

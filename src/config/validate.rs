@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::units;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Secret};
 
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.version != "0.1" {
@@ -461,7 +461,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
 fn credentials(
     at: &str,
     username: &Option<String>,
-    password: &Option<String>,
+    password: &Option<Secret>,
 ) -> Result<(), ConfigError> {
     match (username, password) {
         (Some(_), None) => Err(ConfigError::missing(

@@ -6,6 +6,7 @@
 
 use super::body::{self, Body};
 use crate::App;
+use crate::config::Secret;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -91,7 +92,7 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = app.config.http.debug.token.as_deref();
+        let token = app.config.http.debug.token.as_ref().map(Secret::expose);
         if let Err(why) = may_mutate(token, authorization, loopback) {
             return text(StatusCode::FORBIDDEN, "text/plain", why);
         }

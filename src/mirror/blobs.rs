@@ -4,7 +4,7 @@ use super::fetch::{self, FetchJob};
 use super::{BlobContent, Mirror, ProxyRepo};
 use crate::error::RegistryError;
 use crate::index::Origin;
-use crate::metrics::{Kind, Outcome, Source};
+use crate::metrics::{ObjectKind, Outcome, Source};
 use crate::oci::Digest;
 use crate::upstream::UpstreamError;
 use std::sync::Arc;
@@ -64,7 +64,8 @@ impl Mirror {
         loop {
             if let Some(open) = self.registry.open_blob(&p.local, digest).await? {
                 if !counted {
-                    self.metrics.cache_lookup(Kind::Blob, up, Outcome::Hit);
+                    self.metrics
+                        .cache_lookup(ObjectKind::Blob, up, Outcome::Hit);
                 }
                 return Ok(BlobContent::stored(open, Source::Cache));
             }
@@ -90,7 +91,7 @@ impl Mirror {
             }
             let (f, outcome) = self.join_or_start(p, digest);
             if !counted {
-                self.metrics.cache_lookup(Kind::Blob, up, outcome);
+                self.metrics.cache_lookup(ObjectKind::Blob, up, outcome);
                 counted = true;
             }
             match fetch::started(&f).await {

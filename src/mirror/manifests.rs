@@ -7,7 +7,7 @@ use super::{Mirror, ProxyRepo};
 use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::index::Origin;
-use crate::metrics::{Kind, Metrics, Outcome, Source};
+use crate::metrics::{Metrics, ObjectKind, Outcome, Source};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, Tag, media};
 use crate::registry::{Manifest, Registry};
@@ -44,7 +44,7 @@ impl Mirror {
             .await;
         if waited && let Some((m, source)) = self.cached(p, reference).await? {
             self.metrics
-                .cache_lookup(Kind::Manifest, up, Outcome::Coalesced);
+                .cache_lookup(ObjectKind::Manifest, up, Outcome::Coalesced);
             return Ok((m, source));
         }
         match reference {
@@ -77,7 +77,8 @@ impl Mirror {
                 let Some(m) = reg.manifest_by_digest(&p.local, d).await? else {
                     return Ok(None);
                 };
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 Ok(Some((m, Source::Cache)))
             }
             Reference::Tag(t) => {
@@ -94,7 +95,8 @@ impl Mirror {
                 if rec.origin == Origin::Local {
                     return Ok(Some((m, Source::Local)));
                 }
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 Ok(Some((m, Source::Cache)))
             }
         }
@@ -137,8 +139,9 @@ impl Mirror {
         let answer = match waited {
             Err(_) => {
                 check.abandon();
-                self.metrics.stale(Kind::Manifest, up, "timeout");
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                self.metrics.stale(ObjectKind::Manifest, up, "timeout");
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 tracing::info!(repo = %p.local, %tag, upstream = up, budget_ms = self.options.revalidate_timeout.as_millis() as u64, "upstream slow to revalidate the tag; serving the cached tag, the check goes on in the background");
                 return Ok((ours, Source::Cache));
             }
@@ -148,11 +151,13 @@ impl Mirror {
         let reference = Reference::Tag(tag.clone());
         match answer {
             Some(Revalidated::Current | Revalidated::Held) => {
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 Ok((ours, Source::Cache))
             }
             Some(Revalidated::Moved) => {
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Miss);
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Miss);
                 match self.registry.get_manifest(&p.local, &reference).await? {
                     Some(m) => Ok((m, Source::Upstream)),
                     None => Err(RegistryError::manifest_unknown(&reference)),
@@ -160,8 +165,9 @@ impl Mirror {
             }
             // Kept and served, marked (see `upstream_gone`).
             Some(Revalidated::Gone) => {
-                self.metrics.stale(Kind::Manifest, up, "not_found");
-                self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+                self.metrics.stale(ObjectKind::Manifest, up, "not_found");
+                self.metrics
+                    .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 Ok((ours, Source::Cache))
             }
             Some(Revalidated::Unavailable(e)) => Ok(self.serve_stale(p, tag, ours, &e)),
@@ -194,8 +200,9 @@ impl Mirror {
                 tracing::warn!(repo = %p.local, %tag, upstream = up, error = %e, "upstream unavailable; serving the cached tag")
             }
         }
-        self.metrics.stale(Kind::Manifest, up, reason);
-        self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Hit);
+        self.metrics.stale(ObjectKind::Manifest, up, reason);
+        self.metrics
+            .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
         (ours, Source::Cache)
     }
 
@@ -207,7 +214,8 @@ impl Mirror {
         expected: Option<&Digest>,
     ) -> Result<(Manifest, Source)> {
         let up = p.upstream.name.as_str();
-        self.metrics.cache_lookup(Kind::Manifest, up, Outcome::Miss);
+        self.metrics
+            .cache_lookup(ObjectKind::Manifest, up, Outcome::Miss);
         let tag = match reference {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,

@@ -6,9 +6,9 @@
 
 use super::error::UpstreamError;
 use super::token_cache::Token;
+use crate::config::Secret;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Uri};
-use std::fmt;
 use std::time::Duration;
 
 /// Lifetime of a token whose answer has no `expires_in` (Docker token spec default).
@@ -17,12 +17,12 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// One challenge from a `WWW-Authenticate` header: lowercased scheme and parameters
 /// (names lowercased, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub struct WwwAuthenticate {
     pub scheme: String,
     pub params: Vec<(String, String)>,
 }
 
-impl Challenge {
+impl WwwAuthenticate {
     /// The value of a parameter, by case-insensitive name.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -48,7 +48,7 @@ pub enum AuthChallenge {
 /// The challenge to answer from the `WWW-Authenticate` headers of a 401: Bearer is preferred
 /// over Basic; unknown schemes are ignored.
 pub fn challenge_from_headers(headers: &HeaderMap) -> Option<AuthChallenge> {
-    let all: Vec<Challenge> = headers
+    let all: Vec<WwwAuthenticate> = headers
         .get_all(http::header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -75,7 +75,7 @@ pub fn challenge_from_headers(headers: &HeaderMap) -> Option<AuthChallenge> {
 /// `Bearer realm="https://auth",service="registry",scope="repository:a/b:pull,push"`.
 /// Quoted values may hold commas and backslash escapes; schemes and parameter names are
 /// case-insensitive (returned lowercased). Garbage is skipped, never an error.
-pub fn parse_challenges(value: &str) -> Vec<Challenge> {
+pub fn parse_challenges(value: &str) -> Vec<WwwAuthenticate> {
     let mut cur = Cursor { s: value, pos: 0 };
     let mut out = Vec::new();
     loop {
@@ -90,7 +90,7 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
         }
         let scheme = scheme.to_ascii_lowercase();
         let params = parse_params(&mut cur);
-        out.push(Challenge { scheme, params });
+        out.push(WwwAuthenticate { scheme, params });
     }
     out
 }
@@ -243,20 +243,20 @@ pub fn parse_token_answer(body: &[u8]) -> Result<Token, UpstreamError> {
 }
 
 /// Username and password for an upstream; the password never shows in Debug output.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
-    password: String,
+    password: Secret,
 }
 
 impl Credentials {
-    pub fn new(username: String, password: String) -> Credentials {
+    pub fn new(username: String, password: Secret) -> Credentials {
         Credentials { username, password }
     }
 
     /// The `Authorization: Basic …` header value.
     pub fn basic_header(&self) -> Result<HeaderValue, UpstreamError> {
-        let raw = format!("{}:{}", self.username, self.password);
+        let raw = format!("{}:{}", self.username, self.password.expose());
         let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
         let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
             .map_err(|_| UpstreamError::Invalid("credentials make a bad header".into()))?;
@@ -265,20 +265,11 @@ impl Credentials {
     }
 }
 
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pairs(c: &Challenge) -> Vec<(&str, &str)> {
+    fn pairs(c: &WwwAuthenticate) -> Vec<(&str, &str)> {
         c.params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

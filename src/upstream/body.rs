@@ -16,8 +16,9 @@ const EXCERPT_READ: usize = 4096;
 /// How much of it we keep in the message.
 const EXCERPT_KEEP: usize = 300;
 
-/// State of a body being streamed.
-struct Reader {
+/// An upstream body being read chunk by chunk: each chunk is due within the stall
+/// timeout, and the end is checked against the Content-Length.
+struct TimedBody {
     body: Option<Incoming>,
     received: u64,
     expected: Option<u64>,
@@ -25,14 +26,14 @@ struct Reader {
     counter: Option<IntCounter>,
 }
 
-impl Reader {
+impl TimedBody {
     fn new(
         body: Incoming,
         expected: Option<u64>,
         stall: Duration,
         counter: Option<IntCounter>,
     ) -> Self {
-        Reader {
+        TimedBody {
             body: Some(body),
             received: 0,
             expected,
@@ -93,10 +94,10 @@ pub fn stream(
     stall: Duration,
     counter: IntCounter,
 ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-    let reader = Reader::new(body, expected, stall, Some(counter));
-    stream::unfold(reader, |mut reader| async move {
-        let item = reader.next_chunk().await?;
-        Some((item, reader))
+    let timed = TimedBody::new(body, expected, stall, Some(counter));
+    stream::unfold(timed, |mut timed| async move {
+        let item = timed.next_chunk().await?;
+        Some((item, timed))
     })
     .boxed()
 }
@@ -113,9 +114,9 @@ pub async fn read_capped(
     if expected.is_some_and(|len| len > cap as u64) {
         return Err(UpstreamError::TooLarge);
     }
-    let mut reader = Reader::new(body, expected, stall, counter);
+    let mut timed = TimedBody::new(body, expected, stall, counter);
     let mut buf = BytesMut::with_capacity(expected.map_or(8192, |len| len as usize));
-    while let Some(chunk) = reader.next_chunk().await {
+    while let Some(chunk) = timed.next_chunk().await {
         let chunk = chunk?;
         if buf.len() + chunk.len() > cap {
             return Err(UpstreamError::TooLarge);
@@ -128,9 +129,9 @@ pub async fn read_capped(
 /// A short, printable excerpt of an error body: `CODE: message` of the first OCI error when
 /// the body is OCI error JSON, else the start of the text. Never fails.
 pub async fn excerpt(body: Incoming, stall: Duration) -> String {
-    let mut reader = Reader::new(body, None, stall, None);
+    let mut timed = TimedBody::new(body, None, stall, None);
     let mut buf = Vec::new();
-    while let Some(Ok(chunk)) = reader.next_chunk().await {
+    while let Some(Ok(chunk)) = timed.next_chunk().await {
         buf.extend_from_slice(&chunk);
         if buf.len() >= EXCERPT_READ {
             break;

@@ -38,6 +38,7 @@ pub(crate) use auth::parse_challenges;
 pub use breaker::BreakerOptions;
 pub use error::UpstreamError;
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use auth::{AuthChallenge, Credentials};
 use bytes::Bytes;
@@ -238,7 +239,7 @@ impl UpstreamClient {
     pub fn new(
         name: &str,
         remote_url: &str,
-        credentials: Option<(String, String)>,
+        credentials: Option<(String, Secret)>,
         opts: ClientOptions,
         metrics: Arc<Metrics>,
     ) -> Result<UpstreamClient, UpstreamError> {

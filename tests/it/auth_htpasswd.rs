@@ -1,7 +1,8 @@
 //! `auth.htpasswd` (issue 7): a file made by Debian's `htpasswd -B` (apache2-utils), Basic
 //! credentials over the API (good, wrong, missing password, unknown user, malformed), the
 //! challenge docker login probes for, reloading the file when it changes, and a real client:
-//! `skopeo login` then `skopeo copy` in and out with credentials.
+//! `skopeo login` then `skopeo copy` in and out with credentials. A missing `htpasswd` or
+//! `skopeo` fails the test with an install hint.
 
 use crate::common::oci_layout::{Layout, blob_digests};
 use crate::common::tools::{require, run, run_ok};

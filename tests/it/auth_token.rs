@@ -2,7 +2,7 @@
 //! certificates (made with the `openssl` CLI) form the `rootcertbundle`, or by a leaf that a
 //! bundle CA signed, named in the token's `x5c` header. Checks good tokens, the challenge and
 //! its scope, expired, wrong issuer, wrong audience, insufficient scope, a foreign signer, HMAC
-//! and malformed tokens.
+//! and malformed tokens. A missing `openssl` fails the test with an install hint.
 
 use crate::common;
 use crate::common::tools::{require, run_ok};
@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const REALM: &str = "https://auth.example.test/token";
 const SERVICE: &str = "stevedore-test";
@@ -855,14 +855,16 @@ async fn x5c_chains_are_validated_as_pki() {
     for (what, chain, key) in refused {
         assert_eq!(status(chain, key).await, 401, "{what}");
     }
-    let log = s.log_text();
     for why in [
         "a CA of the chain's key usage does not allow signing certificates",
         "the leaf's key usage does not allow digital signatures",
         "path length",
     ] {
+        // The refusal is logged as the response goes out: wait for the line, not the answer.
+        let logged = eventually(Duration::from_secs(10), || s.log_text().contains(why)).await;
+        let log = s.log_text();
         assert!(
-            log.contains(why),
+            logged,
             "no {why:?} in the log:\n{}",
             log.lines()
                 .filter(|l| l.contains("x5c"))

@@ -4,7 +4,7 @@
 //! an incremental export carries only what the other side lacks.
 
 use crate::common::api::get;
-use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip};
+use crate::common::docker::{Dockerd, DockerdOptions, require_daemon};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::oci_layout::{self, Image, Layout, blob_digests};
 use crate::common::tools::{require, skopeo_ok};
@@ -172,8 +172,7 @@ fn tar_entries(bundle: &Path) -> Vec<String> {
 #[tokio::test]
 async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
     require("skopeo", "skopeo");
-    let docker =
-        available_or_skip("export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull");
+    require_daemon("export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let up = FakeUpstream::start(FakeOptions {
@@ -295,32 +294,30 @@ async fn export_from_a_mirror_import_air_gapped_then_skopeo_and_docker_pull() {
         "{referrers}"
     );
 
-    if docker {
-        let d = Dockerd::start(DockerdOptions {
-            insecure_registries: vec![b.host().to_owned()],
-            ..Default::default()
-        });
-        let image = format!("{}/{REPO}:v1", b.host());
-        let out = d.docker_ok(&["pull", "--platform", "linux/amd64", &image]);
-        assert!(
-            out.contains(&f.index.digest),
-            "pull output lacks the index digest:\n{out}"
-        );
-        // The image ID is the config digest (or, with containerd's image store, the index's).
-        let id = d.image_id(&image);
-        assert!(
-            id == f.amd.config.digest || id == f.index.digest,
-            "image ID {id}"
-        );
-        let digests = d.docker_ok(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &image,
-        ]);
-        assert!(digests.contains(&f.index.digest), "{digests}");
-    }
+    let d = Dockerd::start(DockerdOptions {
+        insecure_registries: vec![b.host().to_owned()],
+        ..Default::default()
+    });
+    let image = format!("{}/{REPO}:v1", b.host());
+    let out = d.docker_ok(&["pull", "--platform", "linux/amd64", &image]);
+    assert!(
+        out.contains(&f.index.digest),
+        "pull output lacks the index digest:\n{out}"
+    );
+    // The image ID is the config digest (or, with containerd's image store, the index's).
+    let id = d.image_id(&image);
+    assert!(
+        id == f.amd.config.digest || id == f.index.digest,
+        "image ID {id}"
+    );
+    let digests = d.docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]);
+    assert!(digests.contains(&f.index.digest), "{digests}");
 }
 
 #[tokio::test]

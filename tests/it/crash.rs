@@ -1,6 +1,7 @@
 //! Crash safety: the server is killed with SIGKILL at random moments of concurrent pushes,
 //! tag moves, tag and manifest deletes and proxied pulls, many times; after each restart everything it lists pulls and verifies, and
-//! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors.
+//! nothing whose push was acknowledged is lost. A real client (skopeo) pulls the survivors; a
+//! missing skopeo fails the test.
 
 use crate::common::api::get;
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};

@@ -4,8 +4,11 @@
 //! to its default upstream even when that is not Docker Hub itself (here a fake upstream on a
 //! loopback port), and `ns=ghcr.io` to the upstream of that name. Each `server =` fallback is a
 //! closed loopback port, so a request the mirror refuses cannot be answered anywhere else.
+//!
+//! Nothing is skipped: a missing `containerd` or `ctr` fails the test with an install hint
+//! (`require_daemon` asserts, whatever its name says).
 
-use crate::common::containerd::{Containerd, available_or_skip, write_hosts_toml};
+use crate::common::containerd::{Containerd, require_daemon, write_hosts_toml};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::oci_layout::{Image, Layout, read_blob};
 use crate::common::tools::free_port;
@@ -29,9 +32,7 @@ fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
-    if !available_or_skip("containerd_pulls_docker_io_and_ghcr_io_through_the_mirror") {
-        return;
-    }
+    require_daemon("containerd_pulls_docker_io_and_ghcr_io_through_the_mirror");
     let tmp = tempfile::tempdir().unwrap();
     // The default upstream is not registry-1.docker.io: a corporate upstream or another mirror.
     let hub = FakeUpstream::start(FakeOptions::default()).await;
@@ -112,7 +113,7 @@ async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
     ]);
     assert!(!out.status.success(), "quay.io was served by the mirror");
     assert!(
-        s.log_text().contains("quay.io"),
+        s.logged("quay.io").await,
         "stevedore was not asked for quay.io:\n{}",
         tools::tail(&s.log_text(), 20)
     );

@@ -2,12 +2,13 @@
 //! as a private registry, and stevedore as dockerd's `--registry-mirror` in front of the
 //! distribution reference registry, still serving after that upstream is stopped.
 //!
-//! Each test runs its own dockerd (see `common::docker`), so they can run in parallel. They are
-//! skipped, loudly, only when `dockerd` is not installed; a daemon that is installed but cannot
-//! start fails the test.
+//! Each test runs its own dockerd (see `common::docker`), so they can run in parallel. Nothing
+//! is skipped: a missing `dockerd` or `docker` fails the test with an install hint
+//! (`require_daemon` asserts, whatever its name says), and so does a daemon that is
+//! installed but cannot start.
 
 use crate::common::api::get;
-use crate::common::docker::{Dockerd, DockerdOptions, available_or_skip, rootfs_tarball};
+use crate::common::docker::{Dockerd, DockerdOptions, require_daemon, rootfs_tarball};
 use crate::common::refreg::RefRegistry;
 use crate::common::*;
 use serde_json::Value;
@@ -38,9 +39,7 @@ fn pushed_digest(output: &str) -> String {
 
 #[tokio::test]
 async fn docker_push_and_pull_local_image() {
-    if !available_or_skip("docker_push_and_pull_local_image") {
-        return;
-    }
+    require_daemon("docker_push_and_pull_local_image");
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start();
     let d = Dockerd::start(DockerdOptions {
@@ -110,9 +109,7 @@ async fn docker_push_and_pull_local_image() {
 /// stevedore revalidate the tag every time, so that path is served stale).
 #[tokio::test]
 async fn docker_pulls_through_mirror_and_from_cache_when_upstream_is_down() {
-    if !available_or_skip("docker_pulls_through_mirror_and_from_cache_when_upstream_is_down") {
-        return;
-    }
+    require_daemon("docker_pulls_through_mirror_and_from_cache_when_upstream_is_down");
     let tmp = tempfile::tempdir().unwrap();
     let mut up = RefRegistry::start();
     let s = Server::mirror(&up.url(), "  tagttl: 0s\n");

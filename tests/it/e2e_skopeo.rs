@@ -1,7 +1,8 @@
 //! End to end with skopeo (issue 3): images written as OCI layouts are copied into stevedore
 //! and back out, alone and as a multi-arch index with `--all`, and through stevedore as a
 //! mirror of the distribution reference registry, also after that upstream is stopped.
-//! Needs `skopeo` (and `docker-registry` for the mirror test) on PATH; see .ci/run.
+//! Needs `skopeo` (and `docker-registry` for the mirror test) on PATH; a missing one fails the
+//! test with an install hint (see .ci/run).
 
 use crate::common::api::get;
 use crate::common::oci_layout::{self, Image, Layout, blob_digests, tagged};

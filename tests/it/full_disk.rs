@@ -1,6 +1,6 @@
 //! A full disk: the request that hits it fails with a clear error, nothing partial is kept,
 //! what is stored keeps being served, and writes work again once space is freed. Runs on a
-//! small tmpfs mounted for the test (needs root, as CI has).
+//! small tmpfs mounted for the test (needs root, as CI has: without it the tests fail).
 
 use crate::common::api::get;
 use crate::common::*;

@@ -135,10 +135,7 @@ async fn denied_repositories_cost_no_upstream_request() {
         .await,
         9.0
     );
-    assert!(
-        s.log_text().contains("policy: refused"),
-        "refusals are logged"
-    );
+    assert!(s.logged("policy: refused").await, "refusals are logged");
     let _ = ok;
 }
 
@@ -199,7 +196,7 @@ async fn audit_mode_serves_logs_and_counts() {
         .await,
         0.0
     );
-    assert!(s.log_text().contains("policy audit: would refuse"));
+    assert!(s.logged("policy audit: would refuse").await);
 }
 
 #[tokio::test]

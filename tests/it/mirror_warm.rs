@@ -131,7 +131,7 @@ async fn warm_list_fetches_only_listed_platforms_and_skopeo_pulls_with_the_upstr
             .await,
         1.0
     );
-    assert!(s.log_text().contains("warm: image cached"));
+    assert!(s.logged("warm: image cached").await);
 
     up.stop().await;
     let pull = |arch: &str, out: &str| {
@@ -263,7 +263,7 @@ async fn warm_runs_on_schedule_and_refuses_unknown_platforms() {
             .await
             >= 1.0
     );
-    assert!(s.log_text().contains("the index has no linux/s390x image"));
+    assert!(s.logged("the index has no linux/s390x image").await);
     // The index was fetched (to read its platforms), no child manifest was.
     assert_eq!(up.requests("GET", &child), 0);
 }
@@ -308,7 +308,7 @@ async fn cooldown_serves_the_previous_digest_after_the_tag_moves() {
         .await,
         1.0
     );
-    assert!(s.log_text().contains("cooldown: the upstream tag moved"));
+    assert!(s.logged("cooldown: the upstream tag moved").await);
     // Asked again: still v1, and v2's age runs from its first sighting (held again).
     let r = get_tag(&s, "1").await;
     assert_eq!(digest_of(&r), v1);

@@ -374,7 +374,7 @@ async fn replicas_share_layer_info_and_survive_redis_going_away() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(back, "redis not used again; log:\n{}", a.log_text());
-    assert!(a.log_text().contains("redis is reachable again"));
+    assert!(a.logged("redis is reachable again").await);
 }
 
 /// A Redis that hangs (no answer at all) costs each request at most its timeouts.
@@ -412,11 +412,7 @@ async fn a_hung_redis_delays_but_never_fails() {
         "a hung redis cost {:?}",
         started.elapsed()
     );
-    assert!(
-        s.log_text().contains("redis unreachable"),
-        "{}",
-        s.log_text()
-    );
+    assert!(s.logged("redis unreachable").await, "{}", s.log_text());
     redis.resume();
 }
 
@@ -668,7 +664,7 @@ async fn without_a_secret_a_generated_one_survives_restarts() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert!(s.log_text().contains("http.secret is not set"));
+    assert!(s.logged("http.secret is not set").await);
     let mut s = s;
     let dir = s.dir.clone();
     s.stop();

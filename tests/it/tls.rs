@@ -431,7 +431,7 @@ async fn renewed_certificate_is_picked_up_without_restart() {
         "the renewed certificate was not served; log:\n{}",
         s.log_text()
     );
-    assert!(s.log_text().contains("TLS certificate reloaded"));
+    assert!(s.logged("TLS certificate reloaded").await);
 
     // A broken renewal keeps the certificate that works (the files are looked at during
     // handshakes, so keep connecting).

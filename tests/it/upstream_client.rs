@@ -33,7 +33,7 @@ fn client_with(
     opts: ClientOptions,
 ) -> (UpstreamClient, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let creds = creds.map(|(u, p)| (u.to_string(), p.to_string()));
+    let creds = creds.map(|(u, p)| (u.to_string(), p.into()));
     let client = UpstreamClient::new(NAME, url, creds, opts, metrics.clone()).expect("client");
     (client, metrics)
 }

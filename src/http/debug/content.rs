@@ -5,6 +5,7 @@
 
 use super::{Body, text};
 use crate::bundle::{self, BundleError};
+use crate::config::Secret;
 use crate::oci::{Reference, RepoName, Tag};
 use crate::{App, StartError};
 use http::{Response, StatusCode};
@@ -152,7 +153,9 @@ where
             source: source @ crate::index::IndexError::Locked(_),
             ..
         }) => match debug_addr {
-            Some(addr) => super::post(addr, token.as_deref(), &path_and_query).await,
+            Some(addr) => {
+                super::post(addr, token.as_ref().map(Secret::expose), &path_and_query).await
+            }
             None => Err(format!(
                 "{source} (set http.debug.addr so this command can ask the running server, or stop it)"
             )),

@@ -11,13 +11,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Checks that `containerd` and `ctr` are installed; a missing one fails `test` with the
-/// install hint (scripts/install-test-deps.sh installs Debian's containerd).
-pub fn available_or_skip(test: &str) -> bool {
+/// install hint (scripts/install-test-deps.sh installs Debian's containerd). It never skips.
+pub fn require_daemon(test: &str) {
     assert!(
         on_path("containerd") && on_path("ctr"),
         "{test}: `containerd`/`ctr` not on PATH (scripts/install-test-deps.sh installs containerd)"
     );
-    true
 }
 
 pub struct Containerd {

@@ -11,13 +11,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Checks that `dockerd` and `docker` are installed; a missing one fails `test` with the
-/// install hint (scripts/install-test-deps.sh installs Debian's docker.io).
-pub fn available_or_skip(test: &str) -> bool {
+/// install hint (scripts/install-test-deps.sh installs Debian's docker.io). It never skips.
+pub fn require_daemon(test: &str) {
     assert!(
         on_path("dockerd") && on_path("docker"),
         "{test}: `dockerd`/`docker` not on PATH (scripts/install-test-deps.sh installs docker.io)"
     );
-    true
 }
 
 /// How to start a daemon.

@@ -170,6 +170,12 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (up to 10 s) for `needle` in the server's log: lines reach it through a pipe and a
+    /// reader thread, after the response that caused them may already be in the client's hands.
+    pub async fn logged(&self, needle: &str) -> bool {
+        eventually(Duration::from_secs(10), || self.log_text().contains(needle)).await
+    }
+
     /// Waits (up to 10 s) for the line saying the mirror fetched `digest` and recorded it in the
     /// cache: a client has its last byte before the blob is committed and in the index.
     pub async fn fetched_and_cached(&self, digest: &str) -> bool {

@@ -1,6 +1,6 @@
 //! A private `redis-server` for tests: its own 127.0.0.1 port (chosen by port 0) and temp dir
 //! (an append-only file there, so a restart keeps the data), stopped when dropped. Needs the
-//! Debian `redis-server` package.
+//! Debian `redis-server` package: without it the test using it fails.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
