@@ -16,7 +16,8 @@
 //!   ↓
 //! BlobBackend (storage/backend.rs): where committed blobs live; FsBackend today
 //! ```
-//! (`clock`, `error`, `metrics`, `oci/` and `config/` are used by every layer.)
+//! (`clock`, `error`, `metrics`, `oci/` and `config/` are used by every layer; `oci/image_list`
+//! is the one parser of the warm- and export-list format.)
 //!
 //! `storage::BlobStore` is the seam: it stages writes locally (a local tier in front of any
 //! backend, which single-flight fetches read as the bytes land), commits only verified blobs to

@@ -292,7 +292,7 @@ fn warm(file: PathBuf, config: PathBuf, addr: Option<std::net::SocketAddr>) -> E
         }
     };
     // Checked here too, so a typo is reported before any server is asked.
-    if let Err(e) = stevedore::mirror::warm::parse_list(&list) {
+    if let Err(e) = stevedore::oci::image_list::parse_list(&list) {
         eprintln!("stevedore warm: {}: {e}", file.display());
         return ExitCode::from(2);
     }

@@ -4,7 +4,8 @@
 //! while `index.json` still lists every image. The tar is written next to its destination
 //! and renamed into place once complete, so a crash never leaves a half bundle under its name.
 
-use super::{BundleError, ImageRef, LayoutIndex, REF_NAME, REPOSITORY, blob_digest, blob_path};
+use super::{BundleError, LayoutIndex, REF_NAME, REPOSITORY, blob_digest, blob_path};
+use crate::oci::image_list::ListEntry;
 use crate::oci::{Descriptor, Digest, ParsedManifest, RepoName, media};
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    pub images: Vec<ImageRef>,
+    pub images: Vec<ListEntry>,
     pub output: PathBuf,
     /// The other side's previous bundle (a tar) or its `index.json`.
     pub since: Option<PathBuf>,
@@ -77,12 +78,12 @@ impl Plan {
     async fn add(
         &mut self,
         registry: &Registry,
-        image: &ImageRef,
+        entry: &ListEntry,
         digest: &Digest,
         referrers: bool,
     ) -> Result<(String, usize), BundleError> {
-        let repo = &image.repo;
-        let name = image.name();
+        let repo = &entry.image.repo;
+        let name = entry.image.name();
         let m = registry
             .manifest_by_digest(repo, digest)
             .await?
@@ -98,13 +99,13 @@ impl Plan {
         if media::is_index(&parsed.media_type) {
             let children: Children = serde_json::from_slice(&m.bytes)
                 .map_err(|e| BundleError::Layout(format!("stored index {digest}: {e}")))?;
-            let mut matched = vec![false; image.platforms.len()];
+            let mut matched = vec![false; entry.platforms.len()];
             for child in &children.manifests {
                 let platform = child.platform.clone().unwrap_or_default();
-                let wanted: Vec<usize> = (0..image.platforms.len())
-                    .filter(|&i| image.platforms[i].matches(&platform))
+                let wanted: Vec<usize> = (0..entry.platforms.len())
+                    .filter(|&i| entry.platforms[i].matches(&platform))
                     .collect();
-                if !image.platforms.is_empty() && wanted.is_empty() {
+                if !entry.platforms.is_empty() && wanted.is_empty() {
                     continue;
                 }
                 let d = Digest::parse(&child.digest)
@@ -115,7 +116,7 @@ impl Plan {
                     platform["architecture"].as_str().unwrap_or("?")
                 );
                 if registry.manifest_by_digest(repo, &d).await?.is_none() {
-                    if image.platforms.is_empty() {
+                    if entry.platforms.is_empty() {
                         self.report.platforms_not_held.push(label);
                         continue;
                     }
@@ -124,12 +125,12 @@ impl Plan {
                 for i in wanted {
                     matched[i] = true;
                 }
-                Box::pin(self.add(registry, image, &d, referrers)).await?;
+                Box::pin(self.add(registry, entry, &d, referrers)).await?;
             }
             if let Some(i) = matched.iter().position(|m| !m) {
                 return Err(BundleError::NotFound(format!(
                     "{name}: the index {digest} has no {} manifest",
-                    image.platforms[i]
+                    entry.platforms[i]
                 )));
             }
         } else {
@@ -152,7 +153,7 @@ impl Plan {
                 // A referrer (signature, SBOM) whose content is not all held is left out,
                 // not an error: the image itself is complete without it.
                 let mut side = Plan::default();
-                match Box::pin(side.add(registry, image, &d, false)).await {
+                match Box::pin(side.add(registry, entry, &d, false)).await {
                     Ok((media_type, size)) => {
                         self.manifests.append(&mut side.manifests);
                         self.blobs.append(&mut side.blobs);
@@ -193,7 +194,7 @@ async fn held_by_other_side(
             .or_else(|| {
                 annotations
                     .get(REF_NAME)
-                    .and_then(|n| ImageRef::parse_name(n).ok())
+                    .and_then(|n| super::parse_name(n).ok())
                     .map(|(r, _)| r)
             });
         match repo {
@@ -247,13 +248,13 @@ pub async fn export(
     options: &ExportOptions,
 ) -> Result<ExportReport, BundleError> {
     let mut plan = Plan::default();
-    for image in &options.images {
-        let name = image.name();
+    for entry in &options.images {
+        let name = entry.image.name();
         let (digest, _) = registry
-            .resolve(&image.repo, &image.reference)?
+            .resolve(&entry.image.repo, &entry.image.reference)?
             .ok_or_else(|| not_held(name.clone()))?;
-        let (media_type, size) = plan.add(&registry, image, &digest, true).await?;
-        let mut desc = descriptor(&media_type, &digest, size, &image.repo);
+        let (media_type, size) = plan.add(&registry, entry, &digest, true).await?;
+        let mut desc = descriptor(&media_type, &digest, size, &entry.image.repo);
         if let Some(a) = desc.annotations.as_mut() {
             a.insert(REF_NAME.to_owned(), name.clone());
         }

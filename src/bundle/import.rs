@@ -7,7 +7,7 @@
 //! recorded, children before their index. A child manifest of an index absent from both is
 //! allowed (a bundle of some platforms of a multi-arch image), as the mirror caches them.
 
-use super::{BundleError, ImageRef, LayoutIndex, REF_NAME, REPOSITORY, blob_digest};
+use super::{BundleError, LayoutIndex, REF_NAME, REPOSITORY, blob_digest};
 use crate::index::Origin;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, DigestHasher, ParsedManifest, Reference, RepoName, Tag};
@@ -246,7 +246,7 @@ fn entry_name(
     desc: &crate::oci::Descriptor,
 ) -> Result<(RepoName, Option<Tag>, String), BundleError> {
     let a = desc.annotations.clone().unwrap_or_default();
-    let from_ref = a.get(REF_NAME).map(|n| (n, ImageRef::parse_name(n)));
+    let from_ref = a.get(REF_NAME).map(|n| (n, super::parse_name(n)));
     let tag = match &from_ref {
         Some((_, Ok((_, Reference::Tag(t))))) => Some(t.clone()),
         _ => None,

@@ -9,6 +9,7 @@ pub mod export;
 pub mod import;
 
 use crate::error::RegistryError;
+use crate::oci::image_list::{self, ImageName, ListEntry, ListError};
 use crate::oci::{Digest, Reference, RepoName};
 
 pub use export::{ExportOptions, ExportReport, export};
@@ -56,154 +57,39 @@ impl BundleError {
     }
 }
 
-/// An `os/architecture[/variant]` a list entry asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _]
-                if !os.is_empty() && !arch.is_empty() && parts.iter().all(|p| !p.is_empty()) =>
-            {
-                Ok(Platform {
-                    os: os.to_string(),
-                    architecture: arch.to_string(),
-                    variant: parts.get(2).map(|v| v.to_string()),
-                })
-            }
-            _ => Err(format!("platform {s:?} is not os/architecture[/variant]")),
-        }
-    }
-
-    /// Whether an index entry's `platform` object is this one (no variant asked: any).
-    pub fn matches(&self, p: &serde_json::Value) -> bool {
-        let field = |k: &str| p.get(k).and_then(|v| v.as_str());
-        field("os") == Some(&self.os)
-            && field("architecture") == Some(&self.architecture)
-            && self
-                .variant
-                .as_deref()
-                .is_none_or(|v| field("variant") == Some(v))
+/// A reference (`REPO:TAG`, `REPO@DIGEST`) as this registry names the repository: a `docker.io/`
+/// prefix is dropped, as stevedore's Docker Hub mirror names repositories without it; any other
+/// registry is refused, as export reads only this registry's content.
+pub fn parse_name(s: &str) -> Result<(RepoName, Reference), String> {
+    let image = ImageName::parse(s)?;
+    match image.registry.as_deref() {
+        None | Some("docker.io") => Ok((image.repo, image.reference)),
+        Some(r) => Err(format!(
+            "{s:?} names the registry {r}; write the repository as this registry serves it"
+        )),
     }
 }
 
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// One line of an image list: `REPO:TAG` or `REPO@DIGEST`, then optionally a comma-separated
-/// list of platforms (`linux/amd64,linux/arm64/v8`); none means every platform held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub repo: RepoName,
-    pub reference: Reference,
-    pub platforms: Vec<Platform>,
-}
-
-impl ImageRef {
-    /// `REPO:TAG` or `REPO@DIGEST`, as `ref.name` says it.
-    pub fn name(&self) -> String {
-        match &self.reference {
-            Reference::Tag(t) => format!("{}:{t}", self.repo),
-            Reference::Digest(d) => format!("{}@{d}", self.repo),
-        }
-    }
-
-    /// Parses a reference (`REPO:TAG`, `REPO@DIGEST`; a leading `docker.io/` is dropped, as
-    /// stevedore's Docker Hub mirror names repositories without it).
-    pub fn parse_name(s: &str) -> Result<(RepoName, Reference), String> {
-        let s = s.strip_prefix("docker.io/").unwrap_or(s);
-        let (repo, reference) = if let Some((r, d)) = s.split_once('@') {
-            (
-                r,
-                Reference::Digest(Digest::parse(d).map_err(|e| e.to_string())?),
-            )
-        } else {
-            let slash = s.rfind('/').map(|i| i + 1).unwrap_or(0);
-            match s[slash..].rfind(':') {
-                Some(i) => (
-                    &s[..slash + i],
-                    Reference::parse(&s[slash + i + 1..]).map_err(|e| e.to_string())?,
-                ),
-                None => {
-                    return Err(format!(
-                        "{s:?} names no tag or digest (write REPO:TAG or REPO@sha256:…)"
-                    ));
-                }
-            }
-        };
-        let first = repo.split('/').next().unwrap_or("");
-        if first.contains('.') || first.contains(':') || first == "localhost" {
-            return Err(format!(
-                "{s:?} names a registry host; write the repository as this registry serves it"
-            ));
-        }
-        let repo = RepoName::parse(repo).map_err(|e| format!("{repo:?}: {e}"))?;
-        Ok((repo, reference))
-    }
-}
-
-/// Reads an image list: one image per line, `#` starts a comment, blank lines are skipped.
-pub fn read_list(path: &std::path::Path) -> Result<Vec<ImageRef>, BundleError> {
+/// Reads an export list (the format of `oci::image_list`; registries as `parse_name` takes them).
+pub fn read_list(path: &std::path::Path) -> Result<Vec<ListEntry>, BundleError> {
     let text = std::fs::read_to_string(path).map_err(BundleError::io(path))?;
     parse_list(&path.display().to_string(), &text)
 }
 
-pub fn parse_list(path: &str, text: &str) -> Result<Vec<ImageRef>, BundleError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let err = |message: String| BundleError::List {
-            path: path.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut words = line.split_whitespace();
-        let name = words.next().expect("a non-empty line has a word");
-        let (repo, reference) = ImageRef::parse_name(name).map_err(err)?;
-        let platforms = match words.next() {
-            None => Vec::new(),
-            Some(p) => p
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(Platform::parse)
-                .collect::<Result<_, _>>()
-                .map_err(err)?,
-        };
-        if let Some(extra) = words.next() {
-            return Err(err(format!(
-                "unexpected {extra:?}: a line is REFERENCE [PLATFORM,…]"
-            )));
-        }
-        out.push(ImageRef {
-            repo,
-            reference,
-            platforms,
-        });
+pub fn parse_list(path: &str, text: &str) -> Result<Vec<ListEntry>, BundleError> {
+    let err = |e: ListError| BundleError::List {
+        path: path.to_owned(),
+        line: e.line,
+        message: e.message,
+    };
+    let entries = image_list::parse_list(text).map_err(err)?;
+    for e in &entries {
+        parse_name(&e.image.text).map_err(|m| err(ListError::new(e.line, m)))?;
     }
-    if out.is_empty() {
-        return Err(BundleError::List {
-            path: path.to_owned(),
-            line: 0,
-            message: "lists no image".into(),
-        });
+    if entries.is_empty() {
+        return Err(err(ListError::new(0, "lists no image")));
     }
-    Ok(out)
+    Ok(entries)
 }
 
 /// `blobs/<algorithm>/<hex>`: where a blob sits in an image layout.
@@ -237,38 +123,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_lines() {
+    fn export_lists_take_only_this_registrys_names() {
         let l = parse_list(
             "l",
-            "# images\nlibrary/alpine:3.20 linux/amd64,linux/arm64/v8\n\ndocker.io/team/app@sha256:0000000000000000000000000000000000000000000000000000000000000000  # pinned\nlocalhost-ish/x:1\n",
+            "library/alpine:3.20 linux/amd64\ndocker.io/team/app:1\nalpine:3\n",
         )
         .unwrap();
-        assert_eq!(l.len(), 3);
-        assert_eq!(l[0].name(), "library/alpine:3.20");
-        assert_eq!(l[0].platforms[1].variant.as_deref(), Some("v8"));
-        assert!(matches!(l[1].reference, Reference::Digest(_)));
-        assert_eq!(l[1].repo.as_str(), "team/app");
-        for bad in [
-            "library/alpine",
-            "ghcr.io/x/y:1",
-            "a/b:1 linux",
-            "a/b:1 linux/amd64 extra",
-            "A/b:1",
-        ] {
-            assert!(parse_list("l", bad).is_err(), "{bad}");
-        }
-        assert!(parse_list("l", "# nothing\n").is_err());
-    }
-
-    #[test]
-    fn platforms_match_index_entries() {
-        let p = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(l[1].image.repo.as_str(), "team/app");
+        assert_eq!(l[2].image.repo.as_str(), "alpine");
+        let e = parse_list("l", "a/b:1\nghcr.io/x/y:1\n").unwrap_err();
         assert!(
-            p.matches(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"}))
+            e.to_string().starts_with("l line 2: ") && e.to_string().contains("ghcr.io"),
+            "{e}"
         );
-        assert!(!p.matches(&serde_json::json!({"os":"linux","architecture":"amd64"})));
-        let v = Platform::parse("linux/arm/v7").unwrap();
-        assert!(!v.matches(&serde_json::json!({"os":"linux","architecture":"arm","variant":"v6"})));
+        let e = parse_list("l", "a/b:1 linux\n").unwrap_err();
+        assert!(e.to_string().starts_with("l line 1: "), "{e}");
+        assert!(parse_list("l", "# nothing\n").is_err());
+        assert_eq!(
+            parse_name("docker.io/library/alpine:3").unwrap().0.as_str(),
+            "library/alpine"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn warm(app: &App, req: Request<Incoming>) -> Response<Body> {
     } else {
         std::str::from_utf8(&list)
             .map_err(|_| "the warm list is not UTF-8".to_owned())
-            .and_then(|s| warm::parse_list(s).map_err(|e| e.to_string()))
+            .and_then(|s| crate::oci::image_list::parse_list(s).map_err(|e| e.to_string()))
     };
     let entries = match entries {
         Ok(e) => e,

@@ -2,19 +2,22 @@
 //! every `proxy.warm.interval`; `POST /debug/warm` and `stevedore warm FILE` on demand).
 //!
 //! A list is text, one image a line: `[REGISTRY/]REPO(:TAG|@DIGEST) [OS/ARCH[/VARIANT],…]`,
-//! `#` starts a comment. Each run re-resolves every tag, so a tag that moved upstream is
-//! followed. It is paced for rate-limited upstreams (Docker Hub counts manifest GETs, not
-//! HEADs): a tag is HEADed first and its manifest fetched only when that digest is not cached;
-//! of an index, only the listed platforms' manifests are fetched (all of them when none is
-//! listed); blobs already cached are skipped, the others fetched a few at a time. Everything
-//! goes through the mirror's own paths (single-flight, verification, caching, allow/deny),
-//! so a warm run and client pulls of the same image share their fetches.
+//! `#` starts a comment (read by `oci::image_list`). The registry picks the upstream as
+//! containerd's `ns` does; with none, Docker Hub rules apply (`alpine` is `library/alpine`).
+//! Each run re-resolves every tag, so a tag that moved upstream is followed. It is paced for
+//! rate-limited upstreams (Docker Hub counts manifest GETs, not HEADs): a tag is HEADed first
+//! and its manifest fetched only when that digest is not cached; of an index, only the listed
+//! platforms' manifests are fetched (all of them when none is listed); blobs already cached are
+//! skipped, the others fetched a few at a time. Everything goes through the mirror's own paths
+//! (single-flight, verification, caching, allow/deny), so a warm run and client pulls of the
+//! same image share their fetches.
 
 use super::cooldown::{self, Verdict};
 use super::{Mirror, ProxyRepo, Scope};
 use crate::error::RegistryError;
 use crate::index::Origin;
-use crate::oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::oci::image_list::{self, ListEntry, Platform};
+use crate::oci::{Digest, ParsedManifest, Reference, Tag};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -22,162 +25,6 @@ use std::time::{Duration, Instant};
 
 /// Blobs of one image fetched at once.
 const BLOB_CONCURRENCY: usize = 4;
-
-/// Registries named as Docker Hub in image references.
-const DOCKER_HUB_NAMES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-
-/// A platform of a multi-arch index, as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty();
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(format!("platform {s:?} is not os/arch or os/arch/variant")),
-        }
-    }
-
-    /// Whether an index entry's `platform` object is this platform (a variant left out here
-    /// matches any).
-    fn matches(&self, p: &serde_json::Value) -> bool {
-        let field = |k: &str| p.get(k).and_then(|v| v.as_str());
-        field("os") == Some(self.os.as_str())
-            && field("architecture") == Some(self.architecture.as_str())
-            && self
-                .variant
-                .as_deref()
-                .is_none_or(|v| field("variant") == Some(v))
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// One line of a warm list.
-#[derive(Debug, Clone)]
-pub struct WarmEntry {
-    /// The reference as written.
-    pub text: String,
-    /// The registry named in the reference (the `ns` that picks the upstream), if any.
-    pub registry: Option<String>,
-    pub repo: RepoName,
-    pub reference: Reference,
-    /// Empty: every platform of an index.
-    pub platforms: Vec<Platform>,
-}
-
-/// Why a warm list cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("line {line}: {message}")]
-pub struct WarmListError {
-    pub line: usize,
-    pub message: String,
-}
-
-/// Parses a warm list (see the module header).
-pub fn parse_list(text: &str) -> Result<Vec<WarmEntry>, WarmListError> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let err = |message: String| WarmListError {
-            line: i + 1,
-            message,
-        };
-        let mut words = line.split_whitespace();
-        let image = words.next().unwrap_or_default();
-        let platforms = words
-            .flat_map(|w| w.split(','))
-            .filter(|p| !p.is_empty())
-            .map(Platform::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        out.push(parse_image(image, platforms).map_err(err)?);
-    }
-    Ok(out)
-}
-
-fn parse_image(image: &str, platforms: Vec<Platform>) -> Result<WarmEntry, String> {
-    let bad = |why: String| format!("{image:?}: {why}");
-    // `name@digest` (a tag before the digest is ignored), else `name:tag`.
-    let (name, reference) = match image.split_once('@') {
-        Some((name, d)) => {
-            let d = Digest::parse(d).map_err(|e| bad(e.to_string()))?;
-            let name = match name.rsplit_once(':') {
-                Some((n, t)) if !t.contains('/') => n,
-                _ => name,
-            };
-            (name, Reference::Digest(d))
-        }
-        None => match image.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (
-                n,
-                Reference::Tag(Tag::parse(t).map_err(|e| bad(e.to_string()))?),
-            ),
-            _ => {
-                return Err(bad(
-                    "name a tag (`:TAG`) or a digest (`@sha256:…`)".to_owned()
-                ));
-            }
-        },
-    };
-    let (registry, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (Some(first.to_ascii_lowercase()), rest)
-        }
-        _ => (None, name),
-    };
-    let hub = registry
-        .as_deref()
-        .is_none_or(|r| DOCKER_HUB_NAMES.contains(&r));
-    let path = if hub && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path.to_owned()
-    };
-    let registry = registry.map(|r| {
-        if DOCKER_HUB_NAMES.contains(&r.as_str()) {
-            "docker.io".to_owned()
-        } else {
-            r
-        }
-    });
-    let repo = RepoName::parse(&path).map_err(|e| bad(e.to_string()))?;
-    Ok(WarmEntry {
-        text: image.to_owned(),
-        registry,
-        repo,
-        reference,
-        platforms,
-    })
-}
 
 /// What a warm run did, per image and in total.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -237,7 +84,7 @@ impl Trigger {
 
 impl Mirror {
     /// Warms every entry, one image after another; one run at a time per mirror.
-    pub async fn warm(&self, entries: &[WarmEntry], trigger: Trigger) -> WarmReport {
+    pub async fn warm(&self, entries: &[ListEntry], trigger: Trigger) -> WarmReport {
         let _one_at_a_time = self.warming.lock().await;
         let started = Instant::now();
         self.metrics
@@ -252,17 +99,17 @@ impl Mirror {
         let mut report = WarmReport::default();
         for e in entries {
             let mut r = ImageReport {
-                image: e.text.clone(),
+                image: e.image.text.clone(),
                 ..ImageReport::default()
             };
             let outcome = self.warm_image(e, &mut r).await;
             if let Err(err) = outcome {
-                tracing::warn!(image = %e.text, error = %err, "warm: image failed");
+                tracing::warn!(image = %e.image.text, error = %err, "warm: image failed");
                 r.error = Some(err.to_string());
                 report.failed += 1;
             } else {
                 tracing::info!(
-                    image = %e.text,
+                    image = %e.image.text,
                     digest = r.digest.as_deref().unwrap_or_default(),
                     platforms = %r.platforms.join(","),
                     manifests_fetched = r.manifests_fetched,
@@ -297,18 +144,20 @@ impl Mirror {
         report
     }
 
-    async fn warm_image(&self, e: &WarmEntry, r: &mut ImageReport) -> Result<(), RegistryError> {
+    async fn warm_image(&self, e: &ListEntry, r: &mut ImageReport) -> Result<(), RegistryError> {
+        let repo = e.image.hub_repo();
+        let registry = e.image.registry.as_deref();
         let scope = self
-            .scope(&e.repo, e.registry.as_deref())
-            .ok_or_else(|| self.unknown_registry(e.registry.as_deref().unwrap_or_default()))?;
+            .scope(&repo, registry)
+            .ok_or_else(|| self.unknown_registry(registry.unwrap_or_default()))?;
         self.check_policy(&scope)?;
         let Scope::Proxy(p) = scope else {
             return Err(RegistryError::new(
                 crate::error::ErrorCode::NameUnknown,
-                format!("{} is not a mirrored repository", e.repo),
+                format!("{repo} is not a mirrored repository"),
             ));
         };
-        let top = match &e.reference {
+        let top = match &e.image.reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => self.warm_tag(&p, t, r).await?,
         };
@@ -543,9 +392,9 @@ pub fn summary(r: &WarmReport) -> String {
 }
 
 /// Reads the warm list at `path`.
-pub fn read_list(path: &std::path::Path) -> Result<Vec<WarmEntry>, String> {
+pub fn read_list(path: &std::path::Path) -> Result<Vec<ListEntry>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_list(&text).map_err(|e| format!("{}: {e}", path.display()))
+    image_list::parse_list(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Warms the list at `path` now, then every `interval` (none when zero), until `stop`. The
@@ -575,62 +424,5 @@ pub async fn schedule(
     tokio::select! {
         () = work => {},
         () = stop => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_name_images_and_platforms() {
-        let list = parse_list(
-            "# comment\n\
-             docker.io/library/alpine:3.20 linux/amd64,linux/arm64/v8\n\
-             \n\
-             alpine:3.19   # trailing comment\n\
-             ghcr.io/org/app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
-             127.0.0.1:5000/team/app:v1 linux/amd64 linux/arm64\n",
-        )
-        .unwrap();
-        assert_eq!(list.len(), 4);
-        assert_eq!(list[0].registry.as_deref(), Some("docker.io"));
-        assert_eq!(list[0].repo.as_str(), "library/alpine");
-        assert_eq!(list[0].reference.as_str(), "3.20");
-        assert_eq!(list[0].platforms.len(), 2);
-        assert_eq!(list[0].platforms[1].to_string(), "linux/arm64/v8");
-        assert_eq!(list[1].registry, None);
-        assert_eq!(list[1].repo.as_str(), "library/alpine");
-        assert_eq!(list[2].registry.as_deref(), Some("ghcr.io"));
-        assert_eq!(list[2].repo.as_str(), "org/app");
-        assert!(matches!(list[2].reference, Reference::Digest(_)));
-        assert_eq!(list[3].registry.as_deref(), Some("127.0.0.1:5000"));
-        assert_eq!(list[3].platforms.len(), 2);
-    }
-
-    #[test]
-    fn bad_lines_are_named() {
-        for (text, line) in [
-            ("alpine\n", 1),
-            ("a:1\nb:2 linux\n", 2),
-            ("a:1\n\nx@sha256:zz\n", 3),
-            ("UPPER/case:1\n", 1),
-        ] {
-            let e = parse_list(text).unwrap_err();
-            assert_eq!(e.line, line, "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn platforms_match_index_entries() {
-        let p = Platform::parse("linux/arm64").unwrap();
-        assert!(
-            p.matches(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"}))
-        );
-        assert!(!p.matches(&serde_json::json!({"os":"linux","architecture":"amd64"})));
-        let v7 = Platform::parse("linux/arm/v7").unwrap();
-        assert!(
-            !v7.matches(&serde_json::json!({"os":"linux","architecture":"arm","variant":"v6"}))
-        );
     }
 }

@@ -1,7 +1,9 @@
 //! The OCI / Docker vocabulary as validated types: digests, repository names, tags and references,
-//! media types, and manifest parsing. Pure functions only: no I/O, no HTTP types, no storage.
+//! media types, manifest parsing, and image lists (warm and export lists). Pure functions only:
+//! no I/O, no HTTP types, no storage.
 
 pub mod digest;
+pub mod image_list;
 pub mod manifest;
 pub mod media;
 pub mod name;

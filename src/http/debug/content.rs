@@ -94,7 +94,7 @@ pub async fn purge(app: &App, image: &str, pushed_too: bool) -> Result<String, F
 
 /// `REPO` or `REPO:TAG`.
 pub fn parse_image(s: &str) -> Result<(RepoName, Option<Tag>), String> {
-    match bundle::ImageRef::parse_name(s) {
+    match bundle::parse_name(s) {
         Ok((repo, Reference::Tag(t))) => Ok((repo, Some(t))),
         Ok((_, Reference::Digest(_))) => {
             Err(format!("{s:?}: purge takes REPO or REPO:TAG, not a digest"))
