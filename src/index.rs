@@ -698,6 +698,9 @@ impl Index {
             let mut notes: TagNotes = old.as_deref().map(decode).transpose()?.unwrap_or_default();
             let r = f(&mut notes);
             let new = (notes != TagNotes::default()).then(|| encode(&notes));
+            if new.as_deref() == old.as_deref() {
+                return Ok(r); // nothing changed: no write
+            }
             if self
                 .tagnotes
                 .compare_and_swap(k.as_slice(), old, new)?

@@ -206,6 +206,13 @@ impl Registry {
         Ok(())
     }
 
+    /// Holds off removals (eviction, purge, gc) while the caller records content in several
+    /// steps, as a push does. Do not call the API's push operations while holding it: they take
+    /// the same shared lock, and a removal queued in between would wait on both.
+    pub async fn hold_removals(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.depot.pushing().await
+    }
+
     /// The size of `digest` in the store, whatever repository it came through: no visibility
     /// check, for the mirror to ask the upstream whether a repository may see it too.
     pub async fn stored_size(&self, digest: &Digest) -> Result<Option<u64>> {
@@ -620,12 +627,6 @@ impl Registry {
             checked: now_secs(),
         };
         Ok(self.depot.index.set_tag(repo, tag, &rec)?)
-    }
-
-    /// Drops a cached tag the upstream no longer has (not a user's delete: no
-    /// `storage.delete` check); false when there was none.
-    pub fn drop_cached_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        Ok(self.depot.index.delete_tag(repo, tag)?)
     }
 
     /// The mirror's notes on cached tag `tag` of `repo` (see `TagNotes`).

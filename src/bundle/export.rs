@@ -11,7 +11,7 @@ use crate::registry::Registry;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -210,13 +210,23 @@ async fn held_by_other_side(
 /// A previous bundle's `index.json` and the blobs its tar holds (none when given the
 /// `index.json` alone).
 fn read_previous(path: &Path) -> Result<(LayoutIndex, HashSet<Digest>), BundleError> {
-    let bytes = std::fs::read(path).map_err(BundleError::io(path))?;
-    if let Ok(index) = serde_json::from_slice::<LayoutIndex>(&bytes) {
+    // Streamed: a previous bundle can be many GB, and only its entry names and index are read.
+    let mut file =
+        std::io::BufReader::new(std::fs::File::open(path).map_err(BundleError::io(path))?);
+    let first = file
+        .fill_buf()
+        .map_err(BundleError::io(path))?
+        .first()
+        .copied();
+    if first == Some(b'{') {
+        let index = serde_json::from_reader::<_, LayoutIndex>(file).map_err(|e| {
+            BundleError::Layout(format!("{}: not an index.json: {e}", path.display()))
+        })?;
         return Ok((index, HashSet::new()));
     }
     let mut held = HashSet::new();
     let mut index = None;
-    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut archive = tar::Archive::new(file);
     let bad = |e: std::io::Error| {
         BundleError::Layout(format!(
             "{} is neither an index.json nor a bundle tar: {e}",

@@ -305,6 +305,9 @@ pub async fn import(
         path: &options.bundle,
         blobs: &scanned.blobs,
     };
+    // From here to the last record, removals (eviction, purge, gc) wait: what step 2 counts as
+    // held here must still be here when step 3 records manifests that reference it.
+    let _hold = registry.hold_removals().await;
     let mut adoption = Adoption::default();
     for desc in &index.manifests {
         let (repo, tag, name) = entry_name(desc)?;

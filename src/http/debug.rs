@@ -46,7 +46,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
 }
 
-fn text(status: StatusCode, content_type: &str, body: impl Into<bytes::Bytes>) -> Response<Body> {
+pub(super) fn text(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
     let body = body.into();
     Response::builder()
         .status(status)

@@ -13,27 +13,21 @@ use hyper::body::Incoming;
 /// Largest warm list accepted in a request.
 const MAX_LIST_BYTES: usize = 1024 * 1024;
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(body::full(body))
-        .expect("static headers are valid")
-}
-
 pub async fn warm(app: &App, req: Request<Incoming>) -> Response<Body> {
     let Some(mirror) = app.mirror.clone() else {
-        return text(
+        return super::debug::text(
             StatusCode::NOT_FOUND,
-            "this registry mirrors nothing (no proxy section)\n".into(),
+            "text/plain",
+            "this registry mirrors nothing (no proxy section)\n",
         );
     };
     let limited = http_body_util::Limited::new(req.into_body(), MAX_LIST_BYTES);
     let list = match limited.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return text(
+            return super::debug::text(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
                 format!("the warm list could not be read (at most {MAX_LIST_BYTES} bytes): {e}\n"),
             );
         }
@@ -50,7 +44,9 @@ pub async fn warm(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     let entries = match entries {
         Ok(e) => e,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => {
+            return super::debug::text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"));
+        }
     };
     let report = mirror.warm(&entries, Trigger::Request).await;
     Response::builder()

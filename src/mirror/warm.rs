@@ -261,6 +261,16 @@ impl Mirror {
                 super::revalidate::named_again(&self.registry, p, tag);
                 return Ok(d);
             }
+            if r.held {
+                // The held digest was evicted: fetch it by digest (a fetch by tag would meet the
+                // cooldown again, with no previous digest to fall back on, and be refused).
+                self.fetch(p, &Reference::Digest(d.clone()), Some(&d))
+                    .await?;
+                r.manifests_fetched += 1;
+                self.registry.confirm_cached_tag(&p.local, tag, &d)?;
+                super::revalidate::named_again(&self.registry, p, tag);
+                return Ok(d);
+            }
         }
         let (m, _) = self.fetch(p, &Reference::Tag(tag.clone()), None).await?;
         r.manifests_fetched += 1;

@@ -238,9 +238,7 @@ impl Registry {
                 report.blobs_kept += 1;
                 continue;
             }
-            self.depot.index.remove_blob(d)?;
-            self.depot.cache.forget_blob(d).await;
-            self.depot.store.delete(d).await?;
+            self.depot.remove_blob(d).await?;
             report.blobs_deleted += 1;
             report.bytes_freed += rec.size;
         }
