@@ -147,7 +147,14 @@ async fn run(job: &Job) -> Revalidated {
             .get_manifest(&p.remote, job.tag.as_str(), ACCEPT)
             .await
         {
-            Ok(fetched) if held(job, &Digest::of(&fetched.bytes)) => {
+            // The GET may name another digest than the HEAD did (the tag moved in between):
+            // only that one is put to the cooldown again.
+            Ok(fetched)
+                if {
+                    let got = Digest::of(&fetched.bytes);
+                    named.as_ref() != Some(&got) && held(job, &got)
+                } =>
+            {
                 confirm(job, Revalidated::Held)
             }
             Ok(fetched) => {
@@ -193,19 +200,24 @@ fn confirm(job: &Job, outcome: Revalidated) -> Revalidated {
     }
 }
 
-/// Whether the cooldown keeps our copy rather than `named` (on an index error, it does not).
+/// Whether the cooldown keeps our copy rather than `named`. When the index cannot say how old
+/// `named` is, ours is kept: the cooldown fails closed, as on the manifest-fetch path.
 fn held(job: &Job, named: &Digest) -> bool {
-    matches!(
-        cooldown::check(
-            &job.registry,
-            &job.metrics,
-            &job.p,
-            &job.tag,
-            named,
-            Some(&job.ours)
-        ),
-        Ok(Verdict::Hold)
-    )
+    let p = &job.p;
+    match cooldown::check(
+        &job.registry,
+        &job.metrics,
+        p,
+        &job.tag,
+        named,
+        Some(&job.ours),
+    ) {
+        Ok(verdict) => matches!(verdict, Verdict::Hold),
+        Err(e) => {
+            tracing::warn!(repo = %p.local, tag = %job.tag, error = %e, "cooldown: cannot tell the new digest's age; keeping ours");
+            true
+        }
+    }
 }
 
 /// The upstream answers 404 for a tag we hold: ours is kept and trusted for another
