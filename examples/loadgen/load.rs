@@ -152,6 +152,13 @@ struct Totals {
     bytes: AtomicU64,
 }
 
+/// Whether a connection's loop is done: the deadline passed, or the shared request budget ran
+/// out (taking one request from it otherwise).
+fn finished(o: &Options, deadline: Option<Instant>, budget: &AtomicI64) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+        || (o.requests.is_some() && budget.fetch_sub(1, Ordering::Relaxed) <= 0)
+}
+
 /// One connection's loop: sends requests until the deadline passes or the shared request
 /// budget runs out, reconnecting after a failure.
 async fn connection(
@@ -163,10 +170,7 @@ async fn connection(
     let mut hist = new_histogram();
     let mut sender = None;
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        if o.requests.is_some() && budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
+        if finished(&o, deadline, &budget) {
             break;
         }
         if sender.is_none() {
@@ -238,10 +242,7 @@ async fn go_style_connection(
     let mut buf = vec![0u8; o.read_size];
     let mut stream = None;
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        if o.requests.is_some() && budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
+        if finished(&o, deadline, &budget) {
             break;
         }
         if stream.is_none() {
