@@ -98,29 +98,39 @@ async fn a_blob_being_read_is_not_evicted() {
     // the read and the fill apart on the index's millisecond access clock.)
     tokio::time::sleep(Duration::from_millis(5)).await;
     fetch(&s, &d_other).await;
+    assert!(s.fetched_and_cached(&d_other).await, "{}", s.log_text());
     // Prove that an eviction pass ran while the reader held the blob: it steps over the leased
     // blob and takes the other one to get under the bound. The pass the fill itself wakes may
     // still see that blob as being fetched and spare it, so small fills wake more passes.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seed = 500;
+    while blob_path(&s, &d_other).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no pass took the blob nobody was reading; log:\n{}",
+            s.log_text()
+        );
+        seed += 1;
+        let small = up.add_blob(REPO, Bytes::from(random_bytes(1000, seed)));
+        fetch(&s, &small).await;
+        // Waits for the fill to land, not for it to stay: while the other blob is still being
+        // committed, the fill itself can be a pass's only candidate (the big one is leased).
+        assert!(
+            s.fetched_and_cached(&small).await,
+            "{small} not cached; log:\n{}",
+            s.log_text()
+        );
+    }
+    // The counter follows the removal.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while s
         .metric("stevedore_evictions_total", &[("reason", "size")])
         .await
         < 1.0
     {
-        assert!(
-            Instant::now() < deadline,
-            "no eviction pass ran; log:\n{}",
-            s.log_text()
-        );
-        seed += 1;
-        let small = up.add_blob(REPO, Bytes::from(random_bytes(1000, seed)));
-        fetch_cached(&s, &small).await;
+        assert!(Instant::now() < deadline, "the eviction was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        !blob_path(&s, &d_other).exists(),
-        "the pass did not take the blob nobody was reading"
-    );
     assert!(
         blob_path(&s, &d_big).exists(),
         "a blob being read was evicted"
