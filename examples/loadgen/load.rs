@@ -152,6 +152,13 @@ struct Totals {
     bytes: AtomicU64,
 }
 
+/// A failed connect: counted as an error, reported, and retried after a short pause.
+async fn connect_failed(o: &Options, totals: &Totals, e: impl std::fmt::Display) {
+    eprintln!("loadgen: connect {}: {e}", o.authority);
+    totals.errors.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Whether a connection's loop is done: the deadline passed, or the shared request budget ran
 /// out (taking one request from it otherwise).
 fn finished(o: &Options, deadline: Option<Instant>, budget: &AtomicI64) -> bool {
@@ -177,9 +184,7 @@ async fn connection(
             match open(&o.authority).await {
                 Ok(s) => sender = Some(s),
                 Err(e) => {
-                    eprintln!("loadgen: connect {}: {e}", o.authority);
-                    totals.errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    connect_failed(&o, &totals, e).await;
                     continue;
                 }
             }
@@ -252,9 +257,7 @@ async fn go_style_connection(
                     stream = Some(s);
                 }
                 Err(e) => {
-                    eprintln!("loadgen: connect {}: {e}", o.authority);
-                    totals.errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    connect_failed(&o, &totals, e).await;
                     continue;
                 }
             }
