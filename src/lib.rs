@@ -52,6 +52,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;
+pub mod notify;
 pub mod oci;
 pub mod registry;
 pub mod storage;
@@ -127,6 +128,8 @@ pub struct App {
     pub urls: http::location::UrlBase,
     /// Signs upload URLs' state (`http.secret`).
     pub upload_key: http::location::UploadKey,
+    /// Where events about pushes, pulls, mounts and deletes go (`notifications`).
+    pub notifier: Arc<notify::Notifier>,
 }
 
 impl App {
@@ -217,6 +220,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
+            notifier: Arc::new(notify::Notifier::disabled()),
             config: Arc::new(config),
             registry,
             depot,
