@@ -15,6 +15,7 @@ mod auth_policy;
 mod auth_token;
 mod bundle;
 mod crash;
+mod deploy;
 mod digest_sha512;
 mod e2e_containerd;
 mod e2e_docker;
