@@ -661,3 +661,149 @@ fn the_objects_fit_together() {
         }
     }
 }
+
+/// `dir`'s ConfigMap `cm_name` config.yml, written to `path`.
+fn write_rendered_config(dir: &str, cm_name: &str, path: &Path) -> Value {
+    let docs = render(dir);
+    let cm = of_kind(&docs, "ConfigMap")
+        .find(|c| name(c).starts_with(cm_name))
+        .unwrap_or_else(|| panic!("{dir}: no ConfigMap {cm_name}"));
+    let text = cm["data"]["config.yml"].as_str().unwrap();
+    std::fs::write(path, text).unwrap();
+    serde_yaml_ng::from_str(text).unwrap()
+}
+
+/// The node tier as rendered: its config.yml (listen addresses, data directory and upstream
+/// URLs moved to this machine by `REGISTRY_*` variables, nothing else changed) serves a real
+/// containerd configured by the example hosts.toml files (their mirror address and fallback
+/// replaced), through a stand-in for the regional tier; then it serves what it cached with
+/// the regional tier gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml() {
+    use crate::common::containerd::{Containerd, require_daemon};
+    use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
+    use crate::common::tools::free_port;
+    use crate::common::{Server, client};
+    use crate::e2e_containerd::seed;
+
+    require_daemon("the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = FakeUpstream::start(FakeOptions::default()).await;
+    let ghcr = FakeUpstream::start(FakeOptions::default()).await;
+    let hub_image = seed(&hub, tmp.path(), "library/app", "v1", 1);
+    let ghcr_image = seed(&ghcr, tmp.path(), "owner/tool", "2.0", 2);
+    // The regional tier's routing (deploy/kubernetes/regional/config.yml names ghcr.io).
+    let mut regional = Server::mirror(
+        &hub.url(),
+        &format!(
+            "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
+            ghcr.url()
+        ),
+    );
+
+    let config_path = tmp.path().join("node.yml");
+    let config = write_rendered_config("node", "stevedore-node", &config_path);
+    let data = tmp.path().join("node-data");
+    let mut env: Vec<(String, String)> = vec![
+        ("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("REGISTRY_HTTP_DEBUG_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
+            data.display().to_string(),
+        ),
+        ("REGISTRY_PROXY_REMOTEURL".into(), regional.url("")),
+    ];
+    let upstreams = config["proxy"]["upstreams"].as_sequence().unwrap();
+    for i in 0..upstreams.len() {
+        env.push((
+            format!("REGISTRY_PROXY_UPSTREAMS_{i}_REMOTEURL"),
+            regional.url(""),
+        ));
+    }
+    let node = Server::spawn(&config_path, &env, data);
+
+    let ctd = Containerd::start();
+    let hosts = tmp.path().join("certs.d");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    for registry in ["docker.io", "ghcr.io"] {
+        let example = std::fs::read_to_string(
+            kube_dir().join(format!("node/containerd/certs.d/{registry}/hosts.toml")),
+        )
+        .unwrap();
+        let server = example
+            .lines()
+            .find(|l| l.starts_with("server = "))
+            .expect("server line");
+        let ours = example
+            .replace("http://127.0.0.1:30500", &node.url(""))
+            .replace(server, &format!("server = {nowhere:?}"));
+        assert_ne!(ours, example, "{registry}: nothing replaced");
+        std::fs::create_dir_all(hosts.join(registry)).unwrap();
+        std::fs::write(hosts.join(registry).join("hosts.toml"), ours).unwrap();
+    }
+    let hosts = hosts.display().to_string();
+    let fetch = |reference: &str| {
+        ctd.ctr_ok(&[
+            "content",
+            "fetch",
+            "--hosts-dir",
+            &hosts,
+            "--platform",
+            "linux/amd64",
+            reference,
+        ])
+    };
+    fetch("docker.io/library/app:v1");
+    fetch("ghcr.io/owner/tool:2.0");
+    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
+    let digests = |image: &crate::common::oci_layout::Image| -> Vec<String> {
+        std::iter::once(image.manifest.digest.clone())
+            .chain(std::iter::once(image.config.digest.clone()))
+            .chain(image.layers.iter().map(|l| l.desc.digest.clone()))
+            .collect()
+    };
+    for d in digests(&hub_image)
+        .iter()
+        .chain(digests(&ghcr_image).iter())
+    {
+        assert!(
+            content.contains(d.as_str()),
+            "{d} not in containerd:\n{content}"
+        );
+    }
+    // Each registry's image came from its own upstream, through the regional stand-in.
+    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
+    assert_eq!(hub.requests("", "owner/tool"), 0);
+    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
+    assert_eq!(ghcr.requests("", "library/app"), 0);
+    for d in digests(&hub_image).iter().skip(1) {
+        assert!(
+            node.fetched_and_cached(d).await,
+            "the node tier did not cache {d}"
+        );
+    }
+
+    // The regional tier goes away: the node tier still serves what it has, to a containerd
+    // that has nothing.
+    regional.stop();
+    drop(ctd);
+    let ctd = Containerd::start();
+    ctd.ctr_ok(&[
+        "content",
+        "fetch",
+        "--hosts-dir",
+        &hosts,
+        "--platform",
+        "linux/amd64",
+        "docker.io/library/app:v1",
+    ]);
+    let r = client()
+        .get(node.url(&format!(
+            "/v2/library/app/blobs/{}",
+            hub_image.layers[0].desc.digest
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

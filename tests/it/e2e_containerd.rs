@@ -16,7 +16,13 @@ use crate::common::*;
 use bytes::Bytes;
 
 /// Builds a one-layer image (a real gzip'd tar) and stores it in `up` as `repo:tag`.
-fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u64) -> Image {
+pub(crate) fn seed(
+    up: &FakeUpstream,
+    dir: &std::path::Path,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> Image {
     let layout = Layout::create(&dir.join(format!("layout-{seed}")));
     let layer = layout.add_layer(seed, 3, 20_000);
     let image = layout.add_image("amd64", &[layer]);
