@@ -721,6 +721,15 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
         ));
     }
     let node = Server::spawn(&config_path, &env, data);
+    // The DaemonSet's probes ask paths the debug listener answers.
+    let docs = render("node");
+    let ds = of_kind(&docs, "DaemonSet").next().unwrap();
+    let c = &containers(&ds["spec"]["template"])[0];
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let path = c[probe]["httpGet"]["path"].as_str().unwrap();
+        let r = client().get(node.debug_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{probe} {path}");
+    }
 
     let ctd = Containerd::start();
     let hosts = tmp.path().join("certs.d");
