@@ -684,7 +684,7 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
     use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
     use crate::common::tools::free_port;
     use crate::common::{Server, client};
-    use crate::e2e_containerd::seed;
+    use crate::e2e_containerd::{assert_each_from_its_upstream, seed};
 
     require_daemon("the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml");
     let tmp = tempfile::tempdir().unwrap();
@@ -750,42 +750,11 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
         std::fs::create_dir_all(hosts.join(registry)).unwrap();
         std::fs::write(hosts.join(registry).join("hosts.toml"), ours).unwrap();
     }
-    let hosts = hosts.display().to_string();
-    let fetch = |reference: &str| {
-        ctd.ctr_ok(&[
-            "content",
-            "fetch",
-            "--hosts-dir",
-            &hosts,
-            "--platform",
-            "linux/amd64",
-            reference,
-        ])
-    };
-    fetch("docker.io/library/app:v1");
-    fetch("ghcr.io/owner/tool:2.0");
-    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
-    let digests = |image: &crate::common::oci_layout::Image| -> Vec<String> {
-        std::iter::once(image.manifest.digest.clone())
-            .chain(std::iter::once(image.config.digest.clone()))
-            .chain(image.layers.iter().map(|l| l.desc.digest.clone()))
-            .collect()
-    };
-    for d in digests(&hub_image)
-        .iter()
-        .chain(digests(&ghcr_image).iter())
-    {
-        assert!(
-            content.contains(d.as_str()),
-            "{d} not in containerd:\n{content}"
-        );
-    }
+    ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
+    ctd.fetch_ok(&hosts, "ghcr.io/owner/tool:2.0");
     // Each registry's image came from its own upstream, through the regional stand-in.
-    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
-    assert_eq!(hub.requests("", "owner/tool"), 0);
-    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
-    assert_eq!(ghcr.requests("", "library/app"), 0);
-    for d in digests(&hub_image).iter().skip(1) {
+    assert_each_from_its_upstream(&ctd, (&hub, &hub_image), (&ghcr, &ghcr_image));
+    for d in hub_image.digests().into_iter().skip(1) {
         assert!(
             node.fetched_and_cached(d).await,
             "the node tier did not cache {d}"
@@ -797,15 +766,7 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
     regional.stop();
     drop(ctd);
     let ctd = Containerd::start();
-    ctd.ctr_ok(&[
-        "content",
-        "fetch",
-        "--hosts-dir",
-        &hosts,
-        "--platform",
-        "linux/amd64",
-        "docker.io/library/app:v1",
-    ]);
+    ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
     let r = client()
         .get(node.url(&format!(
             "/v2/library/app/blobs/{}",

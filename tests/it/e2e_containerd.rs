@@ -36,6 +36,23 @@ pub(crate) fn seed(
     image
 }
 
+/// Everything came through the mirror: containerd holds every blob of both images, and each
+/// upstream (Docker Hub's stand-in, ghcr.io's) was asked for its own image only.
+pub(crate) fn assert_each_from_its_upstream(
+    ctd: &Containerd,
+    (hub, hub_image): (&FakeUpstream, &Image),
+    (ghcr, ghcr_image): (&FakeUpstream, &Image),
+) {
+    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
+    for d in hub_image.digests().into_iter().chain(ghcr_image.digests()) {
+        assert!(content.contains(d), "{d} not in containerd:\n{content}");
+    }
+    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
+    assert_eq!(hub.requests("", "owner/tool"), 0);
+    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
+    assert_eq!(ghcr.requests("", "library/app"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
     require_daemon("containerd_pulls_docker_io_and_ghcr_io_through_the_mirror");
@@ -58,39 +75,9 @@ async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
     for registry in ["docker.io", "ghcr.io"] {
         write_hosts_toml(&hosts, registry, &s.url(""), &nowhere);
     }
-    let hosts = hosts.display().to_string();
-    let fetch = |reference: &str| {
-        ctd.ctr_ok(&[
-            "content",
-            "fetch",
-            "--hosts-dir",
-            &hosts,
-            "--platform",
-            "linux/amd64",
-            reference,
-        ])
-    };
-    fetch("docker.io/library/app:v1");
-    fetch("ghcr.io/owner/tool:2.0");
-
-    // Everything came through stevedore: containerd holds every blob, each upstream was asked
-    // for its own image only.
-    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
-    for image in [&hub_image, &ghcr_image] {
-        for d in std::iter::once(&image.manifest.digest)
-            .chain(std::iter::once(&image.config.digest))
-            .chain(image.layers.iter().map(|l| &l.desc.digest))
-        {
-            assert!(
-                content.contains(d.as_str()),
-                "{d} not in containerd:\n{content}"
-            );
-        }
-    }
-    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
-    assert_eq!(hub.requests("", "owner/tool"), 0);
-    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
-    assert_eq!(ghcr.requests("", "library/app"), 0);
+    ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
+    ctd.fetch_ok(&hosts, "ghcr.io/owner/tool:2.0");
+    assert_each_from_its_upstream(&ctd, (&hub, &hub_image), (&ghcr, &ghcr_image));
     // The blobs are cached here too, under the name the mirror keeps for each registry.
     let r = client()
         .get(s.url(&format!(
@@ -104,12 +91,8 @@ async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
 
     // A registry nothing here mirrors: stevedore answers 404, and the fetch fails (its
     // fallback is closed) instead of being served some other registry's image.
-    write_hosts_toml(
-        ctd.dir().join("certs.d").as_path(),
-        "quay.io",
-        &s.url(""),
-        &nowhere,
-    );
+    write_hosts_toml(&hosts, "quay.io", &s.url(""), &nowhere);
+    let hosts = hosts.display().to_string();
     let out = ctd.ctr(&[
         "content",
         "fetch",
