@@ -681,26 +681,14 @@ fn write_rendered_config(dir: &str, cm_name: &str, path: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml() {
     use crate::common::containerd::{Containerd, require_daemon};
-    use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
     use crate::common::tools::free_port;
     use crate::common::{Server, client};
-    use crate::e2e_containerd::{assert_each_from_its_upstream, seed};
+    use crate::e2e_containerd::TwoRegistries;
 
     require_daemon("the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml");
     let tmp = tempfile::tempdir().unwrap();
-    let hub = FakeUpstream::start(FakeOptions::default()).await;
-    let ghcr = FakeUpstream::start(FakeOptions::default()).await;
-    let hub_image = seed(&hub, tmp.path(), "library/app", "v1", 1);
-    let ghcr_image = seed(&ghcr, tmp.path(), "owner/tool", "2.0", 2);
     // The regional tier's routing (deploy/kubernetes/regional/config.yml names ghcr.io).
-    let mut regional = Server::mirror(
-        &hub.url(),
-        &format!(
-            "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
-            ghcr.url()
-        ),
-    );
-
+    let mut two = TwoRegistries::start(tmp.path()).await;
     let config_path = tmp.path().join("node.yml");
     let config = write_rendered_config("node", "stevedore-node", &config_path);
     let data = tmp.path().join("node-data");
@@ -711,13 +699,13 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
             "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
             data.display().to_string(),
         ),
-        ("REGISTRY_PROXY_REMOTEURL".into(), regional.url("")),
+        ("REGISTRY_PROXY_REMOTEURL".into(), two.mirror.url("")),
     ];
     let upstreams = config["proxy"]["upstreams"].as_sequence().unwrap();
     for i in 0..upstreams.len() {
         env.push((
             format!("REGISTRY_PROXY_UPSTREAMS_{i}_REMOTEURL"),
-            regional.url(""),
+            two.mirror.url(""),
         ));
     }
     let node = Server::spawn(&config_path, &env, data);
@@ -753,8 +741,8 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
     ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
     ctd.fetch_ok(&hosts, "ghcr.io/owner/tool:2.0");
     // Each registry's image came from its own upstream, through the regional stand-in.
-    assert_each_from_its_upstream(&ctd, (&hub, &hub_image), (&ghcr, &ghcr_image));
-    for d in hub_image.digests().into_iter().skip(1) {
+    two.assert_each_from_its_upstream(&ctd);
+    for d in two.hub_image.digests().into_iter().skip(1) {
         assert!(
             node.fetched_and_cached(d).await,
             "the node tier did not cache {d}"
@@ -763,14 +751,14 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
 
     // The regional tier goes away: the node tier still serves what it has, to a containerd
     // that has nothing.
-    regional.stop();
+    two.mirror.stop();
     drop(ctd);
     let ctd = Containerd::start();
     ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
     let r = client()
         .get(node.url(&format!(
             "/v2/library/app/blobs/{}",
-            hub_image.layers[0].desc.digest
+            two.hub_image.layers[0].desc.digest
         )))
         .send()
         .await
