@@ -198,11 +198,13 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
+        let notifier = Arc::new(notify::Notifier::disabled());
         let mirror = if config.proxy_enabled() {
             Some(Arc::new(build_mirror(
                 &config,
                 registry.clone(),
                 metrics.clone(),
+                notifier.clone(),
             )?))
         } else {
             None
@@ -220,7 +222,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notify::Notifier::disabled()),
+            notifier,
             config: Arc::new(config),
             registry,
             depot,
@@ -363,6 +365,7 @@ fn build_mirror(
     config: &Config,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    notifier: Arc<notify::Notifier>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
     let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
@@ -377,6 +380,7 @@ fn build_mirror(
             max_backoff: p.breakermaxbackoff,
         },
         offline: offline.clone(),
+        notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
@@ -450,6 +454,7 @@ fn build_mirror(
                 audit: p.policy.mode == config::PolicyMode::Audit,
                 contact: p.policy.contact.clone(),
             },
+            notifier,
         },
         metrics,
     ))
@@ -512,6 +517,7 @@ pub async fn run(
                     }) as lifecycle::evict::Pinned
                 })
             },
+            notifier: app.notifier.clone(),
         };
         let depot = app.depot.clone();
         let stop = stopped();

@@ -9,7 +9,7 @@
 
 pub mod event;
 
-pub use event::{Action, Actor, Descriptor, Event, RequestInfo, Source, Target};
+pub use event::{Action, Actor, BLOB_MEDIA_TYPE, Descriptor, Event, RequestInfo, Source, Target};
 
 /// Hands events to the configured endpoints. Cheap to share (`Arc`), and present even with no
 /// endpoint configured, when publishing is a no-op.
