@@ -155,12 +155,19 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
             media_type: &put.media_type,
             bytes: &bytes,
         };
-        // distribution's `WithTag` option carries one tag: the reference's.
-        let tag = match &reference {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        };
-        events.manifest(Action::Push, local, &info, tag);
+        // One push per tag the manifest now has (the reference's, then each `?tag=`; one
+        // untagged push when pushed by digest alone): distribution knows only the first.
+        let mut named: Vec<&Tag> = Vec::new();
+        if let Reference::Tag(t) = &reference {
+            named.push(t);
+        }
+        named.extend(tags.iter().filter(|t| !matches!(&reference, Reference::Tag(r) if r == *t)));
+        if named.is_empty() {
+            events.manifest(Action::Push, local, &info, None);
+        }
+        for t in named {
+            events.manifest(Action::Push, local, &info, Some(t));
+        }
     }
     let mut b = response::empty(StatusCode::CREATED)
         .header(
