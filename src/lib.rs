@@ -101,6 +101,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Notify(#[from] notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -198,7 +200,17 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
-        let notifier = Arc::new(notify::Notifier::disabled());
+        // Before the mirror, which sends its cache events through it.
+        let notifier = Arc::new(if server {
+            notify::Notifier::from_config(
+                &config.notifications,
+                notify::source_for(config.http.addr),
+                &root,
+                &metrics,
+            )?
+        } else {
+            notify::Notifier::disabled()
+        });
         let mirror = if config.proxy_enabled() {
             Some(Arc::new(build_mirror(
                 &config,
@@ -234,6 +246,7 @@ impl App {
 
     /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
+        self.notifier.refresh_gauges();
         for origin in [index::Origin::Local, index::Origin::Proxy] {
             let (n, bytes) = self.depot.index.totals(origin);
             self.metrics
@@ -553,6 +566,8 @@ pub async fn run(
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Events of the requests just drained are queued by now: flush them.
+    app.notifier.shutdown(drain).await;
     if let Err(e) = app.depot.flush_access() {
         tracing::warn!(error = %e, "writing access times at shutdown failed");
     }

@@ -43,6 +43,7 @@
 mod de;
 mod env;
 mod error;
+mod notifications;
 mod schema;
 mod secret;
 pub mod units;
@@ -60,6 +61,10 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
+pub use notifications::{
+    EndpointConfig, IgnoreConfig, NotificationEvents, NotificationsConfig, NotifyFormat, Overflow,
+    QueueConfig, SigningConfig,
+};
 pub use secret::Secret;
 
 /// The upstream a configuration without a file mirrors: Docker Hub.
@@ -81,6 +86,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `redis`: the server behind `storage.cache.blobdescriptor: redis`; `None` when absent.
     pub redis: Option<RedisConfig>,
+    /// Webhooks told of pushes, pulls, mounts and deletes.
+    pub notifications: NotificationsConfig,
 }
 
 /// `log`.
@@ -778,6 +785,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             proxy: ProxyConfig::default(),
             redis: None,
+            notifications: NotificationsConfig::default(),
         }
     }
 }

@@ -45,7 +45,6 @@ use crate::oci::{Digest, RepoName, Tag};
 use http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
 
-
 /// Emits the events of one request. Exists only when some endpoint wants its action, so that
 /// a request nobody listens to builds nothing.
 pub(crate) struct Emitter<'a> {
@@ -82,7 +81,7 @@ impl<'a> Emitter<'a> {
                 name: req.user.clone().or_else(|| basic_user(&req.headers)),
             },
             prefix: UrlBase::for_events(&app.config.http).prefix(req),
-            references: include_references(app),
+            references: app.notifier.include_references(),
         })
     }
 
@@ -96,7 +95,13 @@ impl<'a> Emitter<'a> {
     }
 
     /// A manifest pulled or pushed (`tag` when named by one).
-    pub fn manifest(&self, action: Action, repo: &RepoName, m: &ManifestInfo<'_>, tag: Option<&Tag>) {
+    pub fn manifest(
+        &self,
+        action: Action,
+        repo: &RepoName,
+        m: &ManifestInfo<'_>,
+        tag: Option<&Tag>,
+    ) {
         let size = m.bytes.len() as u64;
         self.publish(
             action,
@@ -174,11 +179,6 @@ impl<'a> Emitter<'a> {
             },
         );
     }
-}
-
-/// `notifications.events.includereferences`.
-fn include_references(_app: &App) -> bool {
-    false
 }
 
 /// The peer's address, put in each request's extensions by the connection.
@@ -307,7 +307,12 @@ mod tests {
         assert_eq!(r.useragent, "skopeo/1.13");
         assert_eq!(r.id.len(), 36);
         // HTTP/2: the authority stands for Host; no User-Agent is an empty one.
-        let r = request_info(&HeaderMap::new(), Some("h2.example"), &http::Method::GET, None);
+        let r = request_info(
+            &HeaderMap::new(),
+            Some("h2.example"),
+            &http::Method::GET,
+            None,
+        );
         assert_eq!((r.host.as_str(), r.useragent.as_str()), ("h2.example", ""));
     }
 
@@ -316,7 +321,10 @@ mod tests {
         let peer = Some("[::1]:5".parse().unwrap());
         let addr = |pairs: &[(&'static str, &str)]| client_addr(&headers(pairs), peer);
         assert_eq!(addr(&[]), "[::1]:5");
-        assert_eq!(addr(&[("x-forwarded-for", " 192.0.2.1 , 10.0.0.1")]), "192.0.2.1");
+        assert_eq!(
+            addr(&[("x-forwarded-for", " 192.0.2.1 , 10.0.0.1")]),
+            "192.0.2.1"
+        );
         assert_eq!(addr(&[("x-forwarded-for", "not-an-ip")]), "[::1]:5");
         assert_eq!(addr(&[("x-real-ip", "2001:db8::1")]), "2001:db8::1");
         assert_eq!(
@@ -330,7 +338,10 @@ mod tests {
         // "alice:secret"
         let h = headers(&[("authorization", "Basic YWxpY2U6c2VjcmV0")]);
         assert_eq!(basic_user(&h).as_deref(), Some("alice"));
-        assert_eq!(basic_user(&headers(&[("authorization", "Bearer x.y.z")])), None);
+        assert_eq!(
+            basic_user(&headers(&[("authorization", "Bearer x.y.z")])),
+            None
+        );
         assert_eq!(basic_user(&headers(&[("authorization", "Basic !!")])), None);
         assert_eq!(basic_user(&HeaderMap::new()), None);
     }
@@ -349,7 +360,10 @@ mod tests {
         let refs = references(m.to_string().as_bytes());
         assert_eq!(refs.len(), 2);
         assert_eq!(refs[0].digest, Some(c));
-        assert_eq!(refs[0].media_type, "application/vnd.oci.image.config.v1+json");
+        assert_eq!(
+            refs[0].media_type,
+            "application/vnd.oci.image.config.v1+json"
+        );
         assert_eq!(refs[1].size, 2);
         assert_eq!(refs[1].urls, ["https://example.com/l"]);
         assert_eq!(

@@ -8,10 +8,10 @@
 //! `source`, and the same headers. `fixtures/notifications-distribution-2.8.json` keeps
 //! distribution's events of `golden_ops` (the v1 shape), checked without `docker-registry` too.
 
+use crate::common::receiver::{Received, Receiver};
 use crate::common::refreg::RefRegistry;
 use crate::common::tools::{require, skopeo_ok};
 use crate::common::*;
-use receiver::{Receiver, Recorded};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -44,28 +44,11 @@ const LAYER: &[u8] = b"layer-bytes-xyz";
 /// The operations the fixture was captured with, against `base` (`http://host:port`).
 async fn golden_ops(base: &str) {
     let c = client();
-    let auth = |r: reqwest::RequestBuilder| {
-        r.basic_auth(USER, Some(PASSWORD))
-            .header("user-agent", UA)
-    };
+    let auth =
+        |r: reqwest::RequestBuilder| r.basic_auth(USER, Some(PASSWORD)).header("user-agent", UA);
     let (dc, dl) = (sha256(CONFIG.as_bytes()), sha256(LAYER));
     for data in [CONFIG.as_bytes(), LAYER] {
-        let r = send(auth(c.post(format!("{base}/v2/a/b/blobs/uploads/")))).await;
-        assert_eq!(r.status(), 202, "start upload");
-        let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        let loc = if loc.starts_with("http") {
-            loc
-        } else {
-            format!("{base}{loc}")
-        };
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = send(
-            auth(c.put(format!("{loc}{sep}digest={}", sha256(data))))
-                .header("content-type", "application/octet-stream")
-                .body(data.to_vec()),
-        )
-        .await;
-        assert_eq!(r.status(), 201, "finish upload");
+        upload(base, "a/b", data).await;
     }
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{dl}","size":{}}}]}}"#,
@@ -82,24 +65,51 @@ async fn golden_ops(base: &str) {
         .await;
         assert_eq!(r.status(), 201, "PUT manifest {tag}");
     }
-    let r = send(auth(c.get(format!("{base}/v2/a/b/manifests/v1"))).header("accept", OCI_MANIFEST)).await;
+    let r = send(auth(c.get(format!("{base}/v2/a/b/manifests/v1"))).header("accept", OCI_MANIFEST))
+        .await;
     assert_eq!(r.status(), 200);
-    let r = send(auth(c.head(format!("{base}/v2/a/b/manifests/{dm}"))).header("accept", OCI_MANIFEST)).await;
+    let r =
+        send(auth(c.head(format!("{base}/v2/a/b/manifests/{dm}"))).header("accept", OCI_MANIFEST))
+            .await;
     assert_eq!(r.status(), 200);
     let r = send(auth(c.get(format!("{base}/v2/a/b/blobs/{dl}")))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), LAYER);
     let r = send(auth(c.head(format!("{base}/v2/a/b/blobs/{dl}")))).await;
     assert_eq!(r.status(), 200);
-    let r = send(auth(c.post(format!(
-        "{base}/v2/c/d/blobs/uploads/?mount={dl}&from=a/b"
-    ))))
+    let r = send(auth(
+        c.post(format!("{base}/v2/c/d/blobs/uploads/?mount={dl}&from=a/b")),
+    ))
     .await;
     assert_eq!(r.status(), 201, "mount");
     let r = send(auth(c.delete(format!("{base}/v2/a/b/manifests/{dm}")))).await;
     assert_eq!(r.status(), 202, "DELETE manifest");
     let r = send(auth(c.delete(format!("{base}/v2/c/d/blobs/{dl}")))).await;
     assert_eq!(r.status(), 202, "DELETE blob");
+}
+
+/// Pushes `data` into `repo` with a POST and a PUT (distribution 2.8 has no single-POST
+/// upload), as the test user.
+async fn upload(base: &str, repo: &str, data: &[u8]) {
+    let c = client();
+    let auth =
+        |r: reqwest::RequestBuilder| r.basic_auth(USER, Some(PASSWORD)).header("user-agent", UA);
+    let r = send(auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/")))).await;
+    assert_eq!(r.status(), 202, "start upload");
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let loc = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = send(
+        auth(c.put(format!("{loc}{sep}digest={}", sha256(data))))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "finish upload");
 }
 
 /// How many events `golden_ops` sends.
@@ -111,7 +121,9 @@ const GOLDEN_EVENTS: usize = 13;
 fn normalize(event: &Value, registry_host: &str) -> Value {
     let mut e = event.clone();
     let uuid = |v: &Value, what: &str| {
-        let s = v.as_str().unwrap_or_else(|| panic!("{what} is a string: {event}"));
+        let s = v
+            .as_str()
+            .unwrap_or_else(|| panic!("{what} is a string: {event}"));
         assert!(uuid::Uuid::parse_str(s).is_ok(), "{what} is a UUID: {s}");
     };
     uuid(&e["id"], "id");
@@ -144,12 +156,12 @@ fn normalize(event: &Value, registry_host: &str) -> Value {
 }
 
 /// The events of `recorded` (one per POST, as distribution sends them), normalized.
-fn events(recorded: &[Recorded], registry_host: &str) -> Vec<Value> {
+fn events(recorded: &[Received], registry_host: &str) -> Vec<Value> {
     recorded
         .iter()
         .map(|r| {
-            let events = r.body["events"].as_array().expect("an events array");
-            assert_eq!(events.len(), 1, "one event per POST: {}", r.body);
+            let events = r.events();
+            assert_eq!(events.len(), 1, "one event per POST: {events:?}");
             normalize(&events[0], registry_host)
         })
         .collect()
@@ -194,18 +206,18 @@ fn assert_same_events(ours: &[Value], theirs: &[Value], what: &str) {
 
 /// The headers a receiver sees, compared one by one with distribution's (`Host` and
 /// `Content-Length` aside, which differ by nature).
-fn assert_same_headers(ours: &Recorded, theirs: &Value) {
+fn assert_same_headers(ours: &Received, theirs: &Value) {
     for (name, want) in theirs.as_object().expect("headers") {
         let got = ours.header(name);
         assert_eq!(
-            got.as_deref(),
+            got,
             want.as_str(),
             "header {name}: ours {got:?}, distribution's {want}"
         );
     }
     assert_eq!(
-        ours.header("content-length").as_deref(),
-        Some(ours.raw_len.to_string().as_str()),
+        ours.header("content-length"),
+        Some(ours.body.len().to_string().as_str()),
         "Content-Length"
     );
 }
@@ -214,7 +226,7 @@ fn stevedore(dir: &Path, receiver: &Receiver) -> Server {
     Server::start_with(Options {
         extra_yaml: format!(
             "storage:\n  delete:\n    enabled: true\n{}",
-            shared_yaml(dir, &receiver.url())
+            shared_yaml(dir, &receiver.url(""))
         ),
         ..Options::default()
     })
@@ -227,7 +239,7 @@ async fn golden_ops_send_distributions_events() {
     let receiver = Receiver::start().await;
     let s = stevedore(dir.path(), &receiver);
     golden_ops(&s.url("")).await;
-    let got = receiver.wait_for(GOLDEN_EVENTS, WAIT).await;
+    let got = arrived(&receiver, GOLDEN_EVENTS).await;
     let (want, headers) = fixture();
     assert_same_events(&events(&got, s.host()), &want, "stevedore vs fixture");
     for r in &got {
@@ -241,19 +253,23 @@ async fn same_events_as_distribution_live() {
     require("skopeo", "skopeo");
     let dir = tempfile::tempdir().unwrap();
     let (theirs_rx, ours_rx) = (Receiver::start().await, Receiver::start().await);
-    let reference = RefRegistry::start_with(&shared_yaml(dir.path(), &theirs_rx.url()));
+    let reference = RefRegistry::start_with(&shared_yaml(dir.path(), &theirs_rx.url("")));
 
     // golden_ops: distribution's events are still the fixture's (the fixture did not drift),
     // and ours are theirs.
     golden_ops(&reference.url()).await;
-    let theirs = theirs_rx.wait_for(GOLDEN_EVENTS, WAIT).await;
+    let theirs = arrived(&theirs_rx, GOLDEN_EVENTS).await;
     let (fixture_events, headers) = fixture();
     let theirs_n = events(&theirs, &reference.addr);
     assert_same_events(&theirs_n, &fixture_events, "distribution vs fixture");
     let s = stevedore(dir.path(), &ours_rx);
     golden_ops(&s.url("")).await;
-    let ours = ours_rx.wait_for(GOLDEN_EVENTS, WAIT).await;
-    assert_same_events(&events(&ours, s.host()), &theirs_n, "stevedore vs distribution");
+    let ours = arrived(&ours_rx, GOLDEN_EVENTS).await;
+    assert_same_events(
+        &events(&ours, s.host()),
+        &theirs_n,
+        "stevedore vs distribution",
+    );
 
     // skopeo: copy an image in, inspect it, delete it.
     let t = dir.path();
@@ -277,13 +293,19 @@ async fn same_events_as_distribution_live() {
                 &dest,
             ],
         );
-        skopeo_ok(t, &["inspect", "--tls-verify=false", "--creds", &creds, &dest]);
-        skopeo_ok(t, &["delete", "--tls-verify=false", "--creds", &creds, &dest]);
+        skopeo_ok(
+            t,
+            &["inspect", "--tls-verify=false", "--creds", &creds, &dest],
+        );
+        skopeo_ok(
+            t,
+            &["delete", "--tls-verify=false", "--creds", &creds, &dest],
+        );
+        // Delivery keeps the order: once this push's event is in, skopeo's are.
+        upload(&format!("http://{host}"), "zz/sentinel", b"s").await;
     }
-    // skopeo's requests can differ in number (HEADs before uploads): compare once both
-    // registries are quiet, and by what they sent.
-    let theirs = theirs_rx.settle(GOLDEN_EVENTS + 1, WAIT).await;
-    let ours = ours_rx.settle(GOLDEN_EVENTS + 1, WAIT).await;
+    let theirs = until_sentinel(&theirs_rx).await;
+    let ours = until_sentinel(&ours_rx).await;
     let useragent = |e: &mut Value| e["request"]["useragent"] = json!("<skopeo>");
     let mut theirs_n = events(&theirs[GOLDEN_EVENTS..], &reference.addr);
     let mut ours_n = events(&ours[GOLDEN_EVENTS..], s.host());
@@ -295,124 +317,30 @@ async fn same_events_as_distribution_live() {
     }
 }
 
-/// A minimal recording webhook receiver on 127.0.0.1:0 (until the shared one is in
-/// `common`).
-mod receiver {
-    use bytes::Bytes;
-    use http_body_util::BodyExt;
-    use hyper::service::service_fn;
-    use hyper::{Request, Response};
-    use hyper_util::rt::TokioIo;
-    use serde_json::Value;
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-    use tokio::sync::watch;
+/// Waits for `n` delivered events; all of them so far.
+async fn arrived(receiver: &Receiver, n: usize) -> Vec<Received> {
+    let ok = receiver.wait_for(n, WAIT).await;
+    let got = receiver.accepted();
+    assert!(ok, "{} of {n} events arrived: {got:#?}", got.len());
+    got
+}
 
-    /// One POST as received.
-    #[derive(Debug, Clone)]
-    pub struct Recorded {
-        pub headers: http::HeaderMap,
-        pub body: Value,
-        pub raw_len: usize,
-    }
-
-    impl Recorded {
-        pub fn header(&self, name: &str) -> Option<String> {
-            self.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        }
-    }
-
-    pub struct Receiver {
-        addr: std::net::SocketAddr,
-        got: Arc<Mutex<Vec<Recorded>>>,
-        count: watch::Receiver<usize>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Receiver {
-        pub async fn start() -> Receiver {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let got = Arc::new(Mutex::new(Vec::new()));
-            let (tx, count) = watch::channel(0usize);
-            let tx = Arc::new(tx);
-            let g = got.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (g, tx) = (g.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (g, tx) = (g.clone(), tx.clone());
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let raw = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                                let mut v = g.lock().unwrap();
-                                v.push(Recorded {
-                                    headers: parts.headers,
-                                    body,
-                                    raw_len: raw.len(),
-                                });
-                                tx.send_replace(v.len());
-                                Ok::<_, std::convert::Infallible>(Response::new(
-                                    http_body_util::Full::new(Bytes::new()),
-                                ))
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
-            Receiver {
-                addr,
-                got,
-                count,
-                task,
-            }
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://{}", self.addr)
-        }
-
-        /// Waits for `n` POSTs; all of them so far.
-        pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-            let mut rx = self.count.clone();
-            let ok = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await;
-            let got = self.got.lock().unwrap().clone();
-            assert!(ok.is_ok(), "{} of {n} notifications arrived: {got:#?}", got.len());
-            got
-        }
-
-        /// Waits for at least `n` POSTs, then until none came for a second; all of them.
-        pub async fn settle(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-            self.wait_for(n, timeout).await;
-            let deadline = Instant::now() + timeout;
-            let mut rx = self.count.clone();
-            while Instant::now() < deadline {
-                rx.mark_unchanged();
-                if tokio::time::timeout(Duration::from_secs(1), rx.changed())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            self.got.lock().unwrap().clone()
-        }
-    }
-
-    impl Drop for Receiver {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
+/// Waits until the sentinel push's event arrived; everything delivered before it.
+async fn until_sentinel(receiver: &Receiver) -> Vec<Received> {
+    let is_sentinel = |r: &Received| {
+        r.events()
+            .first()
+            .is_some_and(|e| e["target"]["repository"] == "zz/sentinel")
+    };
+    let ok = receiver
+        .wait_until(WAIT, |log| {
+            log.iter()
+                .any(|r| (200..300).contains(&r.status) && is_sentinel(r))
+        })
+        .await;
+    assert!(ok, "the sentinel event arrived: {:#?}", receiver.received());
+    let mut got = receiver.accepted();
+    let last = got.iter().position(is_sentinel).expect("sentinel");
+    got.truncate(last);
+    got
 }

@@ -161,7 +161,10 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
         if let Reference::Tag(t) = &reference {
             named.push(t);
         }
-        named.extend(tags.iter().filter(|t| !matches!(&reference, Reference::Tag(r) if r == *t)));
+        named.extend(
+            tags.iter()
+                .filter(|t| !matches!(&reference, Reference::Tag(r) if r == *t)),
+        );
         if named.is_empty() {
             events.manifest(Action::Push, local, &info, None);
         }
