@@ -8,6 +8,8 @@
 //! `source`, and the same headers. `fixtures/notifications-distribution-2.8.json` keeps
 //! distribution's events of `golden_ops` (the v1 shape), checked without `docker-registry` too.
 
+use crate::common::api::{get, head};
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::receiver::{Received, Receiver};
 use crate::common::refreg::RefRegistry;
 use crate::common::tools::{require, skopeo_ok};
@@ -189,7 +191,13 @@ fn fixture() -> (Vec<Value>, Value) {
 fn assert_same_events(ours: &[Value], theirs: &[Value], what: &str) {
     let actions = |v: &[Value]| -> Vec<String> {
         v.iter()
-            .map(|e| format!("{} {}", e["action"], e["request"]["method"]))
+            .map(|e| {
+                let t = &e["target"];
+                format!(
+                    "{} {} {} {} {}",
+                    e["action"], e["request"]["method"], t["repository"], t["digest"], t["tag"]
+                )
+            })
             .collect()
     };
     assert_eq!(actions(ours), actions(theirs), "{what}: actions in order");
@@ -204,22 +212,40 @@ fn assert_same_events(ours: &[Value], theirs: &[Value], what: &str) {
     }
 }
 
-/// The headers a receiver sees, compared one by one with distribution's (`Host` and
-/// `Content-Length` aside, which differ by nature).
+/// The headers a receiver sees, compared one by one with distribution's: the same names
+/// (`Host` aside), the same values except two that Go's HTTP client sets by itself: its
+/// `User-Agent` (ours names stevedore) and `Accept-Encoding: gzip` (a transport detail: a
+/// webhook's answer is read and dropped, nothing asks for it compressed).
 fn assert_same_headers(ours: &Received, theirs: &Value) {
-    for (name, want) in theirs.as_object().expect("headers") {
+    let theirs = theirs.as_object().expect("headers");
+    for (name, want) in theirs {
         let got = ours.header(name);
-        assert_eq!(
-            got,
-            want.as_str(),
-            "header {name}: ours {got:?}, distribution's {want}"
-        );
+        match name.to_ascii_lowercase().as_str() {
+            "user-agent" => assert!(
+                got.is_some_and(|ua| ua.starts_with("stevedore/")),
+                "User-Agent: {got:?}"
+            ),
+            "accept-encoding" => {}
+            _ => assert_eq!(
+                got,
+                want.as_str(),
+                "header {name}: ours {got:?}, distribution's {want}"
+            ),
+        }
     }
     assert_eq!(
         ours.header("content-length"),
         Some(ours.body.len().to_string().as_str()),
         "Content-Length"
     );
+    for name in ours.headers.keys() {
+        assert!(
+            name == "host"
+                || name == "content-length"
+                || theirs.keys().any(|k| k.eq_ignore_ascii_case(name)),
+            "ours has a header distribution does not send: {name}"
+        );
+    }
 }
 
 fn stevedore(dir: &Path, receiver: &Receiver) -> Server {
@@ -311,6 +337,20 @@ async fn same_events_as_distribution_live() {
     let mut ours_n = events(&ours[GOLDEN_EVENTS..], s.host());
     theirs_n.iter_mut().for_each(useragent);
     ours_n.iter_mut().for_each(useragent);
+    // skopeo sometimes uploads a blob twice (seen against distribution): two PUTs, two pushes
+    // of one blob, which says nothing of the registry; keep each blob push once.
+    let once = |v: &mut Vec<Value>| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|e| {
+            let blob_push =
+                e["action"] == "push" && e["target"]["mediaType"] == "application/octet-stream";
+            !blob_push || seen.insert(e["target"]["digest"].to_string())
+        });
+    };
+    once(&mut theirs_n);
+    once(&mut ours_n);
+    // At least: 3 blob pushes and a manifest push, 2 pulls (inspect), a pull and 2 deletes.
+    assert!(theirs_n.len() >= 9, "skopeo's events: {theirs_n:#?}");
     assert_same_events(&ours_n, &theirs_n, "skopeo: stevedore vs distribution");
     for r in ours.iter() {
         assert_same_headers(r, &headers);
@@ -343,4 +383,274 @@ async fn until_sentinel(receiver: &Receiver) -> Vec<Received> {
     let last = got.iter().position(is_sentinel).expect("sentinel");
     got.truncate(last);
     got
+}
+
+/// A mirror's pulls are `pull` events whether served from upstream or cache (distribution's
+/// proxy mode), anonymous ones with `actor: {}`; with `cacheevents`, its cache events come too:
+/// `cache.fill` (manifest and blob, with the upstream), `upstream.error` and `stale.served`
+/// under a 5xx, `upstream.ratelimited` (with `Retry-After`) under a 429, `cache.evict` over
+/// `proxy.maxsize`.
+#[tokio::test]
+async fn mirror_pulls_and_cache_events() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let repo = "library/alpine";
+    let config = b"{\"os\":\"linux\"}".to_vec();
+    let (l1, l2) = (random_bytes(50_000, 1), random_bytes(50_000, 2));
+    let cd = up.add_blob(repo, config.clone().into());
+    let d1 = up.add_blob(repo, l1.clone().into());
+    let d2 = up.add_blob(repo, l2.clone().into());
+    let m = image_manifest(
+        OCI_MANIFEST,
+        (&cd, config.len()),
+        &[(&d1, l1.len()), (&d2, l2.len())],
+    );
+    let md = up.add_manifest(repo, Some("latest"), OCI_MANIFEST, m.clone().into());
+    let rx = Receiver::start().await;
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "proxy:\n  remoteurl: {}\n  tagttl: 0s\n  timeout: 2s\n  maxsize: 60000\nnotifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 20ms\n      cacheevents: true\n",
+            up.url(),
+            rx.url("/hook")
+        ),
+        ..Options::default()
+    });
+    let upstream_name = up.url().trim_start_matches("http://").to_owned();
+    let manifest_url = s.url(&format!("/v2/{repo}/manifests/latest"));
+    let events =
+        |rx: &Receiver| -> Vec<Value> { rx.accepted().iter().flat_map(Received::events).collect() };
+    let find = |evs: &[Value], action: &str| -> Vec<Value> {
+        evs.iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect()
+    };
+
+    // A miss: the manifest is fetched (cache.fill), then served (pull).
+    assert_eq!(get(&manifest_url, Some(OCI_MANIFEST)).await.status(), 200);
+    assert!(rx.wait_for(2, WAIT).await, "{:#?}", rx.received());
+    let evs = events(&rx);
+    assert_eq!(evs[0]["action"], "cache.fill");
+    let t = &evs[0]["target"];
+    assert_eq!(
+        (&t["digest"], &t["tag"], &t["upstream"], &t["repository"]),
+        (
+            &json!(md),
+            &json!("latest"),
+            &json!(upstream_name),
+            &json!(repo)
+        )
+    );
+    assert_eq!(t["size"], json!(m.len()));
+    assert_eq!(evs[1]["action"], "pull");
+    assert_eq!(evs[1]["target"]["tag"], "latest");
+    assert_eq!(evs[1]["target"]["mediaType"], OCI_MANIFEST);
+    assert_eq!(evs[1]["actor"], json!({}), "anonymous");
+
+    // A blob miss: pull, and cache.fill once it is committed (either order).
+    let r = get(&s.url(&format!("/v2/{repo}/blobs/{d1}")), None).await;
+    assert_eq!(r.bytes().await.unwrap(), l1);
+    assert!(rx.wait_for(4, WAIT).await, "{:#?}", rx.received());
+    let evs = events(&rx);
+    let fills = find(&evs, "cache.fill");
+    assert!(
+        fills.iter().any(|e| e["target"]["digest"] == json!(d1)
+            && e["target"]["mediaType"] == "application/octet-stream"
+            && e["target"]["size"] == json!(l1.len())),
+        "{fills:#?}"
+    );
+    assert!(
+        find(&evs, "pull")
+            .iter()
+            .any(|e| e["target"]["digest"] == json!(d1))
+    );
+
+    // The upstream fails (500): the cached tag is served stale, and said so.
+    up.set_fault(Fault::ServerError);
+    assert_eq!(get(&manifest_url, Some(OCI_MANIFEST)).await.status(), 200);
+    let stale_and_error = |log: &[Received]| {
+        let evs: Vec<Value> = log.iter().flat_map(Received::events).collect();
+        evs.iter().any(|e| e["action"] == "stale.served")
+            && evs.iter().any(|e| e["action"] == "upstream.error")
+    };
+    assert!(
+        rx.wait_until(WAIT, stale_and_error).await,
+        "{:#?}",
+        events(&rx)
+    );
+    let evs = events(&rx);
+    let stale = &find(&evs, "stale.served")[0]["target"];
+    assert_eq!(
+        (&stale["digest"], &stale["tag"]),
+        (&json!(md), &json!("latest"))
+    );
+    assert_eq!(stale["reason"], "5xx");
+    let err = &find(&evs, "upstream.error")[0]["target"];
+    assert_eq!(err["upstream"], json!(upstream_name));
+    assert!(
+        err["reason"].as_str().is_some_and(|r| r.contains("500")),
+        "{err}"
+    );
+
+    // A 429: upstream.ratelimited with its Retry-After.
+    up.set_fault(Fault::TooManyRequests {
+        retry_after_secs: 7,
+    });
+    assert_eq!(get(&manifest_url, Some(OCI_MANIFEST)).await.status(), 200);
+    let limited = |log: &[Received]| {
+        log.iter()
+            .flat_map(Received::events)
+            .any(|e| e["action"] == "upstream.ratelimited")
+    };
+    assert!(rx.wait_until(WAIT, limited).await, "{:#?}", events(&rx));
+    let evs = events(&rx);
+    assert_eq!(
+        find(&evs, "upstream.ratelimited")[0]["target"]["reason"],
+        "Retry-After: 7"
+    );
+
+    // Over proxy.maxsize once the second layer lands: the first is evicted.
+    up.set_fault(Fault::None);
+    let r = get(&s.url(&format!("/v2/{repo}/blobs/{d2}")), None).await;
+    assert_eq!(r.bytes().await.unwrap(), l2);
+    let evicted = |log: &[Received]| {
+        log.iter()
+            .flat_map(Received::events)
+            .any(|e| e["action"] == "cache.evict" && e["target"]["digest"] == json!(d1))
+    };
+    assert!(rx.wait_until(WAIT, evicted).await, "{:#?}", events(&rx));
+    let evs = events(&rx);
+    let ev = find(&evs, "cache.evict")
+        .into_iter()
+        .find(|e| e["target"]["digest"] == json!(d1))
+        .unwrap();
+    assert_eq!(ev["target"]["size"], json!(l1.len()));
+    assert_eq!(ev["target"]["reason"], "size");
+}
+
+/// Without `cacheevents`, a mirror sends only distribution's actions.
+#[tokio::test]
+async fn cache_events_are_off_by_default() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    let layer = random_bytes(1000, 3);
+    let d = up.add_blob("a/b", layer.clone().into());
+    let rx = Receiver::start().await;
+    let s = Server::start_with(Options {
+        extra_yaml: format!(
+            "proxy:\n  remoteurl: {}\nnotifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 20ms\n",
+            up.url(),
+            rx.url("/hook")
+        ),
+        ..Options::default()
+    });
+    let r = get(&s.url(&format!("/v2/a/b/blobs/{d}")), None).await;
+    assert_eq!(r.bytes().await.unwrap(), layer);
+    // The HEAD comes after the fill: its pull arriving means the fill was not sent.
+    assert_eq!(
+        head(&s.url(&format!("/v2/a/b/blobs/{d}")), None)
+            .await
+            .status(),
+        200
+    );
+    assert!(rx.wait_for(2, WAIT).await, "{:#?}", rx.received());
+    let actions: Vec<Value> = rx
+        .accepted()
+        .iter()
+        .flat_map(Received::events)
+        .map(|e| e["action"].clone())
+        .collect();
+    assert_eq!(actions, [json!("pull"), json!("pull")]);
+}
+
+/// A seed config run on this machine: loopback, a temporary root, JSON logs, its
+/// notification endpoint pointed at `receiver` through the environment.
+fn seed_server(name: &str, root: &Path, receiver: &Receiver, extra: &[(&str, String)]) -> Server {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/seed-{name}.yml"));
+    let mut env = vec![
+        ("REGISTRY_LOG_FORMATTER".to_owned(), "json".to_owned()),
+        ("REGISTRY_HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".to_owned(),
+            root.display().to_string(),
+        ),
+        (
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL".to_owned(),
+            receiver.url("/api/notification"),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    Server::spawn(&path, &env, root.to_path_buf())
+}
+
+/// docker-registry-web's two registry configs, verbatim with their `notifications` block,
+/// start and deliver a push to their listener (here a receiver); with token auth, the event
+/// names the token's subject.
+#[tokio::test]
+async fn registry_web_seeds_deliver_to_their_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let s = seed_server("registry-web", &tmp.path().join("root"), &rx, &[]);
+    let blob = b"pushed through the web UI's registry";
+    let d = push_blob(&s.url(""), "seed/app", blob).await;
+    assert!(rx.wait_for(1, WAIT).await, "{:#?}", rx.received());
+    let got = &rx.accepted()[0];
+    assert_eq!(got.path, "/api/notification");
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/vnd.docker.distribution.events.v1+json")
+    );
+    let e = &got.events()[0];
+    assert_eq!(
+        (
+            &e["action"],
+            &e["target"]["digest"],
+            &e["target"]["repository"]
+        ),
+        (&json!("push"), &json!(d), &json!("seed/app"))
+    );
+
+    // The token-auth seed: a token signed by the key of its rootcertbundle.
+    let rx = Receiver::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["test".into()]).unwrap();
+    let bundle = tmp.path().join("auth.cert");
+    std::fs::write(&bundle, cert.cert.pem()).unwrap();
+    let s = seed_server(
+        "registry-web-auth",
+        &tmp.path().join("root2"),
+        &rx,
+        &[(
+            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE",
+            bundle.display().to_string(),
+        )],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({
+        "iss": "test", "sub": "webuser", "aud": "localhost:5000",
+        "exp": now + 60, "nbf": now - 5, "iat": now - 5, "jti": "x",
+        "access": [{"type": "repository", "name": "seed/app", "actions": ["pull", "push"]}],
+    });
+    // rcgen's key is a P-256 key in PKCS#8, what `from_ec_der` takes.
+    let key = jsonwebtoken::EncodingKey::from_ec_der(&cert.signing_key.serialize_der());
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap();
+    let r = send(
+        client()
+            .post(s.url(&format!("/v2/seed/app/blobs/uploads/?digest={d}")))
+            .bearer_auth(&token)
+            .body(blob.to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "push with a token");
+    assert!(rx.wait_for(1, WAIT).await, "{:#?}", rx.received());
+    let e = &rx.accepted()[0].events()[0];
+    assert_eq!(
+        (&e["action"], &e["actor"]),
+        (&json!("push"), &json!({"name": "webuser"}))
+    );
 }
