@@ -57,6 +57,9 @@ pub async fn get(
             ),
         ));
     }
+    if with_body {
+        app.depot.note_pull(scope.local(), &m.digest);
+    }
     if let Some(events) = Emitter::new(app, req, Action::Pull) {
         let tag = match &reference {
             Reference::Tag(t) => Some(t),
