@@ -101,6 +101,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Notify(#[from] notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -200,11 +202,23 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
+        // Before the mirror, which sends its cache events through it.
+        let notifier = Arc::new(if server {
+            notify::Notifier::from_config(
+                &config.notifications,
+                notify::source_for(config.http.addr),
+                &root,
+                &metrics,
+            )?
+        } else {
+            notify::Notifier::disabled()
+        });
         let mirror = if config.proxy_enabled() {
             Some(Arc::new(build_mirror(
                 &config,
                 registry.clone(),
                 metrics.clone(),
+                notifier.clone(),
             )?))
         } else {
             None
@@ -222,7 +236,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notify::Notifier::disabled()),
+            notifier,
             console: http::console::Console::new(&config.ui),
             config: Arc::new(config),
             registry,
@@ -235,6 +249,7 @@ impl App {
 
     /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
+        self.notifier.refresh_gauges();
         for origin in [index::Origin::Local, index::Origin::Proxy] {
             let (n, bytes) = self.depot.index.totals(origin);
             self.metrics
@@ -366,6 +381,7 @@ fn build_mirror(
     config: &Config,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    notifier: Arc<notify::Notifier>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
     let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
@@ -380,6 +396,7 @@ fn build_mirror(
             max_backoff: p.breakermaxbackoff,
         },
         offline: offline.clone(),
+        notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
@@ -453,6 +470,7 @@ fn build_mirror(
                 audit: p.policy.mode == config::PolicyMode::Audit,
                 contact: p.policy.contact.clone(),
             },
+            notifier,
         },
         metrics,
     ))
@@ -515,6 +533,7 @@ pub async fn run(
                     }) as lifecycle::evict::Pinned
                 })
             },
+            notifier: app.notifier.clone(),
         };
         let depot = app.depot.clone();
         let stop = stopped();
@@ -550,6 +569,8 @@ pub async fn run(
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Events of the requests just drained are queued by now: flush them.
+    app.notifier.shutdown(drain).await;
     if let Err(e) = app.depot.flush_access() {
         tracing::warn!(error = %e, "writing access times at shutdown failed");
     }
