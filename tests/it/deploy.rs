@@ -737,7 +737,9 @@ async fn the_node_tier_as_rendered_serves_containerd_with_the_example_hosts_toml
         ),
         ("REGISTRY_PROXY_REMOTEURL".into(), two.mirror.url("")),
     ];
-    let upstreams = config["proxy"]["upstreams"].as_sequence().map_or(0, |u| u.len());
+    let upstreams = config["proxy"]["upstreams"]
+        .as_sequence()
+        .map_or(0, |u| u.len());
     for i in 0..upstreams {
         env.push((
             format!("REGISTRY_PROXY_UPSTREAMS_{i}_REMOTEURL"),
