@@ -1,6 +1,6 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
 //! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
-//! (`debug_warm`), and whole-image maintenance (`content.rs`: export, import, purge).
+//! (`debug_warm`), `/debug/accounts` (`debug_accounts`: users and roles), and whole-image maintenance (`content.rs`: export, import, purge).
 //! Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
@@ -89,7 +89,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
     let mutating = req.method() == Method::POST
-        && (matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm")
+        && (matches!(
+            path,
+            "/debug/gc" | "/debug/offline" | "/debug/warm" | "/debug/accounts"
+        )
             || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
@@ -106,6 +109,9 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
         (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
+        (&Method::POST, "/debug/accounts") => {
+            return super::debug_accounts::accounts(app, req).await;
+        }
         (&Method::POST, p) if content::PATHS.contains(&p) => {
             return content::answer(app, p, req.uri().query()).await;
         }
