@@ -32,7 +32,12 @@ pub struct Depot {
 }
 
 impl Depot {
-    pub fn new(store: BlobStore, index: Arc<Index>, cache: LayerCache, metrics: Arc<Metrics>) -> Depot {
+    pub fn new(
+        store: BlobStore,
+        index: Arc<Index>,
+        cache: LayerCache,
+        metrics: Arc<Metrics>,
+    ) -> Depot {
         Depot {
             store,
             index,

@@ -825,7 +825,11 @@ fn named<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(String, T)>> {
 
 impl Index {
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
-        self.accounts.users.get(name)?.map(|v| decode(&v)).transpose()
+        self.accounts
+            .users
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// Every user, by name.
@@ -834,7 +838,11 @@ impl Index {
     }
 
     pub fn role(&self, name: &str) -> Result<Option<RoleRecord>> {
-        self.accounts.roles.get(name)?.map(|v| decode(&v)).transpose()
+        self.accounts
+            .roles
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// Every stored role, by name.
@@ -851,7 +859,13 @@ impl Index {
         (&self.accounts.users, &self.accounts.roles)
             .transaction(|(u, r)| {
                 for (tree, changes) in [
-                    (u, users.iter().map(|(n, v)| (*n, v.map(encode))).collect::<Vec<_>>()),
+                    (
+                        u,
+                        users
+                            .iter()
+                            .map(|(n, v)| (*n, v.map(encode)))
+                            .collect::<Vec<_>>(),
+                    ),
                     (r, roles.iter().map(|(n, v)| (*n, v.map(encode))).collect()),
                 ] {
                     for (name, value) in changes {

@@ -167,12 +167,13 @@ impl App {
         // touched, so only its holder ever sweeps `tmp/`.
         let index_path = root.join("index");
         std::fs::create_dir_all(&root).map_err(|e| storage_err(e.into()))?;
-        let index = Arc::new(index::Index::open(&index_path).map_err(|source| {
-            StartError::Index {
-                path: index_path.display().to_string(),
-                source,
-            }
-        })?);
+        let index =
+            Arc::new(
+                index::Index::open(&index_path).map_err(|source| StartError::Index {
+                    path: index_path.display().to_string(),
+                    source,
+                })?,
+            );
         let auth = auth::Authenticator::from_config(&config.auth, &root, &index)?;
         let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
         let uploads = storage::Uploads::open(&root, store.clone())

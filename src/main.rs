@@ -124,6 +124,10 @@ struct AccountsTarget {
     /// reach it while it runs).
     #[arg(long, env = "REGISTRY_CONFIGURATION_PATH")]
     config: PathBuf,
+    /// The debug listener to ask while the server runs, when not http.debug.addr (e.g. that
+    /// says port 0).
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -538,7 +542,7 @@ fn user(command: UserCommand) -> ExitCode {
             (target, AccountOp::UserRevoke { name, role })
         }
     };
-    accounts(&target.config, &op)
+    accounts(&target, &op)
 }
 
 fn role(command: RoleCommand) -> ExitCode {
@@ -567,7 +571,7 @@ fn role(command: RoleCommand) -> ExitCode {
             },
         ),
     };
-    accounts(&target.config, &op)
+    accounts(&target, &op)
 }
 
 fn fail(what: &str, e: &str) -> ExitCode {
@@ -577,8 +581,8 @@ fn fail(what: &str, e: &str) -> ExitCode {
 
 /// Applies `op` to the index under the configuration's storage root, or, when a running
 /// server holds it, asks that server through its debug listener.
-fn accounts(config: &std::path::Path, op: &AccountOp) -> ExitCode {
-    let config = match load(config) {
+fn accounts(target: &AccountsTarget, op: &AccountOp) -> ExitCode {
+    let config = match load(&target.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -590,7 +594,11 @@ fn accounts(config: &std::path::Path, op: &AccountOp) -> ExitCode {
     let path = config.storage.filesystem.rootdirectory.join("index");
     let result = match stevedore::index::Index::open(&path) {
         Ok(index) => manage::apply(&index, op).map_err(|e| e.to_string()),
-        Err(source @ stevedore::index::IndexError::Locked(_)) => match config.http.debug.addr {
+        Err(source @ stevedore::index::IndexError::Locked(_)) => match target
+            .addr
+            .or(config.http.debug.addr)
+            .filter(|a| a.port() != 0)
+        {
             Some(addr) => runtime().block_on(stevedore::http::debug_accounts::request_accounts(
                 addr,
                 config.http.debug.token.as_ref().map(Secret::expose),

@@ -377,8 +377,9 @@ impl Authenticator {
                 // would grant (curl -u, and clients that send them unasked).
                 Some(a) if scheme_value(a, "basic").is_some() => {
                     let encoded = scheme_value(a, "basic").unwrap_or_default();
-                    let (user, password) = decode_basic(encoded)
-                        .ok_or_else(|| self.unauthorized("malformed basic credentials".into(), required, None))?;
+                    let (user, password) = decode_basic(encoded).ok_or_else(|| {
+                        self.unauthorized("malformed basic credentials".into(), required, None)
+                    })?;
                     if let Err(reason) = b.check_password(&user, &password).await {
                         return Err(self.unauthorized(reason, required, None));
                     }
@@ -387,7 +388,10 @@ impl Authenticator {
                             .map_err(AuthError::Unavailable)?,
                     )
                 }
-                _ => Credentials::Guest(b.grant_for(None, required).map_err(AuthError::Unavailable)?),
+                _ => Credentials::Guest(
+                    b.grant_for(None, required)
+                        .map_err(AuthError::Unavailable)?,
+                ),
             },
         };
         match decide(&self.policy, &credentials, required) {
@@ -421,13 +425,16 @@ impl Authenticator {
         token: &str,
         required: &[Access],
     ) -> Result<Credentials, AuthError> {
-        verifier.verify(token).map(Credentials::Token).map_err(|reason| {
-            self.unauthorized(
-                format!("invalid token: {reason}"),
-                required,
-                Some("invalid_token"),
-            )
-        })
+        verifier
+            .verify(token)
+            .map(Credentials::Token)
+            .map_err(|reason| {
+                self.unauthorized(
+                    format!("invalid token: {reason}"),
+                    required,
+                    Some("invalid_token"),
+                )
+            })
     }
 
     /// The built-in token server, when `auth.builtin` is configured.

@@ -73,7 +73,12 @@ impl PasswordCheck {
 
     /// Whether `password` is `user`'s, given the stored `hash` (`Err(dummy)`: the user is
     /// unknown, and `dummy` is checked all the same so that it costs the same time).
-    pub async fn check(&self, user: &str, password: &str, hash: Result<Arc<str>, Arc<str>>) -> bool {
+    pub async fn check(
+        &self,
+        user: &str,
+        password: &str,
+        hash: Result<Arc<str>, Arc<str>>,
+    ) -> bool {
         let (hash, known) = match hash {
             Ok(h) => (h, true),
             Err(dummy) => (dummy, false),

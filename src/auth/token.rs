@@ -272,7 +272,12 @@ impl TokenVerifier {
 
     /// A verifier of tokens signed by one P-256 key (`point`: its uncompressed SEC1 form), as
     /// `auth.builtin` issues them.
-    pub(crate) fn for_p256(realm: &str, service: &str, issuer: &str, point: &[u8]) -> TokenVerifier {
+    pub(crate) fn for_p256(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        point: &[u8],
+    ) -> TokenVerifier {
         TokenVerifier {
             realm: realm.to_owned(),
             service: service.to_owned(),

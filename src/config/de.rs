@@ -82,7 +82,10 @@ fn prune(value: &mut Value, path: &str) {
             m.retain(|k, v| {
                 let key = super::schema::join(path, k.as_str().unwrap_or(""));
                 prune(v, &key);
-                let selects = matches!(key.as_str(), "auth.htpasswd" | "auth.token" | "auth.builtin");
+                let selects = matches!(
+                    key.as_str(),
+                    "auth.htpasswd" | "auth.token" | "auth.builtin"
+                );
                 !(v.is_null() || (matches!(v, Value::Mapping(m) if m.is_empty()) && !selects))
             });
         }

@@ -296,9 +296,8 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
 
 fn builtin(b: &super::BuiltinAuth) -> Result<(), ConfigError> {
     if !b.realm.is_empty() {
-        units::parse_http_url(&b.realm).map_err(|r| {
-            ConfigError::value("auth.builtin.realm", format!("{:?}", b.realm), r)
-        })?;
+        units::parse_http_url(&b.realm)
+            .map_err(|r| ConfigError::value("auth.builtin.realm", format!("{:?}", b.realm), r))?;
     }
     for (key, value) in [
         ("auth.builtin.service", &b.service),

@@ -35,14 +35,21 @@ impl SigningKey {
             },
         )
         .map_err(|e| err(&e))?;
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem)
-            .map_err(|e| err(&format!("not a PKCS#8 PEM key ({e:?}); move it away to get a new one")))?;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|e| {
+            err(&format!(
+                "not a PKCS#8 PEM key ({e:?}); move it away to get a new one"
+            ))
+        })?;
         let pair = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_FIXED_SIGNING,
             der.secret_pkcs8_der(),
             &rng,
         )
-        .map_err(|e| err(&format!("not a P-256 key ({e}); move it away to get a new one")))?;
+        .map_err(|e| {
+            err(&format!(
+                "not a P-256 key ({e}); move it away to get a new one"
+            ))
+        })?;
         Ok(SigningKey {
             public: pair.public_key().as_ref().to_vec(),
             pkcs8: der.secret_pkcs8_der().to_vec(),

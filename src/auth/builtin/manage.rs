@@ -98,7 +98,9 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
         return Err(invalid("a password needs at least 8 characters"));
     }
     if password.len() > 72 {
-        return Err(invalid("a password may have at most 72 bytes (bcrypt's limit)"));
+        return Err(invalid(
+            "a password may have at most 72 bytes (bcrypt's limit)",
+        ));
     }
     bcrypt::hash(password, BCRYPT_COST).map_err(|e| invalid(format!("hashing the password: {e}")))
 }
@@ -274,7 +276,11 @@ pub fn apply(index: &Index, op: &AccountOp) -> Result<String, AccountError> {
                 out.push_str(&format!("{ANONYMOUS}\tanonymous\t\n"));
             }
             for (name, r) in stored {
-                let kind = if name == ANONYMOUS { "anonymous" } else { "custom" };
+                let kind = if name == ANONYMOUS {
+                    "anonymous"
+                } else {
+                    "custom"
+                };
                 out.push_str(&format!("{name}\t{kind}\t{}\n", rules_text(&r)));
             }
             Ok(out)
@@ -292,7 +298,9 @@ pub fn apply(index: &Index, op: &AccountOp) -> Result<String, AccountError> {
                 ));
             }
             if repository.trim().is_empty() || repository.len() > 256 {
-                return Err(invalid("a rule needs a repository glob (up to 256 characters)"));
+                return Err(invalid(
+                    "a rule needs a repository glob (up to 256 characters)",
+                ));
             }
             let rule = RoleRule {
                 repository: repository.clone(),
@@ -303,7 +311,10 @@ pub fn apply(index: &Index, op: &AccountOp) -> Result<String, AccountError> {
                 None => r.rules.push(rule),
             }
             index.write_accounts(&[], &[(name, Some(&r))])?;
-            Ok(format!("role {name}: {repository} {}\n", roles::action_names(acts).join(",")))
+            Ok(format!(
+                "role {name}: {repository} {}\n",
+                roles::action_names(acts).join(",")
+            ))
         }
         AccountOp::RoleRevoke { name, repository } => {
             let mut r = changeable_role(index, name)?;
@@ -334,7 +345,10 @@ pub fn rules_text(r: &RoleRecord) -> String {
 /// generated one printed to the log once.
 pub fn first_admin(index: &Index, c: &FirstAdminConfig) -> Result<(), String> {
     let users = index.users().map_err(|e| e.to_string())?;
-    if users.iter().any(|(_, u)| u.roles.iter().any(|r| r == roles::ADMIN)) {
+    if users
+        .iter()
+        .any(|(_, u)| u.roles.iter().any(|r| r == roles::ADMIN))
+    {
         return Ok(());
     }
     let name = c.username.as_str();
@@ -347,7 +361,10 @@ pub fn first_admin(index: &Index, c: &FirstAdminConfig) -> Result<(), String> {
         (Some(p), _) => (p.expose().to_owned(), false),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                format!("auth.builtin.firstadmin.passwordfile {}: {e}", path.display())
+                format!(
+                    "auth.builtin.firstadmin.passwordfile {}: {e}",
+                    path.display()
+                )
             })?;
             (text.lines().next().unwrap_or("").to_owned(), false)
         }
@@ -369,7 +386,10 @@ pub fn first_admin(index: &Index, c: &FirstAdminConfig) -> Result<(), String> {
             "auth.builtin: created the first admin with this generated password, shown once; change it with `stevedore user passwd {name} --config …` (or in the console)"
         );
     } else {
-        tracing::info!(user = name, "auth.builtin: created the first admin with the configured password");
+        tracing::info!(
+            user = name,
+            "auth.builtin: created the first admin with the configured password"
+        );
     }
     Ok(())
 }
@@ -406,15 +426,37 @@ mod tests {
         first_admin(&idx, &c).unwrap();
         first_admin(&idx, &c).unwrap(); // once
         assert_eq!(apply(&idx, &AccountOp::UserList).unwrap(), "admin\tadmin\n");
-        let err = apply(&idx, &AccountOp::UserDel { name: "admin".into() }).unwrap_err();
+        let err = apply(
+            &idx,
+            &AccountOp::UserDel {
+                name: "admin".into(),
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.status(), 409);
         let revoke = AccountOp::UserRevoke {
             name: "admin".into(),
             role: "admin".into(),
         };
         assert_eq!(apply(&idx, &revoke).unwrap_err().status(), 409);
-        apply(&idx, &AccountOp::RoleAdd { name: "team".into() }).unwrap();
-        assert_eq!(apply(&idx, &AccountOp::RoleAdd { name: "team".into() }).unwrap_err().status(), 409);
+        apply(
+            &idx,
+            &AccountOp::RoleAdd {
+                name: "team".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            apply(
+                &idx,
+                &AccountOp::RoleAdd {
+                    name: "team".into()
+                }
+            )
+            .unwrap_err()
+            .status(),
+            409
+        );
         apply(
             &idx,
             &AccountOp::RoleGrant {
@@ -431,11 +473,34 @@ mod tests {
         };
         apply(&idx, &add("bob", &["team"])).unwrap();
         assert_eq!(apply(&idx, &add("bob", &[])).unwrap_err().status(), 409);
-        assert_eq!(apply(&idx, &add("carl", &["nope"])).unwrap_err().status(), 404);
+        assert_eq!(
+            apply(&idx, &add("carl", &["nope"])).unwrap_err().status(),
+            404
+        );
         assert_eq!(apply(&idx, &add("a:b", &[])).unwrap_err().status(), 400);
         // A held role cannot go; built-in roles never.
-        assert_eq!(apply(&idx, &AccountOp::RoleDel { name: "team".into() }).unwrap_err().status(), 409);
-        assert_eq!(apply(&idx, &AccountOp::RoleDel { name: "read-all".into() }).unwrap_err().status(), 409);
+        assert_eq!(
+            apply(
+                &idx,
+                &AccountOp::RoleDel {
+                    name: "team".into()
+                }
+            )
+            .unwrap_err()
+            .status(),
+            409
+        );
+        assert_eq!(
+            apply(
+                &idx,
+                &AccountOp::RoleDel {
+                    name: "read-all".into()
+                }
+            )
+            .unwrap_err()
+            .status(),
+            409
+        );
         // Anonymous: pull only.
         let anon = |actions: &str| AccountOp::RoleGrant {
             name: ANONYMOUS.into(),
@@ -446,12 +511,31 @@ mod tests {
         apply(&idx, &anon("pull")).unwrap();
         let list = apply(&idx, &AccountOp::RoleList).unwrap();
         assert!(list.contains("team\tcustom\tteam/*=pull,push\n"), "{list}");
-        assert!(list.contains("anonymous\tanonymous\tpub/*=pull\n"), "{list}");
+        assert!(
+            list.contains("anonymous\tanonymous\tpub/*=pull\n"),
+            "{list}"
+        );
         // A second admin lets the first go.
-        apply(&idx, &AccountOp::UserGrant { name: "bob".into(), role: "admin".into() }).unwrap();
+        apply(
+            &idx,
+            &AccountOp::UserGrant {
+                name: "bob".into(),
+                role: "admin".into(),
+            },
+        )
+        .unwrap();
         apply(&idx, &revoke).unwrap();
-        apply(&idx, &AccountOp::UserDel { name: "admin".into() }).unwrap();
-        assert_eq!(apply(&idx, &AccountOp::UserList).unwrap(), "bob\tteam,admin\n");
+        apply(
+            &idx,
+            &AccountOp::UserDel {
+                name: "admin".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            apply(&idx, &AccountOp::UserList).unwrap(),
+            "bob\tteam,admin\n"
+        );
     }
 
     #[test]

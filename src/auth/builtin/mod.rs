@@ -89,7 +89,11 @@ fn setup(message: impl std::fmt::Display) -> AuthSetupError {
 impl Builtin {
     /// Loads (or creates, once) the signing key under `root` and creates the first admin if
     /// no user holds the `admin` role.
-    pub fn open(c: &BuiltinAuth, root: &Path, index: Arc<Index>) -> Result<Builtin, AuthSetupError> {
+    pub fn open(
+        c: &BuiltinAuth,
+        root: &Path,
+        index: Arc<Index>,
+    ) -> Result<Builtin, AuthSetupError> {
         let key = key::SigningKey::load_or_create(&root.join(key::FILE)).map_err(setup)?;
         let realm = if c.realm.is_empty() {
             TOKEN_PATH.to_owned()
@@ -161,11 +165,21 @@ impl Builtin {
 
     /// The grant of a request authenticated as `user` (or anonymous) for `required`, as if
     /// it had fetched a token for exactly those accesses.
-    pub(crate) fn grant_for(&self, user: Option<&str>, required: &[Access]) -> Result<Grant, String> {
+    pub(crate) fn grant_for(
+        &self,
+        user: Option<&str>,
+        required: &[Access],
+    ) -> Result<Grant, String> {
         let grants = self.grants(user)?;
         let access = required
             .iter()
-            .map(|a| resource(&grants, a.repo.as_ref().map(RepoName::as_str), a.actions.iter().map(|x| x.as_str())))
+            .map(|a| {
+                resource(
+                    &grants,
+                    a.repo.as_ref().map(RepoName::as_str),
+                    a.actions.iter().map(|x| x.as_str()),
+                )
+            })
             .collect();
         Ok(Grant::from_claims(user.map(str::to_owned), access))
     }
@@ -187,18 +201,22 @@ impl Builtin {
         }
         let grants = self.grants(user).map_err(TokenRequestError::Unavailable)?;
         let mut access = Vec::new();
-        for scope in scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
+        for scope in scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+        {
             if access.len() >= MAX_SCOPES {
                 return Err(TokenRequestError::BadRequest(format!(
                     "more than {MAX_SCOPES} scopes in one request"
                 )));
             }
-            let (kind, rest) = scope
-                .split_once(':')
-                .ok_or_else(|| TokenRequestError::BadRequest(format!("malformed scope {scope:?}")))?;
-            let (name, actions) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| TokenRequestError::BadRequest(format!("malformed scope {scope:?}")))?;
+            let (kind, rest) = scope.split_once(':').ok_or_else(|| {
+                TokenRequestError::BadRequest(format!("malformed scope {scope:?}"))
+            })?;
+            let (name, actions) = rest.rsplit_once(':').ok_or_else(|| {
+                TokenRequestError::BadRequest(format!("malformed scope {scope:?}"))
+            })?;
             // `repository(plugin):name:pull` names a class: the type is what comes before it.
             let kind = kind.split('(').next().unwrap_or(kind);
             let asked = actions.split(',').filter(|a| !a.is_empty());
@@ -251,7 +269,11 @@ impl Builtin {
 
 /// One `access` entry: the actions asked for (`*`: all) that `grants` allow on `repo` (`None`:
 /// the catalog, which a grant names with `*`).
-fn resource<'a>(grants: &Grants, repo: Option<&str>, asked: impl Iterator<Item = &'a str>) -> ResourceActions {
+fn resource<'a>(
+    grants: &Grants,
+    repo: Option<&str>,
+    asked: impl Iterator<Item = &'a str>,
+) -> ResourceActions {
     let asked: Vec<&str> = asked.collect();
     let Some(repo) = repo else {
         let ok = grants.catalog() && asked.iter().any(|a| *a == "*");
@@ -362,8 +384,15 @@ mod tests {
         assert!(g.allows(&Access::catalog()));
         assert_eq!(g.subject.as_deref(), Some("rita"));
         // Anonymous: the anonymous role, empty until granted.
-        let t = b.issue(None, None, &["repository:a/b:pull".into()]).unwrap();
-        assert!(!b.verifier().verify(&t.token).unwrap().allows(&a(Actions::PULL)));
+        let t = b
+            .issue(None, None, &["repository:a/b:pull".into()])
+            .unwrap();
+        assert!(
+            !b.verifier()
+                .verify(&t.token)
+                .unwrap()
+                .allows(&a(Actions::PULL))
+        );
         assert!(b.issue(None, Some("other"), &[]).is_err());
         assert!(b.issue(None, None, &["nonsense".into()]).is_err());
         // The key is kept: a reopened server verifies tokens issued before.

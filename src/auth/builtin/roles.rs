@@ -72,7 +72,9 @@ pub fn parse_actions(list: &str) -> Result<Actions, String> {
         out.insert(act);
     }
     if out == Actions::default() {
-        return Err(format!("{list:?} names no action (pull, push, delete or *)"));
+        return Err(format!(
+            "{list:?} names no action (pull, push, delete or *)"
+        ));
     }
     Ok(out)
 }

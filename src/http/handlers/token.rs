@@ -33,13 +33,12 @@ pub async fn issue(app: &App, req: &Req) -> HandlerResult {
                 RegistryError::internal(m)
             }
         })?;
-    let body = serde_json::to_vec(&token).expect("tokens serialize");
-    Ok(super::super::response::empty(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CACHE_CONTROL, "no-store")
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(super::super::body::full(bytes::Bytes::from(body)))
-        .expect("static headers are valid"))
+    let mut resp = super::super::response::json(StatusCode::OK, &token);
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
 }
 
 fn not_here() -> RegistryError {
