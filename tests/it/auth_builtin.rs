@@ -803,3 +803,134 @@ async fn docker_and_podman_login_then_push_and_pull() {
         );
     }
 }
+
+#[tokio::test]
+async fn console_users_and_roles_pages() {
+    use crate::console::Browser;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = server(tmp.path());
+    let mut admin = Browser::new(&s);
+    admin.login("admin", ADMIN_PW).await;
+    let page = admin.get("/ui/users").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("href=\"/ui/roles\""), "no nav entry");
+    let csrf = page.csrf();
+
+    // Add a user with write-all; it logs in at the token endpoint at once.
+    let r = admin
+        .post(
+            "/ui/accounts",
+            &[
+                ("csrf", &csrf),
+                ("op", "user-add"),
+                ("name", "will"),
+                ("password", "writer-pw-1"),
+                ("role", "write-all"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location(), Some("/ui/users"));
+    let t = token(&s, Some(("will", "writer-pw-1")), &["repository:x:push"]).await;
+    assert_eq!(access(&t)[0]["actions"], serde_json::json!(["push"]));
+    assert!(admin.get("/ui/users").await.body.contains("will"));
+    // Without the CSRF field nothing happens.
+    let r = admin
+        .post("/ui/accounts", &[("op", "user-del"), ("name", "will")])
+        .await;
+    assert_eq!(r.status, 403);
+    token(&s, Some(("will", "writer-pw-1")), &[]).await;
+
+    // A role with a rule, given to the user.
+    for form in [
+        vec![("op", "role-add"), ("name", "team")],
+        vec![
+            ("op", "role-grant"),
+            ("name", "team"),
+            ("repository", "team/*"),
+            ("action", "pull"),
+            ("action", "delete"),
+        ],
+        vec![("op", "user-grant"), ("name", "will"), ("role", "team")],
+    ] {
+        let mut f = vec![("csrf", csrf.as_str())];
+        f.extend(form);
+        let r = admin.post("/ui/accounts", &f).await;
+        assert_eq!(r.status, 303, "{f:?}: {}", r.body);
+    }
+    let roles = admin.get("/ui/roles").await;
+    assert!(roles.body.contains("team/*"), "{}", roles.body);
+    let t = token(
+        &s,
+        Some(("will", "writer-pw-1")),
+        &["repository:team/a:delete"],
+    )
+    .await;
+    assert_eq!(access(&t)[0]["actions"], serde_json::json!(["delete"]));
+    // Refusals keep the rules: the last admin stays, built-in roles do not change.
+    let r = admin
+        .post(
+            "/ui/accounts",
+            &[("csrf", &csrf), ("op", "user-del"), ("name", "admin")],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("last admin"), "{}", r.body);
+    let r = admin
+        .post(
+            "/ui/accounts",
+            &[
+                ("csrf", &csrf),
+                ("op", "role-grant"),
+                ("name", "read-all"),
+                ("repository", "*"),
+                ("action", "push"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    // Not an admin: no users page; anonymous: to the login.
+    let mut will = Browser::new(&s);
+    will.login("will", "writer-pw-1").await;
+    assert_eq!(will.get("/ui/users").await.status, 403);
+    assert!(
+        !will
+            .get("/ui/repos")
+            .await
+            .body
+            .contains("href=\"/ui/users\"")
+    );
+    let r = Browser::new(&s).get("/ui/roles").await;
+    assert!(
+        r.location().is_some_and(|l| l.starts_with("/ui/login")),
+        "{}",
+        r.status
+    );
+
+    // A new password logs the user out and the old one stops working.
+    let r = admin
+        .post(
+            "/ui/accounts",
+            &[
+                ("csrf", &csrf),
+                ("op", "user-passwd"),
+                ("name", "will"),
+                ("password", "writer-pw-2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        token_response(&s, Some(("will", "writer-pw-1")), &[])
+            .await
+            .0,
+        401
+    );
+    token(&s, Some(("will", "writer-pw-2")), &[]).await;
+    let r = will.get("/ui/repos").await;
+    assert!(
+        r.location().is_some_and(|l| l.starts_with("/ui/login")),
+        "session kept"
+    );
+}
