@@ -292,7 +292,7 @@ pub enum AuthSetupError {
 enum Scheme {
     Htpasswd(Htpasswd),
     Token(TokenVerifier),
-    Builtin(Builtin),
+    Builtin(Box<Builtin>),
 }
 
 /// Authenticates requests and decides whether they may do what they ask.
@@ -324,7 +324,7 @@ impl Authenticator {
     ) -> Result<Option<Authenticator>, AuthSetupError> {
         let policy = Policy::from_config(&config.policy);
         let scheme = if let Some(b) = &config.builtin {
-            Scheme::Builtin(Builtin::open(b, root, index.clone())?)
+            Scheme::Builtin(Box::new(Builtin::open(b, root, index.clone())?))
         } else if let Some(h) = &config.htpasswd {
             Scheme::Htpasswd(Htpasswd::open(&h.realm, &h.path)?)
         } else if let Some(t) = &config.token {
@@ -363,12 +363,12 @@ impl Authenticator {
             },
             Scheme::Token(t) => match authorization.and_then(|a| scheme_value(a, "bearer")) {
                 None => Credentials::Anonymous,
-                Some(token) => self.bearer(t, token, required)?,
+                Some(token) => self.bearer(t, token, required).map_err(|e| *e)?,
             },
             Scheme::Builtin(b) => match authorization {
                 Some(a) if scheme_value(a, "bearer").is_some() => {
                     let token = scheme_value(a, "bearer").unwrap_or_default();
-                    match self.bearer(b.verifier(), token, required)? {
+                    match self.bearer(b.verifier(), token, required).map_err(|e| *e)? {
                         Credentials::Token(g) if g.subject.is_none() => Credentials::Guest(g),
                         c => c,
                     }
@@ -424,16 +424,16 @@ impl Authenticator {
         verifier: &TokenVerifier,
         token: &str,
         required: &[Access],
-    ) -> Result<Credentials, AuthError> {
+    ) -> Result<Credentials, Box<AuthError>> {
         verifier
             .verify(token)
             .map(Credentials::Token)
             .map_err(|reason| {
-                self.unauthorized(
+                Box::new(self.unauthorized(
                     format!("invalid token: {reason}"),
                     required,
                     Some("invalid_token"),
-                )
+                ))
             })
     }
 

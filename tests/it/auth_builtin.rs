@@ -239,7 +239,7 @@ async fn token_flow_scopes_and_restart() {
 /// Pushes a one-layer image to `repo:tag` with a bearer token.
 async fn push_image_as(s: &Server, t: &str, repo: &str, tag: &str) {
     let auth = format!("Bearer {t}");
-    let mut put_blob = |data: Vec<u8>| {
+    let put_blob = |data: Vec<u8>| {
         let d = digest(&data);
         let url = s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}"));
         let auth = auth.clone();

@@ -221,10 +221,8 @@ impl Builtin {
             let kind = kind.split('(').next().unwrap_or(kind);
             let asked = actions.split(',').filter(|a| !a.is_empty());
             match kind {
-                "repository" => {
-                    if RepoName::parse(name).is_ok() {
-                        access.push(resource(&grants, Some(name), asked));
-                    }
+                "repository" if RepoName::parse(name).is_ok() => {
+                    access.push(resource(&grants, Some(name), asked));
                 }
                 "registry" if name == "catalog" => access.push(resource(&grants, None, asked)),
                 _ => {}
@@ -276,7 +274,7 @@ fn resource<'a>(
 ) -> ResourceActions {
     let asked: Vec<&str> = asked.collect();
     let Some(repo) = repo else {
-        let ok = grants.catalog() && asked.iter().any(|a| *a == "*");
+        let ok = grants.catalog() && asked.contains(&"*");
         return ResourceActions {
             kind: "registry".into(),
             name: "catalog".into(),

@@ -13,15 +13,15 @@ use http::{Response, StatusCode};
 use maud::{Markup, html};
 
 /// Refuses anyone but an admin, and registries whose users are not stevedore's.
-fn guard<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::auth::Builtin, Response<Body>> {
+fn guard<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::auth::Builtin, (StatusCode, &'static str)> {
     if !ctx.is_admin() {
-        return Err(ctx.refuse(StatusCode::FORBIDDEN, ctx.t("forbidden")));
+        return Err((StatusCode::FORBIDDEN, ctx.t("forbidden")));
     }
     ctx.app
         .auth
         .as_ref()
         .and_then(|a| a.builtin())
-        .ok_or_else(|| ctx.refuse(StatusCode::NOT_FOUND, ctx.t("acct.not_builtin")))
+        .ok_or((StatusCode::NOT_FOUND, ctx.t("acct.not_builtin")))
 }
 
 /// Every role a user may be given: the built-in ones, then the stored ones.
@@ -52,8 +52,8 @@ fn op_form(ctx: &Ctx<'_>, op: &str, fields: Markup, button: &str) -> Markup {
 }
 
 pub fn users(ctx: &Ctx<'_>) -> Response<Body> {
-    if let Err(r) = guard(ctx) {
-        return r;
+    if let Err((status, why)) = guard(ctx) {
+        return ctx.refuse(status, why);
     }
     let users = match ctx.app.depot.index.users() {
         Ok(u) => u,
@@ -114,8 +114,8 @@ pub fn users(ctx: &Ctx<'_>) -> Response<Body> {
 }
 
 pub fn roles(ctx: &Ctx<'_>) -> Response<Body> {
-    if let Err(r) = guard(ctx) {
-        return r;
+    if let Err((status, why)) = guard(ctx) {
+        return ctx.refuse(status, why);
     }
     let stored = match ctx.app.depot.index.roles() {
         Ok(r) => r,
@@ -257,7 +257,7 @@ fn op_of(form: &Form) -> Result<AccountOp, String> {
 pub fn post(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
     let b = match guard(ctx) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, why)) => return ctx.refuse(status, why),
     };
     let op = match op_of(form) {
         Ok(op) => op,
