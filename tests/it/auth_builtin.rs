@@ -94,6 +94,15 @@ fn cli_ok(t: &Target<'_>, args: &[&str], stdin: Option<&str>) -> String {
     out
 }
 
+/// `stevedore user add NAME --role ROLE` with `password` on stdin.
+fn add_user(t: &Target<'_>, name: &str, role: &str, password: &str) {
+    cli_ok(
+        t,
+        &["user", "add", name, "--role", role],
+        Some(&format!("{password}\n")),
+    );
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -278,27 +287,15 @@ async fn roles_decide_what_tokens_grant() {
     let cfg_path = tmp.path().join("config.yml");
     let cfg = target(&cfg_path, Some(&s));
     // Through the debug listener: the server holds the index.
-    cli_ok(
-        &cfg,
-        &["user", "add", "rita", "--role", "read-all"],
-        Some("reader-pw-1\n"),
-    );
-    cli_ok(
-        &cfg,
-        &["user", "add", "will", "--role", "write-all"],
-        Some("writer-pw-1\n"),
-    );
+    add_user(&cfg, "rita", "read-all", "reader-pw-1");
+    add_user(&cfg, "will", "write-all", "writer-pw-1");
     cli_ok(&cfg, &["role", "add", "team"], None);
     cli_ok(
         &cfg,
         &["role", "grant", "team", "team/*", "pull,push,delete"],
         None,
     );
-    cli_ok(
-        &cfg,
-        &["user", "add", "tina", "--role", "team"],
-        Some("team-pw-12\n"),
-    );
+    add_user(&cfg, "tina", "team", "team-pw-12");
 
     let asked = [
         "repository:team/app:pull,push,delete",
@@ -594,16 +591,8 @@ async fn skopeo_login_push_pull_by_role() {
     let s = server(tmp.path());
     let cfg_path = tmp.path().join("config.yml");
     let cfg = target(&cfg_path, Some(&s));
-    cli_ok(
-        &cfg,
-        &["user", "add", "will", "--role", "write-all"],
-        Some("writer-pw-1\n"),
-    );
-    cli_ok(
-        &cfg,
-        &["user", "add", "rita", "--role", "read-all"],
-        Some("reader-pw-1\n"),
-    );
+    add_user(&cfg, "will", "write-all", "writer-pw-1");
+    add_user(&cfg, "rita", "read-all", "reader-pw-1");
     cli_ok(&cfg, &["role", "grant", "anonymous", "pub/*", "pull"], None);
     let host = s.host().to_owned();
     let (w, r, a) = (
@@ -728,11 +717,7 @@ async fn docker_and_podman_login_then_push_and_pull() {
     let s = server(tmp.path());
     let cfg_path = tmp.path().join("config.yml");
     let cfg = target(&cfg_path, Some(&s));
-    cli_ok(
-        &cfg,
-        &["user", "add", "will", "--role", "write-all"],
-        Some("writer-pw-1\n"),
-    );
+    add_user(&cfg, "will", "write-all", "writer-pw-1");
     let host = s.host().to_owned();
     let d = Dockerd::start(DockerdOptions {
         insecure_registries: vec![host.clone()],
@@ -768,9 +753,9 @@ async fn docker_and_podman_login_then_push_and_pull() {
 
     // podman logs in with the same protocol (its own auth file).
     require("podman", "podman");
-    {
-        let authfile = tmp.path().join("podman-auth.json");
-        let out = run(Command::new("podman").args([
+    let authfile = tmp.path().join("podman-auth.json");
+    let podman_login = |password: &str| {
+        run(Command::new("podman").args([
             "login",
             "--tls-verify=false",
             "--authfile",
@@ -778,30 +763,21 @@ async fn docker_and_podman_login_then_push_and_pull() {
             "-u",
             "will",
             "-p",
-            "writer-pw-1",
+            password,
             &host,
-        ]));
-        assert!(
-            out.status.success(),
-            "podman login: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = run(Command::new("podman").args([
-            "login",
-            "--tls-verify=false",
-            "--authfile",
-            authfile.to_str().unwrap(),
-            "-u",
-            "will",
-            "-p",
-            "not-the-password",
-            &host,
-        ]));
-        assert!(
-            !out.status.success(),
-            "podman login with a wrong password worked"
-        );
-    }
+        ]))
+    };
+    let out = podman_login("writer-pw-1");
+    assert!(
+        out.status.success(),
+        "podman login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = podman_login("not-the-password");
+    assert!(
+        !out.status.success(),
+        "podman login with a wrong password worked"
+    );
 }
 
 #[tokio::test]
