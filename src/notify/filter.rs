@@ -49,10 +49,7 @@ impl Filter {
     pub fn accepts(&self, event: &Event) -> bool {
         let t = &event.target;
         self.wants(event.action)
-            && !self
-                .ignored_media_types
-                .iter()
-                .any(|m| *m == t.descriptor.media_type)
+            && !self.ignored_media_types.contains(&t.descriptor.media_type)
             && (self.repositories.is_empty()
                 || self
                     .repositories
@@ -113,9 +110,8 @@ mod tests {
 
     #[test]
     fn ignored_media_types_from_both_keys() {
-        let f = filter(
-            "      ignoredmediatypes: [old]\n      ignore:\n        mediatypes: [new]\n",
-        );
+        let f =
+            filter("      ignoredmediatypes: [old]\n      ignore:\n        mediatypes: [new]\n");
         assert!(!f.accepts(&event(Action::Push, "a", "old")));
         assert!(!f.accepts(&event(Action::Push, "a", "new")));
         assert!(f.accepts(&event(Action::Push, "a", "other")));
