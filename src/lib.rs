@@ -132,6 +132,8 @@ pub struct App {
     pub upload_key: http::location::UploadKey,
     /// Where events about pushes, pulls, mounts and deletes go (`notifications`).
     pub notifier: Arc<notify::Notifier>,
+    /// The web console's sessions (`ui`).
+    pub console: http::console::Console,
 }
 
 impl App {
@@ -233,6 +235,7 @@ impl App {
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
             notifier: Arc::new(notifier),
+            console: http::console::Console::new(&config.ui),
             config: Arc::new(config),
             registry,
             depot,

@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_yaml_ng::Value;
 
 use super::schema::describe;
-use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, units};
+use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, UiListener, units};
 
 /// Newtype name of keys whose environment value is taken verbatim.
 pub(super) const TEXT: &str = "stevedore::Text";
@@ -441,6 +441,17 @@ impl<'de> Deserialize<'de> for LogFormat {
             _ => None,
         };
         keyword(d, pick, "expected text, json or logstash")
+    }
+}
+
+impl<'de> Deserialize<'de> for UiListener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pick = |s: &str| match s {
+            "main" => Some(UiListener::Main),
+            "debug" => Some(UiListener::Debug),
+            _ => None,
+        };
+        keyword(d, pick, "must be main or debug")
     }
 }
 

@@ -18,6 +18,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     storage(c)?;
     http(c)?;
     auth(c)?;
+    ui(c)?;
     proxy(c)?;
     notifications(c)
 }
@@ -124,6 +125,22 @@ fn notifications(c: &Config) -> Result<(), ConfigError> {
             }
         }
         globs(&key("repositories"), &e.repositories)?;
+    }
+    Ok(())
+}
+
+fn ui(c: &Config) -> Result<(), ConfigError> {
+    if c.ui.enabled && c.ui.listener == super::UiListener::Debug && c.http.debug.addr.is_none() {
+        return Err(ConfigError::invalid(
+            "ui.listener",
+            "is debug, but http.debug.addr is not set",
+        ));
+    }
+    if c.ui.sessionttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "ui.sessionttl",
+            "must be greater than zero",
+        ));
     }
     Ok(())
 }

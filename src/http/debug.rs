@@ -89,6 +89,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
+    if app.config.ui.enabled
+        && app.config.ui.listener == crate::config::UiListener::Debug
+        && super::console::owns(path)
+    {
+        return super::console::answer(app, &app.console, req, false).await;
+    }
     let mutating = req.method() == Method::POST
         && (matches!(
             path,

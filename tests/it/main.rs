@@ -14,6 +14,7 @@ mod auth_htpasswd;
 mod auth_policy;
 mod auth_token;
 mod bundle;
+mod console;
 mod crash;
 mod digest_sha512;
 mod e2e_containerd;
