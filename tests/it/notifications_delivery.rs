@@ -42,16 +42,22 @@ async fn publish(s: &Server, query: &str) -> String {
     v["eventId"].as_str().expect("eventId").to_string()
 }
 
-/// Waits until the endpoint counted `n` events sent (the receiver records a request before
-/// its answer reaches stevedore).
-async fn sent(s: &Server, n: u64) -> bool {
-    for _ in 0..400 {
-        if endpoint_status(s).await["sent"].as_u64() == Some(n) {
+/// Waits (up to [`WAIT`]) until `f` holds for `GET /debug/notifications`.
+async fn status_until(s: &Server, f: impl Fn(&serde_json::Value) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if f(&status(s).await) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     false
+}
+
+/// Waits until the endpoint counted `n` events sent (the receiver records a request before
+/// its answer reaches stevedore).
+async fn sent(s: &Server, n: u64) -> bool {
+    status_until(s, |st| st["endpoints"][0]["sent"].as_u64() == Some(n)).await
 }
 
 async fn status(s: &Server) -> serde_json::Value {
@@ -283,15 +289,7 @@ async fn a_full_queue_drops_by_its_policy_and_says_so() {
     );
     let mut ids = vec![publish(&s, "repository=r/0").await];
     // The first is taken for delivery (and retried) before the others come.
-    let mut taken = false;
-    for _ in 0..400 {
-        if !endpoint_status(&s).await["inflight"].is_null() {
-            taken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(taken);
+    assert!(status_until(&s, |st| !st["endpoints"][0]["inflight"].is_null()).await);
     for i in 1..8 {
         ids.push(publish(&s, &format!("repository=r/{i}")).await);
     }
@@ -329,17 +327,11 @@ async fn a_persistent_queue_survives_kill_9() {
         ids.push(publish(&s, &format!("repository=r/{i}")).await);
     }
     // Durable once written: wait for the spool to hold all five, then kill -9.
-    let mut on_disk = 0;
-    for _ in 0..200 {
-        on_disk = endpoint_status(&s).await["queue"]["persisted"]
-            .as_u64()
-            .unwrap_or(0);
-        if on_disk == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(on_disk, 5);
+    assert!(
+        status_until(&s, |st| st["endpoints"][0]["queue"]["persisted"] == 5).await,
+        "{}",
+        endpoint_status(&s).await
+    );
     s.kill9();
     rx.reopen().await;
     let s = server_with(&ep, Some(dir));
@@ -495,21 +487,12 @@ async fn formats_and_filters_per_endpoint() {
     assert_eq!(last.header("content-type"), Some("application/json"));
     assert_eq!(last.json()["target"]["repository"], "team/c");
     // Nothing else arrives: every queue drains with these counts.
-    let mut drained = false;
-    for _ in 0..400 {
-        let st = status(&s).await;
-        if st["endpoints"]
+    let drained = |st: &serde_json::Value| {
+        st["endpoints"]
             .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["queue"]["depth"] == 0)
-        {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(drained);
+            .is_some_and(|e| e.iter().all(|e| e["queue"]["depth"] == 0))
+    };
+    assert!(status_until(&s, drained).await);
     assert_eq!(v2.received().len(), 2);
     assert_eq!(ui.received().len(), 2);
 }

@@ -55,6 +55,25 @@ fn push() -> Event {
 const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+/// The end of the push's envelope after `target`: the same in v1 and v2.
+const PUSH_TAIL: &str = r#"         "request": {
+            "id": "req-1",
+            "addr": "10.0.0.9:51234",
+            "host": "reg:5000",
+            "method": "PUT",
+            "useragent": "docker/27.0 \u003cgo\u003e \u0026 more"
+         },
+         "actor": {
+            "name": "alice"
+         },
+         "source": {
+            "addr": "reg-1:5000",
+            "instanceID": "inst-1"
+         }
+      }
+   ]
+}"#;
+
 fn text(r: &Rendered) -> &str {
     std::str::from_utf8(&r.body).expect("utf-8")
 }
@@ -90,23 +109,7 @@ fn v1_envelope_is_byte_for_byte_registry_2s() {
                }}
             ]
          }},
-         "request": {{
-            "id": "req-1",
-            "addr": "10.0.0.9:51234",
-            "host": "reg:5000",
-            "method": "PUT",
-            "useragent": "docker/27.0 \u003cgo\u003e \u0026 more"
-         }},
-         "actor": {{
-            "name": "alice"
-         }},
-         "source": {{
-            "addr": "reg-1:5000",
-            "instanceID": "inst-1"
-         }}
-      }}
-   ]
-}}"#
+{PUSH_TAIL}"#
     );
     assert_eq!(text(&r), want);
 }
@@ -189,23 +192,7 @@ fn v2_envelope_is_distribution_3s() {
                }}
             ]
          }},
-         "request": {{
-            "id": "req-1",
-            "addr": "10.0.0.9:51234",
-            "host": "reg:5000",
-            "method": "PUT",
-            "useragent": "docker/27.0 \u003cgo\u003e \u0026 more"
-         }},
-         "actor": {{
-            "name": "alice"
-         }},
-         "source": {{
-            "addr": "reg-1:5000",
-            "instanceID": "inst-1"
-         }}
-      }}
-   ]
-}}"#
+{PUSH_TAIL}"#
     );
     assert_eq!(text(&r), want);
 }
