@@ -202,16 +202,8 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
-        let mirror = if config.proxy_enabled() {
-            Some(Arc::new(build_mirror(
-                &config,
-                registry.clone(),
-                metrics.clone(),
-            )?))
-        } else {
-            None
-        };
-        let notifier = if server {
+        // Before the mirror, which sends its cache events through it.
+        let notifier = Arc::new(if server {
             notify::Notifier::from_config(
                 &config.notifications,
                 notify::source_for(config.http.addr),
@@ -220,6 +212,16 @@ impl App {
             )?
         } else {
             notify::Notifier::disabled()
+        });
+        let mirror = if config.proxy_enabled() {
+            Some(Arc::new(build_mirror(
+                &config,
+                registry.clone(),
+                metrics.clone(),
+                notifier.clone(),
+            )?))
+        } else {
+            None
         };
         let prometheus_path = config
             .http
@@ -234,7 +236,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notifier),
+            notifier,
             console: http::console::Console::new(&config.ui),
             config: Arc::new(config),
             registry,
@@ -379,6 +381,7 @@ fn build_mirror(
     config: &Config,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    notifier: Arc<notify::Notifier>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
     let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
@@ -393,6 +396,7 @@ fn build_mirror(
             max_backoff: p.breakermaxbackoff,
         },
         offline: offline.clone(),
+        notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
@@ -466,6 +470,7 @@ fn build_mirror(
                 audit: p.policy.mode == config::PolicyMode::Audit,
                 contact: p.policy.contact.clone(),
             },
+            notifier,
         },
         metrics,
     ))
@@ -528,6 +533,7 @@ pub async fn run(
                     }) as lifecycle::evict::Pinned
                 })
             },
+            notifier: app.notifier.clone(),
         };
         let depot = app.depot.clone();
         let stop = stopped();

@@ -270,13 +270,18 @@ async fn a_stalled_receiver_holds_up_neither_publishing_nor_a_push() {
     for i in 0..30 {
         publish(&s, &format!("repository=r/{i}")).await;
     }
-    push_blob(&s.url(""), "team/app", b"pushed while the receiver stalls").await;
+    // The push completes, and its own event waits in the queue behind the others.
+    let digest = push_blob(&s.url(""), "team/app", b"pushed while the receiver stalls").await;
     let st = endpoint_status(&s).await;
-    assert_eq!(st["queue"]["depth"], 31, "{st}");
+    assert_eq!(st["queue"]["depth"], 32, "{st}");
     assert_eq!(st["state"], "sending");
     // Released, the stalled request is answered 503; the worker retries it, then the rest.
     rx.set_mode(Mode::Accept);
-    assert!(rx.wait_for(31, WAIT).await, "got {}", rx.accepted().len());
+    assert!(rx.wait_for(32, WAIT).await, "got {}", rx.accepted().len());
+    let last = rx.accepted().last().expect("last").events()[0].clone();
+    assert_eq!(last["action"], "push");
+    assert_eq!(last["target"]["repository"], "team/app");
+    assert_eq!(last["target"]["digest"], digest.as_str());
 }
 
 #[tokio::test]

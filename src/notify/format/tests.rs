@@ -22,6 +22,7 @@ fn push() -> Event {
                 media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
                 size: 528,
                 digest: Some(d.clone()),
+                ..Descriptor::default()
             },
             length: 528,
             repository: "team/app".into(),
@@ -32,8 +33,10 @@ fn push() -> Event {
                 media_type: "application/vnd.docker.container.image.v1+json".into(),
                 size: 1470,
                 digest: Some(digest('b')),
+                ..Descriptor::default()
             }],
             upstream: None,
+            reason: None,
         },
         request: RequestInfo {
             id: "req-1".into(),
