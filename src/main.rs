@@ -659,6 +659,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve_async(config: Config) -> Result<(), stevedore::StartError> {
+    // Before "listening" is logged: a SIGTERM from then on is a graceful stop (drain,
+    // notification flush), never the default action's abrupt exit.
+    let shutdown = shutdown_signal();
     let bind = |addr: std::net::SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -694,7 +697,7 @@ async fn serve_async(config: Config) -> Result<(), stevedore::StartError> {
             Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
         }
     }
-    stevedore::run(app, listener, debug_listener, shutdown_signal()).await;
+    stevedore::run(app, listener, debug_listener, shutdown).await;
     Ok(())
 }
 
@@ -709,15 +712,20 @@ async fn reload_tls_on_sighup(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are installed at the call, not at first poll.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
