@@ -375,9 +375,8 @@ fn exactly(
     len: u64,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let mut seen = 0u64;
-    let short = futures::stream::once(async { () });
     body.map(Some)
-        .chain(short.map(|()| None))
+        .chain(futures::stream::once(async { None }))
         .filter_map(move |item| {
             let out = match item {
                 Some(Ok(chunk)) => {
