@@ -193,6 +193,12 @@ pub struct Index {
     access: sled::Tree,
     /// `repo \0 tag` → `TagNotes` of proxied tags; outside the transactions (advisory).
     tagnotes: sled::Tree,
+    /// `auth.builtin`'s users and roles (see "users and roles" below).
+    accounts: Accounts,
+    /// Console figures (outside the transactions, advisory): `repo \0 digest` → `PullRecord`,
+    /// and `pullrank`: `(u64::MAX - count) ‖ repo \0 digest` → `[]`, most pulled first.
+    pulls: sled::Tree,
+    pullrank: sled::Tree,
     /// Indexed by `Origin::slot`.
     totals: [Total; 2],
     /// Bumped after every write to the tags or manifests trees, so that what was read from
@@ -348,6 +354,9 @@ impl Index {
             referrers: db.open_tree("referrers")?,
             access: db.open_tree("access")?,
             tagnotes: db.open_tree("tagnotes")?,
+            accounts: Accounts::open(&db)?,
+            pulls: db.open_tree("pulls")?,
+            pullrank: db.open_tree("pullrank")?,
             totals: Default::default(),
             tags_generation: AtomicU64::new(0),
             db,
@@ -619,6 +628,16 @@ impl Index {
 
     /// Removes a manifest, the tags that point at it and its referrer entry, together.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.delete_manifest_and_tags(repo, digest)?.is_some())
+    }
+
+    /// [`Index::delete_manifest`], saying which tags went with it (in tag order); `None` when
+    /// there was no such manifest.
+    pub fn delete_manifest_and_tags(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Tag>>> {
         let _changing = self.tags_changing();
         // A transaction cannot scan: the tags are found first and each is checked again
         // inside it (a tag moved away meanwhile stays).
@@ -632,25 +651,37 @@ impl Index {
             }
         }
         let mk = key(&[repo.as_str(), digest.as_str()]);
-        self.tx(|t| {
+        let removed = self.tx(|t| {
             let Some(old) = t.manifests.remove(mk.as_slice())? else {
-                return Ok(false);
+                return Ok(None);
             };
             let old: ManifestRecord = abort(decode(&old))?;
             if let Some(subject) = &old.subject {
                 t.referrers
                     .remove(key(&[repo.as_str(), subject.as_str(), digest.as_str()]))?;
             }
+            let mut removed = Vec::new();
             for k in &candidates {
                 if let Some(v) = t.tags.get(k)? {
                     let rec: TagRecord = abort(decode(&v))?;
                     if rec.digest == *digest {
                         t.tags.remove(k.as_ref())?;
+                        removed.push(k.clone());
                     }
                 }
             }
-            Ok(true)
-        })
+            Ok(Some(removed))
+        })?;
+        removed
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| {
+                        let (_, t) = pair(k)?;
+                        Tag::parse(t).map_err(|e| IndexError::Corrupt(format!("tag {t:?}: {e}")))
+                    })
+                    .collect()
+            })
+            .transpose()
     }
 
     /// Every (repository, manifest digest, record). A full scan: for maintenance only.
@@ -783,6 +814,294 @@ impl Index {
             .scan_prefix(key(&[repo.as_str(), subject.as_str(), ""]))
             .map(|kv| decode(&kv?.1))
             .collect()
+    }
+}
+
+// ---- users and roles (`auth.builtin`)
+//
+// Two trees outside the content transactions: `users` (name → `UserRecord`) and `roles`
+// (name → `RoleRecord`). What the records mean (built-in roles, globs, who is an admin) is
+// `auth::builtin`'s business; here they are only kept, and written together atomically.
+
+/// A user of `auth.builtin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// bcrypt hash of the password.
+    pub password: String,
+    /// Names of the roles the user holds.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// A role of `auth.builtin`: what it grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    #[serde(default)]
+    pub rules: Vec<RoleRule>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// Actions (`pull`, `push`, `delete`) on the repositories matching a glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRule {
+    pub repository: String,
+    pub actions: Vec<String>,
+}
+
+/// One change of [`Index::write_accounts`]: a record to put, or `None` to remove the name.
+pub type AccountChange<'a, T> = (&'a str, Option<&'a T>);
+
+struct Accounts {
+    users: sled::Tree,
+    roles: sled::Tree,
+}
+
+impl Accounts {
+    fn open(db: &sled::Db) -> Result<Accounts> {
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            roles: db.open_tree("roles")?,
+        })
+    }
+}
+
+fn named<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(String, T)>> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((text(&k)?.to_owned(), decode(&v)?))
+        })
+        .collect()
+}
+
+impl Index {
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.accounts
+            .users
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>> {
+        named(&self.accounts.users)
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<RoleRecord>> {
+        self.accounts
+            .roles
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every stored role, by name.
+    pub fn roles(&self) -> Result<Vec<(String, RoleRecord)>> {
+        named(&self.accounts.roles)
+    }
+
+    /// Writes users and roles in one transaction (all of them or none) and makes it durable.
+    pub fn write_accounts(
+        &self,
+        users: &[AccountChange<'_, UserRecord>],
+        roles: &[AccountChange<'_, RoleRecord>],
+    ) -> Result<()> {
+        (&self.accounts.users, &self.accounts.roles)
+            .transaction(|(u, r)| {
+                for (tree, changes) in [
+                    (
+                        u,
+                        users
+                            .iter()
+                            .map(|(n, v)| (*n, v.map(encode)))
+                            .collect::<Vec<_>>(),
+                    ),
+                    (r, roles.iter().map(|(n, v)| (*n, v.map(encode))).collect()),
+                ] {
+                    for (name, value) in changes {
+                        match value {
+                            Some(v) => tree.insert(name, v)?,
+                            None => tree.remove(name)?,
+                        };
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<IndexError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+// ---- console views (issue 15): one repository's figures, tags with records, pull counts.
+// Each reads one repository's keys (or the first entries of a ranked tree), never the whole
+// index.
+
+/// One repository's figures for the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub tags: u64,
+    /// Some tag was pushed here / cached from an upstream.
+    pub local: bool,
+    pub cached: bool,
+    /// Bytes of the blobs the repository links (shared blobs count in each repository).
+    pub bytes: u64,
+    /// Newest creation time of a pushed blob it links (ms since the epoch; 0: none).
+    pub last_pushed: u64,
+    /// Last pull of one of its manifests (ms since the epoch; 0: never), and their count.
+    pub last_pulled: u64,
+    pub pulls: u64,
+    /// The repository links more blobs than were counted (`bytes` is a lower bound).
+    pub partial: bool,
+}
+
+/// How often a manifest was pulled (`GET` of its bytes) and when last (ms since the epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRecord {
+    pub count: u64,
+    pub last: u64,
+}
+
+/// At most this many linked blobs are counted for a repository's size.
+const SUMMARY_LINKS: usize = 20_000;
+
+fn rank_key(count: u64, k: &[u8]) -> Vec<u8> {
+    let mut r = (u64::MAX - count).to_be_bytes().to_vec();
+    r.extend_from_slice(k);
+    r
+}
+
+impl Index {
+    /// Up to `n` repository names starting with `prefix`, after `last`, in lexical order.
+    pub fn repos_with_prefix(
+        &self,
+        prefix: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>> {
+        let start = match last {
+            Some(l) if l > prefix => format!("{l}\0"),
+            _ => prefix.to_owned(),
+        };
+        let mut out = Vec::new();
+        for kv in self.repos.range(start.as_bytes()..) {
+            let (k, _) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= n {
+                break;
+            }
+            out.push(text(&k)?.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// `repo`'s figures: its tags, the blobs it links and its pulls.
+    pub fn repo_summary(&self, repo: &RepoName) -> Result<RepoSummary> {
+        let prefix = key(&[repo.as_str(), ""]);
+        let mut s = RepoSummary::default();
+        for kv in self.tags.scan_prefix(&prefix) {
+            let rec: TagRecord = decode(&kv?.1)?;
+            s.tags += 1;
+            match rec.origin {
+                Origin::Local => s.local = true,
+                Origin::Proxy => s.cached = true,
+            }
+        }
+        for (i, kv) in self.links.scan_prefix(&prefix).enumerate() {
+            if i >= SUMMARY_LINKS {
+                s.partial = true;
+                break;
+            }
+            let (k, _) = kv?;
+            let d = parse_digest(text(&k[prefix.len()..])?)?;
+            if let Some(b) = self.blob(&d)? {
+                s.bytes += b.size;
+                if b.origin == Origin::Local {
+                    s.last_pushed = s.last_pushed.max(b.created);
+                }
+            }
+        }
+        for kv in self.pulls.scan_prefix(&prefix) {
+            let p: PullRecord = decode(&kv?.1)?;
+            s.pulls += p.count;
+            s.last_pulled = s.last_pulled.max(p.last);
+        }
+        Ok(s)
+    }
+
+    /// Up to `n` tags of `repo` after `last`, with their records.
+    pub fn tags_of(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Tag, TagRecord)>> {
+        let names = self.list_tags(repo, last, n)?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let t =
+                Tag::parse(&name).map_err(|e| IndexError::Corrupt(format!("tag {name:?}: {e}")))?;
+            if let Some(rec) = self.tag(repo, &t)? {
+                out.push((t, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `count` pulls of `digest` in `repo`, the last at `last`.
+    pub fn add_pulls(&self, repo: &RepoName, digest: &Digest, count: u64, last: u64) -> Result<()> {
+        let k = key(&[repo.as_str(), digest.as_str()]);
+        (&self.pulls, &self.pullrank)
+            .transaction(|(pulls, rank)| {
+                let old: PullRecord = match pulls.get(k.as_slice())? {
+                    Some(v) => abort(decode(&v))?,
+                    None => PullRecord::default(),
+                };
+                let new = PullRecord {
+                    count: old.count + count,
+                    last: old.last.max(last),
+                };
+                if old.count > 0 {
+                    rank.remove(rank_key(old.count, &k))?;
+                }
+                rank.insert(rank_key(new.count, &k), &[])?;
+                pulls.insert(k.as_slice(), encode(&new))?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })
+    }
+
+    /// `digest`'s pulls in `repo`.
+    pub fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<PullRecord> {
+        self.pulls
+            .get(key(&[repo.as_str(), digest.as_str()]))?
+            .map(|v| decode(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The `n` most pulled manifests, most pulled first.
+    pub fn most_pulled(&self, n: usize) -> Result<Vec<(RepoName, Digest, PullRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.pullrank.iter().take(n) {
+            let (k, _) = kv?;
+            let (repo, d) = pair(k.get(8..).unwrap_or_default())?;
+            let d = parse_digest(d)?;
+            let p = self.pulls(&repo, &d)?;
+            out.push((repo, d, p));
+        }
+        Ok(out)
     }
 }
 
@@ -935,7 +1254,10 @@ mod tests {
         assert_eq!(idx.tag(&r, &tag).unwrap().unwrap().digest, m);
         assert_eq!(idx.referrers(&r, &subject).unwrap().len(), 1);
         assert_eq!(idx.tags().unwrap(), [(r.clone(), tag.clone(), trec)]);
-        assert!(idx.delete_manifest(&r, &m).unwrap());
+        assert_eq!(
+            idx.delete_manifest_and_tags(&r, &m).unwrap(),
+            Some(vec![tag.clone()])
+        );
         assert!(idx.tag(&r, &tag).unwrap().is_none());
         assert!(idx.referrers(&r, &subject).unwrap().is_empty());
         assert!(!idx.delete_manifest(&r, &m).unwrap());

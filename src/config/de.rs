@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_yaml_ng::Value;
 
 use super::schema::describe;
-use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, units};
+use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, UiListener, units};
 
 /// Newtype name of keys whose environment value is taken verbatim.
 pub(super) const TEXT: &str = "stevedore::Text";
@@ -34,7 +34,7 @@ const SEP: char = '\u{0}';
 
 /// Builds the typed configuration from a tree whose keys [`super::schema::check`]
 /// accepted. Null values and empty sections count as absent (so they keep their
-/// defaults), except `auth.htpasswd` and `auth.token`, which select a kind of
+/// defaults), except `auth.htpasswd`, `auth.token` and `auth.builtin`, which select a kind of
 /// authentication by their presence.
 pub(super) fn read(tree: &Value) -> Result<Config, ConfigError> {
     let mut tree = tree.clone();
@@ -82,7 +82,10 @@ fn prune(value: &mut Value, path: &str) {
             m.retain(|k, v| {
                 let key = super::schema::join(path, k.as_str().unwrap_or(""));
                 prune(v, &key);
-                let selects = matches!(key.as_str(), "auth.htpasswd" | "auth.token");
+                let selects = matches!(
+                    key.as_str(),
+                    "auth.htpasswd" | "auth.token" | "auth.builtin"
+                );
                 !(v.is_null() || (matches!(v, Value::Mapping(m) if m.is_empty()) && !selects))
             });
         }
@@ -390,8 +393,26 @@ pub(super) fn list_map<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// Header names to lists of secret values (a single string counts as a list of one): the
+/// notification endpoints' `headers`, which often carry tokens.
+pub(super) fn secret_list_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<Secret>>, D::Error> {
+    struct Many(Vec<Secret>);
+    impl<'de> Deserialize<'de> for Many {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let values = many(&raw(d, SECRET)?)?;
+            Ok(Many(values.into_iter().map(Secret::from).collect()))
+        }
+    }
+    Ok(map::<D, Many>(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
 /// A keyword of `T`, chosen by `pick` from its lowercase text.
-fn keyword<'de, D: Deserializer<'de>, T>(
+pub(super) fn keyword<'de, D: Deserializer<'de>, T>(
     d: D,
     pick: fn(&str) -> Option<T>,
     expected: &str,
@@ -423,6 +444,17 @@ impl<'de> Deserialize<'de> for LogFormat {
             _ => None,
         };
         keyword(d, pick, "expected text, json or logstash")
+    }
+}
+
+impl<'de> Deserialize<'de> for UiListener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pick = |s: &str| match s {
+            "main" => Some(UiListener::Main),
+            "debug" => Some(UiListener::Debug),
+            _ => None,
+        };
+        keyword(d, pick, "must be main or debug")
     }
 }
 

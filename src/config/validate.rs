@@ -18,7 +18,131 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     storage(c)?;
     http(c)?;
     auth(c)?;
-    proxy(c)
+    ui(c)?;
+    proxy(c)?;
+    notifications(c)
+}
+
+/// The actions an endpoint's `actions` and `ignore.actions` may name.
+const NOTIFY_ACTIONS: &[&str] = &[
+    "push",
+    "pull",
+    "delete",
+    "mount",
+    "cache.fill",
+    "cache.evict",
+    "upstream.error",
+    "upstream.ratelimited",
+    "stale.served",
+];
+
+fn notifications(c: &Config) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for (i, e) in c.notifications.endpoints.iter().enumerate() {
+        let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
+        if e.name.trim().is_empty() {
+            return Err(ConfigError::missing(
+                key("name"),
+                "every endpoint needs a name",
+            ));
+        }
+        if !names.insert(e.name.as_str()) {
+            return Err(ConfigError::value(
+                key("name"),
+                format!("{:?}", e.name),
+                "another endpoint has this name",
+            ));
+        }
+        if e.queue.persistent
+            && (e.name.starts_with('.')
+                || !e
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)))
+        {
+            return Err(ConfigError::value(
+                key("name"),
+                format!("{:?}", e.name),
+                "a persistent queue is kept in a directory of this name: use letters, digits, \".\", \"_\" and \"-\", not starting with \".\"",
+            ));
+        }
+        if e.disabled {
+            continue;
+        }
+        let lower = e.url.trim().to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+            || e.url
+                .trim()
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            // The URL may hold a token: not echoed.
+            return Err(ConfigError::invalid(
+                key("url"),
+                "must be an http:// or https:// URL with a host and no spaces",
+            ));
+        }
+        for (name, values) in &e.headers {
+            units::check_header_name(name)
+                .map_err(|r| ConfigError::invalid(key(&format!("headers.{name}")), r))?;
+            if values
+                .iter()
+                .any(|v| v.expose().chars().any(|ch| ch.is_control() && ch != '\t'))
+            {
+                return Err(ConfigError::invalid(
+                    key(&format!("headers.{name}")),
+                    "header values must not contain control characters",
+                ));
+            }
+        }
+        if e.queue.size == 0 {
+            return Err(ConfigError::invalid(
+                key("queue.size"),
+                "must be at least 1",
+            ));
+        }
+        if e.maxattempts == 0 {
+            return Err(ConfigError::invalid(
+                key("maxattempts"),
+                "must be at least 1",
+            ));
+        }
+        for (list, k) in [
+            (&e.actions, "actions"),
+            (&e.ignore.actions, "ignore.actions"),
+        ] {
+            for (j, a) in list.iter().enumerate() {
+                if !NOTIFY_ACTIONS.contains(&a.as_str()) {
+                    return Err(ConfigError::value(
+                        key(&format!("{k}[{j}]")),
+                        format!("{a:?}"),
+                        format!("expected one of {}", NOTIFY_ACTIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        globs(&key("repositories"), &e.repositories)?;
+    }
+    Ok(())
+}
+
+fn ui(c: &Config) -> Result<(), ConfigError> {
+    if c.ui.enabled && c.ui.listener == super::UiListener::Debug && c.http.debug.addr.is_none() {
+        return Err(ConfigError::invalid(
+            "ui.listener",
+            "is debug, but http.debug.addr is not set",
+        ));
+    }
+    if c.ui.sessionttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "ui.sessionttl",
+            "must be greater than zero",
+        ));
+    }
+    Ok(())
 }
 
 fn storage(c: &Config) -> Result<(), ConfigError> {
@@ -234,10 +358,10 @@ fn http(c: &Config) -> Result<(), ConfigError> {
 fn auth(c: &Config) -> Result<(), ConfigError> {
     let a = &c.auth;
     let policy_set = a.policy.anonymouspull || !a.policy.rules.is_empty();
-    if policy_set && a.htpasswd.is_none() && a.token.is_none() {
+    if policy_set && a.htpasswd.is_none() && a.token.is_none() && a.builtin.is_none() {
         return Err(ConfigError::invalid(
             "auth.policy",
-            "an access policy needs auth.htpasswd or auth.token to know who is asking",
+            "an access policy needs auth.htpasswd, auth.token or auth.builtin to know who is asking",
         ));
     }
     for (i, rule) in a.policy.rules.iter().enumerate() {
@@ -248,12 +372,21 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    if a.htpasswd.is_some() && a.token.is_some() {
+    let kinds = [
+        ("auth.htpasswd", a.htpasswd.is_some()),
+        ("auth.token", a.token.is_some()),
+        ("auth.builtin", a.builtin.is_some()),
+    ];
+    let mut set = kinds.iter().filter(|(_, on)| *on).map(|(k, _)| *k);
+    if let (Some(first), Some(second)) = (set.next(), set.next()) {
         return Err(ConfigError::conflict(
-            "auth.htpasswd",
-            "auth.token",
+            first,
+            second,
             "configure only one kind of authentication",
         ));
+    }
+    if let Some(b) = &a.builtin {
+        builtin(b)?;
     }
     if let Some(h) = &a.htpasswd {
         let why = "auth.htpasswd needs a realm and a path";
@@ -281,6 +414,36 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
         }
         units::parse_http_url(&t.realm)
             .map_err(|r| ConfigError::value("auth.token.realm", format!("{:?}", t.realm), r))?;
+    }
+    Ok(())
+}
+
+fn builtin(b: &super::BuiltinAuth) -> Result<(), ConfigError> {
+    if !b.realm.is_empty() {
+        units::parse_http_url(&b.realm)
+            .map_err(|r| ConfigError::value("auth.builtin.realm", format!("{:?}", b.realm), r))?;
+    }
+    for (key, value) in [
+        ("auth.builtin.service", &b.service),
+        ("auth.builtin.issuer", &b.issuer),
+        ("auth.builtin.firstadmin.username", &b.firstadmin.username),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ConfigError::invalid(key, "must not be empty"));
+        }
+    }
+    if b.expiration.as_secs() < 10 {
+        return Err(ConfigError::invalid(
+            "auth.builtin.expiration",
+            "tokens must live at least 10s",
+        ));
+    }
+    if b.firstadmin.password.is_some() && b.firstadmin.passwordfile.is_some() {
+        return Err(ConfigError::conflict(
+            "auth.builtin.firstadmin.password",
+            "auth.builtin.firstadmin.passwordfile",
+            "give the first admin's password one way",
+        ));
     }
     Ok(())
 }

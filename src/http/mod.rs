@@ -5,8 +5,11 @@
 
 pub mod access;
 pub mod body;
+pub mod console;
 pub mod debug;
+pub mod debug_accounts;
 pub mod debug_warm;
+pub(crate) mod events;
 pub(crate) mod handlers;
 mod io;
 pub mod limits;
@@ -97,6 +100,7 @@ const ENDPOINT_SUCCESS: &[(&str, &str, &str)] = &[
     ("PUT", "upload", "201"),
     ("DELETE", "upload", "204"),
     ("GET", "referrers", "200"),
+    ("GET", "token", "200"),
 ];
 
 /// What every connection task shares.
@@ -269,7 +273,7 @@ impl Shared {
             async move {
                 let resp = match shared.limits.request(peer.ip()) {
                     Err(wait) => too_many_requests(&shared.app, &req, wait),
-                    Ok(()) => handle(&shared.app, req, slot).await,
+                    Ok(()) => handle(&shared.app, req, slot, Some(peer)).await,
                 };
                 state.request_answered();
                 Ok::<_, Infallible>(resp)
@@ -428,30 +432,47 @@ fn status_digits(status: u16) -> [u8; 3] {
 }
 
 /// Answers one request: route, dispatch, map errors, count, log. `sendfile`: the connection's
-/// zero-copy slot, on plain HTTP/1 connections.
+/// zero-copy slot, on plain HTTP/1 connections; `peer`: the client's address.
 async fn handle(
     app: &App,
     req: Request<Incoming>,
     sendfile: Option<sendfile::SendfileSlot>,
+    peer: Option<SocketAddr>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = uri.path();
+    if app.config.ui.enabled
+        && app.config.ui.listener == crate::config::UiListener::Main
+        && console::owns(path)
+    {
+        let mut resp = console::answer(app, &app.console, req, app.tls.is_some()).await;
+        for (name, value) in &app.extra_headers {
+            resp.headers_mut().append(name, value.clone());
+        }
+        return resp;
+    }
     let mut accounting = Accounting::start(app, method.clone(), uri.clone());
     let result = match Endpoint::parse(&method, path) {
         Ok(endpoint) => {
             accounting.endpoint = endpoint.label();
             let (parts, body) = req.into_parts();
-            let r = handlers::Req {
+            let mut r = handlers::Req {
                 sendfile,
                 query: handlers::parse_query(parts.uri.query()),
                 authority: parts.uri.authority().map(|a| a.to_string()),
+                method: parts.method,
+                peer,
+                user: None,
                 headers: parts.headers,
                 body,
             };
             // Access control before any handler, so none can forget it.
             match access::check(app, &endpoint, &r).await {
-                Ok(()) => handlers::dispatch(app, endpoint, r).await,
+                Ok(user) => {
+                    r.user = user;
+                    handlers::dispatch(app, endpoint, r).await
+                }
                 Err(e) => Err(e),
             }
         }
