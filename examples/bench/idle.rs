@@ -17,7 +17,7 @@ pub const IDLE: u64 = 10_000;
 
 impl Bench<'_> {
     pub fn idle(&self, image: &Path, r: &mut Results) -> Result<(), String> {
-        let need = 2 * IDLE + 1024;
+        let need = IDLE + 1024; // each end is its own process
         let limit = open_files_limit();
         if limit < need {
             return Err(format!(

@@ -27,7 +27,7 @@
 //! `--large-sizes "N..."` [BENCH_LARGE_SIZES] ("100000 1000000"); `--keep` [BENCH_KEEP=1] keeps
 //! the temp dir; `--prebuilt` [BENCH_NO_BUILD=1] says the binaries were not built for this run.
 //! Needs: curl, docker-registry, nginx (Debian nginx-light will do), wrk (optional), and an
-//! open-files limit above 2 × 10,000 for the idle-connections section (`bench/run.sh` raises
+//! open-files limit above 11,024 for the idle-connections section (`bench/run.sh` raises
 //! the soft limit to the hard one).
 //! Everything listens on 127.0.0.1; every process started here is stopped on exit.
 

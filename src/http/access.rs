@@ -25,7 +25,7 @@ pub async fn check(
         return Ok(None);
     };
     if *endpoint == Endpoint::IssueToken {
-        return Ok(());
+        return Ok(None);
     }
     let mut needs = required(endpoint, &req.query)?;
     // containerd's `?ns=` (or, with no `ns`, an upstream named `docker.io`) can send a name
