@@ -561,9 +561,15 @@ pub struct LimitsConfig {
     #[serde(deserialize_with = "de::uint")]
     pub burst: u64,
     /// A client must send a request's headers (and finish a TLS handshake)
-    /// within this; default 30s.
+    /// within this; default 30s. An idle keep-alive connection is not
+    /// cut off by it: `idletimeout` is.
     #[serde(deserialize_with = "de::duration")]
     pub headertimeout: Duration,
+    /// A kept-alive HTTP/1 connection on which nothing is read or written
+    /// for this long, between requests, is closed; default 5m; 0 = never
+    /// (as distribution). *stevedore extension*
+    #[serde(deserialize_with = "de::duration")]
+    pub idletimeout: Duration,
     /// A request body that sends no byte for this long is abandoned; default
     /// 60s.
     #[serde(deserialize_with = "de::duration")]
@@ -588,6 +594,7 @@ impl Default for LimitsConfig {
             requestspersecond: 0.0,
             burst: 0,
             headertimeout: Duration::from_secs(30),
+            idletimeout: Duration::from_secs(300),
             bodytimeout: Duration::from_secs(60),
             maxheaderbytes: 64 * 1024,
             maxheaders: 100,

@@ -69,6 +69,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!((l.maxconns, l.maxconnsperclient, l.burst), (4096, 256, 0));
     assert_eq!(l.requestspersecond, 0.0);
     assert_eq!((l.headertimeout, l.bodytimeout), (secs(30), secs(60)));
+    assert_eq!(l.idletimeout, secs(300));
     assert_eq!(
         (l.maxheaderbytes, l.maxheaders, l.maxstreams),
         (64 * 1024, 100, 128)
@@ -1135,7 +1136,7 @@ fn debug_output_redacts_secrets() {
 #[test]
 fn http_limits() {
     let c = Config::from_yaml_str(
-        "http:\n  limits:\n    maxconns: 10\n    maxconnsperclient: 0\n    requestspersecond: 2.5\n    headertimeout: 5s\n    bodytimeout: 1m\n    maxheaderbytes: 16KiB\n    maxheaders: 50\n    maxstreams: 8\n",
+        "http:\n  limits:\n    maxconns: 10\n    maxconnsperclient: 0\n    requestspersecond: 2.5\n    headertimeout: 5s\n    idletimeout: 0s\n    bodytimeout: 1m\n    maxheaderbytes: 16KiB\n    maxheaders: 50\n    maxstreams: 8\n",
     )
     .expect("limits");
     let l = &c.http.limits;
@@ -1143,6 +1144,7 @@ fn http_limits() {
     assert_eq!(l.requestspersecond, 2.5);
     assert_eq!(l.effective_burst(), 5.0);
     assert_eq!((l.headertimeout, l.bodytimeout), (secs(5), secs(60)));
+    assert_eq!(l.idletimeout, Duration::ZERO);
     assert_eq!(
         (l.maxheaderbytes, l.maxheaders, l.maxstreams),
         (16 * 1024, 50, 8)
