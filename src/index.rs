@@ -1066,7 +1066,13 @@ mod tests {
         idx.add_pulls(&r, &d1, 3, 100).unwrap();
         idx.add_pulls(&r, &d2, 5, 50).unwrap();
         idx.add_pulls(&r, &d1, 4, 200).unwrap();
-        assert_eq!(idx.pulls(&r, &d1).unwrap(), PullRecord { count: 7, last: 200 });
+        assert_eq!(
+            idx.pulls(&r, &d1).unwrap(),
+            PullRecord {
+                count: 7,
+                last: 200
+            }
+        );
         let top = idx.most_pulled(10).unwrap();
         assert_eq!(top.len(), 2, "one rank entry per manifest");
         assert_eq!((top[0].1.clone(), top[0].2.count), (d1.clone(), 7));
@@ -1074,7 +1080,11 @@ mod tests {
         let s = idx.repo_summary(&r).unwrap();
         assert_eq!((s.pulls, s.last_pulled), (12, 200));
 
-        let p = HistoryPoint { hits: 1, bytes_fetched: 10, ..Default::default() };
+        let p = HistoryPoint {
+            hits: 1,
+            bytes_fetched: 10,
+            ..Default::default()
+        };
         let t0 = 1_000_000 * 3600;
         idx.record_history("hub", t0 + 5, &p).unwrap();
         idx.record_history("hub", t0 + 30, &p).unwrap();
@@ -1084,12 +1094,25 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].0, m[0].1.hits), (t0, 2));
         let h = idx.history("hub", Resolution::Hour, 0).unwrap();
-        assert_eq!(h, vec![(t0, HistoryPoint { hits: 3, bytes_fetched: 30, ..Default::default() })]);
+        assert_eq!(
+            h,
+            vec![(
+                t0,
+                HistoryPoint {
+                    hits: 3,
+                    bytes_fetched: 30,
+                    ..Default::default()
+                }
+            )]
+        );
         // Three hours on, the minute buckets of then are gone; the hour bucket stays.
         idx.record_history("hub", t0 + 3 * 3600, &p).unwrap();
         assert_eq!(idx.history("hub", Resolution::Minute, 0).unwrap().len(), 1);
         assert_eq!(idx.history("hub", Resolution::Hour, 0).unwrap().len(), 2);
-        assert_eq!(idx.history("other", Resolution::Minute, 0).unwrap().len(), 1);
+        assert_eq!(
+            idx.history("other", Resolution::Minute, 0).unwrap().len(),
+            1
+        );
     }
 
     #[test]

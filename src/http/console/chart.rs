@@ -16,7 +16,12 @@ pub fn stacked_bars(
     points: &[(String, u64, u64)],
     fmt: impl Fn(u64) -> String,
 ) -> Markup {
-    let max = points.iter().map(|(_, a, b)| a + b).max().unwrap_or(0).max(1);
+    let max = points
+        .iter()
+        .map(|(_, a, b)| a + b)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let n = points.len().max(1) as f64;
     let slot = (W - LEFT - 10.0) / n;
     let bar = (slot * 0.8).max(1.0);

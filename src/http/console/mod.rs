@@ -14,9 +14,9 @@
 //! checked [`Form`] (dispatch has verified its CSRF token already) and includes
 //! [`Ctx::csrf_field`] in the `<form>`; admin-only pages check [`Ctx::is_admin`].
 
+mod chart;
 mod describe;
 mod fmt;
-mod chart;
 mod i18n;
 mod layout;
 mod pages;

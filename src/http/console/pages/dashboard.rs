@@ -65,8 +65,9 @@ fn series(ctx: &Ctx<'_>, upstream: &str, range: Range, now: u64) -> Vec<(u64, Hi
     let step = res.seconds();
     let current = now - now % step;
     let first = current - step * (n - 1);
-    let mut bars: Vec<(u64, HistoryPoint)> =
-        (0..n).map(|i| (first + i * step, HistoryPoint::default())).collect();
+    let mut bars: Vec<(u64, HistoryPoint)> = (0..n)
+        .map(|i| (first + i * step, HistoryPoint::default()))
+        .collect();
     for (at, p) in ctx
         .app
         .depot
@@ -119,7 +120,6 @@ pub fn get(ctx: &Ctx<'_>) -> Response<Body> {
     // Manifests deleted since they were pulled keep their counts but are not shown.
     let top: Vec<_> = app
         .depot
-        .index
         .most_pulled(20)
         .unwrap_or_default()
         .into_iter()

@@ -4,7 +4,7 @@
 //! Read from the index and the local store only: a manifest not stored here is said to be so,
 //! never fetched.
 
-use super::super::describe::{descriptor_size, describe, platform_text};
+use super::super::describe::{describe, descriptor_size, platform_text};
 use super::super::{Ctx, fmt};
 use super::repo::{enc, viewable};
 use crate::auth::Action;
@@ -142,5 +142,9 @@ pub async fn get(ctx: &Ctx<'_>) -> Response<Body> {
             }
         }
     };
-    ctx.page("/ui/repos", &format!("{name}@{}", fmt::short_digest(digest.as_str())), content)
+    ctx.page(
+        "/ui/repos",
+        &format!("{name}@{}", fmt::short_digest(digest.as_str())),
+        content,
+    )
 }

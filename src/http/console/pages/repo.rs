@@ -22,8 +22,8 @@ pub fn enc(s: &str) -> String {
 /// The repository named by `?name=`, if the viewer may see it (else the refusal).
 pub fn viewable(ctx: &Ctx<'_>) -> Result<RepoName, Response<Body>> {
     let name = ctx.query("name").unwrap_or("");
-    let repo = RepoName::parse(name)
-        .map_err(|e| ctx.refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let repo =
+        RepoName::parse(name).map_err(|e| ctx.refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
     if !ctx.may(&repo, Action::Pull) {
         return Err(ctx.refuse(StatusCode::FORBIDDEN, ctx.t("forbidden")));
     }
