@@ -93,6 +93,14 @@ fn series(ctx: &Ctx<'_>, upstream: &str, range: Range, now: u64) -> Vec<(u64, Hi
     bars
 }
 
+fn sum(bars: &[(u64, HistoryPoint)]) -> HistoryPoint {
+    let mut total = HistoryPoint::default();
+    for (_, p) in bars {
+        total.add(p);
+    }
+    total
+}
+
 /// Mean of a histogram vector's observations for `upstream`, in seconds.
 fn mean_latency(c: &impl Collector, upstream: &str) -> Option<f64> {
     let (mut sum, mut count) = (0.0, 0u64);
@@ -181,8 +189,7 @@ pub fn get(ctx: &Ctx<'_>) -> Response<Body> {
             }
             @for u in &upstreams {
                 @let bars = series(ctx, u, range, now);
-                @let mut total = HistoryPoint::default();
-                @for (_, p) in &bars { @let _ = total.add(p); }
+                @let total = sum(&bars);
                 @let points: Vec<(String, u64, u64)> = bars.iter().map(|(at, p)| (label(*at), p.bytes_cached, p.bytes_fetched)).collect();
                 @let remaining = m.upstream_ratelimit_remaining.with_label_values(&[u]).get();
                 @let requests = sum_where(&m.upstream_requests, |l| l.get("upstream") == Some(&u.as_str())) as u64;

@@ -21,7 +21,7 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
 pub async fn get(ctx: &Ctx<'_>) -> Response<Body> {
     let repo = match viewable(ctx) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err((status, msg)) => return ctx.refuse(status, &msg),
     };
     let app = ctx.app;
     let index = &app.depot.index;

@@ -19,18 +19,18 @@ pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The repository named by `?name=`, if the viewer may see it (else the refusal).
-pub fn viewable(ctx: &Ctx<'_>) -> Result<RepoName, Response<Body>> {
+/// The repository named by `?name=`, if the viewer may see it (else the refusal's status
+/// and message).
+pub fn viewable(ctx: &Ctx<'_>) -> Result<RepoName, (StatusCode, String)> {
     let name = ctx.query("name").unwrap_or("");
-    let repo =
-        RepoName::parse(name).map_err(|e| ctx.refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let repo = RepoName::parse(name).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     if !ctx.may(&repo, Action::Pull) {
-        return Err(ctx.refuse(StatusCode::FORBIDDEN, ctx.t("forbidden")));
+        return Err((StatusCode::FORBIDDEN, ctx.t("forbidden").to_owned()));
     }
     match ctx.app.depot.index.repo_exists(&repo) {
         Ok(true) => Ok(repo),
-        Ok(false) => Err(ctx.refuse(StatusCode::NOT_FOUND, ctx.t("not_found"))),
-        Err(e) => Err(ctx.refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        Ok(false) => Err((StatusCode::NOT_FOUND, ctx.t("not_found").to_owned())),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -47,7 +47,7 @@ pub fn done_notice(ctx: &Ctx<'_>) -> maud::Markup {
 pub async fn get(ctx: &Ctx<'_>) -> Response<Body> {
     let repo = match viewable(ctx) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err((status, msg)) => return ctx.refuse(status, &msg),
     };
     let app = ctx.app;
     let index = &app.depot.index;
