@@ -102,6 +102,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Notify(#[from] notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -212,6 +214,16 @@ impl App {
         } else {
             None
         };
+        let notifier = if server {
+            notify::Notifier::from_config(
+                &config.notifications,
+                notify::source_for(config.http.addr),
+                &root,
+                &metrics,
+            )?
+        } else {
+            notify::Notifier::disabled()
+        };
         let prometheus_path = config
             .http
             .debug
@@ -225,7 +237,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notify::Notifier::disabled()),
+            notifier: Arc::new(notifier),
             console: http::console::Console::new(&config.ui),
             history: Default::default(),
             config: Arc::new(config),
@@ -239,6 +251,7 @@ impl App {
 
     /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
+        self.notifier.refresh_gauges();
         for origin in [index::Origin::Local, index::Origin::Proxy] {
             let (n, bytes) = self.depot.index.totals(origin);
             self.metrics
@@ -583,6 +596,8 @@ pub async fn run(
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Events of the requests just drained are queued by now: flush them.
+    app.notifier.shutdown(drain).await;
     if let Err(e) = app.depot.flush_access() {
         tracing::warn!(error = %e, "writing access times at shutdown failed");
     }

@@ -43,6 +43,7 @@
 mod de;
 mod env;
 mod error;
+mod notifications;
 mod schema;
 mod secret;
 pub mod units;
@@ -60,6 +61,10 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
+pub use notifications::{
+    EndpointConfig, IgnoreConfig, NotificationEvents, NotificationsConfig, NotifyFormat,
+    Overflow, QueueConfig, SigningConfig,
+};
 pub use secret::Secret;
 
 /// The upstream a configuration without a file mirrors: Docker Hub.
@@ -83,6 +88,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// *Stevedore extension*: the web console under `/ui/`.
     pub ui: UiConfig,
+    /// Webhooks told of pushes, pulls, mounts and deletes.
+    pub notifications: NotificationsConfig,
 }
 
 /// `ui` (*stevedore extension*): the web console (`/ui/`): browse repositories, tags and
@@ -815,6 +822,7 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             redis: None,
             ui: UiConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

@@ -30,7 +30,7 @@ mod names;
 mod referrers;
 mod slots;
 mod tags;
-mod tls;
+pub(crate) mod tls;
 mod token_cache;
 
 /// For the fuzz targets (`crate::fuzzing`).

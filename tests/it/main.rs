@@ -30,6 +30,7 @@ mod mirror;
 mod mirror_policy;
 mod mirror_resilience;
 mod mirror_warm;
+mod notifications_delivery;
 mod observability;
 mod retention;
 mod seed_configs;
