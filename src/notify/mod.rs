@@ -91,13 +91,14 @@ impl Notifier {
                 .iter()
                 .flat_map(|(n, vs)| vs.iter().map(move |v| (n.clone(), v.expose().to_string())))
                 .collect();
-            let transport = transport::Transport::new(&c.url, &headers, c.timeout, signer)
-                .map_err(err)?;
+            let transport =
+                transport::Transport::new(&c.url, &headers, c.timeout, signer).map_err(err)?;
             let spool = if c.queue.persistent {
                 let dir = root.join("notifications").join(&c.name);
-                Some(spool::Spool::open(&dir).map_err(|e| {
-                    err(format!("queue directory {}: {e}", dir.display()))
-                })?)
+                Some(
+                    spool::Spool::open(&dir)
+                        .map_err(|e| err(format!("queue directory {}: {e}", dir.display())))?,
+                )
             } else {
                 None
             };

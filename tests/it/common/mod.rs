@@ -12,6 +12,7 @@ pub mod receiver;
 pub mod redis;
 pub mod refreg;
 pub mod tools;
+pub mod webdriver;
 
 use sha2::{Digest as _, Sha256, Sha512};
 use std::io::{BufRead, BufReader};
