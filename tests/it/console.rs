@@ -3,6 +3,7 @@
 //! headers, no outside URL in any page, English and Simplified Chinese, and the pages over
 //! content pushed through the API.
 
+use crate::auth_htpasswd::htpasswd_file;
 use crate::common::api;
 use crate::common::tools::{require, run_ok};
 use crate::common::*;
@@ -123,19 +124,6 @@ impl Browser {
             .await;
         assert_eq!(r.status, 303, "login as {user}: {}", r.body);
     }
-}
-
-/// An htpasswd file made by `htpasswd -Bbn`.
-fn htpasswd_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    require("htpasswd", "apache2-utils");
-    let mut text = String::new();
-    for (u, p) in users {
-        text.push_str(&run_ok(Command::new("htpasswd").args(["-Bbn", u, p])));
-        text.push('\n');
-    }
-    let path = dir.join("htpasswd");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// The auth section: htpasswd users alice (admin) and bob (viewer: may not delete).
@@ -812,18 +800,18 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
     d.type_into("#user", "admin").await;
     d.type_into("#password", "admin-pw").await;
     d.click("button[type=submit]").await;
-    assert!(d.url().await.ends_with("/ui/repos"), "{}", d.url().await);
-    let src = d.source().await;
+    d.url_with("/ui/repos").await;
+    let src = d.source_with("Logged in as").await;
     assert!(src.contains("team/web") && src.contains("admin"), "{src}");
     d.screenshot(&shots.join("02-repositories.png")).await;
 
     d.click("a[href='/ui/repo?name=team%2Fweb']").await;
-    let src = d.source().await;
+    let src = d.source_with("<strong>latest</strong>").await;
     assert!(src.contains("<strong>1.0</strong>") && src.contains("<strong>latest</strong>"));
     assert!(src.contains("linux/amd64"), "{src}");
     d.screenshot(&shots.join("03-tags.png")).await;
     d.click("td.mono a").await;
-    let src = d.source().await;
+    let src = d.source_with("Layers").await;
     assert!(src.contains("Layers") && src.contains("tar+gzip"), "{src}");
     d.screenshot(&shots.join("04-manifest.png")).await;
 
@@ -831,14 +819,14 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
     d.screenshot(&shots.join("05-dashboard.png")).await;
     d.goto(&format!("{base}/ui/maintenance")).await;
     d.click("form[action='/ui/actions/gc'] button").await;
-    assert!(d.source().await.contains("Would free"));
+    d.source_with("Would free").await;
     d.screenshot(&shots.join("06-gc-dry-run.png")).await;
 
     // Delete the tag `latest` (the first delete button is 1.0's; pick latest's form).
     d.goto(&format!("{base}/ui/repo?name=team%2Fweb")).await;
     d.click("form[action='/ui/actions/delete-tag']:has(input[value='latest']) button")
         .await;
-    let src = d.source().await;
+    let src = d.source_with("Deleted.").await;
     assert!(src.contains("Deleted."), "{src}");
     assert!(!src.contains("<strong>latest</strong>"));
     assert!(src.contains("<strong>1.0</strong>"));
@@ -854,16 +842,16 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
 
     // Simplified Chinese, then log out.
     d.click("a[href^='/ui/lang']").await;
-    let src = d.source().await;
+    let src = d.source_with("lang=\"zh-CN\"").await;
     assert!(
         src.contains("lang=\"zh-CN\"") && src.contains("删除标签"),
         "{src}"
     );
     d.screenshot(&shots.join("08-chinese.png")).await;
     d.click("form[action='/ui/logout'] button").await;
-    assert!(d.url().await.contains("/ui/login"));
+    d.url_with("/ui/login").await;
     d.goto(&format!("{base}/ui/repos")).await;
-    assert!(d.url().await.contains("/ui/login"), "logged out");
+    d.url_with("/ui/login").await;
 
     // The mirror dashboard of a mirror that served an image twice (no auth: read-only).
     let up = crate::common::fake_upstream::FakeUpstream::start(
@@ -899,7 +887,7 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
         }
     }
     d.goto(&m.url("/ui/dashboard?range=hour")).await;
-    let src = d.source().await;
+    let src = d.source_with("library/nginx").await;
     assert!(
         src.contains("<svg") && src.contains("library/nginx"),
         "{src}"

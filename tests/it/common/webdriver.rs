@@ -117,6 +117,39 @@ impl Driver {
         v.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The page source once it contains `needle` (a click's navigation may still be under way
+    /// when the click returns); panics with the source after 15 s.
+    pub async fn source_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let src = self.source().await;
+            if src.contains(needle) {
+                return src;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the page:\n{src}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The URL once it contains `needle`.
+    pub async fn url_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.contains(needle) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the browser stayed at {url}, not {needle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn find(&self, css: &str) -> String {
         let v = self
             .call(

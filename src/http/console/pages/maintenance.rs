@@ -7,6 +7,22 @@ use crate::index::Origin;
 use http::{Response, StatusCode};
 use maud::html;
 
+/// A card with a form that posts one image name to `/ui/actions/<action>`.
+fn image_form(ctx: &Ctx<'_>, action: &'static str, class: &str) -> maud::Markup {
+    let id = format!("{action}-image");
+    html! {
+        div.card {
+            h2 { (ctx.t(action)) }
+            form method="post" action={ "/ui/actions/" (action) } {
+                (ctx.csrf_field())
+                label for=(id) { (ctx.t("warm.image")) } br;
+                input id=(id) type="text" name="image" required;
+                " " button class=(class) type="submit" { (ctx.t(action)) }
+            }
+        }
+    }
+}
+
 pub fn get(ctx: &Ctx<'_>) -> Response<Body> {
     if !ctx.is_admin() {
         return ctx.refuse(StatusCode::FORBIDDEN, ctx.t("forbidden"));
@@ -26,24 +42,8 @@ pub fn get(ctx: &Ctx<'_>) -> Response<Body> {
                 }
             }
             @if app.mirror.is_some() {
-                div.card {
-                    h2 { (ctx.t("evict")) }
-                    form method="post" action="/ui/actions/evict" {
-                        (ctx.csrf_field())
-                        label for="evict-image" { (ctx.t("warm.image")) } br;
-                        input #evict-image type="text" name="image" required;
-                        " " button.danger type="submit" { (ctx.t("evict")) }
-                    }
-                }
-                div.card {
-                    h2 { (ctx.t("warm")) }
-                    form method="post" action="/ui/actions/warm" {
-                        (ctx.csrf_field())
-                        label for="warm-image" { (ctx.t("warm.image")) } br;
-                        input #warm-image type="text" name="image" required;
-                        " " button type="submit" { (ctx.t("warm")) }
-                    }
-                }
+                (image_form(ctx, "evict", "danger"))
+                (image_form(ctx, "warm", ""))
             }
         }
     };
