@@ -615,6 +615,16 @@ impl Index {
 
     /// Removes a manifest, the tags that point at it and its referrer entry, together.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.delete_manifest_and_tags(repo, digest)?.is_some())
+    }
+
+    /// [`Index::delete_manifest`], saying which tags went with it (in tag order); `None` when
+    /// there was no such manifest.
+    pub fn delete_manifest_and_tags(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Tag>>> {
         // A transaction cannot scan: the tags are found first and each is checked again
         // inside it (a tag moved away meanwhile stays).
         let prefix = key(&[repo.as_str(), ""]);
@@ -627,25 +637,37 @@ impl Index {
             }
         }
         let mk = key(&[repo.as_str(), digest.as_str()]);
-        self.tx(|t| {
+        let removed = self.tx(|t| {
             let Some(old) = t.manifests.remove(mk.as_slice())? else {
-                return Ok(false);
+                return Ok(None);
             };
             let old: ManifestRecord = abort(decode(&old))?;
             if let Some(subject) = &old.subject {
                 t.referrers
                     .remove(key(&[repo.as_str(), subject.as_str(), digest.as_str()]))?;
             }
+            let mut removed = Vec::new();
             for k in &candidates {
                 if let Some(v) = t.tags.get(k)? {
                     let rec: TagRecord = abort(decode(&v))?;
                     if rec.digest == *digest {
                         t.tags.remove(k.as_ref())?;
+                        removed.push(k.clone());
                     }
                 }
             }
-            Ok(true)
-        })
+            Ok(Some(removed))
+        })?;
+        removed
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| {
+                        let (_, t) = pair(k)?;
+                        Tag::parse(t).map_err(|e| IndexError::Corrupt(format!("tag {t:?}: {e}")))
+                    })
+                    .collect()
+            })
+            .transpose()
     }
 
     /// Every (repository, manifest digest, record). A full scan: for maintenance only.
@@ -1256,7 +1278,10 @@ mod tests {
         assert_eq!(idx.tag(&r, &tag).unwrap().unwrap().digest, m);
         assert_eq!(idx.referrers(&r, &subject).unwrap().len(), 1);
         assert_eq!(idx.tags().unwrap(), [(r.clone(), tag.clone(), trec)]);
-        assert!(idx.delete_manifest(&r, &m).unwrap());
+        assert_eq!(
+            idx.delete_manifest_and_tags(&r, &m).unwrap(),
+            Some(vec![tag.clone()])
+        );
         assert!(idx.tag(&r, &tag).unwrap().is_none());
         assert!(idx.referrers(&r, &subject).unwrap().is_empty());
         assert!(!idx.delete_manifest(&r, &m).unwrap());

@@ -205,16 +205,8 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
-        let mirror = if config.proxy_enabled() {
-            Some(Arc::new(build_mirror(
-                &config,
-                registry.clone(),
-                metrics.clone(),
-            )?))
-        } else {
-            None
-        };
-        let notifier = if server {
+        // Before the mirror, which sends its cache events through it.
+        let notifier = Arc::new(if server {
             notify::Notifier::from_config(
                 &config.notifications,
                 notify::source_for(config.http.addr),
@@ -223,6 +215,16 @@ impl App {
             )?
         } else {
             notify::Notifier::disabled()
+        });
+        let mirror = if config.proxy_enabled() {
+            Some(Arc::new(build_mirror(
+                &config,
+                registry.clone(),
+                metrics.clone(),
+                notifier.clone(),
+            )?))
+        } else {
+            None
         };
         let prometheus_path = config
             .http
@@ -237,7 +239,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notifier),
+            notifier,
             console: http::console::Console::new(&config.ui),
             history: Default::default(),
             config: Arc::new(config),
@@ -383,6 +385,7 @@ fn build_mirror(
     config: &Config,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    notifier: Arc<notify::Notifier>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
     let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
@@ -397,6 +400,7 @@ fn build_mirror(
             max_backoff: p.breakermaxbackoff,
         },
         offline: offline.clone(),
+        notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
@@ -470,6 +474,7 @@ fn build_mirror(
                 audit: p.policy.mode == config::PolicyMode::Audit,
                 contact: p.policy.contact.clone(),
             },
+            notifier,
         },
         metrics,
     ))
@@ -532,6 +537,7 @@ pub async fn run(
                     }) as lifecycle::evict::Pinned
                 })
             },
+            notifier: app.notifier.clone(),
         };
         let depot = app.depot.clone();
         let stop = stopped();

@@ -13,10 +13,14 @@ use crate::error::RegistryError;
 use crate::oci::RepoName;
 
 /// Whether the request may reach `endpoint`'s handler: always when no `auth` is configured,
-/// else as the authenticator decides.
-pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), RegistryError> {
+/// else as the authenticator decides. `Ok` names the authenticated user, if any.
+pub async fn check(
+    app: &App,
+    endpoint: &Endpoint,
+    req: &Req,
+) -> Result<Option<String>, RegistryError> {
     let Some(auth) = &app.auth else {
-        return Ok(());
+        return Ok(None);
     };
     let mut needs = required(endpoint, &req.query)?;
     // containerd's `?ns=` (or, with no `ns`, an upstream named `docker.io`) can send a name
@@ -38,7 +42,7 @@ pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), Regi
     if let Some(user) = who.name() {
         tracing::debug!(user, endpoint = endpoint.label(), "authorized");
     }
-    Ok(())
+    Ok(who.name().map(str::to_owned))
 }
 
 /// The accesses `endpoint` needs (empty: authentication only). A name that is not a valid

@@ -208,6 +208,7 @@ fn notify_test(app: &App, req: &Request<Incoming>) -> Response<Body> {
                 media_type: get("mediatype").unwrap_or_default(),
                 size,
                 digest,
+                ..Descriptor::default()
             },
             length: size,
             repository: get("repository").unwrap_or_else(|| "stevedore/test".into()),

@@ -125,6 +125,7 @@ impl Mirror {
             repo: p.remote.clone(),
             upstream: p.upstream.client.clone(),
             metrics: self.metrics.clone(),
+            notifier: self.options.notifier.clone(),
         };
         let f = fetch::start(
             job,

@@ -10,6 +10,7 @@
 
 use crate::index::Origin;
 use crate::metrics::Metrics;
+use crate::notify::{Action, Event, Notifier, Target};
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
 use crate::storage::{GrowingFile, StoreError, read_at};
@@ -78,6 +79,7 @@ pub struct FetchJob {
     pub repo: String,
     pub upstream: Arc<UpstreamClient>,
     pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
 }
 
 /// Bytes a reader of a growing file takes per read: readers of a miss are many at once (a
@@ -121,7 +123,19 @@ pub fn start(
         }
         match &outcome {
             Ok(size) => {
-                tracing::info!(digest = %job.digest, size, upstream = job.upstream.name(), "blob fetched and cached")
+                tracing::info!(digest = %job.digest, size, upstream = job.upstream.name(), "blob fetched and cached");
+                if job.notifier.wants(Action::CacheFill) {
+                    job.notifier.publish(Event::cache(
+                        Action::CacheFill,
+                        Target::cached(
+                            job.upstream.name(),
+                            local.as_str(),
+                            crate::notify::BLOB_MEDIA_TYPE,
+                            Some(job.digest.clone()),
+                            *size,
+                        ),
+                    ));
+                }
             }
             Err(e) => {
                 tracing::warn!(digest = %job.digest, upstream = job.upstream.name(), error = %e, "blob fetch failed; nothing cached")

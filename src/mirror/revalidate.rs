@@ -77,6 +77,7 @@ pub type Checks = Arc<Mutex<HashMap<String, Arc<Check>>>>;
 pub struct Job {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub notifier: Arc<crate::notify::Notifier>,
     pub p: ProxyRepo,
     pub tag: Tag,
     /// The digest our copy of the tag has.
@@ -161,6 +162,7 @@ async fn run(job: &Job) -> Revalidated {
                 let stored = store_fetched(
                     &job.registry,
                     &job.metrics,
+                    &job.notifier,
                     p,
                     fetched,
                     None,

@@ -74,6 +74,7 @@ mod tests {
                     media_type: media_type.into(),
                     size: 1,
                     digest: None,
+                    ..Descriptor::default()
                 },
                 repository: repo.into(),
                 ..Target::default()

@@ -15,7 +15,7 @@ pub mod sign;
 pub mod spool;
 pub mod transport;
 
-pub use event::{Action, Actor, Descriptor, Event, RequestInfo, Source, Target};
+pub use event::{Action, Actor, BLOB_MEDIA_TYPE, Descriptor, Event, RequestInfo, Source, Target};
 
 use crate::config::{NotificationsConfig, NotifyFormat};
 use crate::metrics::Metrics;

@@ -31,6 +31,7 @@ mod mirror_policy;
 mod mirror_resilience;
 mod mirror_warm;
 mod notifications_delivery;
+mod notifications_events;
 mod observability;
 mod retention;
 mod seed_configs;
