@@ -48,7 +48,7 @@ async fn delete(ctx: &Ctx<'_>, tag: bool, form: &Form) -> Response<Body> {
         Err(e) => return ctx.refuse(StatusCode::BAD_REQUEST, &e),
     };
     match ctx.app.registry.delete_manifest(&repo, &reference).await {
-        Ok(()) => {
+        Ok(_tags) => {
             tracing::info!(user = ?ctx.who, repository = %repo, reference = %reference, "console: deleted");
             respond::redirect(
                 &format!("/ui/repo?name={}&done=deleted", enc(repo.as_str())),
