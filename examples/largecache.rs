@@ -97,6 +97,7 @@ async fn scenario(n: u64) {
         max_size: Some(proxied),
         max_age: Duration::ZERO,
         pinned: None,
+        notifier: app.notifier.clone(),
     };
     let s = Instant::now();
     let none = stevedore::lifecycle::evict::pass(&app.depot, &idle, &|_: &Digest| false)
@@ -109,6 +110,7 @@ async fn scenario(n: u64) {
         max_size: Some(proxied - 1000 * 1000),
         max_age: Duration::ZERO,
         pinned: None,
+        notifier: app.notifier.clone(),
     };
     let s = Instant::now();
     let evicted = stevedore::lifecycle::evict::pass(&app.depot, &options, &|_: &Digest| false)

@@ -193,6 +193,8 @@ pub struct Index {
     access: sled::Tree,
     /// `repo \0 tag` → `TagNotes` of proxied tags; outside the transactions (advisory).
     tagnotes: sled::Tree,
+    /// `auth.builtin`'s users and roles (see "users and roles" below).
+    accounts: Accounts,
     /// Console figures (outside the transactions, advisory): `repo \0 digest` → `PullRecord`,
     /// and `pullrank`: `(u64::MAX - count) ‖ repo \0 digest` → `[]`, most pulled first.
     pulls: sled::Tree,
@@ -343,6 +345,7 @@ impl Index {
             referrers: db.open_tree("referrers")?,
             access: db.open_tree("access")?,
             tagnotes: db.open_tree("tagnotes")?,
+            accounts: Accounts::open(&db)?,
             pulls: db.open_tree("pulls")?,
             pullrank: db.open_tree("pullrank")?,
             history: db.open_tree("history")?,
@@ -787,6 +790,131 @@ impl Index {
             .scan_prefix(key(&[repo.as_str(), subject.as_str(), ""]))
             .map(|kv| decode(&kv?.1))
             .collect()
+    }
+}
+
+// ---- users and roles (`auth.builtin`)
+//
+// Two trees outside the content transactions: `users` (name → `UserRecord`) and `roles`
+// (name → `RoleRecord`). What the records mean (built-in roles, globs, who is an admin) is
+// `auth::builtin`'s business; here they are only kept, and written together atomically.
+
+/// A user of `auth.builtin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// bcrypt hash of the password.
+    pub password: String,
+    /// Names of the roles the user holds.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// A role of `auth.builtin`: what it grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    #[serde(default)]
+    pub rules: Vec<RoleRule>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// Actions (`pull`, `push`, `delete`) on the repositories matching a glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRule {
+    pub repository: String,
+    pub actions: Vec<String>,
+}
+
+/// One change of [`Index::write_accounts`]: a record to put, or `None` to remove the name.
+pub type AccountChange<'a, T> = (&'a str, Option<&'a T>);
+
+struct Accounts {
+    users: sled::Tree,
+    roles: sled::Tree,
+}
+
+impl Accounts {
+    fn open(db: &sled::Db) -> Result<Accounts> {
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            roles: db.open_tree("roles")?,
+        })
+    }
+}
+
+fn named<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(String, T)>> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((text(&k)?.to_owned(), decode(&v)?))
+        })
+        .collect()
+}
+
+impl Index {
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.accounts
+            .users
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>> {
+        named(&self.accounts.users)
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<RoleRecord>> {
+        self.accounts
+            .roles
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every stored role, by name.
+    pub fn roles(&self) -> Result<Vec<(String, RoleRecord)>> {
+        named(&self.accounts.roles)
+    }
+
+    /// Writes users and roles in one transaction (all of them or none) and makes it durable.
+    pub fn write_accounts(
+        &self,
+        users: &[AccountChange<'_, UserRecord>],
+        roles: &[AccountChange<'_, RoleRecord>],
+    ) -> Result<()> {
+        (&self.accounts.users, &self.accounts.roles)
+            .transaction(|(u, r)| {
+                for (tree, changes) in [
+                    (
+                        u,
+                        users
+                            .iter()
+                            .map(|(n, v)| (*n, v.map(encode)))
+                            .collect::<Vec<_>>(),
+                    ),
+                    (r, roles.iter().map(|(n, v)| (*n, v.map(encode))).collect()),
+                ] {
+                    for (name, value) in changes {
+                        match value {
+                            Some(v) => tree.insert(name, v)?,
+                            None => tree.remove(name)?,
+                        };
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<IndexError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 

@@ -49,6 +49,7 @@ pub mod fuzzing;
 pub mod history;
 pub mod http;
 pub mod index;
+pub mod keyfile;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
@@ -163,7 +164,6 @@ impl App {
             Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
             None => None,
         };
-        let auth = auth::Authenticator::from_config(&config.auth)?;
         let root = config.storage.filesystem.rootdirectory.clone();
         let path = root.display().to_string();
         let storage_err = |source| StartError::Storage {
@@ -174,10 +174,14 @@ impl App {
         // touched, so only its holder ever sweeps `tmp/`.
         let index_path = root.join("index");
         std::fs::create_dir_all(&root).map_err(|e| storage_err(e.into()))?;
-        let index = index::Index::open(&index_path).map_err(|source| StartError::Index {
-            path: index_path.display().to_string(),
-            source,
-        })?;
+        let index =
+            Arc::new(
+                index::Index::open(&index_path).map_err(|source| StartError::Index {
+                    path: index_path.display().to_string(),
+                    source,
+                })?,
+            );
+        let auth = auth::Authenticator::from_config(&config.auth, &root, &index)?;
         let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
         let uploads = storage::Uploads::open(&root, store.clone())
             .await
@@ -323,35 +327,23 @@ fn upload_key(
         return Ok(http::location::UploadKey::new(s.expose().as_bytes()));
     }
     let path = root.join("http-secret");
-    let err = |source| StartError::Secret {
+    let (key, created) = keyfile::read_or_create(
+        &path,
+        |k| k.len() >= 32,
+        || {
+            Ok([uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+                .iter()
+                .flat_map(|u| u.as_bytes().to_vec())
+                .collect())
+        },
+    )
+    .map_err(|source| StartError::Secret {
         path: path.display().to_string(),
         source,
-    };
-    match std::fs::read(&path) {
-        Ok(key) if key.len() >= 32 => return Ok(http::location::UploadKey::new(&key)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+    })?;
+    if !created {
+        return Ok(http::location::UploadKey::new(&key));
     }
-    let key: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
-        .iter()
-        .flat_map(|u| u.as_bytes().to_vec())
-        .collect();
-    let tmp = root.join("http-secret.tmp");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&key).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
     tracing::warn!(
         path = %path.display(),
         "http.secret is not set: upload URLs are signed with a random key kept in the storage root; replicas behind one load balancer must share one http.secret"

@@ -3,9 +3,11 @@
 //! handler runs. As distribution: reads need `pull`; writes need `pull,push` (every upload
 //! endpoint too, even `GET` of an upload's status); deletes need `delete`; a cross-repository
 //! mount also needs `pull` on the source; the catalog needs `registry:catalog:*`; `GET /v2/`
-//! needs only authentication.
+//! needs only authentication; `auth.builtin`'s token endpoint checks its own credentials.
+//! A challenge naming a relative realm (`auth.builtin`'s default) gets the request's origin.
 
 use super::handlers::Req;
+use super::location::UrlBase;
 use super::route::Endpoint;
 use crate::App;
 use crate::auth::{Access, Actions};
@@ -22,6 +24,9 @@ pub async fn check(
     let Some(auth) = &app.auth else {
         return Ok(None);
     };
+    if *endpoint == Endpoint::IssueToken {
+        return Ok(None);
+    }
     let mut needs = required(endpoint, &req.query)?;
     // containerd's `?ns=` (or, with no `ns`, an upstream named `docker.io`) can send a name
     // to another registry's cache, stored as "<registry>/<name>": what the handler will touch
@@ -38,11 +43,25 @@ pub async fn check(
             .collect();
         needs.extend(extra);
     }
-    let who = auth.authorize(&req.headers, &needs).await?;
+    let who = auth
+        .authorize(&req.headers, &needs)
+        .await
+        .map_err(|e| e.with_origin(|| origin(app, req)))?;
     if let Some(user) = who.name() {
         tracing::debug!(user, endpoint = endpoint.label(), "authorized");
     }
     Ok(who.name().map(str::to_owned))
+}
+
+/// Scheme and host the client reached this server by: `http.host`, or from the request.
+fn origin(app: &App, req: &Req) -> String {
+    let base = match &app.config.http.host {
+        Some(h) => UrlBase::Fixed(h.trim_end_matches('/').to_owned()),
+        None => UrlBase::FromRequest {
+            tls: app.tls.is_some(),
+        },
+    };
+    base.prefix(req)
 }
 
 /// The accesses `endpoint` needs (empty: authentication only). A name that is not a valid
@@ -88,6 +107,7 @@ pub fn required(
         DeleteManifest { name, .. } | DeleteBlob { name, .. } => {
             vec![on(name, Actions::DELETE)?]
         }
+        IssueToken => Vec::new(),
     })
 }
 

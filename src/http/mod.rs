@@ -7,6 +7,7 @@ pub mod access;
 pub mod body;
 pub mod console;
 pub mod debug;
+pub mod debug_accounts;
 pub mod debug_warm;
 pub(crate) mod events;
 pub(crate) mod handlers;
@@ -97,6 +98,7 @@ const ENDPOINT_SUCCESS: &[(&str, &str, &str)] = &[
     ("PUT", "upload", "201"),
     ("DELETE", "upload", "204"),
     ("GET", "referrers", "200"),
+    ("GET", "token", "200"),
 ];
 
 /// What every connection task shares.

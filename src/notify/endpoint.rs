@@ -228,10 +228,10 @@ impl Endpoint {
                 match self.overflow {
                     Overflow::DropNewest => {}
                     Overflow::DropOldest => {
-                        if let Some(old) = s.queue.pop_front() {
-                            if old.persisted {
-                                s.unlink.push(old.seq);
-                            }
+                        if let Some(old) = s.queue.pop_front()
+                            && old.persisted
+                        {
+                            s.unlink.push(old.seq);
                         }
                         s.queue.push_back(entry);
                     }
@@ -381,15 +381,15 @@ impl Endpoint {
 
     /// The in-flight entry is done (delivered, or dead-lettered when `dead`): its file goes.
     fn finish(&self, s: &mut State, dead: bool) {
-        if let Some(e) = s.inflight.take() {
-            if e.persisted {
-                if dead {
-                    s.bury.push(e.seq);
-                } else {
-                    s.unlink.push(e.seq);
-                }
-                self.spool_work.notify_one();
+        if let Some(e) = s.inflight.take()
+            && e.persisted
+        {
+            if dead {
+                s.bury.push(e.seq);
+            } else {
+                s.unlink.push(e.seq);
             }
+            self.spool_work.notify_one();
         }
         s.retry_at = None;
         s.phase = if s.queue.is_empty() {
@@ -490,6 +490,7 @@ impl Endpoint {
                     Overflow::DropNewest => "dropnewest",
                 },
                 "persistent": self.spool.is_some(),
+                "persisted": s.inflight.iter().chain(s.queue.iter()).filter(|e| e.persisted).count(),
                 "oldestAgeSeconds": oldest.map_or(0.0, |e| e.queued.elapsed().unwrap_or_default().as_secs_f64()),
             },
             "inflight": s.inflight.as_ref().map(|e| serde_json::json!({"eventId": e.id, "attempts": e.attempts})),

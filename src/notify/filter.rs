@@ -49,10 +49,7 @@ impl Filter {
     pub fn accepts(&self, event: &Event) -> bool {
         let t = &event.target;
         self.wants(event.action)
-            && !self
-                .ignored_media_types
-                .iter()
-                .any(|m| *m == t.descriptor.media_type)
+            && !self.ignored_media_types.contains(&t.descriptor.media_type)
             && (self.repositories.is_empty()
                 || self
                     .repositories

@@ -254,3 +254,62 @@ pub fn source_for(listen: std::net::SocketAddr) -> Source {
         instance_id: uuid::Uuid::new_v4().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn notifier(yaml: &str) -> Notifier {
+        let c = Config::from_yaml_str(yaml).expect("config");
+        let tmp = tempfile::tempdir().expect("tmp");
+        Notifier::from_config(
+            &c.notifications,
+            Source::default(),
+            tmp.path(),
+            &Arc::new(Metrics::new()),
+        )
+        .expect("notifier")
+    }
+
+    #[tokio::test]
+    async fn wants_is_exact_over_the_enabled_endpoints() {
+        let n = notifier("");
+        assert!(!n.wants(Action::Push), "no endpoint wants anything");
+        let n = notifier(
+            "notifications:\n  endpoints:\n    - name: a\n      url: http://127.0.0.1:9/\n      ignore:\n        actions: [pull]\n    - name: b\n      disabled: true\n      cacheevents: true\n",
+        );
+        assert!(n.wants(Action::Push) && n.wants(Action::Delete));
+        assert!(
+            !n.wants(Action::Pull),
+            "ignored by the only enabled endpoint"
+        );
+        assert!(
+            !n.wants(Action::CacheFill),
+            "only a disabled endpoint has cache events"
+        );
+        assert_eq!(n.endpoint_names(), ["a"]);
+        n.shutdown(Duration::ZERO).await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_secret_file_stops_start_up_naming_it() {
+        let c = Config::from_yaml_str(
+            "notifications:\n  endpoints:\n    - name: a\n      url: http://127.0.0.1:9/\n      signing:\n        secretfiles: [/nonexistent/secret]\n",
+        )
+        .expect("config");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let e = Notifier::from_config(
+            &c.notifications,
+            Source::default(),
+            tmp.path(),
+            &Arc::new(Metrics::new()),
+        )
+        .expect_err("missing secret");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("notifications.endpoints[0] (a)") && msg.contains("/nonexistent/secret"),
+            "{msg}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ mod api_listings;
 mod api_manifests;
 mod api_persistence;
 mod api_uploads;
+mod auth_builtin;
 mod auth_htpasswd;
 mod auth_policy;
 mod auth_token;

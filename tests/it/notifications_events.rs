@@ -385,6 +385,24 @@ async fn until_sentinel(receiver: &Receiver) -> Vec<Received> {
     got
 }
 
+/// A mirror of `up` (`proxy_extra` YAML under `proxy:`) notifying `rx` (`endpoint_extra` YAML
+/// in its endpoint).
+fn mirror_with_hook(
+    up: &FakeUpstream,
+    rx: &Receiver,
+    proxy_extra: &str,
+    endpoint_extra: &str,
+) -> Server {
+    Server::start_with(Options {
+        extra_yaml: format!(
+            "proxy:\n  remoteurl: {}\n{proxy_extra}notifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 20ms\n{endpoint_extra}",
+            up.url(),
+            rx.url("/hook")
+        ),
+        ..Options::default()
+    })
+}
+
 /// A mirror's pulls are `pull` events whether served from upstream or cache (distribution's
 /// proxy mode), anonymous ones with `actor: {}`; with `cacheevents`, its cache events come too:
 /// `cache.fill` (manifest and blob, with the upstream), `upstream.error` and `stale.served`
@@ -406,14 +424,12 @@ async fn mirror_pulls_and_cache_events() {
     );
     let md = up.add_manifest(repo, Some("latest"), OCI_MANIFEST, m.clone().into());
     let rx = Receiver::start().await;
-    let s = Server::start_with(Options {
-        extra_yaml: format!(
-            "proxy:\n  remoteurl: {}\n  tagttl: 0s\n  timeout: 2s\n  maxsize: 60000\nnotifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 20ms\n      cacheevents: true\n",
-            up.url(),
-            rx.url("/hook")
-        ),
-        ..Options::default()
-    });
+    let s = mirror_with_hook(
+        &up,
+        &rx,
+        "  tagttl: 0s\n  timeout: 2s\n  maxsize: 60000\n",
+        "      cacheevents: true\n",
+    );
     let upstream_name = up.url().trim_start_matches("http://").to_owned();
     let manifest_url = s.url(&format!("/v2/{repo}/manifests/latest"));
     let events =
@@ -534,14 +550,7 @@ async fn cache_events_are_off_by_default() {
     let layer = random_bytes(1000, 3);
     let d = up.add_blob("a/b", layer.clone().into());
     let rx = Receiver::start().await;
-    let s = Server::start_with(Options {
-        extra_yaml: format!(
-            "proxy:\n  remoteurl: {}\nnotifications:\n  endpoints:\n    - name: hook\n      url: {}\n      backoff: 20ms\n",
-            up.url(),
-            rx.url("/hook")
-        ),
-        ..Options::default()
-    });
+    let s = mirror_with_hook(&up, &rx, "", "");
     let r = get(&s.url(&format!("/v2/a/b/blobs/{d}")), None).await;
     assert_eq!(r.bytes().await.unwrap(), layer);
     // The HEAD comes after the fill: its pull arriving means the fill was not sent.

@@ -5,6 +5,7 @@
 mod blobs;
 mod listings;
 mod manifests;
+mod token;
 mod uploads;
 
 use super::body::Body;
@@ -120,6 +121,7 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
         DeleteUpload { name, id } => {
             uploads::cancel(app, &scope(app, &name, &req)?, &id, &req).await
         }
+        IssueToken => token::issue(app, &req).await,
     }
 }
 

@@ -1,7 +1,8 @@
 //! A webhook receiver for notification tests: a real HTTP server on 127.0.0.1:0 that records
 //! every request (method, path, headers, body) and answers as told — 200, any status (a fixed
 //! number of times, then back to 200), 429 with `Retry-After`, a stall (no answer until told
-//! to recover), or refused connections (the port closed, then reopened on recovery).
+//! to recover), or refused connections (reset as soon as accepted: the port stays the
+//! receiver's, so no other test's server can take it meanwhile).
 //!
 //! Tests wait on what it records ([`Receiver::wait_for`]), never on sleeps. Self-contained:
 //! tokio, hyper, hyper-util, http-body-util, bytes, serde_json; no stevedore types. Stops when
@@ -75,6 +76,7 @@ pub enum Mode {
 }
 
 struct State {
+    refusing: std::sync::atomic::AtomicBool,
     log: Mutex<Vec<Received>>,
     mode: Mutex<Mode>,
     changed: Notify,
@@ -95,6 +97,7 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let (mode_tx, _) = watch::channel(0);
         let state = Arc::new(State {
+            refusing: std::sync::atomic::AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Accept),
             changed: Notify::new(),
@@ -120,23 +123,19 @@ impl Receiver {
         self.state.mode_tx.send_modify(|n| *n += 1);
     }
 
-    /// Closes the port: connections are refused until [`Receiver::reopen`].
+    /// Refuses connections (each is reset as soon as it is accepted, recording nothing) until
+    /// [`Receiver::reopen`].
     pub fn refuse(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
-        }
+        self.state
+            .refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Listens again on the same port after [`Receiver::refuse`].
+    /// Accepts connections again after [`Receiver::refuse`].
     pub async fn reopen(&self) {
-        let listener = loop {
-            // The port was ours a moment ago; another process taking it is very unlikely.
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        };
-        *self.task.lock().unwrap() = Some(tokio::spawn(accept_loop(listener, self.state.clone())));
+        self.state
+            .refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request so far.
@@ -189,7 +188,9 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.refuse();
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
     }
 }
 
@@ -199,6 +200,12 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        if state.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            // A reset, as close to "connection refused" as a port we keep can give.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            drop(stream);
+            continue;
+        }
         let state = state.clone();
         // Connections die with the accept loop (refuse() aborts it, and the JoinSet with it).
         conns.spawn(async move {
