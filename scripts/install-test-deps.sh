@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, on a fresh Debian machine, as root: the real clients
 # and peers of the end-to-end tests (skopeo, podman, the reference registry, Docker, Prometheus,
-# htpasswd, openssl, mount/df for the full-disk test, redis-server for the shared layer-info
-# cache, SeaweedFS for the S3 storage), and what tests/it/deploy.rs renders and validates
-# deploy/kubernetes/ with (kubectl for `kubectl kustomize`, kubernetes-validate with its bundled
-# schemas). The Rust toolchain itself is expected
+# htpasswd, openssl, mount/df for the full-disk test, headless Chromium + chromedriver for the
+# console's browser test, redis-server for the shared layer-info cache, SeaweedFS for the S3
+# storage), and what tests/it/deploy.rs renders and validates deploy/kubernetes/ with (kubectl
+# for `kubectl kustomize`, kubernetes-validate with its bundled schemas). The Rust toolchain
+# itself is expected
 # to be there already (rustup's; Debian's rustc is older than the crate's rust-version).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -19,6 +20,7 @@ apt-get install -y -qq --no-install-recommends \
     prometheus \
     redis-server redis-tools \
     apache2-utils \
+    chromium chromium-driver fonts-noto-cjk \
     python3 >/dev/null
 # Tests start their own redis-server on a loopback port; the package's system service is
 # not wanted (and does not start where there is no init).

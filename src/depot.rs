@@ -103,6 +103,38 @@ impl Depot {
         e.1 = crate::clock::now_ms();
     }
 
+    /// The `n` most pulled manifests, the pulls not yet written included.
+    pub fn most_pulled(
+        &self,
+        n: usize,
+    ) -> Result<Vec<(RepoName, Digest, crate::index::PullRecord)>, IndexError> {
+        let pending: Vec<(RepoName, Digest)> = self
+            .pulls
+            .lock()
+            .expect("pull map poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        let mut all: HashMap<(RepoName, Digest), crate::index::PullRecord> = self
+            .index
+            .most_pulled(n)?
+            .into_iter()
+            .map(|(r, d, p)| ((r, d), p))
+            .collect();
+        for (r, d) in pending {
+            let p = self.pulls(&r, &d)?;
+            all.insert((r, d), p);
+        }
+        let mut v: Vec<_> = all.into_iter().map(|((r, d), p)| (r, d, p)).collect();
+        v.sort_by(|a, b| {
+            b.2.count
+                .cmp(&a.2.count)
+                .then_with(|| a.0.as_str().cmp(b.0.as_str()))
+        });
+        v.truncate(n);
+        Ok(v)
+    }
+
     /// `digest`'s pulls in `repo`: the index's, plus those not yet written.
     pub fn pulls(
         &self,

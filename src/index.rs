@@ -199,6 +199,9 @@ pub struct Index {
     /// and `pullrank`: `(u64::MAX - count) ‖ repo \0 digest` → `[]`, most pulled first.
     pulls: sled::Tree,
     pullrank: sled::Tree,
+    /// The dashboard's history: `upstream \0 resolution \0 bucket start (8 bytes, big-endian
+    /// seconds)` → `HistoryPoint`; bounded (see `record_history`).
+    history: sled::Tree,
     /// Indexed by `Origin::slot`.
     totals: [Total; 2],
     /// Bumped after every write to the tags or manifests trees, so that what was read from
@@ -357,6 +360,7 @@ impl Index {
             accounts: Accounts::open(&db)?,
             pulls: db.open_tree("pulls")?,
             pullrank: db.open_tree("pullrank")?,
+            history: db.open_tree("history")?,
             totals: Default::default(),
             tags_generation: AtomicU64::new(0),
             db,
@@ -1105,12 +1109,188 @@ impl Index {
     }
 }
 
+// ---- dashboard history (issue 15): per upstream, minute buckets for the last hour and hour
+// buckets for the last week, each a `HistoryPoint`. Written once a minute by `history.rs`
+// (one writer), pruned as it goes, so the section stays a few thousand small records.
+
+/// What the mirror did in one bucket for one upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Cache lookups served from the cache / that had to fetch (or joined a fetch).
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes sent to clients from the cache / received from the upstream.
+    pub bytes_cached: u64,
+    pub bytes_fetched: u64,
+    /// Upstream requests that failed (no answer or 5xx) / were answered 429.
+    pub errors: u64,
+    pub throttled: u64,
+}
+
+impl HistoryPoint {
+    pub fn add(&mut self, o: &HistoryPoint) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.bytes_cached += o.bytes_cached;
+        self.bytes_fetched += o.bytes_fetched;
+        self.errors += o.errors;
+        self.throttled += o.throttled;
+    }
+}
+
+/// A bucket size of the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Minute,
+    Hour,
+}
+
+impl Resolution {
+    pub fn seconds(self) -> u64 {
+        match self {
+            Resolution::Minute => 60,
+            Resolution::Hour => 3600,
+        }
+    }
+
+    /// How long buckets of this size are kept.
+    pub fn keep(self) -> u64 {
+        match self {
+            Resolution::Minute => 2 * 3600,
+            Resolution::Hour => 8 * 24 * 3600,
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Resolution::Minute => "m",
+            Resolution::Hour => "h",
+        }
+    }
+}
+
+fn history_key(upstream: &str, res: Resolution, bucket: u64) -> Vec<u8> {
+    let mut k = key(&[upstream, res.tag(), ""]);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+impl Index {
+    /// Adds `point` to `upstream`'s minute and hour buckets holding `at` (seconds since the
+    /// epoch), and drops that upstream's buckets older than their resolution keeps.
+    pub fn record_history(&self, upstream: &str, at: u64, point: &HistoryPoint) -> Result<()> {
+        for res in [Resolution::Minute, Resolution::Hour] {
+            let bucket = at - at % res.seconds();
+            let k = history_key(upstream, res, bucket);
+            let mut p: HistoryPoint = self
+                .history
+                .get(&k)?
+                .map(|v| decode(&v))
+                .transpose()?
+                .unwrap_or_default();
+            p.add(point);
+            self.history.insert(k, encode(&p))?;
+            let oldest = at.saturating_sub(res.keep());
+            let stale: Vec<sled::IVec> = self
+                .history
+                .range(history_key(upstream, res, 0)..history_key(upstream, res, oldest))
+                .keys()
+                .collect::<std::result::Result<_, _>>()?;
+            for k in stale {
+                self.history.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `upstream`'s buckets of `res` starting at or after `since` (seconds), oldest first.
+    pub fn history(
+        &self,
+        upstream: &str,
+        res: Resolution,
+        since: u64,
+    ) -> Result<Vec<(u64, HistoryPoint)>> {
+        self.history
+            .range(history_key(upstream, res, since)..history_key(upstream, res, u64::MAX))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let at = k
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|i| k[i..].try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| IndexError::Corrupt("history key too short".into()))?;
+                Ok((at, decode(&v)?))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn repo(s: &str) -> RepoName {
         RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn console_figures_pulls_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i")).unwrap();
+        let r = repo("a/b");
+        let d1 = Digest::parse(&format!("sha256:{}", "1".repeat(64))).unwrap();
+        let d2 = Digest::parse(&format!("sha256:{}", "2".repeat(64))).unwrap();
+        idx.add_pulls(&r, &d1, 3, 100).unwrap();
+        idx.add_pulls(&r, &d2, 5, 50).unwrap();
+        idx.add_pulls(&r, &d1, 4, 200).unwrap();
+        assert_eq!(
+            idx.pulls(&r, &d1).unwrap(),
+            PullRecord {
+                count: 7,
+                last: 200
+            }
+        );
+        let top = idx.most_pulled(10).unwrap();
+        assert_eq!(top.len(), 2, "one rank entry per manifest");
+        assert_eq!((top[0].1.clone(), top[0].2.count), (d1.clone(), 7));
+        assert_eq!(top[1].1, d2);
+        let s = idx.repo_summary(&r).unwrap();
+        assert_eq!((s.pulls, s.last_pulled), (12, 200));
+
+        let p = HistoryPoint {
+            hits: 1,
+            bytes_fetched: 10,
+            ..Default::default()
+        };
+        let t0 = 1_000_000 * 3600;
+        idx.record_history("hub", t0 + 5, &p).unwrap();
+        idx.record_history("hub", t0 + 30, &p).unwrap();
+        idx.record_history("hub", t0 + 120, &p).unwrap();
+        idx.record_history("other", t0, &p).unwrap();
+        let m = idx.history("hub", Resolution::Minute, 0).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].0, m[0].1.hits), (t0, 2));
+        let h = idx.history("hub", Resolution::Hour, 0).unwrap();
+        assert_eq!(
+            h,
+            vec![(
+                t0,
+                HistoryPoint {
+                    hits: 3,
+                    bytes_fetched: 30,
+                    ..Default::default()
+                }
+            )]
+        );
+        // Three hours on, the minute buckets of then are gone; the hour bucket stays.
+        idx.record_history("hub", t0 + 3 * 3600, &p).unwrap();
+        assert_eq!(idx.history("hub", Resolution::Minute, 0).unwrap().len(), 1);
+        assert_eq!(idx.history("hub", Resolution::Hour, 0).unwrap().len(), 2);
+        assert_eq!(
+            idx.history("other", Resolution::Minute, 0).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod depot;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 pub mod http;
 pub mod index;
 pub mod keyfile;
@@ -135,6 +136,8 @@ pub struct App {
     pub notifier: Arc<notify::Notifier>,
     /// The web console's sessions (`ui`).
     pub console: http::console::Console,
+    /// The mirror dashboard's sampler (what each upstream's counters were at the last sample).
+    pub history: std::sync::Mutex<history::Sampler>,
 }
 
 impl App {
@@ -249,6 +252,7 @@ impl App {
             upload_key,
             notifier,
             console: http::console::Console::new(&config.ui),
+            history: Default::default(),
             config: Arc::new(config),
             registry,
             depot,
@@ -554,6 +558,35 @@ pub async fn run(
                     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                     if let Err(e) = depot.flush_access() {
                         tracing::warn!(error = %e, "writing access times failed");
+                    }
+                }
+            };
+            tokio::select! {
+                () = work => {},
+                () = stop => {},
+            }
+        });
+    }
+    if let Some(mirror) = app.mirror.clone() {
+        // The dashboard's history: each upstream's counters, once a minute, into the index.
+        let app = app.clone();
+        let stop = stopped();
+        tasks.spawn(async move {
+            let upstreams = mirror.upstream_names();
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let work = async {
+                loop {
+                    tick.tick().await;
+                    let now = clock::now_secs();
+                    let sampled = app.history.lock().expect("history sampler").sample(
+                        &app.metrics,
+                        &app.depot.index,
+                        &upstreams,
+                        now,
+                    );
+                    if let Err(e) = sampled {
+                        tracing::warn!(error = %e, "recording the dashboard's history failed");
                     }
                 }
             };

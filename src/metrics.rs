@@ -95,6 +95,7 @@ pub struct Metrics {
     pub http_in_flight: IntGauge,
     pub cache_lookups: IntCounterVec,
     pub served_bytes: IntCounterVec,
+    pub cache_served_bytes: IntCounterVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_request_duration: HistogramVec,
     pub upstream_bytes: IntCounterVec,
@@ -180,6 +181,13 @@ impl Metrics {
                     "Blob and manifest bytes sent to clients, by source (local, cache, upstream)."
                 ),
                 &["source"]
+            )),
+            cache_served_bytes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_cache_served_bytes_total",
+                    "Proxied bytes sent to clients from the cache, by upstream (the console's \"served from cache\")."
+                ),
+                &["upstream"]
             )),
             upstream_requests: reg!(IntCounterVec::new(
                 Opts::new(
@@ -491,6 +499,7 @@ impl Metrics {
                 .with_label_values(&[name, outcome]);
         }
         self.upstream_bytes.with_label_values(&[name]);
+        self.cache_served_bytes.with_label_values(&[name]);
         self.upstream_fetches_in_flight.with_label_values(&[name]);
         let headroom = self.upstream_ratelimit_remaining.with_label_values(&[name]);
         if headroom.get() == 0 {

@@ -140,6 +140,15 @@ impl Mirror {
         }
     }
 
+    /// The upstreams' names (metrics labels), the default one first.
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.default
+            .iter()
+            .chain(self.upstreams.iter())
+            .map(|u| u.name.clone())
+            .collect()
+    }
+
     pub fn offline(&self) -> bool {
         self.options.offline.load(Ordering::Relaxed)
     }

@@ -13,7 +13,7 @@ use std::process::Command;
 const REALM: &str = "Stevedore Test Realm";
 
 /// An htpasswd file at `dir/htpasswd` made by `htpasswd -Bbn` for each (user, password).
-fn htpasswd_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+pub fn htpasswd_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     require("htpasswd", "apache2-utils");
     let mut text = String::new();
     for (u, p) in users {

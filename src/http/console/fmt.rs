@@ -34,7 +34,6 @@ pub fn time_secs(secs: u64) -> String {
 }
 
 /// A ratio as a percentage, `—` when there is nothing to divide.
-#[allow(dead_code)] // the dashboard
 pub fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         "—".to_owned()
@@ -44,7 +43,6 @@ pub fn percent(part: u64, whole: u64) -> String {
 }
 
 /// A digest shortened for tables: `sha256:0123456789ab`.
-#[allow(dead_code)] // the tags page
 pub fn short_digest(d: &str) -> &str {
     let end = d.find(':').map(|i| i + 13).unwrap_or(12).min(d.len());
     &d[..end]

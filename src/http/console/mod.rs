@@ -14,6 +14,8 @@
 //! checked [`Form`] (dispatch has verified its CSRF token already) and includes
 //! [`Ctx::csrf_field`] in the `<form>`; admin-only pages check [`Ctx::is_admin`].
 
+mod chart;
+mod describe;
 mod fmt;
 mod i18n;
 mod layout;
@@ -308,7 +310,7 @@ pub async fn answer(
     let form = if parts.method == Method::POST {
         match read_form(&ctx, body).await {
             Ok(f) => f,
-            Err(resp) => return resp,
+            Err((status, msg)) => return ctx.refuse(status, &msg),
         }
     } else {
         Form::default()
@@ -327,10 +329,10 @@ fn may_browse(ctx: &Ctx<'_>) -> bool {
 
 /// Reads a POST's form and checks its CSRF token against the session's: a form from another
 /// site, a stale page or a missing session is refused (403) before any handler runs.
-async fn read_form(ctx: &Ctx<'_>, body: Incoming) -> Result<Form, Response<Body>> {
+async fn read_form(ctx: &Ctx<'_>, body: Incoming) -> Result<Form, (StatusCode, String)> {
     let bytes = body::collect_limited(body, MAX_FORM, std::time::Duration::from_secs(30))
         .await
-        .map_err(|e| ctx.refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let form = Form(
         form_urlencoded::parse(&bytes)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -339,7 +341,7 @@ async fn read_form(ctx: &Ctx<'_>, body: Incoming) -> Result<Form, Response<Body>
     let expected = ctx.session.as_ref().map(|(_, s)| s.csrf.as_str());
     match (expected, form.get("csrf")) {
         (Some(want), Some(got)) if session::same_token(want, got) => Ok(form),
-        _ => Err(ctx.refuse(StatusCode::FORBIDDEN, ctx.t("csrf.refused"))),
+        _ => Err((StatusCode::FORBIDDEN, ctx.t("csrf.refused").to_owned())),
     }
 }
 

@@ -84,7 +84,22 @@ pub async fn get(
         );
     }
     let metrics = app.metrics.clone();
-    let served = move |n: u64| metrics.served(source, n);
+    // Bytes from the cache are counted per upstream too (the console's dashboard); the
+    // labelled counter is looked up once per response, not per chunk.
+    let from_cache = match scope {
+        Scope::Proxy(p) if source == Source::Cache => Some(
+            app.metrics
+                .cache_served_bytes
+                .with_label_values(&[p.upstream.name.as_str()]),
+        ),
+        _ => None,
+    };
+    let served = move |n: u64| {
+        metrics.served(source, n);
+        if let Some(c) = &from_cache {
+            c.inc_by(n);
+        }
+    };
     let body = match (content.read(start, len), &req.sendfile) {
         // A committed local file on a plain HTTP/1 connection: the kernel copies it to the socket.
         (ContentRead::Local(r), Some(slot)) => {

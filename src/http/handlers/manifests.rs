@@ -65,6 +65,14 @@ pub async fn get(
     }
     if with_body {
         app.depot.note_pull(scope.local(), &m.digest);
+        if let Scope::Proxy(p) = scope
+            && source == Source::Cache
+        {
+            app.metrics
+                .cache_served_bytes
+                .with_label_values(&[p.upstream.name.as_str()])
+                .inc_by(m.bytes.len() as u64);
+        }
     }
     if let Some(events) = Emitter::new(app, req, Action::Pull) {
         let tag = match &reference {

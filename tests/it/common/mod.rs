@@ -13,6 +13,7 @@ pub mod redis;
 pub mod refreg;
 pub mod s3;
 pub mod tools;
+pub mod webdriver;
 
 use sha2::{Digest as _, Sha256, Sha512};
 use std::io::{BufRead, BufReader};
