@@ -1505,7 +1505,10 @@ fn peers_keys_read_from_yaml_and_env_and_are_checked() {
         ],
     )
     .expect("env");
-    assert_eq!(c.proxy.peers.dns.as_deref(), Some("stevedore-peers.registry.svc"));
+    assert_eq!(
+        c.proxy.peers.dns.as_deref(),
+        Some("stevedore-peers.registry.svc")
+    );
     assert_eq!(c.proxy.peers.port, 5001);
     assert_eq!(c.proxy.peers.self_addr.as_deref(), Some("10.1.2.3:5001"));
     let err = Config::from_yaml_str("proxy:\n  peers:\n    static: [\"no-port\"]\n")

@@ -387,8 +387,9 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
 /// `proxy.peers`: `host:port` addresses, a port, positive intervals.
 fn peers(p: &super::PeersConfig) -> Result<(), ConfigError> {
     for (i, a) in p.static_peers.iter().enumerate() {
-        units::parse_host_port(a)
-            .map_err(|r| ConfigError::value(format!("proxy.peers.static[{i}]"), format!("{a:?}"), r))?;
+        units::parse_host_port(a).map_err(|r| {
+            ConfigError::value(format!("proxy.peers.static[{i}]"), format!("{a:?}"), r)
+        })?;
     }
     if let Some(a) = &p.self_addr {
         units::parse_host_port(a)

@@ -8,12 +8,12 @@
 //! byte short of the announced size; the last byte is released only once the digest has been
 //! verified and the blob committed. A failed fetch ends every reader's stream with an error.
 
+use super::peering::BlobSource;
 use crate::index::Origin;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
 use crate::storage::{GrowingFile, StoreError, read_at};
-use super::peering::BlobSource;
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};

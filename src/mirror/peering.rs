@@ -16,9 +16,7 @@ use super::ProxyRepo;
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::upstream::peers::{Owner, Peer, Peers};
-use crate::upstream::{
-    BlobResponse, FetchedManifest, ManifestHead, UpstreamClient, UpstreamError,
-};
+use crate::upstream::{BlobResponse, FetchedManifest, ManifestHead, UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -313,7 +311,11 @@ pub(super) async fn head_manifest(
     reference: &str,
     accept: &[&str],
 ) -> Result<ManifestHead, UpstreamError> {
-    let direct = || p.upstream.client.head_manifest(&p.remote, reference, accept);
+    let direct = || {
+        p.upstream
+            .client
+            .head_manifest(&p.remote, reference, accept)
+    };
     match manifest_peering(peering, p) {
         None => direct().await,
         Some(peering) => {

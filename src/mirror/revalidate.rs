@@ -6,9 +6,9 @@
 //! `stevedore_background_revalidations_total`.
 
 use super::ProxyRepo;
-use super::peering::{self, Peering};
 use super::cooldown::{self, Verdict};
 use super::manifests::{ACCEPT, store_fetched};
+use super::peering::{self, Peering};
 use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;

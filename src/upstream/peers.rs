@@ -188,12 +188,10 @@ impl Peers {
     }
 
     fn my_addr(&self, members: &BTreeMap<String, Member>) -> Option<String> {
-        self.opts.self_addr.clone().or_else(|| {
-            members
-                .iter()
-                .find(|(_, m)| m.me)
-                .map(|(a, _)| a.clone())
-        })
+        self.opts
+            .self_addr
+            .clone()
+            .or_else(|| members.iter().find(|(_, m)| m.me).map(|(a, _)| a.clone()))
     }
 
     /// Adds `addrs` as members (down until probed); with `dns`, the DNS members not in
@@ -309,7 +307,10 @@ impl Peers {
     fn gauge(&self) {
         let members = self.members.read().expect("peers poisoned");
         let others = members.values().filter(|m| !m.me);
-        let (up, down) = others.fold((0, 0), |(u, d), m| if m.up { (u + 1, d) } else { (u, d + 1) });
+        let (up, down) = others.fold(
+            (0, 0),
+            |(u, d), m| if m.up { (u + 1, d) } else { (u, d + 1) },
+        );
         self.metrics.peers.with_label_values(&["up"]).set(up);
         self.metrics.peers.with_label_values(&["down"]).set(down);
     }

@@ -8,7 +8,7 @@
 //! node → regional → fake hubs and pulls through the node with a private containerd.
 
 use crate::common::containerd::{Containerd, require_daemon, write_hosts_toml};
-use crate::common::fake_upstream::{Fault, FakeOptions, FakeUpstream};
+use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::oci_layout::{Image, Layout, read_blob};
 use crate::common::tools::free_port;
 use crate::common::*;
@@ -206,7 +206,9 @@ async fn owner_killed_mid_blob_costs_at_most_one_more_fetch_and_no_bad_body() {
     );
     for i in &others {
         assert!(fleet[*i].fetched_and_cached(&d).await);
-        let fallbacks = fleet[*i].metric("stevedore_peer_fallbacks_total", &[]).await;
+        let fallbacks = fleet[*i]
+            .metric("stevedore_peer_fallbacks_total", &[])
+            .await;
         let view = peers_view(&fleet[*i], None).await;
         let dead = fleet[o].addr.clone();
         let down = view["members"]
@@ -215,7 +217,10 @@ async fn owner_killed_mid_blob_costs_at_most_one_more_fetch_and_no_bad_body() {
             .iter()
             .any(|m| m["addr"] == dead.as_str() && m["up"] == false);
         assert!(down, "the dead owner is still up in {view}");
-        assert_eq!(fallbacks, 1.0, "replica {i} did not go on from another source");
+        assert_eq!(
+            fallbacks, 1.0,
+            "replica {i} did not go on from another source"
+        );
     }
 }
 
@@ -355,7 +360,9 @@ async fn containerd_pulls_through_node_and_regional_tiers_and_the_image_leaves_t
     let regional_url = regional.url("");
     let node = Server::mirror(
         &regional_url,
-        &format!("  tagttl: 0s\n  upstreams:\n    - name: ghcr.io\n      remoteurl: {regional_url}\n"),
+        &format!(
+            "  tagttl: 0s\n  upstreams:\n    - name: ghcr.io\n      remoteurl: {regional_url}\n"
+        ),
     );
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let pull = |ctd: &Containerd| {

@@ -71,7 +71,9 @@ fn scope(app: &App, name: &str, req: &Req) -> Result<Scope, RegistryError> {
             m.check_policy(&scope)?;
             // Sent by a peer replica: answered here, never forwarded again.
             if let Scope::Proxy(p) = &mut scope
-                && req.headers.contains_key(crate::upstream::peers::PEER_HEADER)
+                && req
+                    .headers
+                    .contains_key(crate::upstream::peers::PEER_HEADER)
             {
                 p.forwarded = true;
             }
