@@ -9,7 +9,7 @@ use crate::cache::LayerCache;
 use crate::error::RegistryError;
 use crate::index::{Index, IndexError};
 use crate::metrics::Metrics;
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 use crate::storage::BlobStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,8 @@ pub struct Depot {
     access: Mutex<HashMap<Digest, u64>>,
     /// Woken when proxied content lands; eviction waits on it (`grown`).
     growth: Notify,
+    /// Manifest pulls not yet written to the index: (repo, digest) → (count, last ms).
+    pulls: Mutex<HashMap<(RepoName, Digest), (u64, u64)>>,
 }
 
 impl Depot {
@@ -41,6 +43,7 @@ impl Depot {
             removals: RwLock::new(()),
             access: Mutex::default(),
             growth: Notify::new(),
+            pulls: Mutex::default(),
         }
     }
 
@@ -73,13 +76,45 @@ impl Depot {
             .copied()
     }
 
-    /// Writes the access times gathered in memory to the index.
+    /// Writes the access times and pull counts gathered in memory to the index.
     pub fn flush_access(&self) -> Result<(), IndexError> {
         let pending = std::mem::take(&mut *self.access.lock().expect("access map poisoned"));
         for (d, t) in pending {
             self.index.touch_blob(&d, t)?;
         }
+        let pulls = std::mem::take(&mut *self.pulls.lock().expect("pull map poisoned"));
+        for ((repo, d), (count, last)) in pulls {
+            self.index.add_pulls(&repo, &d, count, last)?;
+        }
         Ok(())
+    }
+
+    /// Notes a pull of manifest `digest` of `repo` (its bytes were served): counted in memory,
+    /// written by `flush_access` with the access times, so a pull does no index write.
+    pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
+        let mut map = self.pulls.lock().expect("pull map poisoned");
+        let e = map.entry((repo.clone(), digest.clone())).or_default();
+        e.0 += 1;
+        e.1 = crate::clock::now_ms();
+    }
+
+    /// `digest`'s pulls in `repo`: the index's, plus those not yet written.
+    pub fn pulls(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<crate::index::PullRecord, IndexError> {
+        let mut p = self.index.pulls(repo, digest)?;
+        if let Some((count, last)) = self
+            .pulls
+            .lock()
+            .expect("pull map poisoned")
+            .get(&(repo.clone(), digest.clone()))
+        {
+            p.count += count;
+            p.last = p.last.max(*last);
+        }
+        Ok(p)
     }
 
     /// Says that proxied content grew, waking eviction (at most one wake-up is kept).

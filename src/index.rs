@@ -193,6 +193,10 @@ pub struct Index {
     access: sled::Tree,
     /// `repo \0 tag` → `TagNotes` of proxied tags; outside the transactions (advisory).
     tagnotes: sled::Tree,
+    /// Console figures (outside the transactions, advisory): `repo \0 digest` → `PullRecord`,
+    /// and `pullrank`: `(u64::MAX - count) ‖ repo \0 digest` → `[]`, most pulled first.
+    pulls: sled::Tree,
+    pullrank: sled::Tree,
     /// Indexed by `Origin::slot`.
     totals: [Total; 2],
 }
@@ -336,6 +340,8 @@ impl Index {
             referrers: db.open_tree("referrers")?,
             access: db.open_tree("access")?,
             tagnotes: db.open_tree("tagnotes")?,
+            pulls: db.open_tree("pulls")?,
+            pullrank: db.open_tree("pullrank")?,
             totals: Default::default(),
             db,
         };
@@ -755,6 +761,169 @@ impl Index {
             .scan_prefix(key(&[repo.as_str(), subject.as_str(), ""]))
             .map(|kv| decode(&kv?.1))
             .collect()
+    }
+}
+
+// ---- console views (issue 15): one repository's figures, tags with records, pull counts.
+// Each reads one repository's keys (or the first entries of a ranked tree), never the whole
+// index.
+
+/// One repository's figures for the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub tags: u64,
+    /// Some tag was pushed here / cached from an upstream.
+    pub local: bool,
+    pub cached: bool,
+    /// Bytes of the blobs the repository links (shared blobs count in each repository).
+    pub bytes: u64,
+    /// Newest creation time of a pushed blob it links (ms since the epoch; 0: none).
+    pub last_pushed: u64,
+    /// Last pull of one of its manifests (ms since the epoch; 0: never), and their count.
+    pub last_pulled: u64,
+    pub pulls: u64,
+    /// The repository links more blobs than were counted (`bytes` is a lower bound).
+    pub partial: bool,
+}
+
+/// How often a manifest was pulled (`GET` of its bytes) and when last (ms since the epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRecord {
+    pub count: u64,
+    pub last: u64,
+}
+
+/// At most this many linked blobs are counted for a repository's size.
+const SUMMARY_LINKS: usize = 20_000;
+
+fn rank_key(count: u64, k: &[u8]) -> Vec<u8> {
+    let mut r = (u64::MAX - count).to_be_bytes().to_vec();
+    r.extend_from_slice(k);
+    r
+}
+
+impl Index {
+    /// Up to `n` repository names starting with `prefix`, after `last`, in lexical order.
+    pub fn repos_with_prefix(
+        &self,
+        prefix: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>> {
+        let start = match last {
+            Some(l) if l > prefix => format!("{l}\0"),
+            _ => prefix.to_owned(),
+        };
+        let mut out = Vec::new();
+        for kv in self.repos.range(start.as_bytes()..) {
+            let (k, _) = kv?;
+            if !k.starts_with(prefix.as_bytes()) || out.len() >= n {
+                break;
+            }
+            out.push(text(&k)?.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// `repo`'s figures: its tags, the blobs it links and its pulls.
+    pub fn repo_summary(&self, repo: &RepoName) -> Result<RepoSummary> {
+        let prefix = key(&[repo.as_str(), ""]);
+        let mut s = RepoSummary::default();
+        for kv in self.tags.scan_prefix(&prefix) {
+            let rec: TagRecord = decode(&kv?.1)?;
+            s.tags += 1;
+            match rec.origin {
+                Origin::Local => s.local = true,
+                Origin::Proxy => s.cached = true,
+            }
+        }
+        for (i, kv) in self.links.scan_prefix(&prefix).enumerate() {
+            if i >= SUMMARY_LINKS {
+                s.partial = true;
+                break;
+            }
+            let (k, _) = kv?;
+            let d = parse_digest(text(&k[prefix.len()..])?)?;
+            if let Some(b) = self.blob(&d)? {
+                s.bytes += b.size;
+                if b.origin == Origin::Local {
+                    s.last_pushed = s.last_pushed.max(b.created);
+                }
+            }
+        }
+        for kv in self.pulls.scan_prefix(&prefix) {
+            let p: PullRecord = decode(&kv?.1)?;
+            s.pulls += p.count;
+            s.last_pulled = s.last_pulled.max(p.last);
+        }
+        Ok(s)
+    }
+
+    /// Up to `n` tags of `repo` after `last`, with their records.
+    pub fn tags_of(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Tag, TagRecord)>> {
+        let names = self.list_tags(repo, last, n)?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let t =
+                Tag::parse(&name).map_err(|e| IndexError::Corrupt(format!("tag {name:?}: {e}")))?;
+            if let Some(rec) = self.tag(repo, &t)? {
+                out.push((t, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `count` pulls of `digest` in `repo`, the last at `last`.
+    pub fn add_pulls(&self, repo: &RepoName, digest: &Digest, count: u64, last: u64) -> Result<()> {
+        let k = key(&[repo.as_str(), digest.as_str()]);
+        (&self.pulls, &self.pullrank)
+            .transaction(|(pulls, rank)| {
+                let old: PullRecord = match pulls.get(k.as_slice())? {
+                    Some(v) => abort(decode(&v))?,
+                    None => PullRecord::default(),
+                };
+                let new = PullRecord {
+                    count: old.count + count,
+                    last: old.last.max(last),
+                };
+                if old.count > 0 {
+                    rank.remove(rank_key(old.count, &k))?;
+                }
+                rank.insert(rank_key(new.count, &k), &[])?;
+                pulls.insert(k.as_slice(), encode(&new))?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })
+    }
+
+    /// `digest`'s pulls in `repo`.
+    pub fn pulls(&self, repo: &RepoName, digest: &Digest) -> Result<PullRecord> {
+        self.pulls
+            .get(key(&[repo.as_str(), digest.as_str()]))?
+            .map(|v| decode(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The `n` most pulled manifests, most pulled first.
+    pub fn most_pulled(&self, n: usize) -> Result<Vec<(RepoName, Digest, PullRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.pullrank.iter().take(n) {
+            let (k, _) = kv?;
+            let (repo, d) = pair(k.get(8..).unwrap_or_default())?;
+            let d = parse_digest(d)?;
+            let p = self.pulls(&repo, &d)?;
+            out.push((repo, d, p));
+        }
+        Ok(out)
     }
 }
 

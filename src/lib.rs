@@ -101,6 +101,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Notify(#[from] notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -130,6 +132,8 @@ pub struct App {
     pub upload_key: http::location::UploadKey,
     /// Where events about pushes, pulls, mounts and deletes go (`notifications`).
     pub notifier: Arc<notify::Notifier>,
+    /// The web console's sessions (`ui`).
+    pub console: http::console::Console,
 }
 
 impl App {
@@ -207,6 +211,16 @@ impl App {
         } else {
             None
         };
+        let notifier = if server {
+            notify::Notifier::from_config(
+                &config.notifications,
+                notify::source_for(config.http.addr),
+                &root,
+                &metrics,
+            )?
+        } else {
+            notify::Notifier::disabled()
+        };
         let prometheus_path = config
             .http
             .debug
@@ -227,7 +241,8 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notify::Notifier::disabled()),
+            notifier: Arc::new(notifier),
+            console: http::console::Console::new(&config.ui),
             config: Arc::new(config),
             registry,
             depot,
@@ -239,6 +254,7 @@ impl App {
 
     /// Sets the storage gauges from the index's running totals: O(1), whatever the cache size.
     pub fn refresh_gauges(&self) {
+        self.notifier.refresh_gauges();
         for origin in [index::Origin::Local, index::Origin::Proxy] {
             let (n, bytes) = self.depot.index.totals(origin);
             self.metrics
@@ -616,6 +632,8 @@ pub async fn run(
     main.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Events of the requests just drained are queued by now: flush them.
+    app.notifier.shutdown(drain).await;
     if let Err(e) = app.depot.flush_access() {
         tracing::warn!(error = %e, "writing access times at shutdown failed");
     }

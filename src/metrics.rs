@@ -4,8 +4,8 @@
 //! Names follow Prometheus conventions: base units, `_total` for counters, `_seconds`/`_bytes`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -126,6 +126,14 @@ pub struct Metrics {
     pub warm_blobs: IntCounterVec,
     pub warm_bytes: IntCounter,
     pub cooldown_decisions: IntCounterVec,
+    pub notify_queued: IntCounterVec,
+    pub notify_sent: IntCounterVec,
+    pub notify_failed: IntCounterVec,
+    pub notify_dropped: IntCounterVec,
+    pub notify_dead_lettered: IntCounterVec,
+    pub notify_queue_depth: IntGaugeVec,
+    pub notify_oldest_age: GaugeVec,
+    pub notify_delivery_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -368,6 +376,62 @@ impl Metrics {
                     "Tags whose upstream digest was younger than proxy.cooldown, by decision (held = the previous digest served, refused = none to serve, admitted = old enough)."
                 ),
                 &["upstream", "decision"]
+            )),
+            notify_queued: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_notification_events_queued_total",
+                    "Events queued for a notification endpoint (dropped ones included), by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_sent: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_notification_events_sent_total",
+                    "Events a notification endpoint accepted (2xx or 3xx), by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_failed: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_notification_attempts_failed_total",
+                    "Failed delivery attempts, by endpoint and status code (\"error\" when no answer came)."
+                ),
+                &["endpoint", "status"]
+            )),
+            notify_dropped: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_notification_events_dropped_total",
+                    "Events dropped because an endpoint's queue was full, by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_dead_lettered: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_notification_events_dead_lettered_total",
+                    "Events an endpoint refused (4xx) maxattempts times and that were set aside, by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_queue_depth: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_notification_queue_depth",
+                    "Events waiting for (or in) delivery, by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_oldest_age: reg!(GaugeVec::new(
+                Opts::new(
+                    "stevedore_notification_oldest_pending_age_seconds",
+                    "Age of the oldest event not yet delivered (0 when none), by endpoint."
+                ),
+                &["endpoint"]
+            )),
+            notify_delivery_duration: reg!(HistogramVec::new(
+                latency(
+                    "stevedore_notification_delivery_duration_seconds",
+                    "Time from an event's queueing to its acceptance by the endpoint, by endpoint."
+                ),
+                &["endpoint"]
             )),
             registry,
         };

@@ -364,6 +364,77 @@ impl Authenticator {
         }
     }
 
+    /// Whether the console can log users in with a name and password: htpasswd (and builtin
+    /// users) can; an external token server (`auth.token`) cannot, since stevedore only
+    /// verifies its tokens and never sees passwords.
+    pub fn supports_login(&self) -> bool {
+        match &self.scheme {
+            Scheme::Htpasswd(_) => true,
+            Scheme::Token(_) => false,
+        }
+    }
+
+    /// The console's login: checks `user`'s `password` against the configured scheme (the one
+    /// place both the console and any future password check go through). A wrong name or
+    /// password, and a scheme without passwords, are `AuthError::Unauthorized`.
+    pub async fn check_password(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
+        use base64::Engine as _;
+        let refused = |reason: String| AuthError::Unauthorized {
+            reason,
+            challenge: Challenge::Basic {
+                realm: "stevedore console".to_owned(),
+            },
+            access: Vec::new(),
+        };
+        match &self.scheme {
+            Scheme::Htpasswd(h) => {
+                if user.contains(':') {
+                    return Err(refused("a user name cannot contain ':'".to_owned()));
+                }
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                h.authenticate(&encoded)
+                    .await
+                    .map(Identity::User)
+                    .map_err(refused)
+            }
+            Scheme::Token(_) => Err(refused(
+                "auth.token: log in at the token server; the console cannot check passwords"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Whether `who` may do `action` on `repo`, as the API decides for the same user (the
+    /// console's per-repository checks: show a delete button, accept a delete).
+    pub fn may(&self, who: &Identity, repo: &RepoName, action: Action) -> bool {
+        let user = who.name();
+        if user.is_none() && action != Action::Pull {
+            return false;
+        }
+        self.policy.allows(user, repo, action)
+    }
+
+    /// Whether anonymous users may pull at all (the console then shows read-only pages
+    /// without a login).
+    pub fn anonymous_browse(&self) -> bool {
+        self.policy.anonymous_pull
+    }
+
+    /// Whether `who` is an administrator: may run registry-wide actions (GC, evict, warm;
+    /// users and roles). For htpasswd users: no `auth.policy` rule restricts their `delete`
+    /// anywhere (every rule's `delete` list is unset, or names them or `"*"`).
+    pub fn is_admin(&self, who: &Identity) -> bool {
+        let Some(user) = who.name() else {
+            return false;
+        };
+        self.policy.rules.iter().all(|r| {
+            r.delete
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == "*" || n == user))
+        })
+    }
+
     fn unauthorized(
         &self,
         reason: String,

@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_yaml_ng::Value;
 
 use super::schema::describe;
-use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, units};
+use super::{Config, ConfigError, LogFormat, LogLevel, PolicyMode, Secret, UiListener, units};
 
 /// Newtype name of keys whose environment value is taken verbatim.
 pub(super) const TEXT: &str = "stevedore::Text";
@@ -390,8 +390,26 @@ pub(super) fn list_map<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// Header names to lists of secret values (a single string counts as a list of one): the
+/// notification endpoints' `headers`, which often carry tokens.
+pub(super) fn secret_list_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<Secret>>, D::Error> {
+    struct Many(Vec<Secret>);
+    impl<'de> Deserialize<'de> for Many {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let values = many(&raw(d, SECRET)?)?;
+            Ok(Many(values.into_iter().map(Secret::from).collect()))
+        }
+    }
+    Ok(map::<D, Many>(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
 /// A keyword of `T`, chosen by `pick` from its lowercase text.
-fn keyword<'de, D: Deserializer<'de>, T>(
+pub(super) fn keyword<'de, D: Deserializer<'de>, T>(
     d: D,
     pick: fn(&str) -> Option<T>,
     expected: &str,
@@ -423,6 +441,17 @@ impl<'de> Deserialize<'de> for LogFormat {
             _ => None,
         };
         keyword(d, pick, "expected text, json or logstash")
+    }
+}
+
+impl<'de> Deserialize<'de> for UiListener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pick = |s: &str| match s {
+            "main" => Some(UiListener::Main),
+            "debug" => Some(UiListener::Debug),
+            _ => None,
+        };
+        keyword(d, pick, "must be main or debug")
     }
 }
 

@@ -43,6 +43,7 @@
 mod de;
 mod env;
 mod error;
+mod notifications;
 mod schema;
 mod secret;
 pub mod units;
@@ -60,6 +61,10 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
+pub use notifications::{
+    EndpointConfig, IgnoreConfig, NotificationEvents, NotificationsConfig, NotifyFormat,
+    Overflow, QueueConfig, SigningConfig,
+};
 pub use secret::Secret;
 
 /// The upstream a configuration without a file mirrors: Docker Hub.
@@ -81,6 +86,44 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `redis`: the server behind `storage.cache.blobdescriptor: redis`; `None` when absent.
     pub redis: Option<RedisConfig>,
+    /// *Stevedore extension*: the web console under `/ui/`.
+    pub ui: UiConfig,
+    /// Webhooks told of pushes, pulls, mounts and deletes.
+    pub notifications: NotificationsConfig,
+}
+
+/// `ui` (*stevedore extension*): the web console (`/ui/`): browse repositories, tags and
+/// manifests, the mirror dashboard, and (for users whose role allows) delete, GC, evict, warm.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UiConfig {
+    /// Serve the console; default true.
+    #[serde(deserialize_with = "de::flag")]
+    pub enabled: bool,
+    /// Which listener serves it: `main` (default, same origin as `/v2/`) or `debug`
+    /// (`http.debug.addr`, which must then be set).
+    pub listener: UiListener,
+    /// A console login ends after this long without a request; default 12h.
+    #[serde(deserialize_with = "de::duration")]
+    pub sessionttl: Duration,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            listener: UiListener::Main,
+            sessionttl: Duration::from_secs(12 * HOUR),
+        }
+    }
+}
+
+/// `ui.listener`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UiListener {
+    #[default]
+    Main,
+    Debug,
 }
 
 /// `log`.
@@ -842,6 +885,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             proxy: ProxyConfig::default(),
             redis: None,
+            ui: UiConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

@@ -104,7 +104,6 @@ pub(super) const EXTRA: &[(&str, Node)] = &[
     ("health.file", Unsupported(NONE)),
     ("health.http", Unsupported(NONE)),
     ("health.tcp", Unsupported(NONE)),
-    ("notifications", Unsupported(NONE)),
     ("reporting", Unsupported(NONE)),
     ("middleware", Unsupported(NONE)),
     ("validation", Unsupported(NONE)),

@@ -388,10 +388,6 @@ fn distribution_keys_stevedore_lacks_are_unsupported() {
             "storage:\n  redirect:\n    disable: true\n",
             "storage.redirect",
         ),
-        (
-            "notifications:\n  endpoints:\n    - name: a\n",
-            "notifications",
-        ),
         ("reporting:\n  bugsnag:\n    apikey: x\n", "reporting"),
         ("middleware:\n  registry:\n    - name: x\n", "middleware"),
         ("validation:\n  disabled: true\n", "validation"),
@@ -1519,4 +1515,124 @@ fn peers_keys_read_from_yaml_and_env_and_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("proxy.peers.probeinterval"), "{err}");
+}
+
+#[test]
+fn notifications_read_distribution_keys_and_extensions() {
+    let c = Config::from_yaml_str(
+        r#"
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: ui
+      url: http://ui:8080/events?token=abc
+      headers:
+        Authorization: [Bearer sekrit]
+        X-One: single
+      timeout: 500ms
+      threshold: 5
+      backoff: 2s
+      ignoredmediatypes: [application/octet-stream]
+      ignore:
+        mediatypes: [application/vnd.oci.image.config.v1+json]
+        actions: [pull]
+      queue: {size: 10, overflow: dropnewest, persistent: true}
+      maxattempts: 4
+      maxbackoff: 1m
+      format: cloudevents
+      signing: {secretfiles: [/run/secrets/a, /run/secrets/b]}
+      repositories: ["team/**"]
+      actions: [push, cache.fill]
+      cacheevents: true
+    - name: off
+      disabled: true
+"#,
+    )
+    .expect("notifications");
+    let n = &c.notifications;
+    assert!(n.events.includereferences);
+    let e = &n.endpoints[0];
+    assert_eq!(e.headers["Authorization"][0].expose(), "Bearer sekrit");
+    assert_eq!(e.headers["X-One"][0].expose(), "single");
+    assert_eq!(e.timeout, Duration::from_millis(500));
+    assert_eq!((e.threshold, e.backoff, e.maxattempts), (5, secs(2), 4));
+    assert_eq!(e.queue.size, 10);
+    assert_eq!(e.queue.overflow, Overflow::DropNewest);
+    assert!(e.queue.persistent && e.cacheevents);
+    assert_eq!(e.format, NotifyFormat::CloudEvents);
+    assert_eq!(e.signing.secretfiles.len(), 2);
+    assert_eq!(e.ignore.actions, vec!["pull"]);
+    assert!(n.endpoints[1].disabled);
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("sekrit"), "{shown}");
+}
+
+#[test]
+fn notifications_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "Bearer fromfile\n").expect("write");
+    let c = load_env(
+        "notifications:\n  endpoints:\n    - name: a\n      url: http://a/\n",
+        &[
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL", "http://b:1/x"),
+            (
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_HEADERS_AUTHORIZATION_FILE",
+                token.to_str().expect("utf-8"),
+            ),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_QUEUE_PERSISTENT", "true"),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_IGNORE_ACTIONS", "[pull]"),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_1_NAME", "b"),
+            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_1_URL", "https://b/"),
+            ("REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES", "true"),
+        ],
+    )
+    .expect("env");
+    let e = &c.notifications.endpoints;
+    assert_eq!(e[0].url, "http://b:1/x");
+    assert_eq!(e[0].headers["authorization"][0].expose(), "Bearer fromfile");
+    assert!(e[0].queue.persistent);
+    assert_eq!(e[0].ignore.actions, vec!["pull"]);
+    assert_eq!(e[1].name, "b");
+    assert!(c.notifications.events.includereferences);
+}
+
+#[test]
+fn notification_endpoints_are_validated() {
+    let base = "notifications:\n  endpoints:\n    - name: a\n      url: http://a/\n";
+    for (extra, key) in [
+        ("      format: xml\n", "notifications.endpoints[0].format"),
+        ("      actions: [upload]\n", "notifications.endpoints[0].actions[0]"),
+        (
+            "      ignore:\n        actions: [bogus]\n",
+            "notifications.endpoints[0].ignore.actions[0]",
+        ),
+        ("      queue:\n        size: 0\n", "notifications.endpoints[0].queue.size"),
+        ("      maxattempts: 0\n", "notifications.endpoints[0].maxattempts"),
+        (
+            "      repositories: [\"/x\"]\n",
+            "notifications.endpoints[0].repositories[0]",
+        ),
+        (
+            "      headers:\n        \"bad header\": [x]\n",
+            "notifications.endpoints[0].headers.bad header",
+        ),
+        ("    - name: a\n      url: http://b/\n", "notifications.endpoints[1].name"),
+    ] {
+        let e = err(&format!("{base}{extra}"));
+        assert_eq!(e.key(), Some(key), "{extra}: {e}");
+    }
+    let e = err("notifications:\n  endpoints:\n    - name: a\n      url: ftp://tok@x/\n");
+    assert_eq!(e.key(), Some("notifications.endpoints[0].url"));
+    assert!(!e.to_string().contains("tok@"), "{e}");
+    let e = err("notifications:\n  endpoints:\n    - url: http://x/\n");
+    assert_eq!(e.key(), Some("notifications.endpoints[0].name"));
+    let e = err(
+        "notifications:\n  endpoints:\n    - name: ../x\n      url: http://x/\n      queue:\n        persistent: true\n",
+    );
+    assert_eq!(e.key(), Some("notifications.endpoints[0].name"));
+    // A disabled endpoint needs no URL, as in distribution.
+    Config::from_yaml_str("notifications:\n  endpoints:\n    - name: a\n      disabled: true\n")
+        .expect("disabled");
 }

@@ -18,7 +18,116 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     storage(c)?;
     http(c)?;
     auth(c)?;
-    proxy(c)
+    ui(c)?;
+    proxy(c)?;
+    notifications(c)
+}
+
+/// The actions an endpoint's `actions` and `ignore.actions` may name.
+const NOTIFY_ACTIONS: &[&str] = &[
+    "push",
+    "pull",
+    "delete",
+    "mount",
+    "cache.fill",
+    "cache.evict",
+    "upstream.error",
+    "upstream.ratelimited",
+    "stale.served",
+];
+
+fn notifications(c: &Config) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for (i, e) in c.notifications.endpoints.iter().enumerate() {
+        let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
+        if e.name.trim().is_empty() {
+            return Err(ConfigError::missing(key("name"), "every endpoint needs a name"));
+        }
+        if !names.insert(e.name.as_str()) {
+            return Err(ConfigError::value(
+                key("name"),
+                format!("{:?}", e.name),
+                "another endpoint has this name",
+            ));
+        }
+        if e.queue.persistent
+            && (e.name.starts_with('.')
+                || !e
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)))
+        {
+            return Err(ConfigError::value(
+                key("name"),
+                format!("{:?}", e.name),
+                "a persistent queue is kept in a directory of this name: use letters, digits, \".\", \"_\" and \"-\", not starting with \".\"",
+            ));
+        }
+        if e.disabled {
+            continue;
+        }
+        let lower = e.url.trim().to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+            || e.url.trim().chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            // The URL may hold a token: not echoed.
+            return Err(ConfigError::invalid(
+                key("url"),
+                "must be an http:// or https:// URL with a host and no spaces",
+            ));
+        }
+        for (name, values) in &e.headers {
+            units::check_header_name(name)
+                .map_err(|r| ConfigError::invalid(key(&format!("headers.{name}")), r))?;
+            if values
+                .iter()
+                .any(|v| v.expose().chars().any(|ch| ch.is_control() && ch != '\t'))
+            {
+                return Err(ConfigError::invalid(
+                    key(&format!("headers.{name}")),
+                    "header values must not contain control characters",
+                ));
+            }
+        }
+        if e.queue.size == 0 {
+            return Err(ConfigError::invalid(key("queue.size"), "must be at least 1"));
+        }
+        if e.maxattempts == 0 {
+            return Err(ConfigError::invalid(key("maxattempts"), "must be at least 1"));
+        }
+        for (list, k) in [(&e.actions, "actions"), (&e.ignore.actions, "ignore.actions")] {
+            for (j, a) in list.iter().enumerate() {
+                if !NOTIFY_ACTIONS.contains(&a.as_str()) {
+                    return Err(ConfigError::value(
+                        key(&format!("{k}[{j}]")),
+                        format!("{a:?}"),
+                        format!("expected one of {}", NOTIFY_ACTIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        globs(&key("repositories"), &e.repositories)?;
+    }
+    Ok(())
+}
+
+fn ui(c: &Config) -> Result<(), ConfigError> {
+    if c.ui.enabled && c.ui.listener == super::UiListener::Debug && c.http.debug.addr.is_none() {
+        return Err(ConfigError::invalid(
+            "ui.listener",
+            "is debug, but http.debug.addr is not set",
+        ));
+    }
+    if c.ui.sessionttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "ui.sessionttl",
+            "must be greater than zero",
+        ));
+    }
+    Ok(())
 }
 
 fn storage(c: &Config) -> Result<(), ConfigError> {

@@ -1,6 +1,7 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
 //! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
-//! (`debug_warm`), and whole-image maintenance (`content.rs`: export, import, purge).
+//! (`debug_warm`), `GET /debug/notifications` (each endpoint's queue and last failures) and
+//! `POST /debug/notifications/test` (publish a made-up event), and whole-image maintenance (`content.rs`: export, import, purge).
 //! Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
 
@@ -88,8 +89,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<Body> {
     let path = req.uri().path();
+    if app.config.ui.enabled
+        && app.config.ui.listener == crate::config::UiListener::Debug
+        && super::console::owns(path)
+    {
+        return super::console::answer(app, &app.console, req, false).await;
+    }
     let mutating = req.method() == Method::POST
-        && (matches!(path, "/debug/gc" | "/debug/offline" | "/debug/warm")
+        && (matches!(
+            path,
+            "/debug/gc" | "/debug/offline" | "/debug/warm" | "/debug/notifications/test"
+        )
             || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
@@ -106,6 +116,7 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
         (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
+        (&Method::POST, "/debug/notifications/test") => return notify_test(app, &req),
         (&Method::POST, p) if content::PATHS.contains(&p) => {
             return content::answer(app, p, req.uri().query()).await;
         }
@@ -128,6 +139,11 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         );
     }
     match path {
+        "/debug/notifications" => text(
+            StatusCode::OK,
+            "application/json",
+            app.notifier.status().to_string(),
+        ),
         // Liveness: the process answers.
         "/debug/health" | "/healthz" => text(StatusCode::OK, "application/json", "{}"),
         // Readiness: the storage accepts writes (or the registry is read-only).
@@ -160,6 +176,81 @@ fn peers(app: &App, query: Option<&str>) -> Response<Body> {
         StatusCode::OK,
         "application/json",
         peers.view(key).to_string(),
+    )
+}
+
+/// `POST /debug/notifications/test?action=push&repository=…&tag=…&digest=…&mediatype=…&size=…`:
+/// publishes a made-up event (default: a push to `stevedore/test`), to try the endpoints.
+fn notify_test(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    use crate::notify::{Action, Actor, Descriptor, Event, RequestInfo, Target};
+    let q: Vec<(String, String)> = super::handlers::parse_query(req.uri().query());
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let action = match get("action").as_deref().unwrap_or("push") {
+        "push" => Action::Push,
+        "pull" => Action::Pull,
+        "delete" => Action::Delete,
+        "mount" => Action::Mount,
+        "cache.fill" => Action::CacheFill,
+        "cache.evict" => Action::CacheEvict,
+        "upstream.error" => Action::UpstreamError,
+        "upstream.ratelimited" => Action::UpstreamRateLimited,
+        "stale.served" => Action::StaleServed,
+        other => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("unknown action {other:?}\n"),
+            );
+        }
+    };
+    let digest = match get("digest").map(|d| crate::oci::Digest::parse(&d)) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("digest: {e}\n"),
+            );
+        }
+    };
+    let size = get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let header = |h: header::HeaderName| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let event = Event::new(
+        action,
+        Target {
+            descriptor: Descriptor {
+                media_type: get("mediatype").unwrap_or_default(),
+                size,
+                digest,
+            },
+            length: size,
+            repository: get("repository").unwrap_or_else(|| "stevedore/test".into()),
+            tag: get("tag"),
+            ..Target::default()
+        },
+        RequestInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            addr: String::new(),
+            host: header(header::HOST),
+            method: "POST".into(),
+            useragent: header(header::USER_AGENT),
+        },
+        Actor::default(),
+    );
+    let id = event.id.clone();
+    app.notifier.publish(event);
+    text(
+        StatusCode::ACCEPTED,
+        "application/json",
+        serde_json::json!({ "eventId": id, "endpoints": app.notifier.endpoint_names() })
+            .to_string(),
     )
 }
 

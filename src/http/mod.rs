@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod body;
+pub mod console;
 pub mod debug;
 pub mod debug_warm;
 pub(crate) mod handlers;
@@ -396,6 +397,16 @@ impl Drop for Accounting<'_> {
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if app.config.ui.enabled
+        && app.config.ui.listener == crate::config::UiListener::Main
+        && console::owns(&path)
+    {
+        let mut resp = console::answer(app, &app.console, req, app.tls.is_some()).await;
+        for (name, value) in &app.extra_headers {
+            resp.headers_mut().append(name, value.clone());
+        }
+        return resp;
+    }
     let mut accounting = Accounting::start(app, method.clone(), path.clone());
     let result = match Endpoint::parse(&method, &path) {
         Ok(endpoint) => {

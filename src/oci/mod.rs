@@ -3,6 +3,7 @@
 //! no I/O, no HTTP types, no storage.
 
 pub mod digest;
+pub mod glob;
 pub mod image_list;
 pub mod manifest;
 pub mod media;

@@ -33,7 +33,7 @@ pub mod peers;
 mod referrers;
 mod slots;
 mod tags;
-mod tls;
+pub(crate) mod tls;
 mod token_cache;
 
 /// For the fuzz targets (`crate::fuzzing`).

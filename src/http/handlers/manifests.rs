@@ -55,6 +55,9 @@ pub async fn get(
             ),
         ));
     }
+    if with_body {
+        app.depot.note_pull(scope.local(), &m.digest);
+    }
     let mut resp = respond(app, m, source, with_body);
     if gone_upstream {
         resp.headers_mut()

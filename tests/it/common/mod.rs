@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod docker;
 pub mod fake_upstream;
 pub mod oci_layout;
+pub mod receiver;
 pub mod redis;
 pub mod refreg;
 pub mod tools;

@@ -1,0 +1,8 @@
+//! Placeholder.
+use super::super::Ctx;
+use crate::http::body::Body;
+use http::Response;
+
+pub fn get(ctx: &Ctx<'_>) -> Response<Body> {
+    ctx.page("/ui/dashboard", ctx.t("nav.dashboard"), maud::html! {})
+}
