@@ -770,7 +770,7 @@ impl Bench<'_> {
 
 /// `bench fleet`: the herd image on a reference upstream behind countproxy, then only the
 /// fleet scenario; prints its section.
-fn fleet_only(b: &Bench, work: &Path) -> Result<(), String> {
+fn fleet_only(b: &Bench<'_>, work: &Path) -> Result<(), String> {
     let herd = work.join("herd");
     b.make_image(&herd, &[b.o.herd])?;
     let digest = image_digest(&herd, "l0")?;

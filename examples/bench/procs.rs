@@ -79,7 +79,13 @@ pub fn registry(
     for attempt in 1..=3 {
         let port = free_port();
         let _ = std::fs::remove_dir_all(dir);
-        match start(kind, stevedore, dir, &registry_config(dir, port, remote), port) {
+        match start(
+            kind,
+            stevedore,
+            dir,
+            &registry_config(dir, port, remote),
+            port,
+        ) {
             Ok(p) => return Ok(p),
             Err(e) => crate::log(&format!("{e} (try {attempt})")),
         }
@@ -89,7 +95,13 @@ pub fn registry(
 
 /// Starts a registry on `config` (which listens on `port`) in `dir` and waits until `/v2/`
 /// answers.
-fn start(kind: Kind, stevedore: &Path, dir: &Path, config: &str, port: u16) -> Result<Proc, String> {
+fn start(
+    kind: Kind,
+    stevedore: &Path,
+    dir: &Path,
+    config: &str,
+    port: u16,
+) -> Result<Proc, String> {
     let name = match kind {
         Kind::Stevedore => "stevedore",
         Kind::Reference => "reference",
@@ -129,7 +141,10 @@ fn start(kind: Kind, stevedore: &Path, dir: &Path, config: &str, port: u16) -> R
     }
     p.halt();
     let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-    Err(format!("{name} did not start on port {port}: {}", tail(&log, 3)))
+    Err(format!(
+        "{name} did not start on port {port}: {}",
+        tail(&log, 3)
+    ))
 }
 
 /// `n` stevedore replicas mirroring `remote`, each with its own store under `dir`; with
@@ -144,7 +159,10 @@ pub fn replicas(
 ) -> Result<Vec<(Proc, String)>, String> {
     let _ = std::fs::remove_dir_all(dir);
     let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let list: Vec<String> = ports.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
+    let list: Vec<String> = ports
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
     let mut out = Vec::new();
     for (i, (port, debug)) in ports.iter().enumerate() {
         let d = dir.join(format!("r{i}"));
@@ -159,7 +177,10 @@ pub fn replicas(
                 list.join(", ")
             ));
         }
-        out.push((start(Kind::Stevedore, stevedore, &d, &config, *port)?, format!("127.0.0.1:{debug}")));
+        out.push((
+            start(Kind::Stevedore, stevedore, &d, &config, *port)?,
+            format!("127.0.0.1:{debug}"),
+        ));
     }
     Ok(out)
 }

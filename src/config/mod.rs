@@ -62,8 +62,8 @@ use serde_yaml_ng::Value;
 
 pub use error::ConfigError;
 pub use notifications::{
-    EndpointConfig, IgnoreConfig, NotificationEvents, NotificationsConfig, NotifyFormat,
-    Overflow, QueueConfig, SigningConfig,
+    EndpointConfig, IgnoreConfig, NotificationEvents, NotificationsConfig, NotifyFormat, Overflow,
+    QueueConfig, SigningConfig,
 };
 pub use secret::Secret;
 

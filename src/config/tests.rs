@@ -1581,8 +1581,14 @@ fn notifications_from_the_environment() {
                 "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_HEADERS_AUTHORIZATION_FILE",
                 token.to_str().expect("utf-8"),
             ),
-            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_QUEUE_PERSISTENT", "true"),
-            ("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_IGNORE_ACTIONS", "[pull]"),
+            (
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_QUEUE_PERSISTENT",
+                "true",
+            ),
+            (
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_IGNORE_ACTIONS",
+                "[pull]",
+            ),
             ("REGISTRY_NOTIFICATIONS_ENDPOINTS_1_NAME", "b"),
             ("REGISTRY_NOTIFICATIONS_ENDPOINTS_1_URL", "https://b/"),
             ("REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES", "true"),
@@ -1603,13 +1609,22 @@ fn notification_endpoints_are_validated() {
     let base = "notifications:\n  endpoints:\n    - name: a\n      url: http://a/\n";
     for (extra, key) in [
         ("      format: xml\n", "notifications.endpoints[0].format"),
-        ("      actions: [upload]\n", "notifications.endpoints[0].actions[0]"),
+        (
+            "      actions: [upload]\n",
+            "notifications.endpoints[0].actions[0]",
+        ),
         (
             "      ignore:\n        actions: [bogus]\n",
             "notifications.endpoints[0].ignore.actions[0]",
         ),
-        ("      queue:\n        size: 0\n", "notifications.endpoints[0].queue.size"),
-        ("      maxattempts: 0\n", "notifications.endpoints[0].maxattempts"),
+        (
+            "      queue:\n        size: 0\n",
+            "notifications.endpoints[0].queue.size",
+        ),
+        (
+            "      maxattempts: 0\n",
+            "notifications.endpoints[0].maxattempts",
+        ),
         (
             "      repositories: [\"/x\"]\n",
             "notifications.endpoints[0].repositories[0]",
@@ -1618,7 +1633,10 @@ fn notification_endpoints_are_validated() {
             "      headers:\n        \"bad header\": [x]\n",
             "notifications.endpoints[0].headers.bad header",
         ),
-        ("    - name: a\n      url: http://b/\n", "notifications.endpoints[1].name"),
+        (
+            "    - name: a\n      url: http://b/\n",
+            "notifications.endpoints[1].name",
+        ),
     ] {
         let e = err(&format!("{base}{extra}"));
         assert_eq!(e.key(), Some(key), "{extra}: {e}");

@@ -41,7 +41,10 @@ fn notifications(c: &Config) -> Result<(), ConfigError> {
     for (i, e) in c.notifications.endpoints.iter().enumerate() {
         let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
         if e.name.trim().is_empty() {
-            return Err(ConfigError::missing(key("name"), "every endpoint needs a name"));
+            return Err(ConfigError::missing(
+                key("name"),
+                "every endpoint needs a name",
+            ));
         }
         if !names.insert(e.name.as_str()) {
             return Err(ConfigError::value(
@@ -71,7 +74,10 @@ fn notifications(c: &Config) -> Result<(), ConfigError> {
             .strip_prefix("http://")
             .or_else(|| lower.strip_prefix("https://"));
         if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
-            || e.url.trim().chars().any(|ch| ch.is_whitespace() || ch.is_control())
+            || e.url
+                .trim()
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
         {
             // The URL may hold a token: not echoed.
             return Err(ConfigError::invalid(
@@ -93,12 +99,21 @@ fn notifications(c: &Config) -> Result<(), ConfigError> {
             }
         }
         if e.queue.size == 0 {
-            return Err(ConfigError::invalid(key("queue.size"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                key("queue.size"),
+                "must be at least 1",
+            ));
         }
         if e.maxattempts == 0 {
-            return Err(ConfigError::invalid(key("maxattempts"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                key("maxattempts"),
+                "must be at least 1",
+            ));
         }
-        for (list, k) in [(&e.actions, "actions"), (&e.ignore.actions, "ignore.actions")] {
+        for (list, k) in [
+            (&e.actions, "actions"),
+            (&e.ignore.actions, "ignore.actions"),
+        ] {
             for (j, a) in list.iter().enumerate() {
                 if !NOTIFY_ACTIONS.contains(&a.as_str()) {
                     return Err(ConfigError::value(

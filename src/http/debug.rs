@@ -99,8 +99,7 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         && (matches!(
             path,
             "/debug/gc" | "/debug/offline" | "/debug/warm" | "/debug/notifications/test"
-        )
-            || content::PATHS.contains(&path));
+        ) || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
             .headers()
