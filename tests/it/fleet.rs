@@ -9,7 +9,7 @@
 
 use crate::common::containerd::{Containerd, require_daemon, write_hosts_toml};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
-use crate::common::oci_layout::{Image, Layout, read_blob};
+use crate::common::oci_layout::Image;
 use crate::common::tools::free_port;
 use crate::common::*;
 use bytes::Bytes;
@@ -316,20 +316,7 @@ async fn a_peer_down_at_start_takes_no_traffic_and_nothing_changes_without_peers
     assert_eq!(r.status(), 404);
 }
 
-/// Builds a one-layer image (a real gzip'd tar) and stores it in `up` as `repo:tag`.
-fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u64) -> Image {
-    let layout = Layout::create(&dir.join(format!("layout-{seed}")));
-    let layer = layout.add_layer(seed, 3, 20_000);
-    let image = layout.add_image("amd64", &[layer]);
-    let blob = |d: &str| Bytes::from(read_blob(&layout.dir, d));
-    up.add_blob(repo, blob(&image.config.digest));
-    for l in &image.layers {
-        up.add_blob(repo, blob(&l.desc.digest));
-    }
-    let d = up.add_manifest(repo, Some(tag), OCI_MANIFEST, blob(&image.manifest.digest));
-    assert_eq!(d, image.manifest.digest);
-    image
-}
+use crate::common::oci_layout::seed_upstream as seed;
 
 /// The image's manifest, config and layer digests.
 fn digests(image: &Image) -> Vec<String> {
