@@ -1,5 +1,6 @@
-//! The wall clock, in the units stored records use. The one place that reads `SystemTime`
-//! (elapsed-time measures use `Instant` where they are taken); a clock before 1970 reads as 0.
+//! The wall clock, in the units stored records use, and the calendar date of a day count. The
+//! one place that reads `SystemTime` (elapsed-time measures use `Instant` where they are
+//! taken); a clock before 1970 reads as 0.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,4 +19,18 @@ pub fn now_ms() -> u64 {
 /// Seconds since the Unix epoch (tag records' check times, upload sessions' start).
 pub fn now_secs() -> u64 {
     since_epoch().as_secs()
+}
+
+/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub struct Depot {
     pub store: BlobStore,
-    pub index: Index,
+    pub index: Arc<Index>,
     pub cache: LayerCache,
     pub metrics: Arc<Metrics>,
     /// Held shared by every write that makes pushed content reference blobs (manifest pushes,
@@ -34,7 +34,12 @@ pub struct Depot {
 }
 
 impl Depot {
-    pub fn new(store: BlobStore, index: Index, cache: LayerCache, metrics: Arc<Metrics>) -> Depot {
+    pub fn new(
+        store: BlobStore,
+        index: Arc<Index>,
+        cache: LayerCache,
+        metrics: Arc<Metrics>,
+    ) -> Depot {
         Depot {
             store,
             index,

@@ -302,6 +302,7 @@ impl From<AuthError> for RegistryError {
             } => RegistryError::new(ErrorCode::Unauthorized, reason)
                 .with_header(http::header::WWW_AUTHENTICATE, challenge.to_string()),
             AuthError::Denied { reason, .. } => RegistryError::new(ErrorCode::Denied, reason),
+            AuthError::Unavailable(reason) => RegistryError::internal(reason),
         };
         match detail {
             Some(d) => err.detail(d),

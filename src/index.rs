@@ -193,6 +193,8 @@ pub struct Index {
     access: sled::Tree,
     /// `repo \0 tag` → `TagNotes` of proxied tags; outside the transactions (advisory).
     tagnotes: sled::Tree,
+    /// `auth.builtin`'s users and roles (see "users and roles" below).
+    accounts: Accounts,
     /// Console figures (outside the transactions, advisory): `repo \0 digest` → `PullRecord`,
     /// and `pullrank`: `(u64::MAX - count) ‖ repo \0 digest` → `[]`, most pulled first.
     pulls: sled::Tree,
@@ -340,6 +342,7 @@ impl Index {
             referrers: db.open_tree("referrers")?,
             access: db.open_tree("access")?,
             tagnotes: db.open_tree("tagnotes")?,
+            accounts: Accounts::open(&db)?,
             pulls: db.open_tree("pulls")?,
             pullrank: db.open_tree("pullrank")?,
             totals: Default::default(),
@@ -611,6 +614,16 @@ impl Index {
 
     /// Removes a manifest, the tags that point at it and its referrer entry, together.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        Ok(self.delete_manifest_and_tags(repo, digest)?.is_some())
+    }
+
+    /// [`Index::delete_manifest`], saying which tags went with it (in tag order); `None` when
+    /// there was no such manifest.
+    pub fn delete_manifest_and_tags(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Tag>>> {
         // A transaction cannot scan: the tags are found first and each is checked again
         // inside it (a tag moved away meanwhile stays).
         let prefix = key(&[repo.as_str(), ""]);
@@ -623,25 +636,37 @@ impl Index {
             }
         }
         let mk = key(&[repo.as_str(), digest.as_str()]);
-        self.tx(|t| {
+        let removed = self.tx(|t| {
             let Some(old) = t.manifests.remove(mk.as_slice())? else {
-                return Ok(false);
+                return Ok(None);
             };
             let old: ManifestRecord = abort(decode(&old))?;
             if let Some(subject) = &old.subject {
                 t.referrers
                     .remove(key(&[repo.as_str(), subject.as_str(), digest.as_str()]))?;
             }
+            let mut removed = Vec::new();
             for k in &candidates {
                 if let Some(v) = t.tags.get(k)? {
                     let rec: TagRecord = abort(decode(&v))?;
                     if rec.digest == *digest {
                         t.tags.remove(k.as_ref())?;
+                        removed.push(k.clone());
                     }
                 }
             }
-            Ok(true)
-        })
+            Ok(Some(removed))
+        })?;
+        removed
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| {
+                        let (_, t) = pair(k)?;
+                        Tag::parse(t).map_err(|e| IndexError::Corrupt(format!("tag {t:?}: {e}")))
+                    })
+                    .collect()
+            })
+            .transpose()
     }
 
     /// Every (repository, manifest digest, record). A full scan: for maintenance only.
@@ -761,6 +786,131 @@ impl Index {
             .scan_prefix(key(&[repo.as_str(), subject.as_str(), ""]))
             .map(|kv| decode(&kv?.1))
             .collect()
+    }
+}
+
+// ---- users and roles (`auth.builtin`)
+//
+// Two trees outside the content transactions: `users` (name → `UserRecord`) and `roles`
+// (name → `RoleRecord`). What the records mean (built-in roles, globs, who is an admin) is
+// `auth::builtin`'s business; here they are only kept, and written together atomically.
+
+/// A user of `auth.builtin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// bcrypt hash of the password.
+    pub password: String,
+    /// Names of the roles the user holds.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// A role of `auth.builtin`: what it grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    #[serde(default)]
+    pub rules: Vec<RoleRule>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub created: u64,
+}
+
+/// Actions (`pull`, `push`, `delete`) on the repositories matching a glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRule {
+    pub repository: String,
+    pub actions: Vec<String>,
+}
+
+/// One change of [`Index::write_accounts`]: a record to put, or `None` to remove the name.
+pub type AccountChange<'a, T> = (&'a str, Option<&'a T>);
+
+struct Accounts {
+    users: sled::Tree,
+    roles: sled::Tree,
+}
+
+impl Accounts {
+    fn open(db: &sled::Db) -> Result<Accounts> {
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            roles: db.open_tree("roles")?,
+        })
+    }
+}
+
+fn named<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(String, T)>> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((text(&k)?.to_owned(), decode(&v)?))
+        })
+        .collect()
+}
+
+impl Index {
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.accounts
+            .users
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>> {
+        named(&self.accounts.users)
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<RoleRecord>> {
+        self.accounts
+            .roles
+            .get(name)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Every stored role, by name.
+    pub fn roles(&self) -> Result<Vec<(String, RoleRecord)>> {
+        named(&self.accounts.roles)
+    }
+
+    /// Writes users and roles in one transaction (all of them or none) and makes it durable.
+    pub fn write_accounts(
+        &self,
+        users: &[AccountChange<'_, UserRecord>],
+        roles: &[AccountChange<'_, RoleRecord>],
+    ) -> Result<()> {
+        (&self.accounts.users, &self.accounts.roles)
+            .transaction(|(u, r)| {
+                for (tree, changes) in [
+                    (
+                        u,
+                        users
+                            .iter()
+                            .map(|(n, v)| (*n, v.map(encode)))
+                            .collect::<Vec<_>>(),
+                    ),
+                    (r, roles.iter().map(|(n, v)| (*n, v.map(encode))).collect()),
+                ] {
+                    for (name, value) in changes {
+                        match value {
+                            Some(v) => tree.insert(name, v)?,
+                            None => tree.remove(name)?,
+                        };
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<IndexError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -1076,7 +1226,10 @@ mod tests {
         assert_eq!(idx.tag(&r, &tag).unwrap().unwrap().digest, m);
         assert_eq!(idx.referrers(&r, &subject).unwrap().len(), 1);
         assert_eq!(idx.tags().unwrap(), [(r.clone(), tag.clone(), trec)]);
-        assert!(idx.delete_manifest(&r, &m).unwrap());
+        assert_eq!(
+            idx.delete_manifest_and_tags(&r, &m).unwrap(),
+            Some(vec![tag.clone()])
+        );
         assert!(idx.tag(&r, &tag).unwrap().is_none());
         assert!(idx.referrers(&r, &subject).unwrap().is_empty());
         assert!(!idx.delete_manifest(&r, &m).unwrap());

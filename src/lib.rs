@@ -48,6 +48,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod http;
 pub mod index;
+pub mod keyfile;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
@@ -160,7 +161,6 @@ impl App {
             Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
             None => None,
         };
-        let auth = auth::Authenticator::from_config(&config.auth)?;
         let root = config.storage.filesystem.rootdirectory.clone();
         let path = root.display().to_string();
         let storage_err = |source| StartError::Storage {
@@ -171,10 +171,14 @@ impl App {
         // touched, so only its holder ever sweeps `tmp/`.
         let index_path = root.join("index");
         std::fs::create_dir_all(&root).map_err(|e| storage_err(e.into()))?;
-        let index = index::Index::open(&index_path).map_err(|source| StartError::Index {
-            path: index_path.display().to_string(),
-            source,
-        })?;
+        let index =
+            Arc::new(
+                index::Index::open(&index_path).map_err(|source| StartError::Index {
+                    path: index_path.display().to_string(),
+                    source,
+                })?,
+            );
+        let auth = auth::Authenticator::from_config(&config.auth, &root, &index)?;
         let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
         let uploads = storage::Uploads::open(&root, store.clone())
             .await
@@ -202,16 +206,8 @@ impl App {
         metrics
             .startup_duration
             .observe(started.elapsed().as_secs_f64());
-        let mirror = if config.proxy_enabled() {
-            Some(Arc::new(build_mirror(
-                &config,
-                registry.clone(),
-                metrics.clone(),
-            )?))
-        } else {
-            None
-        };
-        let notifier = if server {
+        // Before the mirror, which sends its cache events through it.
+        let notifier = Arc::new(if server {
             notify::Notifier::from_config(
                 &config.notifications,
                 notify::source_for(config.http.addr),
@@ -220,6 +216,16 @@ impl App {
             )?
         } else {
             notify::Notifier::disabled()
+        });
+        let mirror = if config.proxy_enabled() {
+            Some(Arc::new(build_mirror(
+                &config,
+                registry.clone(),
+                metrics.clone(),
+                notifier.clone(),
+            )?))
+        } else {
+            None
         };
         let prometheus_path = config
             .http
@@ -241,7 +247,7 @@ impl App {
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
-            notifier: Arc::new(notifier),
+            notifier,
             console: http::console::Console::new(&config.ui),
             config: Arc::new(config),
             registry,
@@ -324,35 +330,23 @@ fn upload_key(
         return Ok(http::location::UploadKey::new(s.expose().as_bytes()));
     }
     let path = root.join("http-secret");
-    let err = |source| StartError::Secret {
+    let (key, created) = keyfile::read_or_create(
+        &path,
+        |k| k.len() >= 32,
+        || {
+            Ok([uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+                .iter()
+                .flat_map(|u| u.as_bytes().to_vec())
+                .collect())
+        },
+    )
+    .map_err(|source| StartError::Secret {
         path: path.display().to_string(),
         source,
-    };
-    match std::fs::read(&path) {
-        Ok(key) if key.len() >= 32 => return Ok(http::location::UploadKey::new(&key)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+    })?;
+    if !created {
+        return Ok(http::location::UploadKey::new(&key));
     }
-    let key: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
-        .iter()
-        .flat_map(|u| u.as_bytes().to_vec())
-        .collect();
-    let tmp = root.join("http-secret.tmp");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(&key).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
     tracing::warn!(
         path = %path.display(),
         "http.secret is not set: upload URLs are signed with a random key kept in the storage root; replicas behind one load balancer must share one http.secret"
@@ -386,6 +380,7 @@ fn build_mirror(
     config: &Config,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    notifier: Arc<notify::Notifier>,
 ) -> Result<Mirror, StartError> {
     let p = &config.proxy;
     let offline = Arc::new(std::sync::atomic::AtomicBool::new(p.offline));
@@ -402,6 +397,7 @@ fn build_mirror(
         offline: offline.clone(),
         ns: None,
         peer: None,
+        notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
         let creds = match (user, pass) {
@@ -485,6 +481,7 @@ fn build_mirror(
                 contact: p.policy.contact.clone(),
             },
             peers,
+            notifier,
         },
         metrics,
     ))
@@ -523,6 +520,8 @@ fn peers(
         client: ClientOptions {
             connect_timeout: c.probetimeout,
             max_requests: 256,
+            // A peer's failures are not the upstream's: no upstream.error events for them.
+            notifier: Arc::new(notify::Notifier::disabled()),
             breaker: upstream::BreakerOptions {
                 threshold: 0,
                 ..upstream::BreakerOptions::default()
@@ -594,6 +593,7 @@ pub async fn run(
                     }) as lifecycle::evict::Pinned
                 })
             },
+            notifier: app.notifier.clone(),
         };
         let depot = app.depot.clone();
         let stop = stopped();

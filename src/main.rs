@@ -29,6 +29,18 @@ enum Command {
         #[arg(env = "REGISTRY_CONFIGURATION_PATH")]
         config: Option<PathBuf>,
     },
+    /// Manage auth.builtin's users (works with the server stopped, or through its
+    /// http.debug.addr while it runs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage auth.builtin's roles and their rules (server stopped, or through its
+    /// http.debug.addr while it runs).
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -105,6 +117,105 @@ enum Command {
     },
 }
 
+/// Where `user` and `role` find the registry.
+#[derive(clap::Args)]
+struct AccountsTarget {
+    /// The registry's configuration (its storage root; http.debug.addr and http.debug.token to
+    /// reach it while it runs).
+    #[arg(long, env = "REGISTRY_CONFIGURATION_PATH")]
+    config: PathBuf,
+    /// The debug listener to ask while the server runs, when not http.debug.addr (e.g. that
+    /// says port 0).
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from --password-file or the first line of stdin.
+    Add {
+        name: String,
+        /// A role to give (repeatable): read-all, write-all, admin or a custom role.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Set a user's password (from --password-file or the first line of stdin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Delete a user.
+    Del {
+        name: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// List users: `NAME<TAB>ROLE,ROLE` per line.
+    List {
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Give a user a role.
+    Grant {
+        name: String,
+        role: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Take a role from a user.
+    Revoke {
+        name: String,
+        role: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoleCommand {
+    /// Add a custom role (with no rules).
+    Add {
+        name: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Delete a custom role nobody holds.
+    Del {
+        name: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// List roles: `NAME<TAB>KIND<TAB>GLOB=ACTIONS …` per line.
+    List {
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Let a role do ACTIONS (pull,push,delete or *) on the repositories matching GLOB
+    /// (`*` matches any characters, `/` included); replaces the role's rule for GLOB. The
+    /// role `anonymous` (requests without credentials) may only be granted pull.
+    Grant {
+        role: String,
+        glob: String,
+        actions: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+    /// Remove a role's rule for GLOB.
+    Revoke {
+        role: String,
+        glob: String,
+        #[command(flatten)]
+        target: AccountsTarget,
+    },
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file (with the REGISTRY_* overrides) without serving.
@@ -122,6 +233,8 @@ fn main() -> ExitCode {
             config,
         } => gc(config, dry_run, delete_untagged, grace),
         Command::Verify { quarantine, config } => verify(config, quarantine),
+        Command::User { command } => user(command),
+        Command::Role { command } => role(command),
         Command::Warm { file, config, addr } => warm(file, config, addr),
         Command::Export {
             list,
@@ -370,6 +483,140 @@ fn verify(config: PathBuf, quarantine: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("stevedore verify: {}: {e}", root.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+use stevedore::auth::builtin::manage::{self, AccountOp};
+
+/// A new password: the first line of `file`, or of stdin; hashed here, so the plain text
+/// never leaves this process.
+fn new_password_hash(file: Option<&std::path::Path>) -> Result<String, String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let line = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| format!("{}: {e}", f.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("password: ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    manage::hash_password(&line).map_err(|e| e.to_string())
+}
+
+fn user(command: UserCommand) -> ExitCode {
+    let (target, op) = match command {
+        UserCommand::Add {
+            name,
+            roles,
+            password_file,
+            target,
+        } => match new_password_hash(password_file.as_deref()) {
+            Ok(hash) => (target, AccountOp::UserAdd { name, hash, roles }),
+            Err(e) => return fail("user add", &e),
+        },
+        UserCommand::Passwd {
+            name,
+            password_file,
+            target,
+        } => match new_password_hash(password_file.as_deref()) {
+            Ok(hash) => (target, AccountOp::UserPasswd { name, hash }),
+            Err(e) => return fail("user passwd", &e),
+        },
+        UserCommand::Del { name, target } => (target, AccountOp::UserDel { name }),
+        UserCommand::List { target } => (target, AccountOp::UserList),
+        UserCommand::Grant { name, role, target } => (target, AccountOp::UserGrant { name, role }),
+        UserCommand::Revoke { name, role, target } => {
+            (target, AccountOp::UserRevoke { name, role })
+        }
+    };
+    accounts(&target, &op)
+}
+
+fn role(command: RoleCommand) -> ExitCode {
+    let (target, op) = match command {
+        RoleCommand::Add { name, target } => (target, AccountOp::RoleAdd { name }),
+        RoleCommand::Del { name, target } => (target, AccountOp::RoleDel { name }),
+        RoleCommand::List { target } => (target, AccountOp::RoleList),
+        RoleCommand::Grant {
+            role,
+            glob,
+            actions,
+            target,
+        } => (
+            target,
+            AccountOp::RoleGrant {
+                name: role,
+                repository: glob,
+                actions,
+            },
+        ),
+        RoleCommand::Revoke { role, glob, target } => (
+            target,
+            AccountOp::RoleRevoke {
+                name: role,
+                repository: glob,
+            },
+        ),
+    };
+    accounts(&target, &op)
+}
+
+fn fail(what: &str, e: &str) -> ExitCode {
+    eprintln!("stevedore {what}: {e}");
+    ExitCode::FAILURE
+}
+
+/// Applies `op` to the index under the configuration's storage root, or, when a running
+/// server holds it, asks that server through its debug listener.
+fn accounts(target: &AccountsTarget, op: &AccountOp) -> ExitCode {
+    let config = match load(&target.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.auth.builtin.is_none() {
+        eprintln!(
+            "note: auth.builtin is not configured: these users and roles take effect once it is"
+        );
+    }
+    let path = config.storage.filesystem.rootdirectory.join("index");
+    let result = match stevedore::index::Index::open(&path) {
+        Ok(index) => manage::apply(&index, op).map_err(|e| e.to_string()),
+        Err(source @ stevedore::index::IndexError::Locked(_)) => match target
+            .addr
+            .or(config.http.debug.addr)
+            .filter(|a| a.port() != 0)
+        {
+            Some(addr) => runtime().block_on(stevedore::http::debug_accounts::request_accounts(
+                addr,
+                config.http.debug.token.as_ref().map(Secret::expose),
+                op,
+            )),
+            None => Err(format!(
+                "{source} (set http.debug.addr so this command can ask the running server, or stop it)"
+            )),
+        },
+        Err(e) => Err(format!("index at {}: {e}", path.display())),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stevedore: {}", e.trim_end());
             ExitCode::FAILURE
         }
     }

@@ -34,6 +34,8 @@ pub struct Manifest {
 #[derive(Debug, Clone)]
 pub struct PutManifest {
     pub digest: Digest,
+    /// The manifest's media type, as stored.
+    pub media_type: String,
     pub subject: Option<Digest>,
 }
 
@@ -175,24 +177,24 @@ impl Registry {
         Ok(())
     }
 
-    /// Makes a blob of `from` visible in `repo`; false when `from` cannot see it.
+    /// Makes a blob of `from` visible in `repo`; its size, or `None` when `from` cannot see it.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         from: &RepoName,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         self.writable()?;
         let _pushing = self.depot.pushing().await;
         let Some(size) = self.blob_size(from, digest).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         if self.depot.store.stat(digest).await?.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
         self.depot.index.flush().await?;
-        Ok(true)
+        Ok(Some(size))
     }
 
     /// Unlinks a blob from `repo`; the file itself goes at the next garbage collection.
@@ -550,6 +552,7 @@ impl Registry {
         self.depot.index.flush().await?;
         Ok(PutManifest {
             digest,
+            media_type: parsed.media_type,
             subject: parsed.subject,
         })
     }
@@ -645,18 +648,27 @@ impl Registry {
         Ok(self.depot.index.update_tag_notes(repo, tag, f)?)
     }
 
-    /// Deletes a manifest by digest (and its tags), or just a tag.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Deletes a manifest by digest (and its tags), or just a tag; returns the tags that
+    /// went (the one named, or those that pointed at the manifest, in tag order).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Vec<Tag>> {
         self.deletable()?;
-        let found = match reference {
-            Reference::Tag(t) => self.depot.index.delete_tag(repo, t)?,
-            Reference::Digest(d) => self.depot.index.delete_manifest(repo, d)?,
+        let removed = match reference {
+            Reference::Tag(t) => self
+                .depot
+                .index
+                .delete_tag(repo, t)?
+                .then(|| vec![t.clone()]),
+            Reference::Digest(d) => self.depot.index.delete_manifest_and_tags(repo, d)?,
         };
-        if !found {
+        let Some(tags) = removed else {
             return Err(RegistryError::manifest_unknown(reference));
-        }
+        };
         self.depot.index.flush().await?;
-        Ok(())
+        Ok(tags)
     }
 
     // ---- listings

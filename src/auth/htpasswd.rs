@@ -4,24 +4,17 @@
 //! request, on the blocking pool like the reading); if it becomes unreadable the last good
 //! contents stay in force.
 //!
-//! bcrypt is slow on purpose (~50-100 ms at cost 10+), so it runs on the blocking pool, a few
-//! at a time, and successful checks are remembered for a few minutes under a SHA-256 of the
-//! user, the presented password and the stored hash: a `docker pull` of many layers pays for
-//! one bcrypt, and changing a password or removing a user in the file takes effect at once.
-//! A user the file does not name is checked against a dummy hash of the file's cost, so the time
-//! an answer takes does not tell which users exist.
+//! Passwords are checked by [`PasswordCheck`] (bcrypt on the blocking pool, successes
+//! remembered); a user the file does not name is checked against a dummy hash of the file's
+//! cost, so the time an answer takes does not tell which users exist.
 
 use super::AuthSetupError;
+use super::password::{self, PasswordCheck};
 use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
-use std::time::{Duration, SystemTime};
-
-/// How long a successful bcrypt verification is remembered.
-const VERIFIED_TTL: Duration = Duration::from_secs(300);
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// What identifies a version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,25 +55,15 @@ impl Entries {
     }
 }
 
-/// Salt and digest of a bcrypt hash that no password of the file is checked against in earnest:
-/// `$2b$<cost>$` in front of it makes a valid hash of any cost.
-static DUMMY_TAIL: LazyLock<String> = LazyLock::new(|| {
-    let h = bcrypt::hash_with_salt("stevedore: no such user", 4, [0x5a; 16])
-        .expect("cost 4 is valid")
-        .format_for_version(bcrypt::Version::TwoB);
-    h["$2b$04$".len()..].to_owned()
-});
-
 /// A dummy hash of the highest cost among `users` (bcrypt's default cost when there are none),
 /// so that verifying against it takes as long as verifying a real user.
 fn dummy_hash(users: &HashMap<String, Arc<str>>) -> Arc<str> {
     let cost = users
         .values()
-        .filter_map(|h| h.get(4..6)?.parse::<u32>().ok())
+        .filter_map(|h| password::cost(h))
         .max()
-        .unwrap_or(bcrypt::DEFAULT_COST)
-        .clamp(4, 31);
-    Arc::from(format!("$2b${cost:02}${}", *DUMMY_TAIL))
+        .unwrap_or(bcrypt::DEFAULT_COST);
+    password::dummy_hash(cost)
 }
 
 /// A loaded htpasswd file.
@@ -88,10 +71,7 @@ pub struct Htpasswd {
     realm: String,
     path: PathBuf,
     entries: Arc<RwLock<Entries>>,
-    verified: moka::future::Cache<String, ()>,
-    bcrypt_slots: tokio::sync::Semaphore,
-    /// bcrypt verifications run (tests).
-    bcrypt_runs: AtomicU64,
+    check: PasswordCheck,
 }
 
 impl std::fmt::Debug for Htpasswd {
@@ -115,10 +95,7 @@ fn parse(text: &str) -> (HashMap<String, Arc<str>>, Vec<String>) {
         let Some((user, hash)) = line.split_once(':') else {
             continue;
         };
-        if !["$2a$", "$2b$", "$2y$", "$2x$"]
-            .iter()
-            .any(|p| hash.starts_with(p))
-        {
+        if !password::is_bcrypt(hash) {
             not_bcrypt.push(user.to_owned());
             continue;
         }
@@ -173,17 +150,11 @@ impl Htpasswd {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Htpasswd {
             realm: realm.to_owned(),
             path: path.to_owned(),
             entries: Arc::new(RwLock::new(Entries::new(stamp, users))),
-            verified: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
-            bcrypt_slots: tokio::sync::Semaphore::new(slots),
-            bcrypt_runs: AtomicU64::new(0),
+            check: PasswordCheck::new(),
         })
     }
 
@@ -213,41 +184,12 @@ impl Htpasswd {
         let (user, password) = raw
             .split_once(':')
             .ok_or_else(|| "malformed basic credentials".to_owned())?;
-        let refused = || format!("wrong user name or password for {user:?}");
         // An unknown user costs a bcrypt all the same.
-        let (hash, known) = match self.hash_of(user).await {
-            Ok(hash) => (hash, true),
-            Err(dummy) => (dummy, false),
-        };
-        let key = {
-            let mut h = Sha256::new();
-            for part in [user.as_bytes(), password.as_bytes(), hash.as_bytes()] {
-                h.update((part.len() as u64).to_be_bytes());
-                h.update(part);
-            }
-            hex::encode(h.finalize())
-        };
-        if known && self.verified.get(&key).await.is_some() {
-            return Ok(user.to_owned());
-        }
-        let ok = {
-            let _slot = self
-                .bcrypt_slots
-                .acquire()
-                .await
-                .map_err(|_| "shutting down".to_owned())?;
-            self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
-            let password = password.to_owned();
-            let hash = hash.clone();
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
-        };
-        if ok && known {
-            self.verified.insert(key, ()).await;
+        let hash = self.hash_of(user).await;
+        if self.check.check(user, password, hash).await {
             Ok(user.to_owned())
         } else {
-            Err(refused())
+            Err(format!("wrong user name or password for {user:?}"))
         }
     }
 }
@@ -303,7 +245,7 @@ mod tests {
         assert!(dummy.starts_with("$2b$05$"), "{dummy}");
         assert!(!bcrypt::verify("", &dummy).unwrap());
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let runs = || h.bcrypt_runs.load(Ordering::Relaxed);
+        let runs = || h.check.runs();
         assert!(h.authenticate(&b64("mallory:secret")).await.is_err());
         assert_eq!(runs(), 1, "no bcrypt for an unknown user");
         assert!(h.authenticate(&b64("alice:wrong")).await.is_err());

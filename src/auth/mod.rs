@@ -1,6 +1,7 @@
 //! Access control for the API (issue 7): who is asking (`Authorization: Basic` checked against
 //! an htpasswd file, or `Authorization: Bearer` JWTs from a token server, as distribution's
-//! `auth.htpasswd` and `auth.token`), and whether they may do what the request needs
+//! `auth.htpasswd` and `auth.token`, or stevedore's own token server and users, `auth.builtin`
+//! in [`builtin`]), and whether they may do what the request needs
 //! ([`Access`]: pull, push or delete on a repository, or the catalog), under stevedore's
 //! [`Policy`] (anonymous pull, per-repository push/delete rules).
 //!
@@ -9,10 +10,13 @@
 //! any handler runs. Refusals are [`AuthError`]s, which `error.rs` maps once into
 //! `RegistryError` (401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge, 403 `DENIED`).
 
+pub mod builtin;
 mod htpasswd;
+mod password;
 mod policy;
 mod token;
 
+pub use builtin::Builtin;
 pub use htpasswd::Htpasswd;
 pub use policy::{Policy, Rule};
 pub use token::TokenVerifier;
@@ -243,13 +247,30 @@ pub enum AuthError {
     /// Authenticated, but the policy forbids it: 403.
     #[error("{reason}")]
     Denied { reason: String, access: Vec<Access> },
+    /// The users and roles could not be read (`auth.builtin`): 500.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AuthError {
+    /// Puts `origin()` (scheme and host) in front of a challenge's realm that is a path.
+    pub fn with_origin(mut self, origin: impl FnOnce() -> String) -> AuthError {
+        if let AuthError::Unauthorized {
+            challenge: Challenge::Bearer { realm, .. },
+            ..
+        } = &mut self
+            && realm.starts_with('/')
+        {
+            *realm = format!("{}{realm}", origin());
+        }
+        self
+    }
+
     /// distribution's `detail` of an UNAUTHORIZED or DENIED error: the accesses asked for.
     pub fn detail(&self) -> Option<serde_json::Value> {
         let access = match self {
             AuthError::Unauthorized { access, .. } | AuthError::Denied { access, .. } => access,
+            AuthError::Unavailable(_) => return None,
         };
         (!access.is_empty())
             .then(|| serde_json::Value::Array(access.iter().flat_map(Access::detail).collect()))
@@ -263,12 +284,15 @@ pub enum AuthSetupError {
     Htpasswd { path: String, message: String },
     #[error("auth.token.rootcertbundle {path}: {message}")]
     CertBundle { path: String, message: String },
+    #[error("auth.builtin: {0}")]
+    Builtin(String),
 }
 
 /// How requests are authenticated.
 enum Scheme {
     Htpasswd(Htpasswd),
     Token(TokenVerifier),
+    Builtin(Box<Builtin>),
 }
 
 /// Authenticates requests and decides whether they may do what they ask.
@@ -284,14 +308,24 @@ enum Credentials {
     User(String),
     /// A valid token: may do what its `access` claim grants and the policy allows.
     Token(token::Grant),
+    /// No user (no credentials, or `auth.builtin`'s anonymous token): may pull what the grant
+    /// allows (`auth.builtin`'s `anonymous` role) or the policy lets anonymous users pull.
+    Guest(token::Grant),
 }
 
 impl Authenticator {
     /// The authenticator `config` asks for, or `None` when it configures no authentication
     /// (everyone may do everything, as in distribution).
-    pub fn from_config(config: &AuthConfig) -> Result<Option<Authenticator>, AuthSetupError> {
+    /// `auth.builtin` keeps its users in `index` and its signing key under `root`.
+    pub fn from_config(
+        config: &AuthConfig,
+        root: &std::path::Path,
+        index: &std::sync::Arc<crate::index::Index>,
+    ) -> Result<Option<Authenticator>, AuthSetupError> {
         let policy = Policy::from_config(&config.policy);
-        let scheme = if let Some(h) = &config.htpasswd {
+        let scheme = if let Some(b) = &config.builtin {
+            Scheme::Builtin(Box::new(Builtin::open(b, root, index.clone())?))
+        } else if let Some(h) = &config.htpasswd {
             Scheme::Htpasswd(Htpasswd::open(&h.realm, &h.path)?)
         } else if let Some(t) = &config.token {
             if t.autoredirect {
@@ -329,16 +363,35 @@ impl Authenticator {
             },
             Scheme::Token(t) => match authorization.and_then(|a| scheme_value(a, "bearer")) {
                 None => Credentials::Anonymous,
-                Some(token) => match t.verify(token) {
-                    Ok(grant) => Credentials::Token(grant),
-                    Err(reason) => {
-                        return Err(self.unauthorized(
-                            format!("invalid token: {reason}"),
-                            required,
-                            Some("invalid_token"),
-                        ));
+                Some(token) => self.bearer(t, token, required).map_err(|e| *e)?,
+            },
+            Scheme::Builtin(b) => match authorization {
+                Some(a) if scheme_value(a, "bearer").is_some() => {
+                    let token = scheme_value(a, "bearer").unwrap_or_default();
+                    match self.bearer(b.verifier(), token, required).map_err(|e| *e)? {
+                        Credentials::Token(g) if g.subject.is_none() => Credentials::Guest(g),
+                        c => c,
                     }
-                },
+                }
+                // Basic credentials on the API: what a token for exactly these accesses
+                // would grant (curl -u, and clients that send them unasked).
+                Some(a) if scheme_value(a, "basic").is_some() => {
+                    let encoded = scheme_value(a, "basic").unwrap_or_default();
+                    let (user, password) = decode_basic(encoded).ok_or_else(|| {
+                        self.unauthorized("malformed basic credentials".into(), required, None)
+                    })?;
+                    if let Err(reason) = b.check_password(&user, &password).await {
+                        return Err(self.unauthorized(reason, required, None));
+                    }
+                    Credentials::Token(
+                        b.grant_for(Some(&user), required)
+                            .map_err(AuthError::Unavailable)?,
+                    )
+                }
+                _ => Credentials::Guest(
+                    b.grant_for(None, required)
+                        .map_err(AuthError::Unavailable)?,
+                ),
             },
         };
         match decide(&self.policy, &credentials, required) {
@@ -348,6 +401,7 @@ impl Authenticator {
                 Credentials::Token(g) => {
                     g.subject.map(Identity::User).unwrap_or(Identity::Anonymous)
                 }
+                Credentials::Guest(_) => Identity::Anonymous,
             }),
             Err(Refusal::NeedCredentials) => {
                 Err(self.unauthorized("authentication required".to_owned(), required, None))
@@ -364,12 +418,73 @@ impl Authenticator {
         }
     }
 
+    /// The credentials of a bearer token `verifier` accepts.
+    fn bearer(
+        &self,
+        verifier: &TokenVerifier,
+        token: &str,
+        required: &[Access],
+    ) -> Result<Credentials, Box<AuthError>> {
+        verifier
+            .verify(token)
+            .map(Credentials::Token)
+            .map_err(|reason| {
+                Box::new(self.unauthorized(
+                    format!("invalid token: {reason}"),
+                    required,
+                    Some("invalid_token"),
+                ))
+            })
+    }
+
+    /// The built-in token server, when `auth.builtin` is configured.
+    pub fn builtin(&self) -> Option<&Builtin> {
+        match &self.scheme {
+            Scheme::Builtin(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Answers a request to `auth.builtin`'s token endpoint: its `Authorization` header
+    /// (Basic, or none for an anonymous token), `service` and `scope` parameters.
+    pub async fn issue_token(
+        &self,
+        authorization: Option<&str>,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<builtin::IssuedToken, TokenEndpointError> {
+        let Scheme::Builtin(b) = &self.scheme else {
+            return Err(TokenEndpointError::NotHere);
+        };
+        let refused = |reason: String| {
+            TokenEndpointError::Auth(AuthError::Unauthorized {
+                reason,
+                challenge: Challenge::Basic {
+                    realm: b.service().to_owned(),
+                },
+                access: Vec::new(),
+            })
+        };
+        let user = match authorization.map(str::trim).filter(|a| !a.is_empty()) {
+            None => None,
+            Some(a) => {
+                let (user, password) = scheme_value(a, "basic")
+                    .and_then(decode_basic)
+                    .ok_or_else(|| refused("the token endpoint takes Basic credentials".into()))?;
+                b.check_password(&user, &password).await.map_err(refused)?;
+                Some(user)
+            }
+        };
+        b.issue(user.as_deref(), service, scopes)
+            .map_err(TokenEndpointError::Request)
+    }
+
     /// Whether the console can log users in with a name and password: htpasswd (and builtin
     /// users) can; an external token server (`auth.token`) cannot, since stevedore only
     /// verifies its tokens and never sees passwords.
     pub fn supports_login(&self) -> bool {
         match &self.scheme {
-            Scheme::Htpasswd(_) => true,
+            Scheme::Htpasswd(_) | Scheme::Builtin(_) => true,
             Scheme::Token(_) => false,
         }
     }
@@ -398,6 +513,11 @@ impl Authenticator {
                     .map(Identity::User)
                     .map_err(refused)
             }
+            Scheme::Builtin(b) => b
+                .check_password(user, password)
+                .await
+                .map(|()| Identity::User(user.to_owned()))
+                .map_err(refused),
             Scheme::Token(_) => Err(refused(
                 "auth.token: log in at the token server; the console cannot check passwords"
                     .to_owned(),
@@ -412,12 +532,30 @@ impl Authenticator {
         if user.is_none() && action != Action::Pull {
             return false;
         }
+        if let Scheme::Builtin(b) = &self.scheme {
+            // The user's roles, then the policy (as for a token granting exactly this).
+            let granted = b
+                .grants(user)
+                .is_ok_and(|g| g.on(repo.as_str()).contains(action));
+            return match user {
+                None => {
+                    self.policy.allows(None, repo, action)
+                        || (granted && !self.policy.restricts(repo, action))
+                }
+                Some(_) => granted && self.policy.allows(user, repo, action),
+            };
+        }
         self.policy.allows(user, repo, action)
     }
 
     /// Whether anonymous users may pull at all (the console then shows read-only pages
     /// without a login).
     pub fn anonymous_browse(&self) -> bool {
+        if let Scheme::Builtin(b) = &self.scheme
+            && b.grants(None).is_ok_and(|g| g.any())
+        {
+            return true;
+        }
         self.policy.anonymous_pull
     }
 
@@ -428,6 +566,9 @@ impl Authenticator {
         let Some(user) = who.name() else {
             return false;
         };
+        if let Scheme::Builtin(b) = &self.scheme {
+            return b.is_admin(user);
+        }
         self.policy.rules.iter().all(|r| {
             r.delete
                 .as_ref()
@@ -441,20 +582,28 @@ impl Authenticator {
         required: &[Access],
         error: Option<&'static str>,
     ) -> AuthError {
-        let challenge = match &self.scheme {
-            Scheme::Htpasswd(h) => Challenge::Basic {
-                realm: h.realm().to_owned(),
-            },
-            Scheme::Token(t) => Challenge::Bearer {
-                realm: t.realm().to_owned(),
-                service: t.service().to_owned(),
-                scope: required
-                    .iter()
-                    .map(Access::scope)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                error,
-            },
+        let (realm, service) = match &self.scheme {
+            Scheme::Htpasswd(h) => {
+                return AuthError::Unauthorized {
+                    reason,
+                    challenge: Challenge::Basic {
+                        realm: h.realm().to_owned(),
+                    },
+                    access: required.to_vec(),
+                };
+            }
+            Scheme::Token(t) => (t.realm(), t.service()),
+            Scheme::Builtin(b) => (b.realm(), b.service()),
+        };
+        let challenge = Challenge::Bearer {
+            realm: realm.to_owned(),
+            service: service.to_owned(),
+            scope: required
+                .iter()
+                .map(Access::scope)
+                .collect::<Vec<_>>()
+                .join(" "),
+            error,
         };
         AuthError::Unauthorized {
             reason,
@@ -462,6 +611,29 @@ impl Authenticator {
             access: required.to_vec(),
         }
     }
+}
+
+/// Why the token endpoint refused a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenEndpointError {
+    /// `auth.builtin` is not configured: there is no token endpoint.
+    #[error("this registry issues no tokens (auth.builtin is not configured)")]
+    NotHere,
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error("{0}")]
+    Request(builtin::TokenRequestError),
+}
+
+/// The user and password of Basic credentials (base64 `user:password`).
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (u, p) = raw.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
 }
 
 /// The value of an `Authorization` header with the (case-insensitive) `scheme`.
@@ -483,14 +655,16 @@ enum Refusal {
 /// The decision, given who is asking: pure, table-tested.
 fn decide(policy: &Policy, who: &Credentials, required: &[Access]) -> Result<(), Refusal> {
     let user = match who {
-        Credentials::Anonymous => {
+        Credentials::Anonymous | Credentials::Guest(_) => {
             // Anonymous users get at most pull, and never `GET /v2/` (clients probe it to
             // learn how to log in) or the catalog.
+            let granted = |a: &Access| matches!(who, Credentials::Guest(g) if g.allows(a));
             let ok = !required.is_empty()
                 && required.iter().all(|a| match &a.repo {
                     Some(r) => {
                         Actions::PULL.covers(a.actions)
-                            && a.actions.iter().all(|x| policy.allows(None, r, x))
+                            && (a.actions.iter().all(|x| policy.allows(None, r, x))
+                                || (granted(a) && !policy.restricts(r, Action::Pull)))
                     }
                     None => false,
                 });

@@ -54,6 +54,15 @@ impl Policy {
         }
     }
 
+    /// Whether a rule names who may do `action` on `repo` (then anonymous users may not).
+    pub fn restricts(&self, repo: &RepoName, action: Action) -> bool {
+        self.rules
+            .iter()
+            .find(|r| glob(&r.repository, repo.as_str()))
+            .and_then(|r| r.users(action))
+            .is_some()
+    }
+
     /// Whether `user` (`None`: anonymous) may do `action` on `repo`.
     pub fn allows(&self, user: Option<&str>, repo: &RepoName, action: Action) -> bool {
         let listed = self

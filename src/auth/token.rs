@@ -142,7 +142,7 @@ struct Root {
 }
 
 /// One entry of a token's `access` claim.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub(crate) struct ResourceActions {
     #[serde(rename = "type")]
     pub kind: String,
@@ -205,12 +205,14 @@ impl Grant {
     }
 }
 
-/// Verifies bearer tokens against `auth.token`'s settings.
+/// Verifies bearer tokens against `auth.token`'s settings (or `auth.builtin`'s own key).
 pub struct TokenVerifier {
     realm: String,
     service: String,
     issuer: String,
     roots: Vec<Root>,
+    /// A key trusted without a certificate (`auth.builtin`'s own), beside the roots'.
+    own: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -264,7 +266,25 @@ impl TokenVerifier {
             service: c.service.clone(),
             issuer: c.issuer.clone(),
             roots,
+            own: None,
         })
+    }
+
+    /// A verifier of tokens signed by one P-256 key (`point`: its uncompressed SEC1 form), as
+    /// `auth.builtin` issues them.
+    pub(crate) fn for_p256(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        point: &[u8],
+    ) -> TokenVerifier {
+        TokenVerifier {
+            realm: realm.to_owned(),
+            service: service.to_owned(),
+            issuer: issuer.to_owned(),
+            roots: Vec::new(),
+            own: Some(PublicKey::P256(DecodingKey::from_ec_der(point))),
+        }
     }
 
     pub fn realm(&self) -> &str {
@@ -346,7 +366,12 @@ impl TokenVerifier {
         }
         let keys: Vec<PublicKey> = match &header.x5c {
             Some(chain) => vec![self.chain_key(chain)?],
-            None => self.roots.iter().map(|r| r.key.clone()).collect(),
+            None => self
+                .roots
+                .iter()
+                .map(|r| r.key.clone())
+                .chain(self.own.clone())
+                .collect(),
         };
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
@@ -383,7 +408,11 @@ impl TokenVerifier {
                 },
             }
         }
-        Err("signature not made by a key of auth.token.rootcertbundle".into())
+        Err(if self.own.is_some() {
+            "signature not made by this registry's token key".into()
+        } else {
+            "signature not made by a key of auth.token.rootcertbundle".into()
+        })
     }
 }
 

@@ -34,7 +34,7 @@ const SEP: char = '\u{0}';
 
 /// Builds the typed configuration from a tree whose keys [`super::schema::check`]
 /// accepted. Null values and empty sections count as absent (so they keep their
-/// defaults), except `auth.htpasswd` and `auth.token`, which select a kind of
+/// defaults), except `auth.htpasswd`, `auth.token` and `auth.builtin`, which select a kind of
 /// authentication by their presence.
 pub(super) fn read(tree: &Value) -> Result<Config, ConfigError> {
     let mut tree = tree.clone();
@@ -82,7 +82,10 @@ fn prune(value: &mut Value, path: &str) {
             m.retain(|k, v| {
                 let key = super::schema::join(path, k.as_str().unwrap_or(""));
                 prune(v, &key);
-                let selects = matches!(key.as_str(), "auth.htpasswd" | "auth.token");
+                let selects = matches!(
+                    key.as_str(),
+                    "auth.htpasswd" | "auth.token" | "auth.builtin"
+                );
                 !(v.is_null() || (matches!(v, Value::Mapping(m) if m.is_empty()) && !selects))
             });
         }

@@ -493,7 +493,71 @@ impl LimitsConfig {
 pub struct AuthConfig {
     pub htpasswd: Option<HtpasswdAuth>,
     pub token: Option<TokenAuth>,
+    pub builtin: Option<BuiltinAuth>,
     pub policy: AuthPolicyConfig,
+}
+
+/// `auth.builtin` (*stevedore extension*): stevedore is its own token server.
+/// Users, roles and their rules are kept in the index and managed with
+/// `stevedore user …` / `stevedore role …` (or the console); clients log in
+/// at `GET /auth/token` on the main listener (distribution's token protocol).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct BuiltinAuth {
+    /// The token endpoint's URL as clients reach it (the challenge's realm).
+    /// Empty: `http.host` (or the request's scheme and `Host`) + `/auth/token`.
+    #[serde(deserialize_with = "de::text")]
+    pub realm: String,
+    /// The `service` named in challenges and tokens' audience.
+    #[serde(deserialize_with = "de::text")]
+    pub service: String,
+    /// Tokens' issuer (`iss`).
+    #[serde(deserialize_with = "de::text")]
+    pub issuer: String,
+    /// How long an issued token is valid; default 5m.
+    #[serde(deserialize_with = "de::duration")]
+    pub expiration: Duration,
+    /// The administrator created at the first start (when no user holds the
+    /// `admin` role).
+    pub firstadmin: FirstAdminConfig,
+}
+
+impl Default for BuiltinAuth {
+    fn default() -> Self {
+        BuiltinAuth {
+            realm: String::new(),
+            service: "stevedore".into(),
+            issuer: "stevedore".into(),
+            expiration: Duration::from_secs(300),
+            firstadmin: FirstAdminConfig::default(),
+        }
+    }
+}
+
+/// `auth.builtin.firstadmin`: the first administrator's name and password.
+/// Without a password (here, in `REGISTRY_AUTH_BUILTIN_FIRSTADMIN_PASSWORD`
+/// or a file) one is generated and printed to the log once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FirstAdminConfig {
+    /// Default `admin`.
+    #[serde(deserialize_with = "de::text")]
+    pub username: String,
+    #[serde(deserialize_with = "de::secret")]
+    pub password: Option<Secret>,
+    /// A file holding the password (its first line).
+    #[serde(deserialize_with = "de::opt_path")]
+    pub passwordfile: Option<PathBuf>,
+}
+
+impl Default for FirstAdminConfig {
+    fn default() -> Self {
+        FirstAdminConfig {
+            username: "admin".into(),
+            password: None,
+            passwordfile: None,
+        }
+    }
 }
 
 /// `auth.policy` (*stevedore extension*): what users may do beyond being

@@ -680,6 +680,30 @@ fn only_one_auth_kind() {
 }
 
 #[test]
+fn auth_builtin_defaults_and_checks() {
+    // `auth: builtin` alone selects it, with its defaults.
+    let c = Config::from_yaml_str("auth: builtin\n").expect("builtin loads");
+    let b = c.auth.builtin.expect("builtin");
+    assert_eq!(
+        (b.service.as_str(), b.issuer.as_str()),
+        ("stevedore", "stevedore")
+    );
+    assert_eq!(b.expiration, Duration::from_secs(300));
+    assert_eq!(b.firstadmin.username, "admin");
+    let e = err("auth:\n  builtin: {}\n  htpasswd:\n    realm: r\n    path: /p\n");
+    assert!(matches!(&e, ConfigError::Conflict { .. }), "{e:?}");
+    let e = err("auth:\n  builtin:\n    realm: not-a-url\n");
+    assert_eq!(e.key(), Some("auth.builtin.realm"));
+    let e = err("auth:\n  builtin:\n    firstadmin:\n      password: x\n      passwordfile: /p\n");
+    assert!(matches!(&e, ConfigError::Conflict { .. }), "{e:?}");
+    let e = err("auth:\n  builtin:\n    expiration: 1s\n");
+    assert_eq!(e.key(), Some("auth.builtin.expiration"));
+    // auth.policy works with builtin too.
+    Config::from_yaml_str("auth:\n  builtin: {}\n  policy:\n    anonymouspull: true\n")
+        .expect("policy with builtin");
+}
+
+#[test]
 fn auth_required_keys_are_named() {
     let e = err("auth:\n  htpasswd:\n    path: /auth/htpasswd\n");
     assert!(

@@ -358,10 +358,10 @@ fn http(c: &Config) -> Result<(), ConfigError> {
 fn auth(c: &Config) -> Result<(), ConfigError> {
     let a = &c.auth;
     let policy_set = a.policy.anonymouspull || !a.policy.rules.is_empty();
-    if policy_set && a.htpasswd.is_none() && a.token.is_none() {
+    if policy_set && a.htpasswd.is_none() && a.token.is_none() && a.builtin.is_none() {
         return Err(ConfigError::invalid(
             "auth.policy",
-            "an access policy needs auth.htpasswd or auth.token to know who is asking",
+            "an access policy needs auth.htpasswd, auth.token or auth.builtin to know who is asking",
         ));
     }
     for (i, rule) in a.policy.rules.iter().enumerate() {
@@ -372,12 +372,21 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    if a.htpasswd.is_some() && a.token.is_some() {
+    let kinds = [
+        ("auth.htpasswd", a.htpasswd.is_some()),
+        ("auth.token", a.token.is_some()),
+        ("auth.builtin", a.builtin.is_some()),
+    ];
+    let mut set = kinds.iter().filter(|(_, on)| *on).map(|(k, _)| *k);
+    if let (Some(first), Some(second)) = (set.next(), set.next()) {
         return Err(ConfigError::conflict(
-            "auth.htpasswd",
-            "auth.token",
+            first,
+            second,
             "configure only one kind of authentication",
         ));
+    }
+    if let Some(b) = &a.builtin {
+        builtin(b)?;
     }
     if let Some(h) = &a.htpasswd {
         let why = "auth.htpasswd needs a realm and a path";
@@ -405,6 +414,36 @@ fn auth(c: &Config) -> Result<(), ConfigError> {
         }
         units::parse_http_url(&t.realm)
             .map_err(|r| ConfigError::value("auth.token.realm", format!("{:?}", t.realm), r))?;
+    }
+    Ok(())
+}
+
+fn builtin(b: &super::BuiltinAuth) -> Result<(), ConfigError> {
+    if !b.realm.is_empty() {
+        units::parse_http_url(&b.realm)
+            .map_err(|r| ConfigError::value("auth.builtin.realm", format!("{:?}", b.realm), r))?;
+    }
+    for (key, value) in [
+        ("auth.builtin.service", &b.service),
+        ("auth.builtin.issuer", &b.issuer),
+        ("auth.builtin.firstadmin.username", &b.firstadmin.username),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ConfigError::invalid(key, "must not be empty"));
+        }
+    }
+    if b.expiration.as_secs() < 10 {
+        return Err(ConfigError::invalid(
+            "auth.builtin.expiration",
+            "tokens must live at least 10s",
+        ));
+    }
+    if b.firstadmin.password.is_some() && b.firstadmin.passwordfile.is_some() {
+        return Err(ConfigError::conflict(
+            "auth.builtin.firstadmin.password",
+            "auth.builtin.firstadmin.passwordfile",
+            "give the first admin's password one way",
+        ));
     }
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! handler runs. As distribution: reads need `pull`; writes need `pull,push` (every upload
 //! endpoint too, even `GET` of an upload's status); deletes need `delete`; a cross-repository
 //! mount also needs `pull` on the source; the catalog needs `registry:catalog:*`; `GET /v2/`
-//! needs only authentication.
+//! needs only authentication; `auth.builtin`'s token endpoint checks its own credentials.
+//! A challenge naming a relative realm (`auth.builtin`'s default) gets the request's origin.
 
 use super::handlers::Req;
+use super::location::UrlBase;
 use super::route::Endpoint;
 use crate::App;
 use crate::auth::{Access, Actions};
@@ -13,11 +15,18 @@ use crate::error::RegistryError;
 use crate::oci::RepoName;
 
 /// Whether the request may reach `endpoint`'s handler: always when no `auth` is configured,
-/// else as the authenticator decides.
-pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), RegistryError> {
+/// else as the authenticator decides. `Ok` names the authenticated user, if any.
+pub async fn check(
+    app: &App,
+    endpoint: &Endpoint,
+    req: &Req,
+) -> Result<Option<String>, RegistryError> {
     let Some(auth) = &app.auth else {
-        return Ok(());
+        return Ok(None);
     };
+    if *endpoint == Endpoint::IssueToken {
+        return Ok(None);
+    }
     let mut needs = required(endpoint, &req.query)?;
     // containerd's `?ns=` (or, with no `ns`, an upstream named `docker.io`) can send a name
     // to another registry's cache, stored as "<registry>/<name>": what the handler will touch
@@ -34,11 +43,25 @@ pub async fn check(app: &App, endpoint: &Endpoint, req: &Req) -> Result<(), Regi
             .collect();
         needs.extend(extra);
     }
-    let who = auth.authorize(&req.headers, &needs).await?;
+    let who = auth
+        .authorize(&req.headers, &needs)
+        .await
+        .map_err(|e| e.with_origin(|| origin(app, req)))?;
     if let Some(user) = who.name() {
         tracing::debug!(user, endpoint = endpoint.label(), "authorized");
     }
-    Ok(())
+    Ok(who.name().map(str::to_owned))
+}
+
+/// Scheme and host the client reached this server by: `http.host`, or from the request.
+fn origin(app: &App, req: &Req) -> String {
+    let base = match &app.config.http.host {
+        Some(h) => UrlBase::Fixed(h.trim_end_matches('/').to_owned()),
+        None => UrlBase::FromRequest {
+            tls: app.tls.is_some(),
+        },
+    };
+    base.prefix(req)
 }
 
 /// The accesses `endpoint` needs (empty: authentication only). A name that is not a valid
@@ -84,6 +107,7 @@ pub fn required(
         DeleteManifest { name, .. } | DeleteBlob { name, .. } => {
             vec![on(name, Actions::DELETE)?]
         }
+        IssueToken => Vec::new(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The debug listener (`http.debug.addr`): Prometheus metrics, and health and readiness
 //! endpoints for orchestrators, `POST /debug/gc`, `/debug/offline` and `/debug/warm`
-//! (`debug_warm`), `GET /debug/notifications` (each endpoint's queue and last failures) and
+//! (`debug_warm`), `/debug/accounts` (`debug_accounts`: users and roles),
+//! `GET /debug/notifications` (each endpoint's queue and last failures) and
 //! `POST /debug/notifications/test` (publish a made-up event), and whole-image maintenance (`content.rs`: export, import, purge).
 //! Endpoints that change anything need the
 //! `http.debug.token` bearer token, or, when no token is configured, a loopback listener.
@@ -98,7 +99,11 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
     let mutating = req.method() == Method::POST
         && (matches!(
             path,
-            "/debug/gc" | "/debug/offline" | "/debug/warm" | "/debug/notifications/test"
+            "/debug/gc"
+                | "/debug/offline"
+                | "/debug/warm"
+                | "/debug/accounts"
+                | "/debug/notifications/test"
         ) || content::PATHS.contains(&path));
     if mutating {
         let authorization = req
@@ -115,6 +120,9 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
         (&Method::POST, "/debug/offline") => return offline(app, true, req.uri().query()),
         (&Method::GET, "/debug/offline") => return offline(app, false, None),
         (&Method::POST, "/debug/warm") => return super::debug_warm::warm(app, req).await,
+        (&Method::POST, "/debug/accounts") => {
+            return super::debug_accounts::accounts(app, req).await;
+        }
         (&Method::POST, "/debug/notifications/test") => return notify_test(app, &req),
         (&Method::POST, p) if content::PATHS.contains(&p) => {
             return content::answer(app, p, req.uri().query()).await;
@@ -228,6 +236,7 @@ fn notify_test(app: &App, req: &Request<Incoming>) -> Response<Body> {
                 media_type: get("mediatype").unwrap_or_default(),
                 size,
                 digest,
+                ..Descriptor::default()
             },
             length: size,
             repository: get("repository").unwrap_or_else(|| "stevedore/test".into()),

@@ -48,6 +48,19 @@ impl UrlBase {
         }
     }
 
+    /// Where notification events' `target.url` points: as distribution, whose default (no
+    /// `http.host`, `relativeurls` unset) is absolute from the request, unlike stevedore's
+    /// `Location` headers.
+    pub fn for_events(http: &crate::config::HttpConfig) -> UrlBase {
+        match (&http.host, http.relativeurls) {
+            (Some(h), _) => UrlBase::Fixed(h.trim_end_matches('/').to_owned()),
+            (None, Some(true)) => UrlBase::Relative,
+            (None, _) => UrlBase::FromRequest {
+                tls: http.tls.is_some(),
+            },
+        }
+    }
+
     /// What goes before `/v2/…` in a `Location` answering `req`: `""` for relative URLs.
     pub fn prefix(&self, req: &Req) -> String {
         match self {

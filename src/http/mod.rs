@@ -7,7 +7,9 @@ pub mod access;
 pub mod body;
 pub mod console;
 pub mod debug;
+pub mod debug_accounts;
 pub mod debug_warm;
+pub(crate) mod events;
 pub(crate) mod handlers;
 mod io;
 pub mod limits;
@@ -96,6 +98,7 @@ const ENDPOINT_SUCCESS: &[(&str, &str, &str)] = &[
     ("PUT", "upload", "201"),
     ("DELETE", "upload", "204"),
     ("GET", "referrers", "200"),
+    ("GET", "token", "200"),
 ];
 
 /// What every connection task shares.
@@ -262,6 +265,7 @@ impl Shared {
             {
                 req.extensions_mut().insert(slot.clone());
             }
+            req.extensions_mut().insert(events::PeerAddr(peer));
             async move {
                 if let Err(wait) = shared.limits.request(peer.ip()) {
                     return Ok::<_, Infallible>(too_many_requests(&shared.app, &req, wait));
@@ -412,16 +416,22 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(endpoint) => {
             accounting.endpoint = endpoint.label();
             let (parts, body) = req.into_parts();
-            let r = handlers::Req {
+            let mut r = handlers::Req {
                 sendfile: parts.extensions.get::<sendfile::SendfileSlot>().cloned(),
                 query: handlers::parse_query(parts.uri.query()),
                 authority: parts.uri.authority().map(|a| a.to_string()),
+                method: parts.method,
+                peer: parts.extensions.get::<events::PeerAddr>().map(|p| p.0),
+                user: None,
                 headers: parts.headers,
                 body,
             };
             // Access control before any handler, so none can forget it.
             match access::check(app, &endpoint, &r).await {
-                Ok(()) => handlers::dispatch(app, endpoint, r).await,
+                Ok(user) => {
+                    r.user = user;
+                    handlers::dispatch(app, endpoint, r).await
+                }
                 Err(e) => Err(e),
             }
         }

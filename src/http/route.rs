@@ -66,6 +66,8 @@ pub enum Endpoint {
         name: String,
         digest: String,
     },
+    /// `GET /auth/token`: `auth.builtin`'s token endpoint (distribution's token protocol).
+    IssueToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub enum RouteError {
 
 impl Endpoint {
     pub fn parse(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
+        if path == crate::auth::builtin::TOKEN_PATH {
+            return on(method, &[Method::GET]).map(|_| Endpoint::IssueToken);
+        }
         let rest = path.strip_prefix("/v2").ok_or(RouteError::NotFound)?;
         if rest.is_empty() || rest == "/" {
             return on(method, &[Method::GET, Method::HEAD]).map(|_| Endpoint::ApiVersion);
@@ -161,6 +166,7 @@ impl Endpoint {
             | Endpoint::PutUpload { .. }
             | Endpoint::DeleteUpload { .. } => "upload",
             Endpoint::GetReferrers { .. } => "referrers",
+            Endpoint::IssueToken => "token",
         }
     }
 }
@@ -193,6 +199,16 @@ mod tests {
 
     fn s(x: &str) -> String {
         x.to_owned()
+    }
+
+    #[test]
+    fn token_endpoint() {
+        assert_eq!(p(Method::GET, "/auth/token"), Ok(Endpoint::IssueToken));
+        assert_eq!(
+            p(Method::POST, "/auth/token"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(p(Method::GET, "/auth/token/x"), Err(RouteError::NotFound));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! `proxy.maxsize`, and anything unused for longer than `proxy.ttl`. Pushed content is never
 //! evicted, nor is what a pinned image (`proxy.pin`) reaches. Runs as a background task woken
 //! when the registry notes that proxied content landed (`Depot::note_growth`), and once a
-//! minute.
+//! minute. Each evicted blob is a `cache.evict` event (digest, size, `size`/`age` reason).
 
 use crate::clock::now_ms;
 use crate::depot::Depot;
 use crate::index::Origin;
+use crate::notify::{Action, BLOB_MEDIA_TYPE, Event, Target};
 use crate::oci::{Digest, RepoName, Tag};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct EvictOptions {
     /// Proxied content unused for this long goes; zero keeps it forever.
     pub max_age: Duration,
     pub pinned: Option<Pinned>,
+    /// Where `cache.evict` events go.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// Runs eviction passes until `stop` resolves: one at once, then one each time the depot
@@ -98,6 +101,13 @@ pub async fn pass(
         depot.metrics.evictions.with_label_values(&[reason]).inc();
         depot.metrics.evicted_bytes.inc_by(size);
         tracing::debug!(digest = %d, size, reason, "evicted");
+        if options.notifier.wants(Action::CacheEvict) {
+            let mut target = Target::cached("", "", BLOB_MEDIA_TYPE, Some(d.clone()), size);
+            target.reason = Some(reason.to_owned());
+            options
+                .notifier
+                .publish(Event::cache(Action::CacheEvict, target));
+        }
     }
     if evicted > 0 {
         tracing::info!(evicted, cache_bytes = total, "eviction pass done");

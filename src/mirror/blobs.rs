@@ -126,6 +126,7 @@ impl Mirror {
             digest: digest.clone(),
             source: BlobSource::new(p, digest, peering),
             metrics: self.metrics.clone(),
+            notifier: self.options.notifier.clone(),
         };
         let f = fetch::start(
             job,

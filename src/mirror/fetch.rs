@@ -11,6 +11,7 @@
 use super::peering::BlobSource;
 use crate::index::Origin;
 use crate::metrics::Metrics;
+use crate::notify::{Action, Event, Notifier, Target};
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
 use crate::storage::{GrowingFile, StoreError, read_at};
@@ -79,6 +80,7 @@ pub struct FetchJob {
     /// The upstream, or the replica that owns the blob (see `peering`).
     pub source: BlobSource,
     pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
 }
 
 /// Bytes a reader of a growing file takes per read: readers of a miss are many at once (a
@@ -108,6 +110,7 @@ pub fn start(
         };
         let upstream = job.source.name().to_owned();
         let digest = job.digest.clone();
+        let notifier = job.notifier.clone();
         let gauge = job
             .metrics
             .upstream_fetches_in_flight
@@ -124,7 +127,19 @@ pub fn start(
         }
         match &outcome {
             Ok(size) => {
-                tracing::info!(%digest, size, upstream, "blob fetched and cached")
+                tracing::info!(%digest, size, upstream, "blob fetched and cached");
+                if notifier.wants(Action::CacheFill) {
+                    notifier.publish(Event::cache(
+                        Action::CacheFill,
+                        Target::cached(
+                            &upstream,
+                            local.as_str(),
+                            crate::notify::BLOB_MEDIA_TYPE,
+                            Some(digest.clone()),
+                            *size,
+                        ),
+                    ));
+                }
             }
             Err(e) => {
                 tracing::warn!(%digest, upstream, error = %e, "blob fetch failed; nothing cached")

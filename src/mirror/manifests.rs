@@ -9,6 +9,7 @@ use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::index::Origin;
 use crate::metrics::{Metrics, ObjectKind, Outcome, Source};
+use crate::notify::{Action, Event, Notifier, Target};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Digest, ParsedManifest, Reference, Tag, media};
 use crate::registry::{Manifest, Registry};
@@ -123,6 +124,7 @@ impl Mirror {
                 registry: self.registry.clone(),
                 metrics: self.metrics.clone(),
                 peering: self.peering.clone(),
+                notifier: self.options.notifier.clone(),
                 p: p.clone(),
                 tag: tag.clone(),
                 ours: ours.digest.clone(),
@@ -141,7 +143,7 @@ impl Mirror {
         let answer = match waited {
             Err(_) => {
                 check.abandon();
-                self.metrics.stale(ObjectKind::Manifest, up, "timeout");
+                self.note_stale(p, tag, &ours, "timeout");
                 self.metrics
                     .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 tracing::info!(repo = %p.local, %tag, upstream = up, budget_ms = self.options.revalidate_timeout.as_millis() as u64, "upstream slow to revalidate the tag; serving the cached tag, the check goes on in the background");
@@ -167,7 +169,7 @@ impl Mirror {
             }
             // Kept and served, marked (see `upstream_gone`).
             Some(Revalidated::Gone) => {
-                self.metrics.stale(ObjectKind::Manifest, up, "not_found");
+                self.note_stale(p, tag, &ours, "not_found");
                 self.metrics
                     .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
                 Ok((ours, Source::Cache))
@@ -202,10 +204,29 @@ impl Mirror {
                 tracing::warn!(repo = %p.local, %tag, upstream = up, error = %e, "upstream unavailable; serving the cached tag")
             }
         }
-        self.metrics.stale(ObjectKind::Manifest, up, reason);
+        self.note_stale(p, tag, &ours, reason);
         self.metrics
             .cache_lookup(ObjectKind::Manifest, up, Outcome::Hit);
         (ours, Source::Cache)
+    }
+
+    /// Counts a stale serve of `ours` for `reason` and sends `stale.served`.
+    fn note_stale(&self, p: &ProxyRepo, tag: &Tag, ours: &Manifest, reason: &str) {
+        let up = p.upstream.name.as_str();
+        self.metrics.stale(ObjectKind::Manifest, up, reason);
+        let notifier = &self.options.notifier;
+        if notifier.wants(Action::StaleServed) {
+            let mut target = Target::cached(
+                up,
+                p.local.as_str(),
+                &ours.media_type,
+                Some(ours.digest.clone()),
+                ours.bytes.len() as u64,
+            );
+            target.tag = Some(tag.to_string());
+            target.reason = Some(reason.to_owned());
+            notifier.publish(Event::cache(Action::StaleServed, target));
+        }
     }
 
     /// GETs a manifest upstream, verifies and caches it.
@@ -260,7 +281,16 @@ impl Mirror {
                 cooldown::check(&self.registry, &self.metrics, p, t, &d, None)?;
             }
         }
-        let m = store_fetched(&self.registry, &self.metrics, p, fetched, expected, tag).await?;
+        let m = store_fetched(
+            &self.registry,
+            &self.metrics,
+            &self.options.notifier,
+            p,
+            fetched,
+            expected,
+            tag,
+        )
+        .await?;
         if let Some(t) = tag {
             revalidate::named_again(&self.registry, p, t);
         }
@@ -286,6 +316,7 @@ fn stale_reason(e: &UpstreamError) -> &'static str {
 pub(super) async fn store_fetched(
     registry: &Registry,
     metrics: &Metrics,
+    notifier: &Notifier,
     p: &ProxyRepo,
     fetched: FetchedManifest,
     expected: Option<&Digest>,
@@ -327,6 +358,17 @@ pub(super) async fn store_fetched(
     // The blobs this manifest names may be served to this repository once fetched.
     for b in &parsed.blobs {
         registry.link_blob(&p.local, b)?;
+    }
+    if notifier.wants(Action::CacheFill) {
+        let mut target = Target::cached(
+            &p.upstream.name,
+            p.local.as_str(),
+            &parsed.media_type,
+            Some(digest.clone()),
+            fetched.bytes.len() as u64,
+        );
+        target.tag = tag.map(Tag::to_string);
+        notifier.publish(Event::cache(Action::CacheFill, target));
     }
     Ok(Manifest {
         digest,

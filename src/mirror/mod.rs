@@ -27,6 +27,10 @@
 //! - A tag list is the upstream's (cached for `proxy.tagttl`) merged with local tags; the
 //!   local tags alone, marked, when the upstream cannot be asked (see `tags`).
 //!
+//! Cache events: `cache.fill` when a manifest or blob fetched upstream is cached, and
+//! `stale.served` when a cached tag is served because the upstream could not confirm it (its
+//! reason as in `stevedore_stale_serves_total`); `upstream/` sends the upstream's failures.
+//!
 //! Depends on the registry's operations (never on the index or store behind it; only storage's
 //! file-reading helpers for a growing fetch) and the upstream clients; knows no HTTP types.
 
@@ -87,6 +91,8 @@ pub struct MirrorOptions {
     pub policy: PolicyOptions,
     /// The other replicas (`proxy.peers`): misses are fetched through the owner.
     pub peers: Option<Arc<Peers>>,
+    /// Where the cache events (`cache.fill`, `stale.served`) go.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 pub struct Mirror {

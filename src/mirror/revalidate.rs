@@ -80,6 +80,7 @@ pub struct Job {
     pub metrics: Arc<Metrics>,
     /// With `proxy.peers`: the tag's owner replica is asked instead of the upstream.
     pub peering: Option<Peering>,
+    pub notifier: Arc<crate::notify::Notifier>,
     pub p: ProxyRepo,
     pub tag: Tag,
     /// The digest our copy of the tag has.
@@ -159,6 +160,7 @@ async fn run(job: &Job) -> Revalidated {
                 let stored = store_fetched(
                     &job.registry,
                     &job.metrics,
+                    &job.notifier,
                     p,
                     fetched,
                     None,

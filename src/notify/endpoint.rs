@@ -236,8 +236,7 @@ impl Endpoint {
                         s.queue.push_back(entry);
                     }
                 }
-                if s
-                    .last_drop_log
+                if s.last_drop_log
                     .is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY)
                 {
                     s.last_drop_log = Some(Instant::now());
@@ -330,12 +329,9 @@ impl Endpoint {
                     error,
                     retry_after,
                 } => (status, error, retry_after, false),
-                Outcome::Rejected(code) => (
-                    Some(code),
-                    format!("rejected with {code}"),
-                    None,
-                    true,
-                ),
+                Outcome::Rejected(code) => {
+                    (Some(code), format!("rejected with {code}"), None, true)
+                }
             };
             let label = status.map_or_else(|| "error".to_string(), |c| c.to_string());
             self.m
@@ -474,11 +470,7 @@ impl Endpoint {
     /// Whether every queued event is on disk (always true without a persistent queue).
     pub fn all_persisted(&self) -> bool {
         let s = self.lock();
-        self.spool.is_none()
-            || s.inflight
-                .iter()
-                .chain(s.queue.iter())
-                .all(|e| e.persisted)
+        self.spool.is_none() || s.inflight.iter().chain(s.queue.iter()).all(|e| e.persisted)
     }
 
     /// The endpoint's state for `/debug/notifications`.

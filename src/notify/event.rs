@@ -5,6 +5,9 @@
 use crate::oci::Digest;
 use std::time::SystemTime;
 
+/// The media type distribution gives every blob in an event (its blob store keeps none).
+pub const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -56,6 +59,10 @@ pub struct Descriptor {
     pub media_type: String,
     pub size: u64,
     pub digest: Option<Digest>,
+    /// `urls` of a reference (a layer's foreign URLs), as the manifest lists them.
+    pub urls: Vec<String>,
+    /// `annotations` of a reference, as the manifest lists them.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What the event is about.
@@ -76,6 +83,10 @@ pub struct Target {
     pub references: Vec<Descriptor>,
     /// For cache events: the upstream the content came from (or failed at).
     pub upstream: Option<String>,
+    /// For cache events: why (the upstream's error for `upstream.error`, its `Retry-After`
+    /// for `upstream.ratelimited`, `size`/`age` for `cache.evict`, the upstream's failure for
+    /// `stale.served`).
+    pub reason: Option<String>,
 }
 
 /// The request that caused the event (`request`).
@@ -126,6 +137,37 @@ impl Event {
             request,
             actor,
             source: Source::default(),
+        }
+    }
+
+    /// A mirror's cache event (`cache.fill`, …): caused by no client request of its own, so
+    /// with an empty `request` and an anonymous `actor`.
+    pub fn cache(action: Action, target: Target) -> Event {
+        Event::new(action, target, RequestInfo::default(), Actor::default())
+    }
+}
+
+impl Target {
+    /// The target of a cache event about content from `upstream`: `mediaType`, `size`,
+    /// `length`, `digest`, `repository` and `upstream`.
+    pub fn cached(
+        upstream: &str,
+        repository: &str,
+        media_type: &str,
+        digest: Option<Digest>,
+        size: u64,
+    ) -> Target {
+        Target {
+            descriptor: Descriptor {
+                media_type: media_type.to_owned(),
+                size,
+                digest,
+                ..Descriptor::default()
+            },
+            length: size,
+            repository: repository.to_owned(),
+            upstream: (!upstream.is_empty()).then(|| upstream.to_owned()),
+            ..Target::default()
         }
     }
 }

@@ -74,6 +74,7 @@ mod tests {
                     media_type: media_type.into(),
                     size: 1,
                     digest: None,
+                    ..Descriptor::default()
                 },
                 repository: repo.into(),
                 ..Target::default()
@@ -113,9 +114,8 @@ mod tests {
 
     #[test]
     fn ignored_media_types_from_both_keys() {
-        let f = filter(
-            "      ignoredmediatypes: [old]\n      ignore:\n        mediatypes: [new]\n",
-        );
+        let f =
+            filter("      ignoredmediatypes: [old]\n      ignore:\n        mediatypes: [new]\n");
         assert!(!f.accepts(&event(Action::Push, "a", "old")));
         assert!(!f.accepts(&event(Action::Push, "a", "new")));
         assert!(f.accepts(&event(Action::Push, "a", "other")));

@@ -10,6 +10,7 @@ use super::event::{Descriptor, Event};
 use crate::config::NotifyFormat;
 use bytes::Bytes;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// distribution 2.x's envelope media type.
@@ -166,6 +167,10 @@ struct V1Descriptor<'a> {
     size: u64,
     #[serde(skip_serializing_if = "str::is_empty")]
     digest: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    urls: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
 }
 
 impl<'a> V1Descriptor<'a> {
@@ -174,6 +179,8 @@ impl<'a> V1Descriptor<'a> {
             media_type: &d.media_type,
             size: d.size,
             digest: d.digest.as_ref().map(|d| d.as_str()).unwrap_or(""),
+            urls: &d.urls,
+            annotations: &d.annotations,
         }
     }
 }
@@ -185,6 +192,10 @@ struct V2Descriptor<'a> {
     media_type: &'a str,
     digest: &'a str,
     size: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    urls: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
 }
 
 impl<'a> V2Descriptor<'a> {
@@ -193,6 +204,8 @@ impl<'a> V2Descriptor<'a> {
             media_type: &d.media_type,
             digest: d.digest.as_ref().map(|d| d.as_str()).unwrap_or(""),
             size: d.size,
+            urls: &d.urls,
+            annotations: &d.annotations,
         }
     }
 }
@@ -215,6 +228,9 @@ struct TargetRest<'a, D> {
     /// stevedore's cache events: the upstream concerned (not a distribution field).
     #[serde(skip_serializing_if = "str::is_empty")]
     upstream: &'a str,
+    /// stevedore's cache events: why (not a distribution field).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -243,6 +259,7 @@ impl<'a, D> Target<'a, D> {
                     Vec::new()
                 },
                 upstream: s(&t.upstream),
+                reason: s(&t.reason),
             },
         }
     }

@@ -15,7 +15,7 @@ pub mod sign;
 pub mod spool;
 pub mod transport;
 
-pub use event::{Action, Actor, Descriptor, Event, RequestInfo, Source, Target};
+pub use event::{Action, Actor, BLOB_MEDIA_TYPE, Descriptor, Event, RequestInfo, Source, Target};
 
 use crate::config::{NotificationsConfig, NotifyFormat};
 use crate::metrics::Metrics;
@@ -91,13 +91,14 @@ impl Notifier {
                 .iter()
                 .flat_map(|(n, vs)| vs.iter().map(move |v| (n.clone(), v.expose().to_string())))
                 .collect();
-            let transport = transport::Transport::new(&c.url, &headers, c.timeout, signer)
-                .map_err(err)?;
+            let transport =
+                transport::Transport::new(&c.url, &headers, c.timeout, signer).map_err(err)?;
             let spool = if c.queue.persistent {
                 let dir = root.join("notifications").join(&c.name);
-                Some(spool::Spool::open(&dir).map_err(|e| {
-                    err(format!("queue directory {}: {e}", dir.display()))
-                })?)
+                Some(
+                    spool::Spool::open(&dir)
+                        .map_err(|e| err(format!("queue directory {}: {e}", dir.display())))?,
+                )
             } else {
                 None
             };

@@ -53,8 +53,8 @@ impl Signer {
     pub fn signature(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         let mut out = String::new();
         for key in &self.keys {
-            let mut mac =
-                <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+            let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+                .expect("HMAC takes keys of any length");
             mac.update(id.as_bytes());
             mac.update(b".");
             mac.update(timestamp.to_string().as_bytes());
@@ -118,6 +118,12 @@ mod tests {
         let e = Signer::from_secrets(&["whsec_not base64!"]).expect_err("bad");
         assert!(!e.contains("not base64"), "{e}");
         assert!(Signer::from_secrets(&["whsec_c2hvcnQ="]).is_err());
-        assert!(format!("{:?}", Signer::from_secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).expect("s")).contains("redacted"));
+        assert!(
+            format!(
+                "{:?}",
+                Signer::from_secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).expect("s")
+            )
+            .contains("redacted")
+        );
     }
 }

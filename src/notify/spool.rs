@@ -135,7 +135,10 @@ impl Spool {
     pub fn bury(&self, seqs: &[u64]) -> io::Result<()> {
         for seq in seqs {
             let from = self.path(*seq);
-            let to = self.dir.join("dead").join(from.file_name().unwrap_or_default());
+            let to = self
+                .dir
+                .join("dead")
+                .join(from.file_name().unwrap_or_default());
             match fs::rename(&from, &to) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -205,7 +205,10 @@ mod tests {
             classify(StatusCode::BAD_REQUEST, None),
             Outcome::Rejected(400)
         );
-        assert_eq!(classify(StatusCode::NOT_FOUND, None), Outcome::Rejected(404));
+        assert_eq!(
+            classify(StatusCode::NOT_FOUND, None),
+            Outcome::Rejected(404)
+        );
         for code in [408u16, 429, 500, 502, 503] {
             let s = StatusCode::from_u16(code).expect("code");
             assert!(

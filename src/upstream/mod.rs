@@ -99,6 +99,8 @@ pub struct ClientOptions {
     /// Sent as the [`peers::PEER_HEADER`] of every request: the upstream is a peer replica,
     /// which must answer from its own cache or upstream, never forward again.
     pub peer: Option<String>,
+    /// Where `upstream.error` and `upstream.ratelimited` events go.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Default for ClientOptions {
@@ -113,6 +115,7 @@ impl Default for ClientOptions {
             offline: Arc::new(AtomicBool::new(false)),
             ns: None,
             peer: None,
+            notifier: Arc::new(crate::notify::Notifier::disabled()),
         }
     }
 }
@@ -536,9 +539,35 @@ impl Inner {
             Err(e) => Err(e),
         };
         ticket.record(&outcome);
+        if let Err(e) = &outcome {
+            self.notify_failure(call, e);
+        }
         let mut resp = outcome?;
         resp.extensions_mut().insert(slot);
         Ok(resp)
+    }
+
+    /// Sends `upstream.ratelimited` for a 429 and `upstream.error` for any other failure
+    /// but a 404 (an answer, not a failure).
+    fn notify_failure(&self, call: &Call<'_>, e: &UpstreamError) {
+        use crate::notify::{Action, Event, Target};
+        let (action, reason) = match e {
+            UpstreamError::NotFound => return,
+            UpstreamError::TooManyRequests { retry_after } => (
+                Action::UpstreamRateLimited,
+                retry_after
+                    .as_ref()
+                    .map(|r| format!("Retry-After: {r}"))
+                    .unwrap_or_else(|| "429 Too Many Requests".to_owned()),
+            ),
+            e => (Action::UpstreamError, format!("{}: {e}", call.op.as_str())),
+        };
+        let notifier = &self.opts.notifier;
+        if notifier.wants(action) {
+            let mut target = Target::cached(&self.name, call.repo, "", None, 0);
+            target.reason = Some(reason);
+            notifier.publish(Event::cache(action, target));
+        }
     }
 
     /// Sends a call, answering 401 challenges: Bearer (fetch a token, or replace a rejected

@@ -30,7 +30,12 @@ async fn publish(s: &Server, query: &str) -> String {
         .send()
         .await
         .expect("publish");
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status(),
+        202,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
     let v: serde_json::Value = resp.json().await.expect("json");
     v["eventId"].as_str().expect("eventId").to_string()
 }
@@ -93,7 +98,15 @@ async fn an_event_arrives_as_registry_2_sends_it() {
         .collect();
     assert_eq!(
         keys,
-        ["id", "timestamp", "action", "target", "request", "actor", "source"]
+        [
+            "id",
+            "timestamp",
+            "action",
+            "target",
+            "request",
+            "actor",
+            "source"
+        ]
     );
     let ts = e["timestamp"].as_str().expect("timestamp");
     assert!(ts.ends_with('Z') && ts.len() >= 20, "{ts}");
@@ -107,7 +120,10 @@ async fn an_event_arrives_as_registry_2_sends_it() {
     assert_eq!(e["request"]["useragent"], "notify-test/1.0");
     assert_eq!(e["actor"], serde_json::json!({}));
     let src = &e["source"];
-    assert!(src["addr"].as_str().is_some_and(|a| a.contains(':')), "{src}");
+    assert!(
+        src["addr"].as_str().is_some_and(|a| a.contains(':')),
+        "{src}"
+    );
     assert_eq!(src["instanceID"].as_str().map(str::len), Some(36));
     // Header values never reach the log.
     assert!(!s.log_text().contains("tok-123"));
@@ -124,7 +140,10 @@ async fn nothing_is_lost_while_the_queue_has_room() {
     }
     // Connection refused: retried.
     assert!(
-        eventually(WAIT, || s.log_text().contains("notification delivery failed")).await
+        eventually(WAIT, || s
+            .log_text()
+            .contains("notification delivery failed"))
+        .await
     );
     rx.reopen().await;
     assert!(rx.wait_for(20, WAIT).await, "got {}", rx.accepted().len());
@@ -135,8 +154,11 @@ async fn nothing_is_lost_while_the_queue_has_room() {
         .collect();
     assert_eq!(got, ids, "every event once, in order");
     assert_eq!(
-        s.metric("stevedore_notification_events_sent_total", &[("endpoint", "hook")])
-            .await,
+        s.metric(
+            "stevedore_notification_events_sent_total",
+            &[("endpoint", "hook")]
+        )
+        .await,
         20.0
     );
     assert!(

@@ -9,6 +9,8 @@ pub const NAV: &[(&str, &str, bool)] = &[
     ("/ui/repos", "nav.repos", false),
     ("/ui/dashboard", "nav.dashboard", false),
     ("/ui/maintenance", "nav.maintenance", true),
+    ("/ui/users", "nav.users", true),
+    ("/ui/roles", "nav.roles", true),
 ];
 
 /// The whole document around `content`; `current` is the nav path to highlight.

@@ -72,6 +72,10 @@ pub enum Route {
     Maintenance,
     /// `POST /ui/actions/<name>`
     Action(String),
+    /// Users and roles (admin, `auth.builtin`): the pages, and `POST /ui/accounts`.
+    Users,
+    Roles,
+    Accounts,
 }
 
 impl Route {
@@ -98,6 +102,9 @@ impl Route {
             "/ui/manifest" => need(get, Route::Manifest),
             "/ui/dashboard" => need(get, Route::Dashboard),
             "/ui/maintenance" => need(get, Route::Maintenance),
+            "/ui/users" => need(get, Route::Users),
+            "/ui/roles" => need(get, Route::Roles),
+            "/ui/accounts" => need(post, Route::Accounts),
             _ => match path.strip_prefix("/ui/actions/") {
                 Some(a) if !a.is_empty() && !a.contains('/') => {
                     need(post, Route::Action(a.to_owned()))
@@ -137,6 +144,14 @@ impl Form {
         self.0
             .iter()
             .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key` (checkboxes of one name).
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
@@ -342,6 +357,9 @@ async fn dispatch(ctx: &Ctx<'_>, route: Route, form: Form) -> Response<Body> {
         Route::Dashboard => pages::dashboard::get(ctx),
         Route::Maintenance => pages::maintenance::get(ctx),
         Route::Action(name) => pages::actions::post(ctx, &name, &form).await,
+        Route::Users => pages::accounts::users(ctx),
+        Route::Roles => pages::accounts::roles(ctx),
+        Route::Accounts => pages::accounts::post(ctx, &form),
     }
 }
 
@@ -390,6 +408,7 @@ mod tests {
             include_str!("pages/dashboard.rs"),
             include_str!("pages/maintenance.rs"),
             include_str!("pages/actions.rs"),
+            include_str!("pages/accounts.rs"),
         ];
         for src in sources {
             for piece in src.split(".t(\"").skip(1) {

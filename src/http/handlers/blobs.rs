@@ -3,10 +3,12 @@
 use super::{HandlerResult, Req};
 use crate::App;
 use crate::error::{ErrorCode, RegistryError};
+use crate::http::events::Emitter;
 use crate::http::range::ByteRange;
 use crate::http::{body, response};
 use crate::metrics::Source;
 use crate::mirror::{BlobContent, ContentRead, Scope};
+use crate::notify::Action;
 use crate::oci::{Digest, DigestError};
 use futures::StreamExt;
 use http::{StatusCode, header};
@@ -32,6 +34,9 @@ pub async fn get(
                 .await?
                 .ok_or_else(|| RegistryError::blob_unknown(&digest))?,
         };
+        if let Some(events) = Emitter::new(app, req, Action::Pull) {
+            events.blob(Action::Pull, scope.local(), &digest, size);
+        }
         return Ok(headers(StatusCode::OK, &digest, size)
             .body(body::empty())
             .expect("blob headers are valid"));
@@ -56,6 +61,9 @@ pub async fn get(
             .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
         }
     };
+    if let Some(events) = Emitter::new(app, req, Action::Pull) {
+        events.blob(Action::Pull, scope.local(), &digest, size);
+    }
     let mut b = headers(status, &digest, len);
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(
@@ -104,9 +112,12 @@ fn headers(status: StatusCode, digest: &Digest, len: u64) -> http::response::Bui
         .header(header::CACHE_CONTROL, "max-age=31536000")
 }
 
-pub async fn delete(app: &App, scope: &Scope, digest: &str) -> HandlerResult {
+pub async fn delete(app: &App, scope: &Scope, digest: &str, req: &Req) -> HandlerResult {
     let digest = Digest::parse(digest)?;
     app.registry.delete_blob(scope.local(), &digest).await?;
+    if let Some(events) = Emitter::new(app, req, Action::Delete) {
+        events.deleted(scope.local(), &digest);
+    }
     Ok(response::empty(StatusCode::ACCEPTED)
         .body(body::empty())
         .expect("static headers are valid"))

@@ -3,9 +3,11 @@
 use super::{HandlerResult, Req};
 use crate::App;
 use crate::error::{ErrorCode, RegistryError};
+use crate::http::events::{Emitter, ManifestInfo};
 use crate::http::{body, response};
 use crate::metrics::Source;
 use crate::mirror::Scope;
+use crate::notify::Action;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{DigestError, NameError, Reference, Tag, media};
 use crate::registry::Manifest;
@@ -57,6 +59,18 @@ pub async fn get(
     }
     if with_body {
         app.depot.note_pull(scope.local(), &m.digest);
+    }
+    if let Some(events) = Emitter::new(app, req, Action::Pull) {
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        let info = ManifestInfo {
+            digest: &m.digest,
+            media_type: &m.media_type,
+            bytes: &m.bytes,
+        };
+        events.manifest(Action::Pull, scope.local(), &info, tag);
     }
     let mut resp = respond(app, m, source, with_body);
     if gone_upstream {
@@ -113,6 +127,7 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
     }
     let content_type = req.header(header::CONTENT_TYPE).map(str::to_owned);
     let location = app.urls.prefix(&req);
+    let events = Emitter::new(app, &req, Action::Push);
     let bytes = body::collect_limited(
         req.body,
         MAX_MANIFEST_BYTES,
@@ -129,8 +144,37 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
     let local = scope.local();
     let put = app
         .registry
-        .put_manifest(local, &reference, content_type.as_deref(), bytes, &tags)
+        .put_manifest(
+            local,
+            &reference,
+            content_type.as_deref(),
+            bytes.clone(),
+            &tags,
+        )
         .await?;
+    if let Some(events) = events {
+        let info = ManifestInfo {
+            digest: &put.digest,
+            media_type: &put.media_type,
+            bytes: &bytes,
+        };
+        // One push per tag the manifest now has (the reference's, then each `?tag=`; one
+        // untagged push when pushed by digest alone): distribution knows only the first.
+        let mut named: Vec<&Tag> = Vec::new();
+        if let Reference::Tag(t) = &reference {
+            named.push(t);
+        }
+        named.extend(
+            tags.iter()
+                .filter(|t| !matches!(&reference, Reference::Tag(r) if r == *t)),
+        );
+        if named.is_empty() {
+            events.manifest(Action::Push, local, &info, None);
+        }
+        for t in named {
+            events.manifest(Action::Push, local, &info, Some(t));
+        }
+    }
     let mut b = response::empty(StatusCode::CREATED)
         .header(
             header::LOCATION,
@@ -147,11 +191,20 @@ pub async fn put(app: &App, scope: &Scope, reference: &str, req: Req) -> Handler
     Ok(b.body(body::empty()).expect("manifest headers are valid"))
 }
 
-pub async fn delete(app: &App, scope: &Scope, reference: &str) -> HandlerResult {
+pub async fn delete(app: &App, scope: &Scope, reference: &str, req: &Req) -> HandlerResult {
     let reference = Reference::parse(reference)?;
-    app.registry
+    let tags = app
+        .registry
         .delete_manifest(scope.local(), &reference)
         .await?;
+    if let Some(events) = Emitter::new(app, req, Action::Delete) {
+        if let Reference::Digest(d) = &reference {
+            events.deleted(scope.local(), d);
+        }
+        for t in &tags {
+            events.tag_deleted(scope.local(), t);
+        }
+    }
     Ok(response::empty(StatusCode::ACCEPTED)
         .body(body::empty())
         .expect("static headers are valid"))

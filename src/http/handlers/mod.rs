@@ -5,6 +5,7 @@
 mod blobs;
 mod listings;
 mod manifests;
+mod token;
 mod uploads;
 
 use super::body::Body;
@@ -22,6 +23,11 @@ pub type HandlerResult = Result<Response<Body>, RegistryError>;
 pub struct Req {
     /// Set on plain HTTP/1 connections, where blob bodies can go out with `sendfile`.
     pub sendfile: Option<crate::http::sendfile::SendfileSlot>,
+    pub method: http::Method,
+    /// The client's socket address (absent only for requests not from a connection).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The authenticated user, once access was checked.
+    pub user: Option<String>,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     /// The URI's authority (HTTP/2 `:authority`, absolute-form HTTP/1 targets).
@@ -105,7 +111,7 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
             manifests::put(app, &scope(app, &name, &req)?, &reference, req).await
         }
         DeleteManifest { name, reference } => {
-            manifests::delete(app, &scope(app, &name, &req)?, &reference).await
+            manifests::delete(app, &scope(app, &name, &req)?, &reference, &req).await
         }
         GetBlob { name, digest } => {
             blobs::get(app, &scope(app, &name, &req)?, &digest, &req, true).await
@@ -113,7 +119,9 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
         HeadBlob { name, digest } => {
             blobs::get(app, &scope(app, &name, &req)?, &digest, &req, false).await
         }
-        DeleteBlob { name, digest } => blobs::delete(app, &scope(app, &name, &req)?, &digest).await,
+        DeleteBlob { name, digest } => {
+            blobs::delete(app, &scope(app, &name, &req)?, &digest, &req).await
+        }
         StartUpload { name } => uploads::start(app, &scope(app, &name, &req)?, req).await,
         GetUpload { name, id } => uploads::status(app, &scope(app, &name, &req)?, &id, &req).await,
         PatchUpload { name, id } => uploads::patch(app, &scope(app, &name, &req)?, &id, req).await,
@@ -121,6 +129,7 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
         DeleteUpload { name, id } => {
             uploads::cancel(app, &scope(app, &name, &req)?, &id, &req).await
         }
+        IssueToken => token::issue(app, &req).await,
     }
 }
 

@@ -5,8 +5,10 @@
 use super::{HandlerResult, Req};
 use crate::App;
 use crate::error::{ErrorCode, RegistryError};
+use crate::http::events::Emitter;
 use crate::http::{body, range, response};
 use crate::mirror::Scope;
+use crate::notify::Action;
 use crate::oci::{Algorithm, Digest, RepoName};
 use crate::registry::UploadStatus;
 use http::{StatusCode, header};
@@ -98,8 +100,11 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
     if let Some(mount) = req.query("mount") {
         let digest = Digest::parse(mount)?;
         if let Some(from) = req.query("from").and_then(|f| RepoName::parse(f).ok())
-            && app.registry.mount_blob(repo, &digest, &from).await?
+            && let Some(size) = app.registry.mount_blob(repo, &digest, &from).await?
         {
+            if let Some(events) = Emitter::new(app, &req, Action::Mount) {
+                events.mounted(repo, &digest, size, &from);
+            }
             return created(&location, repo, &digest);
         }
         // Not mountable: the spec says to start an ordinary upload instead.
@@ -107,13 +112,18 @@ pub async fn start(app: &App, scope: &Scope, req: Req) -> HandlerResult {
         return accepted(app, &req, repo, &status);
     }
     if let Some(digest) = digest_param(&req)? {
-        app.registry
+        let events = Emitter::new(app, &req, Action::Push);
+        let size = app
+            .registry
             .upload_whole(
                 repo,
                 &digest,
                 body::request_stream(req.body, app.config.http.limits.bodytimeout),
             )
             .await?;
+        if let Some(events) = events {
+            events.blob(Action::Push, repo, &digest, size);
+        }
         return created(&location, repo, &digest);
     }
     let status = app.registry.start_upload(repo, algorithm).await?;
@@ -181,6 +191,7 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
     };
     let range = content_range(&req)?;
     check_range_length(&req, range)?;
+    let events = Emitter::new(app, &req, Action::Push);
     let done = app
         .registry
         .finish_upload(
@@ -191,8 +202,12 @@ pub async fn put(app: &App, scope: &Scope, id: &str, req: Req) -> HandlerResult 
             body::request_stream(req.body, app.config.http.limits.bodytimeout),
         )
         .await;
-    if let Err(e) = done {
-        return Err(locate_range_error(app, &location, repo, e));
+    let size = match done {
+        Ok(size) => size,
+        Err(e) => return Err(locate_range_error(app, &location, repo, e)),
+    };
+    if let Some(events) = events {
+        events.blob(Action::Push, repo, &digest, size);
     }
     created(&location, repo, &digest)
 }

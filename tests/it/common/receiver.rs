@@ -173,7 +173,10 @@ impl Receiver {
     /// Waits until `n` requests were accepted (2xx).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, |log| {
-            log.iter().filter(|r| (200..300).contains(&r.status)).count() >= n
+            log.iter()
+                .filter(|r| (200..300).contains(&r.status))
+                .count()
+                >= n
         })
         .await
     }

@@ -20,8 +20,14 @@ pub struct RefRegistry {
 }
 
 impl RefRegistry {
-    /// Starts the registry and waits until `GET /v2/` answers 200.
+    /// Starts the registry and waits until `GET /v2/` answers (200, or 401 with `auth`).
     pub fn start() -> RefRegistry {
+        RefRegistry::start_with("")
+    }
+
+    /// [`RefRegistry::start`] with `extra` YAML (top-level sections other than `version`,
+    /// `log`, `storage` and `http`, e.g. `auth` or `notifications`) appended to its config.
+    pub fn start_with(extra: &str) -> RefRegistry {
         super::tools::require(BIN, "docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         // The port is picked before the registry binds it; retry if someone else took it.
@@ -32,7 +38,7 @@ impl RefRegistry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                    "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
                     data.display()
                 ),
             )
@@ -58,7 +64,8 @@ impl RefRegistry {
                     exited = true;
                     return true;
                 }
-                http_status(&addr, "/v2/") == Some(200)
+                // 401 with an `auth` block: serving all the same.
+                matches!(http_status(&addr, "/v2/"), Some(200 | 401))
             });
             let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
             if up && !exited {

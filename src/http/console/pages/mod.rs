@@ -1,5 +1,6 @@
 //! The console's pages, one module each (see "Adding a page" in `console/mod.rs`).
 
+pub mod accounts;
 pub mod actions;
 pub mod dashboard;
 pub mod login;
