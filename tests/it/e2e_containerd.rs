@@ -13,7 +13,7 @@ use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::tools::free_port;
 use crate::common::*;
 
-use crate::common::oci_layout::seed_upstream as seed;
+use crate::common::oci_layout::{Image, seed_upstream as seed};
 
 /// Docker Hub's stand-in serving `library/app:v1`, ghcr.io's serving `owner/tool:2.0`, and a
 /// mirror of the first whose upstream named `ghcr.io` is the second.
