@@ -89,7 +89,9 @@ pub struct Opts {
 }
 
 /// The sections `--only` can name, in the order they run.
-pub const SECTIONS: [&str; 7] = ["blob", "manifest", "idle", "push", "cold", "herd", "tls"];
+pub const SECTIONS: [&str; 8] = [
+    "blob", "manifest", "idle", "push", "cold", "herd", "tls", "fleet",
+];
 
 impl Opts {
     /// Whether the section runs: every one without `--only`.
@@ -364,7 +366,15 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
                 b.herd(&cp, &cp_addrs[1], &herd_digest, &mut hwm, &mut r)?;
             }
             if o.wants("fleet") {
-                fleet::run(&bins, &work, &cp.url, &cp_addrs[1], &herd_digest, o.herd, &mut r)?;
+                fleet::run(
+                    &bins,
+                    &work,
+                    &cp.url,
+                    &cp_addrs[1],
+                    &herd_digest,
+                    o.herd,
+                    &mut r,
+                )?;
             }
         }
     }
