@@ -16,6 +16,7 @@
 //! bench --quick --out /tmp/b.md         # 1 repetition, 32 MiB blobs, 1 s runs, 2000 index entries
 //! bench --only blob                     # warm blob GETs only: prints their lines
 //! bench large-cache                     # only the large cache scenario: prints its section
+//! bench notify-stall                    # only push/pull latency with a stalled notification receiver (notify.rs)
 //! ```
 //!
 //! Options (environment variable in brackets): `--reps N` [BENCH_REPS] repetitions per
@@ -34,6 +35,7 @@ mod tools;
 #[path = "../loadgen/stats.rs"]
 mod stats;
 
+mod notify;
 mod procs;
 mod report;
 
@@ -63,6 +65,7 @@ pub struct Opts {
     pub out: PathBuf,
     pub only_blob: bool,
     pub large_only: bool,
+    pub notify_only: bool,
     pub quick: bool,
     pub keep: bool,
     pub prebuilt: bool,
@@ -93,6 +96,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
             .map_or_else(|| root.join("BENCHMARKS.md"), PathBuf::from),
         only_blob: std::env::var("BENCH_ONLY").is_ok_and(|v| v == "blob"),
         large_only: false,
+        notify_only: false,
         quick: false,
         keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1"),
         prebuilt: std::env::var("BENCH_NO_BUILD").is_ok_and(|v| v == "1"),
@@ -123,6 +127,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
             "--keep" => o.keep = true,
             "--prebuilt" => o.prebuilt = true,
             "large-cache" => o.large_only = true,
+            "notify-stall" => o.notify_only = true,
             "-h" | "--help" => return Err("see the top of examples/bench/main.rs".into()),
             _ => return Err(format!("unexpected argument {a:?}")),
         }
@@ -249,6 +254,11 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         Some(tmp)
     };
     let load_start = report::loadavg();
+    if o.notify_only {
+        print!("{}", notify::run(&bins, o, &work)?);
+        log(&format!("load average: {load_start} at the start, {} at the end", report::loadavg()));
+        return Ok(());
+    }
     let mut r = Results::default();
     let b = Bench {
         o,

@@ -72,6 +72,18 @@ pub fn registry(
     dir: &Path,
     remote: Option<&str>,
 ) -> Result<Proc, String> {
+    registry_with(kind, stevedore, dir, remote, "")
+}
+
+/// [`registry`] with `extra` (whole top-level YAML sections, e.g. `notifications:`) appended
+/// to its config.yml.
+pub fn registry_with(
+    kind: Kind,
+    stevedore: &Path,
+    dir: &Path,
+    remote: Option<&str>,
+    extra: &str,
+) -> Result<Proc, String> {
     let name = match kind {
         Kind::Stevedore => "stevedore",
         Kind::Reference => "reference",
@@ -81,7 +93,8 @@ pub fn registry(
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = dir.join("config.yml");
-        std::fs::write(&config, registry_config(dir, port, remote)).map_err(|e| e.to_string())?;
+        let text = registry_config(dir, port, remote) + extra;
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
         let mut cmd = match kind {
             Kind::Stevedore => Command::new(stevedore),
