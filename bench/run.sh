@@ -7,6 +7,8 @@
 #   bash bench/run.sh                          # everything (~5 minutes on 2 cores + large cache)
 #   bash bench/run.sh --quick --out /tmp/b.md  # a quick check of the bench itself
 #   bash bench/run.sh --only blob              # warm blob GETs only
+#   bash bench/run.sh --only manifest,idle,tls # only these sections (blob, manifest, idle,
+#                                              # push, cold, herd, tls)
 #   bash bench/run.sh large-cache              # the large cache scenario only
 #
 # BENCH_NO_BUILD=1 uses the binaries already in target/release. The runner also reads
@@ -17,4 +19,6 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     echo "building (release): stevedore and the examples" >&2
     cargo build --release --quiet --bin stevedore --examples
 fi
+# The idle-connections section holds 10,000 connections (both ends on this machine).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec target/release/examples/bench "$@"

@@ -201,6 +201,18 @@ pub struct Index {
     pullrank: sled::Tree,
     /// Indexed by `Origin::slot`.
     totals: [Total; 2],
+    /// Bumped after every write to the tags or manifests trees, so that what was read from
+    /// them can be kept in memory and known to be current (see [`Index::tags_generation`]).
+    tags_generation: AtomicU64,
+}
+
+/// Bumps the tags generation when dropped: after the write it guards, whatever its outcome.
+struct TagsChanging<'a>(&'a AtomicU64);
+
+impl Drop for TagsChanging<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -346,6 +358,7 @@ impl Index {
             pulls: db.open_tree("pulls")?,
             pullrank: db.open_tree("pullrank")?,
             totals: Default::default(),
+            tags_generation: AtomicU64::new(0),
             db,
         };
         // An index written before the access tree existed gets it built here, once.
@@ -584,6 +597,7 @@ impl Index {
         referrer: Option<&Descriptor>,
         tag: Option<(&Tag, &TagRecord)>,
     ) -> Result<()> {
+        let _changing = self.tags_changing();
         let k = key(&[repo.as_str(), digest.as_str()]);
         let change = self.tx(|t| {
             let change = t.put_blob(digest, blob)?;
@@ -624,6 +638,7 @@ impl Index {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Vec<Tag>>> {
+        let _changing = self.tags_changing();
         // A transaction cannot scan: the tags are found first and each is checked again
         // inside it (a tag moved away meanwhile stays).
         let prefix = key(&[repo.as_str(), ""]);
@@ -683,6 +698,17 @@ impl Index {
 
     // ---- tags
 
+    /// Changes with every write to the tags or manifests (bumped once the write is done): a
+    /// tag resolved after reading generation `g` is still what the index says while the
+    /// generation is `g`.
+    pub fn tags_generation(&self) -> u64 {
+        self.tags_generation.load(Ordering::SeqCst)
+    }
+
+    fn tags_changing(&self) -> TagsChanging<'_> {
+        TagsChanging(&self.tags_generation)
+    }
+
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
         self.tags
             .get(key(&[repo.as_str(), tag.as_str()]))?
@@ -692,6 +718,7 @@ impl Index {
 
     /// Points a tag (of an already recorded manifest) at `record.digest`.
     pub fn set_tag(&self, repo: &RepoName, tag: &Tag, record: &TagRecord) -> Result<()> {
+        let _changing = self.tags_changing();
         let k = key(&[repo.as_str(), tag.as_str()]);
         self.tx(|t| {
             t.tags.insert(k.as_slice(), encode(record))?;
@@ -701,6 +728,7 @@ impl Index {
     }
 
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let _changing = self.tags_changing();
         let k = key(&[repo.as_str(), tag.as_str()]);
         self.tagnotes.remove(k.as_slice())?;
         Ok(self.tags.remove(k)?.is_some())

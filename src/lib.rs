@@ -161,7 +161,7 @@ impl App {
             Some(t) => Some(Arc::new(http::tls::ServerTls::load(&config.http, t)?)),
             None => None,
         };
-        let root = config.storage.filesystem.rootdirectory.clone();
+        let root = config.storage.local_root().to_path_buf();
         let path = root.display().to_string();
         let storage_err = |source| StartError::Storage {
             path: path.clone(),
@@ -179,7 +179,14 @@ impl App {
                 })?,
             );
         let auth = auth::Authenticator::from_config(&config.auth, &root, &index)?;
-        let store = storage::BlobStore::open(&root).await.map_err(storage_err)?;
+        let store = match &config.storage.s3 {
+            None => storage::BlobStore::open(&root).await,
+            Some(s3) => storage::BlobStore::open_s3(s3, &root).await.map_err(|e| {
+                tracing::error!(bucket = %s3.bucket, error = %e, "the S3 bucket does not answer");
+                e
+            }),
+        }
+        .map_err(storage_err)?;
         let uploads = storage::Uploads::open(&root, store.clone())
             .await
             .map_err(storage_err)?;

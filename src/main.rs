@@ -468,6 +468,12 @@ fn verify(config: PathBuf, quarantine: bool) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    if config.storage.s3.is_some() {
+        eprintln!(
+            "stevedore verify: reads storage.filesystem only; with storage.s3 the store checks each object's digest as it is written"
+        );
+        return ExitCode::from(2);
+    }
     let root = config.storage.filesystem.rootdirectory.clone();
     match runtime().block_on(stevedore::lifecycle::verify::verify(&root, quarantine)) {
         Ok(report) => {
@@ -681,7 +687,8 @@ async fn serve_async(config: Config) -> Result<(), stevedore::StartError> {
     tracing::info!(
         addr = %local(&listener),
         debug = debug_listener.as_ref().map(local).unwrap_or_default(),
-        root = %config.storage.filesystem.rootdirectory.display(),
+        root = %config.storage.local_root().display(),
+        s3 = config.storage.s3.as_ref().map(|s| s.bucket.as_str()).unwrap_or("none"),
         upstream = config.proxy.remoteurl.as_deref().unwrap_or("none"),
         tls = config.http.tls.is_some(),
         version = env!("CARGO_PKG_VERSION"),

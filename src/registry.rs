@@ -17,6 +17,7 @@ use futures::Stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod hot;
 mod images;
 pub use images::PurgeReport;
 
@@ -58,6 +59,8 @@ pub struct Registry {
     depot: Arc<Depot>,
     uploads: Uploads,
     options: Options,
+    /// Tags resolved lately, while the index says the same (`get_manifest` by tag).
+    hot: hot::HotTags,
 }
 
 fn body_failed<E: std::fmt::Display>(e: E, offset: u64) -> RegistryError {
@@ -73,6 +76,7 @@ impl Registry {
             depot,
             uploads,
             options,
+            hot: hot::HotTags::default(),
         }
     }
 
@@ -157,6 +161,13 @@ impl Registry {
                 Ok(None)
             }
         }
+    }
+
+    /// A short-lived URL to GET a committed blob from its backend directly (an object
+    /// store's presigned URL); `None` when the backend has none. No visibility check: the
+    /// caller opened the blob for its repository first.
+    pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.depot.store.presigned_url(digest).await?)
     }
 
     /// Records a committed blob and makes it visible to `repo`.
@@ -471,15 +482,34 @@ impl Registry {
         }))
     }
 
+    /// A manifest of `repo` by tag or digest. A tag resolved lately is answered from memory
+    /// while the index has not changed since (see `hot`).
     pub async fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<Manifest>> {
-        match self.resolve(repo, reference)? {
-            None => Ok(None),
-            Some((d, _)) => self.manifest_by_digest(repo, &d).await,
+        let Reference::Tag(tag) = reference else {
+            return match self.resolve(repo, reference)? {
+                None => Ok(None),
+                Some((d, _)) => self.manifest_by_digest(repo, &d).await,
+            };
+        };
+        let generation = self.depot.index.tags_generation();
+        if let Some((m, touch)) = self.hot.get(repo, tag, generation) {
+            if touch {
+                self.depot.touch(&m.digest);
+            }
+            return Ok(Some(m));
         }
+        let Some((d, _)) = self.resolve(repo, reference)? else {
+            return Ok(None);
+        };
+        let found = self.manifest_by_digest(repo, &d).await?;
+        if let Some(m) = &found {
+            self.hot.insert(repo, tag, generation, m.clone());
+        }
+        Ok(found)
     }
 
     /// Validates and stores a pushed manifest. Every blob it references must be visible in

@@ -15,6 +15,8 @@
 //! bench                                 # everything; ~5 minutes on 2 cores, plus the large cache
 //! bench --quick --out /tmp/b.md         # 1 repetition, 32 MiB blobs, 1 s runs, 2000 index entries
 //! bench --only blob                     # warm blob GETs only: prints their lines
+//! bench --only manifest,idle,tls        # only these sections (blob, manifest, idle, tls,
+//!                                       # push, cold, herd): their lines and targets
 //! bench large-cache                     # only the large cache scenario: prints its section
 //! bench notify-stall                    # only push/pull latency with a stalled notification receiver (notify.rs)
 //! ```
@@ -25,7 +27,9 @@
 //! [BENCH_WAN_RATE] bytes/s of the simulated link to the upstream (100000000);
 //! `--large-sizes "N..."` [BENCH_LARGE_SIZES] ("100000 1000000"); `--keep` [BENCH_KEEP=1] keeps
 //! the temp dir; `--prebuilt` [BENCH_NO_BUILD=1] says the binaries were not built for this run.
-//! Needs: curl, docker-registry, nginx (Debian nginx-light will do), wrk (optional).
+//! Needs: curl, docker-registry, nginx (Debian nginx-light will do), wrk (optional), and an
+//! open-files limit above 11,024 for the idle-connections section (`bench/run.sh` raises
+//! the soft limit to the hard one).
 //! Everything listens on 127.0.0.1; every process started here is stopped on exit.
 
 #[allow(dead_code)] // the tests use more of it
@@ -35,9 +39,11 @@ mod tools;
 #[path = "../loadgen/stats.rs"]
 mod stats;
 
+mod idle;
 mod notify;
 mod procs;
 mod report;
+mod tls;
 
 use procs::{Kind, Proc};
 use stats::{median, number, ratio};
@@ -47,7 +53,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
-const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+pub const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
 
 pub fn log(msg: &str) {
     let s = std::time::SystemTime::now()
@@ -63,7 +69,8 @@ pub struct Opts {
     pub secs: f64,
     pub wan_rate: u64,
     pub out: PathBuf,
-    pub only_blob: bool,
+    /// `--only`: the sections to run (all when empty).
+    pub only: Vec<String>,
     pub large_only: bool,
     pub notify_only: bool,
     pub quick: bool,
@@ -80,6 +87,16 @@ pub struct Opts {
     pub chunk: u64,
 }
 
+/// The sections `--only` can name, in the order they run.
+pub const SECTIONS: [&str; 7] = ["blob", "manifest", "idle", "push", "cold", "herd", "tls"];
+
+impl Opts {
+    /// Whether the section runs: every one without `--only`.
+    pub fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -94,7 +111,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
         wan_rate: env_or("BENCH_WAN_RATE", 100_000_000),
         out: std::env::var_os("BENCH_OUT")
             .map_or_else(|| root.join("BENCHMARKS.md"), PathBuf::from),
-        only_blob: std::env::var("BENCH_ONLY").is_ok_and(|v| v == "blob"),
+        only: Vec::new(),
         large_only: false,
         notify_only: false,
         quick: false,
@@ -107,6 +124,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
         chunk: 16 * MIB,
     };
     let mut large = std::env::var("BENCH_LARGE_SIZES").ok();
+    let mut only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let (mut reps, mut secs) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -119,10 +137,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
                 o.wan_rate = value()?.parse().map_err(|e| format!("--wan-rate: {e}"))?
             }
             "--out" => o.out = value()?.into(),
-            "--only" => match value()?.as_str() {
-                "blob" => o.only_blob = true,
-                w => return Err(format!("--only {w}: only 'blob' is known")),
-            },
+            "--only" => only = value()?,
             "--large-sizes" => large = Some(value()?),
             "--keep" => o.keep = true,
             "--prebuilt" => o.prebuilt = true,
@@ -140,6 +155,15 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
         o.layers = [5 * MIB, 2 * MIB, MIB];
         o.chunk = 8 * MIB;
         large.get_or_insert_with(|| "2000".into());
+    }
+    for w in only.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if !SECTIONS.contains(&w) {
+            return Err(format!(
+                "--only {w}: the sections are {}",
+                SECTIONS.join(", ")
+            ));
+        }
+        o.only.push(w.to_owned());
     }
     o.reps = reps.unwrap_or(o.reps).max(1);
     o.secs = secs.unwrap_or(o.secs);
@@ -270,75 +294,95 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
     let big = work.join("big");
     b.make_image(&big, &[o.big])?;
     let big_digest = image_digest(&big, "l0")?;
-    if !o.only_blob {
+    if o.wants("cold") {
         b.make_image(&work.join("cold"), &o.layers)?;
+    }
+    if o.wants("herd") {
         b.make_image(&work.join("herd"), &[o.herd])?;
     }
 
-    log("starting: stevedore and reference (plain), upstream, countproxy, nginx, hello");
+    log("starting: stevedore and reference (plain)");
     let st = procs::registry(Kind::Stevedore, &bins.stevedore, &work.join("st"), None)?;
     let refr = procs::registry(Kind::Reference, &bins.stevedore, &work.join("ref"), None)?;
-    let nginx = procs::nginx(&work.join("nginx"), &big.join("l0"))?;
     log("pushing the test images (same bytes to both servers and to the upstream)");
     for p in [&st, &refr] {
         b.push_image(p, "bench/big", &big)?;
     }
-    let blob_path = format!("/v2/bench/big/blobs/{big_digest}");
-    let servers = [
-        ("nginx", &nginx, format!("{}/blob", nginx.url)),
-        ("st", &st, format!("{}{blob_path}", st.url)),
-        ("ref", &refr, format!("{}{blob_path}", refr.url)),
-    ];
-    b.warm_blobs(&servers, &mut r)?;
-    if o.only_blob {
-        let text = report::blob_only(o, &r, &rev, &load_start);
-        print!("{text}");
-        if std::env::var_os("BENCH_OUT").is_some() || std::env::args().any(|a| a == "--out") {
-            std::fs::write(&o.out, text).map_err(|e| format!("{}: {e}", o.out.display()))?;
-        }
-        return Ok(());
+    if o.wants("blob") {
+        log("starting nginx");
+        let nginx = procs::nginx(&work.join("nginx"), &big.join("l0"))?;
+        let blob_path = format!("/v2/bench/big/blobs/{big_digest}");
+        let servers = [
+            ("nginx", &nginx, format!("{}/blob", nginx.url)),
+            ("st", &st, format!("{}{blob_path}", st.url)),
+            ("ref", &refr, format!("{}{blob_path}", refr.url)),
+        ];
+        b.warm_blobs(&servers, &mut r)?;
+        nginx.stop();
     }
-    nginx.stop();
-
-    let up = procs::registry(Kind::Reference, &bins.stevedore, &work.join("up"), None)?;
-    let cp_cmd = |rate: Option<u64>| {
-        let mut c = bins.example("countproxy");
-        c.args([
-            "127.0.0.1:0",
-            up.url.trim_start_matches("http://"),
-            "127.0.0.1:0",
-        ]);
-        if let Some(rate) = rate {
-            c.arg(rate.to_string());
-        }
-        c
-    };
-    let (cp, cp_addrs) = procs::with_addresses(&mut cp_cmd(None), 2, &work.join("countproxy.log"))?;
-    let cp_ctl = cp_addrs[1].clone();
-    let (wan, _) = procs::with_addresses(&mut cp_cmd(Some(o.wan_rate)), 2, &work.join("wan.log"))?;
-    let (hello, _) = procs::with_addresses(
-        bins.example("hello").arg("127.0.0.1:0"),
-        1,
-        &work.join("hello.log"),
-    )?;
-    b.push_image(&up, "bench/cold", &work.join("cold"))?;
-    b.push_image(&up, "bench/herd", &work.join("herd"))?;
-
-    b.manifests(&hello, &st, &refr, &mut r)?;
-    b.push(&st, "st", &big.join("l0"), &mut r)?;
-    b.push(&refr, "ref", &big.join("l0"), &mut r)?;
+    if o.wants("manifest") {
+        let (hello, _) = procs::with_addresses(
+            bins.example("hello").arg("127.0.0.1:0"),
+            1,
+            &work.join("hello.log"),
+        )?;
+        b.manifests(&hello, &st, &refr, &mut r)?;
+    }
+    if o.wants("idle") {
+        b.idle(&big, &mut r)?;
+    }
+    if o.wants("push") {
+        b.push(&st, "st", &big.join("l0"), &mut r)?;
+        b.push(&refr, "ref", &big.join("l0"), &mut r)?;
+    }
     let mut hwm = HashMap::from([("st", 0u64), ("ref", 0u64)]);
-    b.cold_pull(&up, &cp, &wan, &mut hwm, &mut r)?;
-    let herd_digest = image_digest(&work.join("herd"), "l0")?;
-    b.herd(&cp, &cp_ctl, &herd_digest, &mut hwm, &mut r)?;
+    if o.wants("cold") || o.wants("herd") {
+        let up = procs::registry(Kind::Reference, &bins.stevedore, &work.join("up"), None)?;
+        let cp_cmd = |rate: Option<u64>| {
+            let mut c = bins.example("countproxy");
+            c.args([
+                "127.0.0.1:0",
+                up.url.trim_start_matches("http://"),
+                "127.0.0.1:0",
+            ]);
+            if let Some(rate) = rate {
+                c.arg(rate.to_string());
+            }
+            c
+        };
+        let (cp, cp_addrs) =
+            procs::with_addresses(&mut cp_cmd(None), 2, &work.join("countproxy.log"))?;
+        if o.wants("cold") {
+            let (wan, _) =
+                procs::with_addresses(&mut cp_cmd(Some(o.wan_rate)), 2, &work.join("wan.log"))?;
+            b.push_image(&up, "bench/cold", &work.join("cold"))?;
+            b.cold_pull(&up, &cp, &wan, &mut hwm, &mut r)?;
+        }
+        if o.wants("herd") {
+            b.push_image(&up, "bench/herd", &work.join("herd"))?;
+            let herd_digest = image_digest(&work.join("herd"), "l0")?;
+            b.herd(&cp, &cp_addrs[1], &herd_digest, &mut hwm, &mut r)?;
+        }
+    }
 
     // 6. memory
     r.set("hwm.st", procs::status_kb(st.pid(), "VmHWM") as f64);
     r.set("hwm.ref", procs::status_kb(refr.pid(), "VmHWM") as f64);
     r.set("hwmmirror.st", hwm["st"] as f64);
     r.set("hwmmirror.ref", hwm["ref"] as f64);
-    drop((st, refr, up, cp, wan, hello));
+    drop((st, refr));
+    if o.wants("tls") {
+        b.tls(&big_digest, &mut r)?;
+    }
 
+    if !o.only.is_empty() {
+        let text = report::partial(o, &r, &rev, &load_start);
+        print!("{text}");
+        if std::env::var_os("BENCH_OUT").is_some() || std::env::args().any(|a| a == "--out") {
+            std::fs::write(&o.out, text).map_err(|e| format!("{}: {e}", o.out.display()))?;
+        }
+        return Ok(());
+    }
     let (table, targets) = report::results(o, &r);
     println!("\n{table}\n\n{targets}");
     log(&format!(
@@ -375,21 +419,21 @@ pub fn client_name(c: &str) -> &'static str {
     }
 }
 
-struct Bench<'a> {
+pub struct Bench<'a> {
     o: &'a Opts,
     bins: &'a Bins,
     work: &'a Path,
 }
 
 impl Bench<'_> {
-    fn make_image(&self, dir: &Path, sizes: &[u64]) -> Result<(), String> {
+    pub fn make_image(&self, dir: &Path, sizes: &[u64]) -> Result<(), String> {
         let mut args = vec!["make-image".to_owned(), dir.display().to_string()];
         args.extend(sizes.iter().map(u64::to_string));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.bins.loadgen(&args).map(drop)
     }
 
-    fn push_image(&self, p: &Proc, repo: &str, dir: &Path) -> Result<(), String> {
+    pub fn push_image(&self, p: &Proc, repo: &str, dir: &Path) -> Result<(), String> {
         let dir = dir.display().to_string();
         self.bins
             .loadgen(&["push-image", &p.url, repo, "v1", &dir])
@@ -489,24 +533,10 @@ impl Bench<'_> {
         refr: &Proc,
         r: &mut Results,
     ) -> Result<(), String> {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        let stop = Arc::new(AtomicBool::new(false));
-        let samplers: Vec<_> = [st.pid(), refr.pid()]
-            .into_iter()
-            .map(|pid| {
-                let stop = stop.clone();
-                let max = Arc::new(AtomicU64::new(0));
-                let m = max.clone();
-                let t = std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        m.fetch_max(procs::status_kb(pid, "VmRSS"), Ordering::Relaxed);
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                });
-                (t, max)
-            })
-            .collect();
+        let samplers = [
+            procs::RssSampler::start(st.pid()),
+            procs::RssSampler::start(refr.pid()),
+        ];
         let url = |p: &Proc| format!("{}/v2/bench/big/manifests/v1", p.url);
         let servers = [("hello", url(hello)), ("st", url(st)), ("ref", url(refr))];
         let secs = self.o.secs.to_string();
@@ -574,10 +604,8 @@ impl Bench<'_> {
                 ));
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        for ((t, max), s) in samplers.into_iter().zip(["st", "ref"]) {
-            let _ = t.join();
-            r.set(format!("rss64.{s}"), max.load(Ordering::Relaxed) as f64);
+        for (sampler, s) in samplers.into_iter().zip(["st", "ref"]) {
+            r.set(format!("rss64.{s}"), sampler.stop() as f64);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! The three servers run at the same time and every round measures them one after the other
 //! (none, accept, stall, then again), so whatever else runs on the machine weighs on all three.
 
-use crate::procs::{self, Kind, Proc};
+use crate::procs::{self, Kind, Proc, Setup};
 use crate::stats::{fixed, median, number};
 use crate::{ACCEPT, Bins, Opts, log};
 use std::io::{Read, Write};
@@ -143,9 +143,12 @@ pub fn run(bins: &Bins, o: &Opts, work: &Path) -> Result<String, String> {
         .iter()
         .enumerate()
         .map(|(i, url)| {
-            let extra = url.map_or_else(String::new, |u| notifications(u));
+            let setup = Setup {
+                sections: url.map_or_else(String::new, |u| notifications(u)),
+                ..Setup::default()
+            };
             let dir = work.join(format!("notify{i}"));
-            procs::registry_with(Kind::Stevedore, &bins.stevedore, &dir, None, &extra)
+            procs::registry_with(Kind::Stevedore, &bins.stevedore, &dir, &setup)
         })
         .collect::<Result<_, _>>()?;
     for p in &servers {

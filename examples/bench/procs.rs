@@ -50,17 +50,40 @@ pub enum Kind {
     Reference,
 }
 
+/// How a registry is started beyond the common keys.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// Makes it a mirror of this upstream (`proxy.remoteurl`).
+    pub remote: Option<&'a str>,
+    /// More keys of the `http` mapping, in YAML flow style (`limits: {..}`, `tls: {..}`).
+    pub http: String,
+    /// Serves HTTPS (with `http.tls` in `http`): its URL is `https://`, and it is ready when its
+    /// port accepts connections.
+    pub https: bool,
+    /// Keeps what `dir` holds (a restart on the same store) instead of starting empty.
+    pub keep: bool,
+    /// Whole top-level YAML sections appended to config.yml (e.g. `notifications:`).
+    pub sections: String,
+}
+
 /// The same config.yml keys for both registries; `remote` makes it a mirror.
-fn registry_config(dir: &Path, port: u16, remote: Option<&str>) -> String {
+fn registry_config(dir: &Path, port: u16, setup: &Setup<'_>) -> String {
+    let extra = if setup.http.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", setup.http)
+    };
     let mut c = format!(
         "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage:\n  \
          filesystem: {{rootdirectory: {}/data}}\n  delete: {{enabled: true}}\n  \
-         cache: {{blobdescriptor: inmemory}}\nhttp: {{addr: 127.0.0.1:{port}, secret: bench-secret}}\n",
+         cache: {{blobdescriptor: inmemory}}\nhttp: {{addr: 127.0.0.1:{port}, secret: bench-secret{extra}}}\n",
         dir.display()
     );
+    let remote = setup.remote;
     if let Some(r) = remote {
         c.push_str(&format!("proxy: {{remoteurl: {r}}}\n"));
     }
+    c.push_str(&setup.sections);
     c
 }
 
@@ -72,17 +95,19 @@ pub fn registry(
     dir: &Path,
     remote: Option<&str>,
 ) -> Result<Proc, String> {
-    registry_with(kind, stevedore, dir, remote, "")
+    let setup = Setup {
+        remote,
+        ..Setup::default()
+    };
+    registry_with(kind, stevedore, dir, &setup)
 }
 
-/// [`registry`] with `extra` (whole top-level YAML sections, e.g. `notifications:`) appended
-/// to its config.yml.
+/// [`registry`] with more keys, HTTPS, or the store kept.
 pub fn registry_with(
     kind: Kind,
     stevedore: &Path,
     dir: &Path,
-    remote: Option<&str>,
-    extra: &str,
+    setup: &Setup<'_>,
 ) -> Result<Proc, String> {
     let name = match kind {
         Kind::Stevedore => "stevedore",
@@ -90,11 +115,12 @@ pub fn registry_with(
     };
     for attempt in 1..=3 {
         let port = free_port();
-        let _ = std::fs::remove_dir_all(dir);
+        if !setup.keep {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = dir.join("config.yml");
-        let text = registry_config(dir, port, remote) + extra;
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        std::fs::write(&config, registry_config(dir, port, setup)).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
         let mut cmd = match kind {
             Kind::Stevedore => Command::new(stevedore),
@@ -112,17 +138,25 @@ pub fn registry_with(
             }
         }
         let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+        let scheme = if setup.https { "https" } else { "http" };
         let mut p = Proc {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         };
         let addr = format!("127.0.0.1:{port}");
+        let ready = || {
+            if setup.https {
+                std::net::TcpStream::connect(&addr).is_ok()
+            } else {
+                http_status(&addr, "/v2/").is_some()
+            }
+        };
         let mut exited = false;
         wait_until(Duration::from_secs(30), || {
             exited = matches!(p.child.try_wait(), Ok(Some(_)));
-            exited || http_status(&addr, "/v2/").is_some()
+            exited || ready()
         });
-        if !exited && http_status(&addr, "/v2/").is_some() {
+        if !exited && ready() {
             return Ok(p);
         }
         p.halt();
@@ -259,4 +293,33 @@ pub fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// The highest VmRSS of a process, sampled every 100 ms on a thread until stopped.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut max = 0;
+            while !s.load(Ordering::Relaxed) {
+                max = status_kb(pid, "VmRSS").max(max);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            max.max(status_kb(pid, "VmRSS"))
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Stops sampling: the highest VmRSS seen, in kB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }

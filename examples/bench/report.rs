@@ -61,6 +61,10 @@ fn better(higher: bool, st: f64, rf: f64) -> &'static str {
     mark(if higher { st >= rf } else { st <= rf })
 }
 
+fn tls_name(proto: &str) -> &'static str {
+    if proto == "h2" { "h2" } else { "HTTP/1.1" }
+}
+
 fn mib(kb: f64) -> String {
     fixed(kb / 1024.0, 1)
 }
@@ -182,242 +186,448 @@ impl Report {
     }
 }
 
-/// `--only blob`: the blob lines and their targets, with what was measured.
-pub fn blob_only(o: &Opts, r: &Results, rev: &str, load_start: &str) -> String {
-    let mut rep = Report::default();
-    rep.blob_rows(o, r);
-    rep.blob_targets(r);
-    format!(
-        "Blob lines only (--only blob), {}, stevedore {rev};\nload average (1, 5, 15 min) at the start: {load_start}; at the end: {}\n\n{}\n\n{}\n",
-        utc_now(),
-        loadavg(),
-        rep.table(),
-        rep.targets.join("\n")
-    )
+impl Report {
+    fn manifest_rows(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        for m in ["HEAD", "GET"] {
+            let (st, rf, hello) = (
+                g(&format!("rps{m}.st")),
+                g(&format!("rps{m}.ref")),
+                g(&format!("rps{m}.hello")),
+            );
+            self.row([
+                &format!("manifest {m} by tag, 64 conns (req/s)"),
+                &fixed(st, 0),
+                &fixed(rf, 0),
+                &format!("{} (hello)", fixed(hello, 0)),
+                &format!(
+                    "{}× ref; {}% / {}% of hello",
+                    fixed(ratio(st, rf), 1),
+                    percent(st, hello),
+                    percent(rf, hello)
+                ),
+                better(true, st, rf),
+            ]);
+            let lat = |s: &str| {
+                format!(
+                    "{} / {}",
+                    fixed(g(&format!("p50_us{m}.{s}")) / 1000.0, 2),
+                    fixed(g(&format!("p99_us{m}.{s}")) / 1000.0, 2)
+                )
+            };
+            self.row([
+                &format!("manifest {m} p50 / p99 (ms)"),
+                &lat("st"),
+                &lat("ref"),
+                &format!("{} (hello)", lat("hello")),
+                "",
+                better(
+                    false,
+                    g(&format!("p99_us{m}.st")),
+                    g(&format!("p99_us{m}.ref")),
+                ),
+            ]);
+        }
+        if r.n.contains_key("wrk.st") && r.n.contains_key("wrk.ref") {
+            let (st, rf, hello) = (g("wrk.st"), g("wrk.ref"), g("wrk.hello"));
+            self.row([
+                "manifest GET, wrk cross-check (req/s)",
+                &fixed(st, 0),
+                &fixed(rf, 0),
+                &format!("{} (hello)", fixed(hello, 0)),
+                &format!("{}% / {}% of hello", percent(st, hello), percent(rf, hello)),
+                better(true, st, rf),
+            ]);
+        }
+    }
+
+    fn cold_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let image = o.layers.iter().sum::<u64>() / MIB;
+        let wan = format!("{} MB/s link", fixed(o.wan_rate as f64 / 1e6, 0));
+        for link in ["lo", "wan"] {
+            let what = if link == "lo" {
+                "loopback".to_owned()
+            } else {
+                wan.clone()
+            };
+            let k = |m: &str, s: &str| g(&format!("{m}{link}.{s}"));
+            self.row([
+                &format!("cold pull, {image} MiB image, {what}: total (s)"),
+                &fixed(k("coldtotal", "st"), 3),
+                &fixed(k("coldtotal", "ref"), 3),
+                &format!("{} (upstream)", fixed(k("coldtotal", "up"), 3)),
+                &format!(
+                    "{} / {}× upstream",
+                    fixed(k("coldratio", "st"), 2),
+                    fixed(k("coldratio", "ref"), 2)
+                ),
+                better(false, k("coldtotal", "st"), k("coldtotal", "ref")),
+            ]);
+            self.row([
+                &format!(
+                    "cold pull, {what}: first byte of the {} MiB blob (ms)",
+                    o.layers[0] / MIB
+                ),
+                &ms(k("coldttfb", "st")),
+                &ms(k("coldttfb", "ref")),
+                &format!("{} (upstream)", ms(k("coldttfb", "up"))),
+                &format!(
+                    "{} / {}× upstream",
+                    fixed(k("ttfbratio", "st"), 2),
+                    fixed(k("ttfbratio", "ref"), 2)
+                ),
+                better(false, k("coldttfb", "st"), k("coldttfb", "ref")),
+            ]);
+        }
+    }
+
+    fn herd_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        self.row([
+            &format!(
+                "32 concurrent cold GETs of {} MiB: upstream bytes ÷ blob",
+                o.herd / MIB
+            ),
+            &format!("{}×", fixed(g("herd.st"), 3)),
+            &format!("{}×", fixed(g("herd.ref"), 3)),
+            "1.000×",
+            &format!(
+                "{}/32 and {}/32 whole; {} s / {} s",
+                g("herdok.st"),
+                g("herdok.ref"),
+                fixed(g("herdtime.st"), 2),
+                fixed(g("herdtime.ref"), 2)
+            ),
+            better(false, g("herd.st"), g("herd.ref")),
+        ]);
+    }
+
+    fn push_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let big = o.big / MIB;
+        let text = |k: &str| r.text.get(k).cloned().unwrap_or_default();
+        self.row([
+            &format!("push {big} MiB monolithic (MB/s)"),
+            &fixed(g("pushmono.st"), 0),
+            &fixed(g("pushmono.ref"), 0),
+            "",
+            &format!(
+                "stevedore: {}; reference: {}",
+                text("monomode.st"),
+                text("monomode.ref")
+            ),
+            better(true, g("pushmono.st"), g("pushmono.ref")),
+        ]);
+        self.row([
+            &format!(
+                "push {big} MiB chunked, {} MiB PATCHes (MB/s)",
+                o.chunk / MIB
+            ),
+            &fixed(g("pushchunked.st"), 0),
+            &fixed(g("pushchunked.ref"), 0),
+            "",
+            "",
+            better(true, g("pushchunked.st"), g("pushchunked.ref")),
+        ]);
+    }
+
+    fn memory_rows(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        for (what, k, note) in [
+            (
+                "peak RSS, plain registry, whole run (MiB)",
+                "hwm",
+                "VmHWM; the reference is Go (GC heap)",
+            ),
+            (
+                "peak RSS, mirror, cold pulls and 32 misses (MiB)",
+                "hwmmirror",
+                "VmHWM, max over the mirror instances",
+            ),
+            (
+                "RSS at 64 connections (MiB)",
+                "rss64",
+                "max VmRSS during the manifest runs",
+            ),
+        ] {
+            let (st, rf) = (g(&format!("{k}.st")), g(&format!("{k}.ref")));
+            self.row([what, &mib(st), &mib(rf), "", note, better(false, st, rf)]);
+        }
+    }
+
+    fn manifest_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        for m in ["HEAD", "GET"] {
+            let (st, rf, hello) = (
+                g(&format!("rps{m}.st")),
+                g(&format!("rps{m}.ref")),
+                g(&format!("rps{m}.hello")),
+            );
+            let x = ratio(st, rf);
+            self.target(
+                x >= 10.0,
+                &format!("manifest {m} req/s ≥ 10× the reference: {}×", fixed(x, 1)),
+            );
+            self.target(
+                ratio(st, hello) >= 0.5,
+                &format!(
+                    "manifest {m} req/s ≥ half the minimal-hyper ceiling: {}%",
+                    percent(st, hello)
+                ),
+            );
+            self.target(
+                ratio(st, hello) >= 0.75,
+                &format!(
+                    "manifest {m} by tag ≥ 75% of the minimal-hyper ceiling (issue 13): {}%",
+                    percent(st, hello)
+                ),
+            );
+        }
+    }
+
+    fn cold_targets(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let wan = format!("{} MB/s link", fixed(o.wan_rate as f64 / 1e6, 0));
+        for (link, what) in [
+            ("wan", format!("over a {wan}")),
+            ("lo", "over loopback".to_owned()),
+        ] {
+            let x = g(&format!("coldratio{link}.st"));
+            self.target(
+                x <= 1.05,
+                &format!(
+                    "cold pull within 5% of pulling straight from the upstream, {what}: {}× (first byte of the largest blob: {}×)",
+                    fixed(x, 2),
+                    fixed(g(&format!("ttfbratio{link}.st")), 2)
+                ),
+            );
+        }
+        let (x, t) = (g("coldratiolo.st"), g("ttfbratiolo.st"));
+        self.target(
+            x <= 1.5 && t <= 1.2,
+            &format!(
+                "cold pull over loopback ≤ 1.5× a direct pull, first byte of the largest blob ≤ 1.2× (issue 13): {}×, {}×",
+                fixed(x, 2),
+                fixed(t, 2)
+            ),
+        );
+    }
+
+    /// Section 2b: RSS and the manifest rate beside `IDLE` idle keep-alive connections.
+    fn idle_rows(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::idle::IDLE;
+        self.row([
+            &format!("RSS holding {n} idle keep-alive connections (MiB)"),
+            &mib(g("idle.rss")),
+            "",
+            "",
+            &format!(
+                "max VmRSS; {} MiB before; {} opened, {} still answering at the end",
+                mib(g("idle.rss_before")),
+                g("idle.open"),
+                g("idle.held")
+            ),
+            "",
+        ]);
+        let (with, without) = (g("idle.with"), g("idle.without"));
+        self.row([
+            &format!("manifest GET by tag, 64 conns, beside {n} idle connections (req/s)"),
+            &fixed(with, 0),
+            "",
+            &format!("{} (without them)", fixed(without, 0)),
+            &format!("{}% of the rate without them", percent(with, without)),
+            "",
+        ]);
+    }
+
+    fn idle_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::idle::IDLE;
+        let all = g("idle.open") >= n as f64 && g("idle.held") >= n as f64;
+        self.target(
+            all && g("idle.rss") < 128.0 * 1024.0,
+            &format!(
+                "{n} idle keep-alive connections held with RSS under 128 MiB (issue 13): {} of {n} held, {} MiB",
+                g("idle.held"),
+                mib(g("idle.rss"))
+            ),
+        );
+        let x = ratio(g("idle.with"), g("idle.without"));
+        self.target(
+            x >= 0.9,
+            &format!(
+                "manifest GETs beside them ≥ 90% of the rate without them (issue 13): {}%",
+                percent(g("idle.with"), g("idle.without"))
+            ),
+        );
+    }
+
+    /// Section 7: blob and manifest GETs over HTTPS, HTTP/1.1 and h2.
+    fn tls_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        for (proto, _) in crate::tls::TLS_PROTOCOLS {
+            let name = tls_name(proto);
+            let (st, rf) = (
+                g(&format!("tlsblob.{proto}.st")),
+                g(&format!("tlsblob.{proto}.ref")),
+            );
+            self.row([
+                &format!(
+                    "HTTPS {name}: warm blob GET, {} MiB, 1 connection (GB/s)",
+                    o.big / MIB
+                ),
+                &fixed(st, 2),
+                &fixed(rf, 2),
+                "",
+                &format!("{}× ref", fixed(ratio(st, rf), 2)),
+                better(true, st, rf),
+            ]);
+        }
+        for (proto, _) in crate::tls::TLS_PROTOCOLS {
+            let name = tls_name(proto);
+            let (st, rf) = (
+                g(&format!("tlsmanifest.{proto}.st")),
+                g(&format!("tlsmanifest.{proto}.ref")),
+            );
+            self.row([
+                &format!("HTTPS {name}: manifest GET by tag, 64 conns (req/s)"),
+                &fixed(st, 0),
+                &fixed(rf, 0),
+                "",
+                &format!("{}× ref", fixed(ratio(st, rf), 1)),
+                better(true, st, rf),
+            ]);
+        }
+    }
+
+    fn tls_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        for (what, key) in [("blob", "tlsblob"), ("manifest", "tlsmanifest")] {
+            for (proto, _) in crate::tls::TLS_PROTOCOLS {
+                let x = ratio(
+                    g(&format!("{key}.{proto}.st")),
+                    g(&format!("{key}.{proto}.ref")),
+                );
+                self.target(
+                    x >= 1.0,
+                    &format!(
+                        "HTTPS {}, {what} GETs ≥ 1.0× the reference over HTTPS (issue 13): {}×",
+                        tls_name(proto),
+                        fixed(x, 2)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn herd_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        self.target(
+            fixed(g("herd.st"), 2) == "1.00",
+            &format!(
+                "exactly 1.0× upstream bytes under 32 concurrent misses: {}×",
+                fixed(g("herd.st"), 3)
+            ),
+        );
+    }
+
+    fn memory_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        self.target(
+            g("rss64.st") < 65536.0,
+            &format!(
+                "memory under 64 MiB at 64 connections: {} MiB",
+                mib(g("rss64.st"))
+            ),
+        );
+    }
+
+    /// ✓ or ✗ on "≥ ref" for every row: one target.
+    fn every_line(&mut self) {
+        let worse: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|row| row.trim_end_matches(" |").ends_with('✗'))
+            .filter_map(|row| row.split('|').nth(1).map(|c| c.trim().to_owned()))
+            .collect();
+        if worse.is_empty() {
+            self.target(true, "at least as good as the reference on every line");
+        } else {
+            self.target(
+                false,
+                &format!(
+                    "at least as good as the reference on every line (worse on: {})",
+                    worse.join("; ")
+                ),
+            );
+        }
+    }
 }
 
 /// The results table and the targets list.
 pub fn results(o: &Opts, r: &Results) -> (String, String) {
     let mut rep = Report::default();
-    let g = |k: &str| r.get(k);
     rep.blob_rows(o, r);
-    for m in ["HEAD", "GET"] {
-        let (st, rf, hello) = (
-            g(&format!("rps{m}.st")),
-            g(&format!("rps{m}.ref")),
-            g(&format!("rps{m}.hello")),
-        );
-        rep.row([
-            &format!("manifest {m} by tag, 64 conns (req/s)"),
-            &fixed(st, 0),
-            &fixed(rf, 0),
-            &format!("{} (hello)", fixed(hello, 0)),
-            &format!(
-                "{}× ref; {}% / {}% of hello",
-                fixed(ratio(st, rf), 1),
-                percent(st, hello),
-                percent(rf, hello)
-            ),
-            better(true, st, rf),
-        ]);
-        let lat = |s: &str| {
-            format!(
-                "{} / {}",
-                fixed(g(&format!("p50_us{m}.{s}")) / 1000.0, 2),
-                fixed(g(&format!("p99_us{m}.{s}")) / 1000.0, 2)
-            )
-        };
-        rep.row([
-            &format!("manifest {m} p50 / p99 (ms)"),
-            &lat("st"),
-            &lat("ref"),
-            &format!("{} (hello)", lat("hello")),
-            "",
-            better(
-                false,
-                g(&format!("p99_us{m}.st")),
-                g(&format!("p99_us{m}.ref")),
-            ),
-        ]);
-    }
-    if r.n.contains_key("wrk.st") && r.n.contains_key("wrk.ref") {
-        let (st, rf, hello) = (g("wrk.st"), g("wrk.ref"), g("wrk.hello"));
-        rep.row([
-            "manifest GET, wrk cross-check (req/s)",
-            &fixed(st, 0),
-            &fixed(rf, 0),
-            &format!("{} (hello)", fixed(hello, 0)),
-            &format!("{}% / {}% of hello", percent(st, hello), percent(rf, hello)),
-            better(true, st, rf),
-        ]);
-    }
-    let image = o.layers.iter().sum::<u64>() / MIB;
-    let wan = format!("{} MB/s link", fixed(o.wan_rate as f64 / 1e6, 0));
-    for link in ["lo", "wan"] {
-        let what = if link == "lo" {
-            "loopback".to_owned()
-        } else {
-            wan.clone()
-        };
-        let k = |m: &str, s: &str| g(&format!("{m}{link}.{s}"));
-        rep.row([
-            &format!("cold pull, {image} MiB image, {what}: total (s)"),
-            &fixed(k("coldtotal", "st"), 3),
-            &fixed(k("coldtotal", "ref"), 3),
-            &format!("{} (upstream)", fixed(k("coldtotal", "up"), 3)),
-            &format!(
-                "{} / {}× upstream",
-                fixed(k("coldratio", "st"), 2),
-                fixed(k("coldratio", "ref"), 2)
-            ),
-            better(false, k("coldtotal", "st"), k("coldtotal", "ref")),
-        ]);
-        rep.row([
-            &format!(
-                "cold pull, {what}: first byte of the {} MiB blob (ms)",
-                o.layers[0] / MIB
-            ),
-            &ms(k("coldttfb", "st")),
-            &ms(k("coldttfb", "ref")),
-            &format!("{} (upstream)", ms(k("coldttfb", "up"))),
-            &format!(
-                "{} / {}× upstream",
-                fixed(k("ttfbratio", "st"), 2),
-                fixed(k("ttfbratio", "ref"), 2)
-            ),
-            better(false, k("coldttfb", "st"), k("coldttfb", "ref")),
-        ]);
-    }
-    rep.row([
-        &format!(
-            "32 concurrent cold GETs of {} MiB: upstream bytes ÷ blob",
-            o.herd / MIB
-        ),
-        &format!("{}×", fixed(g("herd.st"), 3)),
-        &format!("{}×", fixed(g("herd.ref"), 3)),
-        "1.000×",
-        &format!(
-            "{}/32 and {}/32 whole; {} s / {} s",
-            g("herdok.st"),
-            g("herdok.ref"),
-            fixed(g("herdtime.st"), 2),
-            fixed(g("herdtime.ref"), 2)
-        ),
-        better(false, g("herd.st"), g("herd.ref")),
-    ]);
-    let big = o.big / MIB;
-    let text = |k: &str| r.text.get(k).cloned().unwrap_or_default();
-    rep.row([
-        &format!("push {big} MiB monolithic (MB/s)"),
-        &fixed(g("pushmono.st"), 0),
-        &fixed(g("pushmono.ref"), 0),
-        "",
-        &format!(
-            "stevedore: {}; reference: {}",
-            text("monomode.st"),
-            text("monomode.ref")
-        ),
-        better(true, g("pushmono.st"), g("pushmono.ref")),
-    ]);
-    rep.row([
-        &format!(
-            "push {big} MiB chunked, {} MiB PATCHes (MB/s)",
-            o.chunk / MIB
-        ),
-        &fixed(g("pushchunked.st"), 0),
-        &fixed(g("pushchunked.ref"), 0),
-        "",
-        "",
-        better(true, g("pushchunked.st"), g("pushchunked.ref")),
-    ]);
-    for (what, k, note) in [
-        (
-            "peak RSS, plain registry, whole run (MiB)",
-            "hwm",
-            "VmHWM; the reference is Go (GC heap)",
-        ),
-        (
-            "peak RSS, mirror, cold pulls and 32 misses (MiB)",
-            "hwmmirror",
-            "VmHWM, max over the mirror instances",
-        ),
-        (
-            "RSS at 64 connections (MiB)",
-            "rss64",
-            "max VmRSS during the manifest runs",
-        ),
-    ] {
-        let (st, rf) = (g(&format!("{k}.st")), g(&format!("{k}.ref")));
-        rep.row([what, &mib(st), &mib(rf), "", note, better(false, st, rf)]);
-    }
-
-    // targets
-    let worse: Vec<String> = rep
-        .rows
-        .iter()
-        .filter(|row| row.trim_end_matches(" |").ends_with('✗'))
-        .filter_map(|row| row.split('|').nth(1).map(|c| c.trim().to_owned()))
-        .collect();
-    if worse.is_empty() {
-        rep.target(true, "at least as good as the reference on every line");
-    } else {
-        rep.target(
-            false,
-            &format!(
-                "at least as good as the reference on every line (worse on: {})",
-                worse.join("; ")
-            ),
-        );
-    }
-    for m in ["HEAD", "GET"] {
-        let (st, rf, hello) = (
-            g(&format!("rps{m}.st")),
-            g(&format!("rps{m}.ref")),
-            g(&format!("rps{m}.hello")),
-        );
-        let x = ratio(st, rf);
-        rep.target(
-            x >= 10.0,
-            &format!("manifest {m} req/s ≥ 10× the reference: {}×", fixed(x, 1)),
-        );
-        rep.target(
-            ratio(st, hello) >= 0.5,
-            &format!(
-                "manifest {m} req/s ≥ half the minimal-hyper ceiling: {}%",
-                percent(st, hello)
-            ),
-        );
-    }
+    rep.manifest_rows(r);
+    rep.idle_rows(r);
+    rep.cold_rows(o, r);
+    rep.herd_rows(o, r);
+    rep.push_rows(o, r);
+    rep.memory_rows(r);
+    rep.tls_rows(o, r);
+    rep.every_line();
+    rep.manifest_targets(r);
     rep.blob_targets(r);
-    for (link, what) in [
-        ("wan", format!("over a {wan}")),
-        ("lo", "over loopback".to_owned()),
-    ] {
-        let x = g(&format!("coldratio{link}.st"));
-        rep.target(
-            x <= 1.05,
-            &format!(
-                "cold pull within 5% of pulling straight from the upstream, {what}: {}× (first byte of the largest blob: {}×)",
-                fixed(x, 2),
-                fixed(g(&format!("ttfbratio{link}.st")), 2)
-            ),
-        );
-    }
-    rep.target(
-        fixed(g("herd.st"), 2) == "1.00",
-        &format!(
-            "exactly 1.0× upstream bytes under 32 concurrent misses: {}×",
-            fixed(g("herd.st"), 3)
-        ),
-    );
-    rep.target(
-        g("rss64.st") < 65536.0,
-        &format!(
-            "memory under 64 MiB at 64 connections: {} MiB",
-            mib(g("rss64.st"))
-        ),
-    );
+    rep.cold_targets(o, r);
+    rep.herd_targets(r);
+    rep.memory_targets(r);
+    rep.idle_targets(r);
+    rep.tls_targets(r);
     (rep.table(), rep.targets.join("\n"))
+}
+
+/// `--only`: the lines and targets of the sections that ran, with what was measured.
+pub fn partial(o: &Opts, r: &Results, rev: &str, load_start: &str) -> String {
+    let mut rep = Report::default();
+    for section in crate::SECTIONS.iter().filter(|s| o.wants(s)) {
+        match *section {
+            "blob" => {
+                rep.blob_rows(o, r);
+                rep.blob_targets(r);
+            }
+            "manifest" => {
+                rep.manifest_rows(r);
+                rep.manifest_targets(r);
+            }
+            "idle" => {
+                rep.idle_rows(r);
+                rep.idle_targets(r);
+            }
+            "push" => rep.push_rows(o, r),
+            "cold" => {
+                rep.cold_rows(o, r);
+                rep.cold_targets(o, r);
+            }
+            "herd" => {
+                rep.herd_rows(o, r);
+                rep.herd_targets(r);
+            }
+            _ => {
+                rep.tls_rows(o, r);
+                rep.tls_targets(r);
+            }
+        }
+    }
+    format!(
+        "Sections {} only (--only), {}, stevedore {rev};\nload average (1, 5, 15 min) at the start: {load_start}; at the end: {}\n\n{}\n\n{}\n",
+        o.only.join(", "),
+        utc_now(),
+        loadavg(),
+        rep.table(),
+        rep.targets.join("\n")
+    )
 }
 
 /// The large cache section (issue 11), from `examples/largecache SIZES`.
@@ -544,7 +754,7 @@ good as the reference registry on that line.
 
 {table}
 
-## Targets (issue 8)
+## Targets (issues 8 and 13)
 
 {targets}
 
@@ -587,6 +797,14 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   supports it; distribution 2.8 ignores `?digest=` on POST (answers 202 and drops the body), so
   for it the monolithic form is POST then `PUT ?digest=` with the body. Chunked: POST, {chunks}
   PATCHes of {chunk} MiB with Content-Range, then `PUT ?digest=`.
+- Idle connections: a separate stevedore (`http.limits: {{maxconns: 11024, maxconnsperclient:
+  0}}`, as a fleet's mirror would be configured: every connection comes from 127.0.0.1) holds
+  10,000 keep-alive connections from `loadgen idle`, each after one manifest GET, silent
+  meanwhile; the manifest GET runs above, with and without them, interleaved; at the end every
+  idle connection must still answer a request.
+- HTTPS: a self-signed ECDSA certificate for 127.0.0.1 made for the run (rcgen); both registries
+  restarted on their stores with `http.tls`; `loadgen load` over rustls (TLS 1.3), HTTP/1.1 or h2
+  by ALPN: the blob 1 connection × 4 GETs, the manifest 64 connections for {secs} s.
 - Memory: VmHWM (peak RSS) from /proc/PID/status; at 64 connections: the highest VmRSS sampled
   every 100 ms during the manifest runs.
 - CPU per GB: utime + stime from /proc/PID/stat (÷ CLK_TCK = {tick}) before and after the warm

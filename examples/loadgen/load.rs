@@ -21,8 +21,12 @@
 //! - `curl`: `-c` curl processes, each with its share of the `-n` GETs on one keep-alive
 //!   connection (GET only; needs `-n`).
 //!
+//! `https://` URLs (hyper client only) trust the certificate in `--cacert FILE` and speak
+//! HTTP/1.1, or h2 with `--h2` (ALPN).
+//!
 //! Usage: `loadgen load [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS]
-//!         [-H 'Name: value']... [--expect-bytes N] [--client hyper|go|curl] [--read-size N] URL`
+//!         [-H 'Name: value']... [--expect-bytes N] [--client hyper|go|curl] [--read-size N]
+//!         [--cacert FILE] [--h2] URL`
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -35,37 +39,42 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+use crate::tls;
+
 #[derive(Clone, Copy, PartialEq)]
-enum Client {
+pub enum Client {
     Hyper,
     Go,
     Curl,
 }
 
-struct Options {
-    connections: usize,
-    duration: Option<Duration>,
-    requests: Option<u64>,
-    method: hyper::Method,
-    threads: usize,
-    headers: Vec<(String, String)>,
-    expect_bytes: Option<u64>,
-    client: Client,
+pub struct Options {
+    pub connections: usize,
+    pub duration: Option<Duration>,
+    pub requests: Option<u64>,
+    pub method: hyper::Method,
+    pub threads: usize,
+    pub headers: Vec<(String, String)>,
+    pub expect_bytes: Option<u64>,
+    pub client: Client,
     /// Go-style client: body reads of at most this many bytes (see the module doc).
-    read_size: usize,
-    authority: String,
-    path: String,
+    pub read_size: usize,
+    pub authority: String,
+    pub path: String,
+    /// `https://` URLs: the TLS client (trusting `--cacert`), and whether to speak h2.
+    pub tls: Option<Arc<tls::Client>>,
+    pub h2: bool,
 }
 
 fn usage(msg: &str) -> String {
     format!(
         "{msg}\nusage: loadgen load [-c N] [-d SECS | -n REQUESTS] [-m GET|HEAD] [-t THREADS] \
          [-H 'Name: value']... [--expect-bytes N] [--client hyper|go|curl] [--read-size N] \
-         http://HOST:PORT/PATH"
+         [--cacert FILE] [--h2] http[s]://HOST:PORT/PATH"
     )
 }
 
-fn parse_args(args: Vec<String>) -> Result<Options, String> {
+pub fn parse_args(args: Vec<String>) -> Result<Options, String> {
     let mut args = args.into_iter();
     let mut o = Options {
         connections: 1,
@@ -79,8 +88,11 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         read_size: 32 * 1024,
         authority: String::new(),
         path: String::new(),
+        tls: None,
+        h2: false,
     };
     let mut url = None;
+    let mut cacert = None;
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -106,6 +118,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
                 o.headers.push((k.trim().to_owned(), v.trim().to_owned()));
             }
             "--expect-bytes" => o.expect_bytes = Some(number(value()?)? as u64),
+            "--h2" => o.h2 = true,
+            "--cacert" => cacert = Some(value()?),
             "--read-size" => {
                 o.read_size = (number(value()?)? as usize).max(1);
                 o.client = Client::Go;
@@ -124,9 +138,23 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         }
     }
     let url = url.ok_or_else(|| usage("no URL"))?;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| usage("only http:// URLs"))?;
+    let rest = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) => {
+            let ca = cacert
+                .as_deref()
+                .ok_or_else(|| usage("https:// needs --cacert"))?;
+            o.tls = Some(Arc::new(tls::Client::new(ca, o.h2)?));
+            rest
+        }
+        (None, None) => return Err(usage("only http:// and https:// URLs")),
+    };
+    if o.h2 && o.tls.is_none() {
+        return Err(usage("--h2 needs an https:// URL"));
+    }
+    if o.tls.is_some() && o.client != Client::Hyper {
+        return Err(usage("https:// only with the hyper client"));
+    }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -181,7 +209,7 @@ async fn connection(
             break;
         }
         if sender.is_none() {
-            match open(&o.authority).await {
+            match open(&o).await {
                 Ok(s) => sender = Some(s),
                 Err(e) => {
                     connect_failed(&o, &totals, e).await;
@@ -190,14 +218,7 @@ async fn connection(
             }
         }
         let s = sender.as_mut().expect("connected above");
-        let mut req = Request::builder()
-            .method(o.method.clone())
-            .uri(o.path.as_str())
-            .header(hyper::header::HOST, o.authority.as_str());
-        for (k, v) in &o.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let req = req.body(Empty::<Bytes>::new()).expect("valid request");
+        let req = request(&o);
         let started = Instant::now();
         let ok = match s.send_request(req).await {
             Ok(resp) => {
@@ -357,16 +378,70 @@ async fn go_style_request(
     Ok((status, got))
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+/// The request `o` describes: method, path, `Host` and the `-H` headers.
+pub fn request(o: &Options) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(o.method.clone())
+        .uri(o.path.as_str())
+        .header(hyper::header::HOST, o.authority.as_str());
+    for (k, v) in &o.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.body(Empty::<Bytes>::new()).expect("valid request")
+}
 
-async fn open(authority: &str) -> std::io::Result<Sender> {
-    let stream = TcpStream::connect(authority).await?;
+/// One connection's request sender: HTTP/1.1 (plain or TLS) or h2 (TLS).
+pub enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    pub async fn send_request(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
+}
+
+/// Connects to `o.authority` (TLS for `https://`) and hands the connection to hyper.
+pub async fn open(o: &Options) -> std::io::Result<Sender> {
+    let stream = TcpStream::connect(&o.authority).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let Some(tls) = &o.tls else {
+        return h1(TokioIo::new(stream)).await;
+    };
+    let host = o
+        .authority
+        .rsplit_once(':')
+        .map_or(o.authority.as_str(), |(h, _)| h);
+    let stream = tls.connect(host, stream).await?;
+    if !o.h2 {
+        return h1(TokioIo::new(stream)).await;
+    }
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok(Sender::H2(sender))
+}
+
+async fn h1<I>(io: I) -> std::io::Result<Sender>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    Ok(sender)
+    Ok(Sender::H1(sender))
 }
 
 pub fn main(args: Vec<String>) -> ExitCode {

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! loadgen load [OPTIONS] URL                    requests back to back; see load.rs
+//! loadgen idle -c N URL                         holds N idle keep-alive connections; idle.rs
 //! loadgen make-image DIR SIZE...                random layers, a config and a manifest in DIR
 //! loadgen push-image BASE REPO TAG DIR          push DIR's blobs, then its manifest
 //! loadgen probe BASE                            does POST ?digest= with a body store it?
@@ -16,10 +17,12 @@
 //! (medians, ratios) are in `stats.rs`, shared with the runner; the percentiles of one run come
 //! from `load`'s HDR histogram.
 
+mod idle;
 mod load;
 mod registry;
 #[allow(dead_code)] // the runner uses the rest
 mod stats;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -31,13 +34,14 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "load" => return load::main(args),
+        "idle" => return idle::main(args),
         "make-image" => registry::make_image(&args),
         "push-image" => registry::push_image(&args),
         "probe" => registry::probe(&args),
         "push-blob" => registry::push_blob(args),
         "pull" => registry::pull(&args),
         c => Err(format!(
-            "unknown subcommand {c:?}: load, make-image, push-image, probe, push-blob, pull"
+            "unknown subcommand {c:?}: load, idle, make-image, push-image, probe, push-blob, pull"
         )),
     };
     match result {

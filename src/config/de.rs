@@ -34,8 +34,8 @@ const SEP: char = '\u{0}';
 
 /// Builds the typed configuration from a tree whose keys [`super::schema::check`]
 /// accepted. Null values and empty sections count as absent (so they keep their
-/// defaults), except `auth.htpasswd`, `auth.token` and `auth.builtin`, which select a kind of
-/// authentication by their presence.
+/// defaults), except `auth.htpasswd`, `auth.token`, `auth.builtin` and `storage.s3`, which
+/// select a kind of authentication or storage by their presence.
 pub(super) fn read(tree: &Value) -> Result<Config, ConfigError> {
     let mut tree = tree.clone();
     alias_layerinfo(&mut tree)?;
@@ -84,7 +84,7 @@ fn prune(value: &mut Value, path: &str) {
                 prune(v, &key);
                 let selects = matches!(
                     key.as_str(),
-                    "auth.htpasswd" | "auth.token" | "auth.builtin"
+                    "auth.htpasswd" | "auth.token" | "auth.builtin" | "storage.s3"
                 );
                 !(v.is_null() || (matches!(v, Value::Mapping(m) if m.is_empty()) && !selects))
             });

@@ -197,6 +197,10 @@ pub struct AccessLogConfig {
 #[serde(default)]
 pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
+    /// `storage.s3`: blobs in an S3-compatible bucket instead of `storage.filesystem`;
+    /// `None` when absent. Giving both is an error (one storage driver, as distribution).
+    pub s3: Option<S3Config>,
+    pub redirect: RedirectConfig,
     pub delete: DeleteConfig,
     pub maintenance: MaintenanceConfig,
     pub cache: StorageCache,
@@ -217,6 +221,122 @@ impl Default for FilesystemConfig {
             rootdirectory: PathBuf::from("./data"),
         }
     }
+}
+
+impl StorageConfig {
+    /// The local directory of the sled index, staged writes (`tmp/`), upload sessions and the
+    /// generated `http-secret`: `storage.filesystem.rootdirectory`, or with `storage.s3` its
+    /// `cachedirectory` (a rebuildable cache in front of the bucket).
+    pub fn local_root(&self) -> &Path {
+        match &self.s3 {
+            Some(s3) => &s3.cachedirectory,
+            None => &self.filesystem.rootdirectory,
+        }
+    }
+}
+
+/// `storage.s3`: distribution's S3 driver keys (S3-compatible stores through
+/// `regionendpoint`). `multipartcopychunksize`, `multipartcopymaxconcurrency` and
+/// `multipartcopythresholdsize` are accepted and have no effect: stevedore never copies objects.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// Access key id; unset means the environment's credentials (`AWS_ACCESS_KEY_ID`, an
+    /// instance or pod role).
+    #[serde(deserialize_with = "de::opt_text")]
+    pub accesskey: Option<String>,
+    /// Secret access key (or `REGISTRY_STORAGE_S3_SECRETKEY_FILE`).
+    #[serde(deserialize_with = "de::secret")]
+    pub secretkey: Option<Secret>,
+    /// AWS region of the bucket (required, as in distribution).
+    #[serde(deserialize_with = "de::text")]
+    pub region: String,
+    /// Endpoint of an S3-compatible store (`http://minio:9000`); unset means AWS.
+    #[serde(deserialize_with = "de::opt_text")]
+    pub regionendpoint: Option<String>,
+    /// Bucket name (required).
+    #[serde(deserialize_with = "de::text")]
+    pub bucket: String,
+    /// Key prefix of everything stevedore writes in the bucket; default empty.
+    #[serde(deserialize_with = "de::text")]
+    pub rootdirectory: String,
+    /// HTTPS to the endpoint when `regionendpoint` names no scheme; default true.
+    #[serde(deserialize_with = "de::flag")]
+    pub secure: bool,
+    /// Do not check the endpoint's TLS certificate: not supported (only false is accepted).
+    #[serde(deserialize_with = "de::flag")]
+    pub skipverify: bool,
+    /// Path-style URLs (`endpoint/bucket/key`); default: path style with `regionendpoint`,
+    /// virtual-hosted style on AWS.
+    #[serde(deserialize_with = "de::opt_flag")]
+    pub forcepathstyle: Option<bool>,
+    /// Signature version 4; must be true (v2 signatures are not supported).
+    #[serde(deserialize_with = "de::flag")]
+    pub v4auth: bool,
+    /// Server-side encryption with KMS when `keyid` is set; without it the bucket's
+    /// default encryption applies.
+    #[serde(deserialize_with = "de::flag")]
+    pub encrypt: bool,
+    /// KMS key id for `encrypt`.
+    #[serde(deserialize_with = "de::opt_text")]
+    pub keyid: Option<String>,
+    /// Size of the parts of multipart uploads; default 10MiB, at least 5MiB, at most 5GiB.
+    #[serde(deserialize_with = "de::size")]
+    pub chunksize: u64,
+    /// Storage class of new objects; default `STANDARD`.
+    #[serde(deserialize_with = "de::text")]
+    pub storageclass: String,
+    /// `User-Agent` of requests to the store; default stevedore's.
+    #[serde(deserialize_with = "de::opt_text")]
+    pub useragent: Option<String>,
+    /// Canned ACL of new objects; only `private` (the default) is supported.
+    #[serde(deserialize_with = "de::text")]
+    pub objectacl: String,
+    /// *stevedore extension*: the local directory of the index, staged writes and upload
+    /// sessions (a rebuildable cache in front of the bucket); default `./data`.
+    #[serde(deserialize_with = "de::path")]
+    pub cachedirectory: PathBuf,
+}
+
+/// Default part size of multipart uploads (distribution's).
+pub const S3_DEFAULT_CHUNK_SIZE: u64 = 10 << 20;
+/// Smallest part S3 accepts (but the last).
+pub const S3_MIN_CHUNK_SIZE: u64 = 5 << 20;
+/// Largest part S3 accepts.
+pub const S3_MAX_CHUNK_SIZE: u64 = 5 << 30;
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            accesskey: None,
+            secretkey: None,
+            region: String::new(),
+            regionendpoint: None,
+            bucket: String::new(),
+            rootdirectory: String::new(),
+            secure: true,
+            skipverify: false,
+            forcepathstyle: None,
+            v4auth: true,
+            encrypt: false,
+            keyid: None,
+            chunksize: S3_DEFAULT_CHUNK_SIZE,
+            storageclass: "STANDARD".to_owned(),
+            useragent: None,
+            objectacl: "private".to_owned(),
+            cachedirectory: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `storage.redirect`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RedirectConfig {
+    /// Serve blob GETs of an object-store backend through the registry instead of
+    /// redirecting clients to a short-lived presigned URL; default false (redirect).
+    #[serde(deserialize_with = "de::flag")]
+    pub disable: bool,
 }
 
 /// `storage.delete`.
@@ -441,9 +561,15 @@ pub struct LimitsConfig {
     #[serde(deserialize_with = "de::uint")]
     pub burst: u64,
     /// A client must send a request's headers (and finish a TLS handshake)
-    /// within this; default 30s.
+    /// within this; default 30s. An idle keep-alive connection is not
+    /// cut off by it: `idletimeout` is.
     #[serde(deserialize_with = "de::duration")]
     pub headertimeout: Duration,
+    /// A kept-alive HTTP/1 connection on which nothing is read or written
+    /// for this long, between requests, is closed; default 5m; 0 = never
+    /// (as distribution). *stevedore extension*
+    #[serde(deserialize_with = "de::duration")]
+    pub idletimeout: Duration,
     /// A request body that sends no byte for this long is abandoned; default
     /// 60s.
     #[serde(deserialize_with = "de::duration")]
@@ -468,6 +594,7 @@ impl Default for LimitsConfig {
             requestspersecond: 0.0,
             burst: 0,
             headertimeout: Duration::from_secs(30),
+            idletimeout: Duration::from_secs(300),
             bodytimeout: Duration::from_secs(60),
             maxheaderbytes: 64 * 1024,
             maxheaders: 100,

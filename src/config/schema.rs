@@ -63,8 +63,7 @@ pub(super) enum Node {
 
 use Node::{Ignored, Leaf, List, Map, Section, Selector, Unsupported};
 
-const DRIVER: &str =
-    "stevedore stores content on the local filesystem only: use storage.filesystem";
+const DRIVER: &str = "stevedore stores content on the local filesystem or in S3: use storage.filesystem or storage.s3";
 const NONE: &str = "";
 
 /// Distribution's keys that no struct field reads: accepted without effect, or
@@ -80,9 +79,11 @@ pub(super) const EXTRA: &[(&str, Node)] = &[
     // distribution's older name of `blobdescriptor` (renamed when read).
     ("storage.cache.layerinfo", Leaf(EnvForm::Str)),
     ("storage.tag", Ignored),
-    ("storage.redirect", Unsupported(NONE)),
     ("storage.inmemory", Selector(DRIVER)),
-    ("storage.s3", Selector(DRIVER)),
+    // stevedore writes each blob once and never copies objects.
+    ("storage.s3.multipartcopychunksize", Ignored),
+    ("storage.s3.multipartcopymaxconcurrency", Ignored),
+    ("storage.s3.multipartcopythresholdsize", Ignored),
     ("storage.azure", Selector(DRIVER)),
     ("storage.gcs", Selector(DRIVER)),
     ("storage.swift", Selector(DRIVER)),
@@ -464,7 +465,23 @@ pub(super) fn check(root: &Value) -> Result<(), ConfigError> {
             "a configuration must be a YAML mapping",
         ));
     }
-    check_section(root, self::root(), "")
+    check_section(root, self::root(), "")?;
+    one_storage_driver(root)
+}
+
+/// `storage.filesystem` and `storage.s3` are two drivers: one only, as in distribution.
+fn one_storage_driver(root: &Value) -> Result<(), ConfigError> {
+    let Some(Value::Mapping(storage)) = root.get("storage") else {
+        return Ok(());
+    };
+    if storage.contains_key("filesystem") && storage.contains_key("s3") {
+        return Err(ConfigError::invalid(
+            "storage.s3",
+            "storage.filesystem is given too: choose one storage driver (with s3, the local \
+             cache of index and staged writes is storage.s3.cachedirectory)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_node(value: &Value, node: &Node, path: &str) -> Result<(), ConfigError> {

@@ -69,6 +69,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!((l.maxconns, l.maxconnsperclient, l.burst), (4096, 256, 0));
     assert_eq!(l.requestspersecond, 0.0);
     assert_eq!((l.headertimeout, l.bodytimeout), (secs(30), secs(60)));
+    assert_eq!(l.idletimeout, secs(300));
     assert_eq!(
         (l.maxheaderbytes, l.maxheaders, l.maxstreams),
         (64 * 1024, 100, 128)
@@ -380,14 +381,9 @@ fn keys_are_case_sensitive_like_distribution() {
 #[test]
 fn distribution_keys_stevedore_lacks_are_unsupported() {
     for (yaml, key) in [
-        ("storage:\n  s3:\n    region: us-east-1\n", "storage.s3"),
         ("storage:\n  azure:\n    accountname: x\n", "storage.azure"),
         ("storage:\n  gcs:\n    bucket: x\n", "storage.gcs"),
         ("storage:\n  inmemory: {x: 1}\n", "storage.inmemory"),
-        (
-            "storage:\n  redirect:\n    disable: true\n",
-            "storage.redirect",
-        ),
         ("reporting:\n  bugsnag:\n    apikey: x\n", "reporting"),
         ("middleware:\n  registry:\n    - name: x\n", "middleware"),
         ("validation:\n  disabled: true\n", "validation"),
@@ -453,7 +449,7 @@ fn short_storage_form_is_accepted() {
     let c = Config::from_yaml_str("storage: filesystem\n").expect("parse");
     assert_eq!(c.storage, StorageConfig::default());
     let e = err("storage: s3\n");
-    assert_eq!(e.key(), Some("storage.s3"));
+    assert_eq!(e.key(), Some("storage.s3.region"));
     let e = err("storage:\n  inmemory:\n");
     assert_eq!(e.key(), Some("storage.inmemory"));
     let e = err("auth: silly\n");
@@ -981,10 +977,10 @@ fn unknown_env_var_is_an_error_naming_it() {
 
 #[test]
 fn unsupported_env_var_is_named() {
-    let e = env_err("", &[("REGISTRY_STORAGE_S3_REGION", "us-east-1")]);
+    let e = env_err("", &[("REGISTRY_STORAGE_AZURE_ACCOUNTNAME", "acct")]);
     let msg = e.to_string();
-    assert!(msg.contains("\"storage.s3\" is not supported"), "{msg}");
-    assert!(msg.contains("REGISTRY_STORAGE_S3_REGION"), "{msg}");
+    assert!(msg.contains("\"storage.azure\" is not supported"), "{msg}");
+    assert!(msg.contains("REGISTRY_STORAGE_AZURE_ACCOUNTNAME"), "{msg}");
 }
 
 #[test]
@@ -1140,7 +1136,7 @@ fn debug_output_redacts_secrets() {
 #[test]
 fn http_limits() {
     let c = Config::from_yaml_str(
-        "http:\n  limits:\n    maxconns: 10\n    maxconnsperclient: 0\n    requestspersecond: 2.5\n    headertimeout: 5s\n    bodytimeout: 1m\n    maxheaderbytes: 16KiB\n    maxheaders: 50\n    maxstreams: 8\n",
+        "http:\n  limits:\n    maxconns: 10\n    maxconnsperclient: 0\n    requestspersecond: 2.5\n    headertimeout: 5s\n    idletimeout: 0s\n    bodytimeout: 1m\n    maxheaderbytes: 16KiB\n    maxheaders: 50\n    maxstreams: 8\n",
     )
     .expect("limits");
     let l = &c.http.limits;
@@ -1148,6 +1144,7 @@ fn http_limits() {
     assert_eq!(l.requestspersecond, 2.5);
     assert_eq!(l.effective_burst(), 5.0);
     assert_eq!((l.headertimeout, l.bodytimeout), (secs(5), secs(60)));
+    assert_eq!(l.idletimeout, Duration::ZERO);
     assert_eq!(
         (l.maxheaderbytes, l.maxheaders, l.maxstreams),
         (16 * 1024, 50, 8)
@@ -1500,6 +1497,93 @@ fn pin_patterns_load_and_bad_ones_name_the_entry() {
     for bad in ["Library/x", "a/b:", "a/b:v/1", "/a"] {
         let e = err(&format!("proxy:\n  pin: [\"{bad}\"]\n"));
         assert_eq!(e.key(), Some("proxy.pin[0]"), "{bad}: {e}");
+    }
+}
+
+const S3_YAML: &str = "storage:\n  s3:\n    region: us-east-1\n    bucket: reg\n";
+
+#[test]
+fn s3_storage_reads_distributions_keys() {
+    let c = Config::from_yaml_str(
+        "storage:\n  s3:\n    accesskey: AKIA\n    secretkey: shh\n    region: eu-west-1\n    regionendpoint: http://127.0.0.1:9000\n    bucket: reg\n    rootdirectory: /registry\n    secure: false\n    skipverify: false\n    forcepathstyle: true\n    v4auth: true\n    chunksize: 6MiB\n    multipartcopychunksize: 33554432\n    multipartcopymaxconcurrency: 100\n    multipartcopythresholdsize: 33554432\n    storageclass: REDUCED_REDUNDANCY\n    cachedirectory: /var/cache/stevedore\n  redirect:\n    disable: true\n",
+    )
+    .expect("parse");
+    let s3 = c.storage.s3.as_ref().expect("s3");
+    assert_eq!(s3.accesskey.as_deref(), Some("AKIA"));
+    assert_eq!(s3.secretkey, Some("shh".into()));
+    assert_eq!(
+        format!("{s3:?}").matches("shh").count(),
+        0,
+        "secret printed"
+    );
+    assert_eq!(s3.region, "eu-west-1");
+    assert_eq!(s3.regionendpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        (s3.bucket.as_str(), s3.rootdirectory.as_str()),
+        ("reg", "/registry")
+    );
+    assert!(!s3.secure && s3.forcepathstyle == Some(true));
+    assert_eq!(s3.chunksize, 6 << 20);
+    assert_eq!(s3.storageclass, "REDUCED_REDUNDANCY");
+    assert!(c.storage.redirect.disable);
+    assert_eq!(
+        c.storage.local_root(),
+        std::path::Path::new("/var/cache/stevedore")
+    );
+
+    let c = Config::from_yaml_str(S3_YAML).expect("parse");
+    let s3 = c.storage.s3.as_ref().expect("s3");
+    assert_eq!(s3.chunksize, S3_DEFAULT_CHUNK_SIZE);
+    assert!(s3.secure && s3.v4auth && !c.storage.redirect.disable);
+    assert_eq!(c.storage.local_root(), std::path::Path::new("./data"));
+}
+
+#[test]
+fn s3_storage_keys_come_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secretkey");
+    std::fs::write(&key, "from-a-file\n").expect("write");
+    let k = key.display().to_string();
+    let c = load_env(
+        "",
+        &[
+            ("REGISTRY_STORAGE_S3_REGION", "us-east-2"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "b"),
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "id"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY_FILE", &k),
+            ("REGISTRY_STORAGE_S3_CHUNKSIZE", "5242880"),
+        ],
+    )
+    .expect("load");
+    let s3 = c.storage.s3.expect("s3 from env");
+    assert_eq!((s3.region.as_str(), s3.bucket.as_str()), ("us-east-2", "b"));
+    assert_eq!(s3.secretkey, Some("from-a-file".into()));
+    assert_eq!(s3.chunksize, 5 << 20);
+}
+
+#[test]
+fn s3_storage_is_checked() {
+    let e = err(
+        "storage:\n  filesystem:\n    rootdirectory: /d\n  s3:\n    region: r\n    bucket: b\n",
+    );
+    assert_eq!(e.key(), Some("storage.s3"));
+    assert!(e.to_string().contains("choose one storage driver"), "{e}");
+    assert_eq!(
+        err("storage:\n  s3:\n    region: r\n").key(),
+        Some("storage.s3.bucket")
+    );
+    for (extra, key) in [
+        ("    chunksize: 1MiB\n", "storage.s3.chunksize"),
+        ("    chunksize: 6GiB\n", "storage.s3.chunksize"),
+        ("    v4auth: false\n", "storage.s3.v4auth"),
+        ("    skipverify: true\n", "storage.s3.skipverify"),
+        ("    objectacl: public-read\n", "storage.s3.objectacl"),
+        ("    keyid: k\n", "storage.s3.keyid"),
+        ("    regionendpoint: ftp://x\n", "storage.s3.regionendpoint"),
+        ("    bukcet: x\n", "storage.s3.bukcet"),
+    ] {
+        let e = err(&format!("{S3_YAML}{extra}"));
+        assert_eq!(e.key(), Some(key), "{extra}: {e}");
     }
 }
 

@@ -145,6 +145,66 @@ fn ui(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn s3(s3: &super::S3Config) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("storage.s3.region", &s3.region),
+        ("storage.s3.bucket", &s3.bucket),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ConfigError::missing(key, "storage.s3 is configured"));
+        }
+    }
+    if s3.cachedirectory.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(
+            "storage.s3.cachedirectory",
+            "must not be empty",
+        ));
+    }
+    if !s3.v4auth {
+        return Err(ConfigError::invalid(
+            "storage.s3.v4auth",
+            "only signature version 4 is supported: remove the key or set it to true",
+        ));
+    }
+    if !(super::S3_MIN_CHUNK_SIZE..=super::S3_MAX_CHUNK_SIZE).contains(&s3.chunksize) {
+        return Err(ConfigError::value(
+            "storage.s3.chunksize",
+            s3.chunksize.to_string(),
+            "must be between 5MiB and 5GiB (S3's part sizes)",
+        ));
+    }
+    if s3.skipverify {
+        return Err(ConfigError::invalid(
+            "storage.s3.skipverify",
+            "is not supported: add the endpoint's CA to the system's trust store (SSL_CERT_FILE)",
+        ));
+    }
+    if s3.objectacl != "private" {
+        return Err(ConfigError::value(
+            "storage.s3.objectacl",
+            format!("{:?}", s3.objectacl),
+            "only \"private\" is supported (grant access with a bucket policy)",
+        ));
+    }
+    if s3.keyid.is_some() && !s3.encrypt {
+        return Err(ConfigError::invalid(
+            "storage.s3.keyid",
+            "has no effect unless storage.s3.encrypt is true",
+        ));
+    }
+    if let Some(e) = &s3.regionendpoint
+        && e.contains("://")
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        return Err(ConfigError::value(
+            "storage.s3.regionendpoint",
+            format!("{e:?}"),
+            "expected an http:// or https:// URL, or a host[:port]",
+        ));
+    }
+    Ok(())
+}
+
 fn storage(c: &Config) -> Result<(), ConfigError> {
     let s = &c.storage;
     if s.filesystem.rootdirectory.as_os_str().is_empty() {
@@ -152,6 +212,9 @@ fn storage(c: &Config) -> Result<(), ConfigError> {
             "storage.filesystem.rootdirectory",
             "must not be empty",
         ));
+    }
+    if let Some(s3) = &s.s3 {
+        self::s3(s3)?;
     }
     let up = &s.maintenance.uploadpurging;
     if up.enabled && up.interval.is_zero() {

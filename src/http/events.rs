@@ -181,10 +181,6 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// The peer's address, put in each request's extensions by the connection.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
 fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -1,32 +1,156 @@
-//! Connection I/O adapters of the accept loop: a deadline on the first bytes, and a lingering
-//! close so that refused clients can read their answer.
+//! Connection I/O adapters of the accept loop: the header and idle deadlines of a connection's
+//! reads, and a lingering close so that refused clients can read their answer.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
-/// A connection whose first bytes must arrive within a deadline. hyper's HTTP/1 header timeout
-/// starts only once the protocol is known, and HTTP/2 has none: without this, a client that
-/// connects (or finishes its TLS handshake) and says nothing holds its connection forever.
-pub struct FirstByteDeadline<I> {
-    io: I,
-    deadline: Option<Pin<Box<Sleep>>>,
+/// Where a connection stands, as its service tells its I/O: shared by the two (they run in
+/// the same task; the atomics only make it `Sync`).
+#[derive(Debug, Default)]
+pub struct ConnState {
+    phase: AtomicU8,
+    /// Requests started so far: a new one re-arms the deadlines.
+    requests: AtomicU32,
+    /// Bytes were read while a request was answered (its body, or the next request's head).
+    read_while_busy: AtomicBool,
 }
 
-impl<I> FirstByteDeadline<I> {
-    pub fn new(io: I, within: Duration) -> Self {
-        FirstByteDeadline {
+/// Waiting for (the rest of) a request head: the header timeout runs. Where a connection starts.
+const HEAD: u8 = 0;
+/// A request is being answered: no deadline here (the body timeout is the handler's).
+const BUSY: u8 = 1;
+/// Between requests of a kept-alive HTTP/1 connection: the idle timeout runs, and the first byte
+/// of the next request starts its header timeout.
+const IDLE: u8 = 2;
+/// HTTP/2: streams overlap, so there is no "between requests"; hyper's keep-alive pings find
+/// dead peers.
+const OFF: u8 = 3;
+
+impl ConnState {
+    /// The service was handed a request (its head has been read).
+    pub fn request_started(&self, version: http::Version) {
+        let next = if version >= http::Version::HTTP_2 {
+            OFF
+        } else {
+            BUSY
+        };
+        self.read_while_busy.store(false, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.phase.store(next, Ordering::Relaxed);
+    }
+
+    /// The service answered (the body may still be going out). What was read meanwhile may
+    /// hold the start of the next head (pipelining), which is then timed as one.
+    pub fn request_answered(&self) {
+        let next = if self.read_while_busy.load(Ordering::Relaxed) {
+            HEAD
+        } else {
+            IDLE
+        };
+        let _ = self
+            .phase
+            .compare_exchange(BUSY, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Which deadline the timer is set to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Armed {
+    Head,
+    Idle,
+    Nothing,
+}
+
+/// The deadlines of a connection's reads: a request head (the first bytes of a connection, or
+/// of the next request on a kept-alive one, up to the head's end) must arrive within the header
+/// timeout; a kept-alive connection on which nothing was read or written for the idle timeout,
+/// between requests, is closed. hyper's own header timeout is not used: it starts when hyper
+/// starts reading the next head, right after an answer, so it closes every idle keep-alive
+/// connection after the header timeout; and HTTP/2 has none (the first bytes of a connection
+/// are the head's here, whatever the protocol). One timer per connection, reset in place; it
+/// is armed on reads and flushes (an answer ends with a flush) and fails the next read.
+pub struct Deadlines<I> {
+    io: I,
+    state: Arc<ConnState>,
+    header: Duration,
+    /// Zero: never.
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    armed: Armed,
+    /// `state.requests` when the timer was last armed.
+    armed_for: u32,
+    /// The last successful read or write (the idle timeout counts from it).
+    active: Instant,
+}
+
+impl<I> Deadlines<I> {
+    pub fn new(io: I, state: Arc<ConnState>, header: Duration, idle: Duration) -> Self {
+        let now = Instant::now();
+        Deadlines {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            state,
+            header,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(now + header)),
+            armed: Armed::Head,
+            armed_for: 0,
+            active: now,
+        }
+    }
+
+    /// Sets the timer to the deadline that applies now (if it changed) and polls it, so that
+    /// the task wakes when it passes; `Err` when it has passed.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let phase = self.state.phase.load(Ordering::Relaxed);
+        let want = match phase {
+            HEAD => Armed::Head,
+            IDLE if !self.idle.is_zero() => Armed::Idle,
+            _ => Armed::Nothing,
+        };
+        let requests = self.state.requests.load(Ordering::Relaxed);
+        if want != self.armed || requests != self.armed_for {
+            self.armed = want;
+            self.armed_for = requests;
+            match want {
+                Armed::Head => self.timer.as_mut().reset(Instant::now() + self.header),
+                Armed::Idle => self.timer.as_mut().reset(self.active + self.idle),
+                Armed::Nothing => return Ok(()),
+            }
+        }
+        loop {
+            match self.armed {
+                Armed::Nothing => return Ok(()),
+                _ if self.timer.as_mut().poll(cx).is_pending() => return Ok(()),
+                Armed::Head => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not send a request head within the header timeout",
+                    ));
+                }
+                Armed::Idle => {
+                    // Writes since the timer was set (a long body going out) push it back.
+                    let until = self.active + self.idle;
+                    if until <= Instant::now() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the kept-alive connection was idle for the idle timeout",
+                        ));
+                    }
+                    self.timer.as_mut().reset(until);
+                }
+            }
         }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -36,16 +160,23 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         match &read {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => this.deadline = None,
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.active = Instant::now();
+                match this.state.phase.load(Ordering::Relaxed) {
+                    // The first bytes of the next request: its head's clock starts.
+                    IDLE => {
+                        this.state.phase.store(HEAD, Ordering::Relaxed);
+                        this.armed = Armed::Head;
+                        this.timer.as_mut().reset(this.active + this.header);
+                    }
+                    BUSY => this.state.read_while_busy.store(true, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
             Poll::Ready(_) => {}
             Poll::Pending => {
-                if let Some(d) = this.deadline.as_mut()
-                    && d.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client sent nothing within the header timeout",
-                    )));
+                if let Err(e) = this.check(cx) {
+                    return Poll::Ready(Err(e));
                 }
             }
         }
@@ -53,17 +184,38 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+impl<I: AsyncWrite + Unpin> Deadlines<I> {
+    fn wrote(&mut self, r: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r
+            && *n > 0
+        {
+            self.active = Instant::now();
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(&r);
+        r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        // An answer ends with a flush, and hyper may be parked on a read it began before: arm
+        // the deadline that now applies, and have the task polled (that read fails) once it
+        // has passed.
+        if this.check(cx).is_err() {
+            cx.waker().wake_by_ref();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -75,7 +227,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

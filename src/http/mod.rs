@@ -57,7 +57,9 @@ impl Builders {
             // Body chunks are queued, never copied into hyper's buffer: `sendfile` relies on it.
             .writev(true)
             .timer(TokioTimer::new())
-            .header_read_timeout(l.headertimeout)
+            // `io::Deadlines` times request heads instead: hyper's would close idle
+            // keep-alive connections.
+            .header_read_timeout(None)
             .max_buf_size(usize::try_from(l.maxheaderbytes).unwrap_or(usize::MAX))
             .max_headers(usize::try_from(l.maxheaders).unwrap_or(usize::MAX));
         b.http2()
@@ -108,6 +110,7 @@ struct Shared {
     builders: Builders,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// Creates each endpoint's success series at zero. Called before any listener serves (the
@@ -137,6 +140,7 @@ pub async fn serve(
         builders: Builders::new(&app.config.http),
         tls: app.tls.as_ref().map(|t| t.acceptor()),
         header_timeout: app.config.http.limits.headertimeout,
+        idle_timeout: app.config.http.limits.idletimeout,
         app,
     });
     let mut last_full_warning: Option<Instant> = None;
@@ -193,7 +197,7 @@ pub async fn serve(
 
 impl Shared {
     /// Serves one accepted connection: TLS handshake (if any) and HTTP. The handshake and then
-    /// the first bytes of HTTP must each come within the header timeout.
+    /// each request head must each come within the header timeout (`io::Deadlines`).
     async fn connection(
         self: &Arc<Self>,
         stream: TcpStream,
@@ -203,7 +207,6 @@ impl Shared {
     ) {
         let Some(acceptor) = &self.tls else {
             let (stream, slot) = sendfile::SendfileStream::new(stream);
-            let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
             let builder = &self.builders.auto;
             return self
                 .http(builder, stream, peer, refused, watcher, Some(slot))
@@ -225,7 +228,6 @@ impl Shared {
             Some(b"h2") => &self.builders.http2,
             _ => &self.builders.http1,
         };
-        let stream = io::FirstByteDeadline::new(stream, self.header_timeout);
         self.http(builder, stream, peer, refused, watcher, None)
             .await
     }
@@ -241,6 +243,8 @@ impl Shared {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let state = Arc::new(io::ConnState::default());
+        let io = io::Deadlines::new(io, state.clone(), self.header_timeout, self.idle_timeout);
         let io = TokioIo::new(io::Lingering::new(io));
         if refused {
             let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
@@ -257,20 +261,22 @@ impl Shared {
             return;
         }
         let shared = self.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
+            let state = state.clone();
+            state.request_started(req.version());
             // Zero-copy blob bodies need HTTP/1's plain byte stream on a plain socket.
-            if let Some(slot) = &sendfile
-                && req.version() <= http::Version::HTTP_11
-            {
-                req.extensions_mut().insert(slot.clone());
-            }
-            req.extensions_mut().insert(events::PeerAddr(peer));
+            let slot = sendfile
+                .as_ref()
+                .filter(|_| req.version() <= http::Version::HTTP_11)
+                .cloned();
             async move {
-                if let Err(wait) = shared.limits.request(peer.ip()) {
-                    return Ok::<_, Infallible>(too_many_requests(&shared.app, &req, wait));
-                }
-                Ok(handle(&shared.app, req).await)
+                let resp = match shared.limits.request(peer.ip()) {
+                    Err(wait) => too_many_requests(&shared.app, &req, wait),
+                    Ok(()) => handle(&shared.app, req, slot, Some(peer)).await,
+                };
+                state.request_answered();
+                Ok::<_, Infallible>(resp)
             }
         });
         let conn = builder.serve_connection(io, service).into_owned();
@@ -320,43 +326,54 @@ struct Accounting<'a> {
     app: &'a App,
     started: Instant,
     method: http::Method,
-    path: String,
+    /// The request target (cheap to clone: shared bytes); its path is logged.
+    uri: http::Uri,
     endpoint: &'static str,
-    /// Status, and the response's size, cache source and upstream (access log), once answered.
-    answered: Option<(StatusCode, String, &'static str, String)>,
+    /// Status, once answered; with the access log on, the response's size, cache source and
+    /// upstream too.
+    answered: Option<(StatusCode, Option<Answered>)>,
+}
+
+/// What the access log says of a response.
+struct Answered {
+    bytes: String,
+    cache: &'static str,
+    upstream: String,
 }
 
 impl<'a> Accounting<'a> {
-    fn start(app: &'a App, method: http::Method, path: String) -> Accounting<'a> {
+    fn start(app: &'a App, method: http::Method, uri: http::Uri) -> Accounting<'a> {
         app.metrics.http_in_flight.inc();
         Accounting {
             app,
             started: Instant::now(),
             method,
-            path,
+            uri,
             endpoint: "unknown",
             answered: None,
         }
     }
 
     fn answered(&mut self, resp: &Response<Body>) {
-        let bytes = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
-        let cache = resp
-            .extensions()
-            .get::<Source>()
-            .map(|s| s.as_str())
-            .unwrap_or("-");
-        let upstream = resp
-            .extensions()
-            .get::<ViaUpstream>()
-            .map(|u| u.0.clone())
-            .unwrap_or_else(|| "-".to_owned());
-        self.answered = Some((resp.status(), bytes, cache, upstream));
+        let logged = self.app.access_log.then(|| Answered {
+            bytes: resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned(),
+            cache: resp
+                .extensions()
+                .get::<Source>()
+                .map(|s| s.as_str())
+                .unwrap_or("-"),
+            upstream: resp
+                .extensions()
+                .get::<ViaUpstream>()
+                .map(|u| u.0.clone())
+                .unwrap_or_else(|| "-".to_owned()),
+        });
+        self.answered = Some((resp.status(), logged));
     }
 }
 
@@ -366,44 +383,68 @@ impl Drop for Accounting<'_> {
         app.metrics.http_in_flight.dec();
         let took = self.started.elapsed();
         let method = crate::metrics::method_label(self.method.as_str());
-        let (status, bytes, cache, upstream) = match self.answered.take() {
-            Some((status, bytes, cache, upstream)) => (status.as_u16(), bytes, cache, upstream),
+        let path = self.uri.path();
+        let (status, logged) = match self.answered.take() {
+            Some((status, logged)) => (status.as_u16(), logged),
             None => {
-                tracing::debug!(method = %self.method, path = %self.path, "client went away before the answer");
-                (CANCELLED_STATUS, "-".to_owned(), "-", "-".to_owned())
+                tracing::debug!(method = %self.method, path, "client went away before the answer");
+                (CANCELLED_STATUS, None)
             }
         };
+        let digits = status_digits(status);
+        let code = std::str::from_utf8(&digits).unwrap_or("000");
         app.metrics
             .http_requests
-            .with_label_values(&[method, self.endpoint, &status.to_string()])
+            .with_label_values(&[method, self.endpoint, code])
             .inc();
         app.metrics
             .http_request_duration
             .with_label_values(&[method, self.endpoint])
             .observe(took.as_secs_f64());
         if app.access_log {
+            let a = logged.unwrap_or(Answered {
+                bytes: "-".to_owned(),
+                cache: "-",
+                upstream: "-".to_owned(),
+            });
             tracing::info!(
                 target: "stevedore::access",
                 method = %self.method,
-                path = %self.path,
+                path,
                 status,
-                bytes,
+                bytes = a.bytes,
                 duration_ms = took.as_secs_f64() * 1000.0,
-                cache,
-                upstream,
+                cache = a.cache,
+                upstream = a.upstream,
                 "request"
             );
         }
     }
 }
 
-/// Answers one request: route, dispatch, map errors, count, log.
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+/// A status code's three ASCII digits, without a heap allocation.
+fn status_digits(status: u16) -> [u8; 3] {
+    [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]
+}
+
+/// Answers one request: route, dispatch, map errors, count, log. `sendfile`: the connection's
+/// zero-copy slot, on plain HTTP/1 connections; `peer`: the client's address.
+async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    sendfile: Option<sendfile::SendfileSlot>,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
+    let path = uri.path();
     if app.config.ui.enabled
         && app.config.ui.listener == crate::config::UiListener::Main
-        && console::owns(&path)
+        && console::owns(path)
     {
         let mut resp = console::answer(app, &app.console, req, app.tls.is_some()).await;
         for (name, value) in &app.extra_headers {
@@ -411,17 +452,17 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         return resp;
     }
-    let mut accounting = Accounting::start(app, method.clone(), path.clone());
-    let result = match Endpoint::parse(&method, &path) {
+    let mut accounting = Accounting::start(app, method.clone(), uri.clone());
+    let result = match Endpoint::parse(&method, path) {
         Ok(endpoint) => {
             accounting.endpoint = endpoint.label();
             let (parts, body) = req.into_parts();
             let mut r = handlers::Req {
-                sendfile: parts.extensions.get::<sendfile::SendfileSlot>().cloned(),
+                sendfile,
                 query: handlers::parse_query(parts.uri.query()),
                 authority: parts.uri.authority().map(|a| a.to_string()),
                 method: parts.method,
-                peer: parts.extensions.get::<events::PeerAddr>().map(|p| p.0),
+                peer,
                 user: None,
                 headers: parts.headers,
                 body,

@@ -6,14 +6,25 @@ use crate::error::RegistryError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+const API_VERSION_NAME: header::HeaderName = header::HeaderName::from_static(API_VERSION.0);
+const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static(API_VERSION.1);
+
+/// The digest of the content a response is about.
+pub const CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
 
 /// The header naming an upload session.
 pub const UPLOAD_UUID: header::HeaderName = header::HeaderName::from_static("docker-upload-uuid");
 
+/// Adds the headers every response carries.
+pub fn common_headers(h: &mut http::HeaderMap) {
+    h.insert(API_VERSION_NAME, API_VERSION_VALUE);
+}
+
 pub fn builder(status: StatusCode) -> http::response::Builder {
     Response::builder()
         .status(status)
-        .header(API_VERSION.0, API_VERSION.1)
+        .header(API_VERSION_NAME, API_VERSION_VALUE)
 }
 
 pub fn error(e: &RegistryError) -> Response<Body> {

@@ -38,7 +38,7 @@
 //! waiting for the writability edge after a short send changed nothing measurable.
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -92,6 +92,23 @@ impl SendfileSlot {
         keep: K,
         sent: impl Fn(u64) + Send + 'static,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let whole = futures::stream::iter((len > 0).then_some(Ok(len)));
+        self.body_as_ready(file, start, len, keep, whole, sent)
+    }
+
+    /// Like [`SendfileSlot::body`] for a file still being written: `ready` says how many more
+    /// bytes of the range may be sent, each time more may (together `len`); the body stands for
+    /// only those, so `sendfile` never reads past what has landed. An error from `ready` ends the
+    /// body with it (the client gets a short body and an error).
+    pub fn body_as_ready<K: Send + 'static>(
+        &self,
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+        keep: K,
+        ready: impl Stream<Item = io::Result<u64>> + Send + 'static,
+        sent: impl Fn(u64) + Send + 'static,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         if len > 0 {
             self.jobs
                 .lock()
@@ -103,14 +120,25 @@ impl SendfileSlot {
                     _keep: Box::new(keep),
                 });
         }
-        futures::stream::unfold(len, move |left| {
-            let n = left.min(PLACEHOLDER_LEN as u64);
-            let item = (n > 0).then(|| {
-                sent(n);
-                Ok(Bytes::from_static(&PLACEHOLDER[..n as usize]))
-            });
-            std::future::ready(item.map(|i| (i, left - n)))
-        })
+        ready
+            .flat_map(|step| {
+                let chunks: Vec<io::Result<Bytes>> = match step {
+                    Ok(n) => (0..n)
+                        .step_by(PLACEHOLDER_LEN)
+                        .map(|at| {
+                            let piece = (n - at).min(PLACEHOLDER_LEN as u64) as usize;
+                            Ok(Bytes::from_static(&PLACEHOLDER[..piece]))
+                        })
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(chunks)
+            })
+            .inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    sent(c.len() as u64);
+                }
+            })
     }
 }
 

@@ -1,7 +1,7 @@
 //! `BlobContent`: the bytes of a blob about to be sent, from the store or from a file that is
 //! still being fetched from the upstream; `ContentRead` says how they go out.
 
-use super::fetch::{Fetch, follow};
+use super::fetch::{Fetch, arrivals, follow};
 use crate::metrics::Source;
 use crate::storage::{BlobRead, OpenBlob, ReadLease};
 use bytes::Bytes;
@@ -24,7 +24,29 @@ pub struct BlobContent {
 /// send), or as a stream of chunks (a blob still arriving, or kept by a remote backend).
 pub enum ContentRead {
     Local(LocalRange),
+    Growing(GrowingRange),
     Stream(BoxStream<'static, std::io::Result<Bytes>>),
+}
+
+/// `len` bytes from `start` of a blob still landing in a local staged file.
+pub struct GrowingRange {
+    pub file: std::fs::File,
+    pub start: u64,
+    pub len: u64,
+    fetch: Arc<Fetch>,
+}
+
+impl GrowingRange {
+    /// How the range becomes readable: increments of bytes, together `len` (see
+    /// `fetch::arrivals`); for sending straight from `file`.
+    pub fn arrivals(&self) -> BoxStream<'static, std::io::Result<u64>> {
+        arrivals(self.fetch.clone(), self.start, self.len).boxed()
+    }
+
+    /// The range as a stream of chunks, read as they land.
+    pub fn stream(self) -> BoxStream<'static, std::io::Result<Bytes>> {
+        follow(self.fetch, self.file, self.start, self.len).boxed()
+    }
 }
 
 /// `len` bytes from `start` of a committed local file, read-leased while this lives.
@@ -66,6 +88,18 @@ impl BlobContent {
         }
     }
 
+    /// Whether the blob is committed to a backend that keeps it elsewhere (an object store),
+    /// which a client may then be redirected to.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self.reader,
+            Reader::Stored(OpenBlob {
+                read: BlobRead::Remote(_),
+                ..
+            })
+        )
+    }
+
     /// Waits until the blob is whole in the store (at once for a stored blob).
     pub(super) async fn finished(self) -> Result<(), super::fetch::FetchError> {
         match self.reader {
@@ -95,7 +129,12 @@ impl BlobContent {
                     })
                     .boxed(),
             ),
-            Reader::Growing(fetch, f) => ContentRead::Stream(follow(fetch, f, start, len).boxed()),
+            Reader::Growing(fetch, file) => ContentRead::Growing(GrowingRange {
+                file,
+                start,
+                len,
+                fetch,
+            }),
         }
     }
 }

@@ -276,60 +276,80 @@ fn readable(state: &FetchState, size: u64) -> Result<u64, FetchError> {
     }
 }
 
-/// Streams `len` bytes from `start` of a blob still landing in `file`.
+/// How the bytes of `[start, start + len)` of a blob still landing become readable: a stream of
+/// increments (each above 0, together `len`), or an error when the fetch fails. Readers send
+/// each increment as it comes: read and copied (`follow`), or by `sendfile` from the staged file.
+pub fn arrivals(
+    fetch: Arc<Fetch>,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = std::io::Result<u64>> + Send {
+    let end = start + len;
+    let rx = fetch.subscribe();
+    futures::stream::unfold((rx, start, fetch), move |(mut rx, pos, fetch)| async move {
+        if pos >= end {
+            return None;
+        }
+        loop {
+            // The range's end bounds what is readable (held one byte short until verified).
+            let now = readable(&rx.borrow_and_update(), end);
+            let avail = match now {
+                Ok(a) => a.min(end),
+                Err(e) => {
+                    let err = std::io::Error::other(format!("blob fetch failed: {e}"));
+                    return Some((Err(err), (rx, end, fetch)));
+                }
+            };
+            if avail > pos {
+                return Some((Ok(avail - pos), (rx, avail, fetch)));
+            }
+            if rx.changed().await.is_err() {
+                // The task is gone; its last state decides.
+                if matches!(&*rx.borrow(), FetchState::Done) {
+                    continue;
+                }
+                let err = std::io::Error::other("blob fetch ended without an outcome");
+                return Some((Err(err), (rx, end, fetch)));
+            }
+        }
+    })
+}
+
+/// Streams `len` bytes from `start` of a blob still landing in `file`, read as they arrive in
+/// pieces of at most `FOLLOW_CHUNK`.
 pub fn follow(
     fetch: Arc<Fetch>,
     file: std::fs::File,
     start: u64,
     len: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
-    let end = start + len;
     let file = Arc::new(file);
-    let rx = fetch.subscribe();
-    // The blob's full size bounds what is readable; callers pass the announced size's range.
-    futures::stream::unfold((rx, start, fetch), move |(mut rx, pos, fetch)| {
+    let mut pos = start;
+    let pieces = arrivals(fetch, start, len).flat_map(move |step| {
+        let pieces: Vec<std::io::Result<(u64, usize)>> = match step {
+            Ok(n) => {
+                let (from, to) = (pos, pos + n);
+                pos = to;
+                (from..to)
+                    .step_by(FOLLOW_CHUNK as usize)
+                    .map(|p| Ok((p, (to - p).min(FOLLOW_CHUNK) as usize)))
+                    .collect()
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pieces)
+    });
+    pieces.then(move |piece| {
         let file = file.clone();
         async move {
-            if pos >= end {
-                return None;
+            let (at, want) = piece?;
+            let chunk = tokio::task::spawn_blocking(move || read_at(&file, at, want))
+                .await
+                .map_err(std::io::Error::other)??;
+            if chunk.len() < want {
+                return Err(std::io::Error::other("blob file ended early"));
             }
-            loop {
-                let now = readable(&rx.borrow_and_update(), end.max(pos + 1));
-                let avail = match now {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let err = std::io::Error::other(format!("blob fetch failed: {e}"));
-                        return Some((Err(err), (rx, end, fetch)));
-                    }
-                };
-                if avail > pos {
-                    let want = (avail - pos).min(FOLLOW_CHUNK) as usize;
-                    let f = file.clone();
-                    let chunk = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
-                        .await
-                        .map_err(std::io::Error::other)
-                        .and_then(|r| r);
-                    return match chunk {
-                        Ok(c) if c.is_empty() => Some((
-                            Err(std::io::Error::other("blob file ended early")),
-                            (rx, end, fetch),
-                        )),
-                        Ok(c) => {
-                            let next = pos + c.len() as u64;
-                            Some((Ok(c), (rx, next, fetch)))
-                        }
-                        Err(e) => Some((Err(e), (rx, end, fetch))),
-                    };
-                }
-                if rx.changed().await.is_err() {
-                    // The task is gone; its last state decides.
-                    if matches!(&*rx.borrow(), FetchState::Done) {
-                        continue;
-                    }
-                    let err = std::io::Error::other("blob fetch ended without an outcome");
-                    return Some((Err(err), (rx, end, fetch)));
-                }
-            }
+            Ok(chunk)
         }
     })
 }

@@ -4,18 +4,23 @@
 //! write-then-commit path, re-hashing for verification.
 
 use super::{
-    BlobBackend, BlobRead, BlobWriter, FsBackend, OpenReads, ReadLease, Staging, StoreError,
-    Verified,
+    BlobBackend, BlobRead, BlobWriter, FsBackend, OpenReads, ReadLease, S3Backend, Staging,
+    StoreError, Verified,
 };
+use crate::config::S3Config;
 use crate::oci::{Algorithm, Digest, DigestHasher};
 use bytes::Bytes;
 use std::path::Path;
 
+/// How long a presigned blob URL stays valid (distribution's S3 driver: 20 minutes).
+const PRESIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 /// The backends a store can sit on. Dispatch is a match, not a trait object: the blob GET
-/// path pays no allocation for it. An object-store backend becomes a second variant.
+/// path pays no allocation for it.
 #[derive(Debug, Clone)]
 enum Backend {
     Fs(FsBackend),
+    S3(S3Backend),
 }
 
 /// Calls the same `BlobBackend` method on whichever backend the store has.
@@ -23,6 +28,7 @@ macro_rules! backend {
     ($self:ident.$method:ident($($arg:expr),*)) => {
         match &$self.backend {
             Backend::Fs(b) => b.$method($($arg),*).await,
+            Backend::S3(b) => b.$method($($arg),*).await,
         }
     };
 }
@@ -48,33 +54,58 @@ impl BlobStore {
     /// run are removed only by `remove_temporary_files`, which the server alone calls at
     /// start-up (a maintenance command beside it must not delete its in-flight writes).
     pub async fn open(root: &Path) -> Result<BlobStore, StoreError> {
-        let store = BlobStore::at(root);
-        let Backend::Fs(fs) = &store.backend;
+        let fs = FsBackend::at(root);
         fs.create().await?;
+        BlobStore::over(Backend::Fs(fs), root).await
+    }
+
+    /// Opens a store whose committed blobs live in the bucket of `config`; `root` is the
+    /// local directory of the staging tier. Fails when the bucket does not answer.
+    pub async fn open_s3(config: &S3Config, root: &Path) -> Result<BlobStore, StoreError> {
+        let s3 = S3Backend::open(config, root).await?;
+        s3.check().await?;
+        BlobStore::over(Backend::S3(s3), root).await
+    }
+
+    async fn over(backend: Backend, root: &Path) -> Result<BlobStore, StoreError> {
+        let store = BlobStore {
+            backend,
+            staging: Staging::at(root.join("tmp")),
+            reads: OpenReads::default(),
+        };
         store.staging.create().await?;
         Ok(store)
     }
 
-    /// Opens an existing store for reading only: creates nothing, removes nothing.
+    /// Opens an existing filesystem store for reading only: creates nothing, removes nothing.
     pub async fn open_read_only(root: &Path) -> Result<BlobStore, StoreError> {
-        let store = BlobStore::at(root);
-        let Backend::Fs(fs) = &store.backend;
+        let fs = FsBackend::at(root);
         fs.exists().await?;
-        Ok(store)
-    }
-
-    fn at(root: &Path) -> BlobStore {
-        BlobStore {
-            backend: Backend::Fs(FsBackend::at(root)),
+        Ok(BlobStore {
+            backend: Backend::Fs(fs),
             staging: Staging::at(root.join("tmp")),
             reads: OpenReads::default(),
-        }
+        })
     }
 
-    /// Removes the temporary files a crashed run left. Only for the process that owns the
-    /// store (the server at start-up, holding the index lock).
+    /// Removes the temporary files a crashed run left (and, on an object store, aborts the
+    /// multipart uploads it left). Only for the process that owns the store (the server at
+    /// start-up, holding the index lock).
     pub async fn remove_temporary_files(&self) -> Result<usize, StoreError> {
-        self.staging.remove_leftovers().await
+        let mut removed = self.staging.remove_leftovers().await?;
+        if let Backend::S3(s3) = &self.backend {
+            removed += s3.abort_stale_uploads().await?;
+        }
+        Ok(removed)
+    }
+
+    /// A short-lived URL a client may GET the blob from directly, when the backend has one
+    /// (an object store); `None` for local files.
+    pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Fs(_) => Ok(None),
+            Backend::S3(s3) => Ok(Some(s3.presign(digest, PRESIGNED_URL_TTL).await?)),
+        }
     }
 
     /// The size of a committed blob, if present.

@@ -20,12 +20,13 @@
 
 mod backend;
 mod blobs;
-#[cfg(test)]
-mod contract;
+#[doc(hidden)]
+pub mod contract;
 mod error;
 mod fs;
 mod read;
 mod reads;
+mod s3;
 mod staging;
 mod uploads;
 
@@ -35,5 +36,6 @@ pub use error::StoreError;
 pub use fs::FsBackend;
 pub use read::{CHUNK_SIZE, FileChunks, read_at};
 pub use reads::{OpenReads, ReadLease};
+pub use s3::S3Backend;
 pub use staging::{BlobWriter, GrowingFile, Staging, Verified};
 pub use uploads::{AppendError, UploadInfo, UploadSession, Uploads};

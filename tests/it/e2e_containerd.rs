@@ -30,61 +30,74 @@ fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u
     image
 }
 
+/// Docker Hub's stand-in serving `library/app:v1`, ghcr.io's serving `owner/tool:2.0`, and a
+/// mirror of the first whose upstream named `ghcr.io` is the second.
+pub(crate) struct TwoRegistries {
+    pub hub: FakeUpstream,
+    pub hub_image: Image,
+    pub ghcr: FakeUpstream,
+    pub ghcr_image: Image,
+    pub mirror: Server,
+}
+
+impl TwoRegistries {
+    pub async fn start(dir: &std::path::Path) -> TwoRegistries {
+        // The default upstream is not registry-1.docker.io: a corporate upstream or another
+        // mirror.
+        let hub = FakeUpstream::start(FakeOptions::default()).await;
+        let ghcr = FakeUpstream::start(FakeOptions::default()).await;
+        let hub_image = seed(&hub, dir, "library/app", "v1", 1);
+        let ghcr_image = seed(&ghcr, dir, "owner/tool", "2.0", 2);
+        let mirror = Server::mirror(
+            &hub.url(),
+            &format!(
+                "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
+                ghcr.url()
+            ),
+        );
+        TwoRegistries {
+            hub,
+            hub_image,
+            ghcr,
+            ghcr_image,
+            mirror,
+        }
+    }
+
+    /// Everything came through the mirror: `ctd` holds every blob of both images, and each
+    /// upstream was asked for its own image only.
+    pub fn assert_each_from_its_upstream(&self, ctd: &Containerd) {
+        let content = ctd.ctr_ok(&["content", "ls", "-q"]);
+        for d in self
+            .hub_image
+            .digests()
+            .into_iter()
+            .chain(self.ghcr_image.digests())
+        {
+            assert!(content.contains(d), "{d} not in containerd:\n{content}");
+        }
+        assert!(self.hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
+        assert_eq!(self.hub.requests("", "owner/tool"), 0);
+        assert!(self.ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
+        assert_eq!(self.ghcr.requests("", "library/app"), 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
     require_daemon("containerd_pulls_docker_io_and_ghcr_io_through_the_mirror");
     let tmp = tempfile::tempdir().unwrap();
-    // The default upstream is not registry-1.docker.io: a corporate upstream or another mirror.
-    let hub = FakeUpstream::start(FakeOptions::default()).await;
-    let ghcr = FakeUpstream::start(FakeOptions::default()).await;
-    let hub_image = seed(&hub, tmp.path(), "library/app", "v1", 1);
-    let ghcr_image = seed(&ghcr, tmp.path(), "owner/tool", "2.0", 2);
-    let s = Server::mirror(
-        &hub.url(),
-        &format!(
-            "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
-            ghcr.url()
-        ),
-    );
+    let two = TwoRegistries::start(tmp.path()).await;
+    let (s, hub_image) = (&two.mirror, &two.hub_image);
     let ctd = Containerd::start();
     let hosts = ctd.dir().join("certs.d");
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     for registry in ["docker.io", "ghcr.io"] {
         write_hosts_toml(&hosts, registry, &s.url(""), &nowhere);
     }
-    let hosts = hosts.display().to_string();
-    let fetch = |reference: &str| {
-        ctd.ctr_ok(&[
-            "content",
-            "fetch",
-            "--hosts-dir",
-            &hosts,
-            "--platform",
-            "linux/amd64",
-            reference,
-        ])
-    };
-    fetch("docker.io/library/app:v1");
-    fetch("ghcr.io/owner/tool:2.0");
-
-    // Everything came through stevedore: containerd holds every blob, each upstream was asked
-    // for its own image only.
-    let content = ctd.ctr_ok(&["content", "ls", "-q"]);
-    for image in [&hub_image, &ghcr_image] {
-        for d in std::iter::once(&image.manifest.digest)
-            .chain(std::iter::once(&image.config.digest))
-            .chain(image.layers.iter().map(|l| &l.desc.digest))
-        {
-            assert!(
-                content.contains(d.as_str()),
-                "{d} not in containerd:\n{content}"
-            );
-        }
-    }
-    assert!(hub.requests("GET", "/v2/library/app/manifests/v1") >= 1);
-    assert_eq!(hub.requests("", "owner/tool"), 0);
-    assert!(ghcr.requests("GET", "/v2/owner/tool/manifests/2.0") >= 1);
-    assert_eq!(ghcr.requests("", "library/app"), 0);
+    ctd.fetch_ok(&hosts, "docker.io/library/app:v1");
+    ctd.fetch_ok(&hosts, "ghcr.io/owner/tool:2.0");
+    two.assert_each_from_its_upstream(&ctd);
     // The blobs are cached here too, under the name the mirror keeps for each registry.
     let r = client()
         .get(s.url(&format!(
@@ -98,12 +111,8 @@ async fn containerd_pulls_docker_io_and_ghcr_io_through_the_mirror() {
 
     // A registry nothing here mirrors: stevedore answers 404, and the fetch fails (its
     // fallback is closed) instead of being served some other registry's image.
-    write_hosts_toml(
-        ctd.dir().join("certs.d").as_path(),
-        "quay.io",
-        &s.url(""),
-        &nowhere,
-    );
+    write_hosts_toml(&hosts, "quay.io", &s.url(""), &nowhere);
+    let hosts = hosts.display().to_string();
     let out = ctd.ctr(&[
         "content",
         "fetch",

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Limits made small so the timeouts show within a test.
-const FAST_LIMITS: &str = "storage:\n  delete:\n    enabled: true\nhttp:\n  limits:\n    headertimeout: 1s\n    bodytimeout: 1s\n";
+const FAST_LIMITS: &str = "storage:\n  delete:\n    enabled: true\nhttp:\n  limits:\n    headertimeout: 1s\n    idletimeout: 1s\n    bodytimeout: 1s\n";
 
 fn hostile_server(extra: &str) -> Server {
     Server::start_with(Options {
@@ -279,7 +279,7 @@ async fn slow_and_silent_clients_are_cut_off() {
         started.elapsed()
     );
 
-    // Slow over a kept-alive connection: a first request, then silence.
+    // Idle over a kept-alive connection: a first request, then silence (the idle timeout).
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
     c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -287,7 +287,44 @@ async fn slow_and_silent_clients_are_cut_off() {
     let r = read_reply(&mut c, Instant::now(), Duration::from_secs(10)).await;
     assert_eq!(r.status, Some(200));
     assert!(r.closed && r.took < Duration::from_secs(5), "{r:?}");
+
+    // Slowloris on a kept-alive connection: a first request, then a head that never ends.
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let r = read_reply(&mut c, Instant::now(), Duration::from_secs(10)).await;
+    assert_eq!(r.status, Some(200));
+    assert!(r.closed && r.took < Duration::from_secs(5), "{r:?}");
     assert_alive(&s).await;
+}
+
+/// Issue 13: a fleet's nodes each hold a keep-alive connection. The header timeout times
+/// request heads only; an idle connection stays open until `idletimeout` (0 = never).
+#[tokio::test]
+async fn idle_keep_alive_connections_outlive_the_header_timeout() {
+    let s = Server::start_with(Options {
+        extra_yaml: "http:\n  limits:\n    headertimeout: 1s\n    idletimeout: 0s\n".into(),
+        ..Options::default()
+    });
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Three header timeouts of silence: the window is what is tested, not a wait for an event.
+    let r = read_reply(&mut c, Instant::now(), Duration::from_secs(3)).await;
+    assert_eq!(r.status, Some(200), "{r:?}");
+    assert!(!r.closed, "the idle connection was closed: {r:?}");
+    // Still usable, and its next head is timed again.
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    c.write_all(b"GET /v2/ HTTP/1.1\r\n").await.unwrap();
+    let r = read_reply(&mut c, Instant::now(), Duration::from_secs(10)).await;
+    assert!(r.closed && r.took < Duration::from_secs(5), "{r:?}");
 }
 
 #[tokio::test]

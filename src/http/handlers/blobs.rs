@@ -48,6 +48,18 @@ pub async fn get(
             None => return Err(RegistryError::blob_unknown(&digest)),
         },
     };
+    // A blob in an object store: the client fetches it from there (distribution's
+    // `storage.redirect`), unless redirects are disabled.
+    if content.is_remote()
+        && !app.config.storage.redirect.disable
+        && let Some(url) = app.registry.presigned_url(&digest).await?
+    {
+        return Ok(response::builder(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header("docker-content-digest", digest.as_str())
+            .body(body::empty())
+            .expect("redirect headers are valid"));
+    }
     let size = content.size;
     let source = content.source;
     let (status, start, len) = match ByteRange::parse(req.header(header::RANGE), size) {
@@ -79,6 +91,12 @@ pub async fn get(
             body::streamed(slot.body(r.file, r.start, r.len, r.lease, served))
         }
         (ContentRead::Local(r), None) => body::streamed(counted(r.stream(), served)),
+        // Still landing: the kernel copies each piece as it lands (issue 13).
+        (ContentRead::Growing(r), Some(slot)) => {
+            let ready = r.arrivals();
+            body::streamed(slot.body_as_ready(r.file, r.start, r.len, (), ready, served))
+        }
+        (ContentRead::Growing(r), None) => body::streamed(counted(r.stream(), served)),
         (ContentRead::Stream(s), _) => body::streamed(counted(s, served)),
     };
     let mut resp = b.body(body).expect("blob headers are valid");
@@ -106,7 +124,7 @@ fn headers(status: StatusCode, digest: &Digest, len: u64) -> http::response::Bui
     response::builder(status)
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header("docker-content-digest", digest.as_str())
+        .header(response::CONTENT_DIGEST, digest.as_str())
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{digest}\""))
         .header(header::CACHE_CONTROL, "max-age=31536000")

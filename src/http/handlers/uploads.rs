@@ -37,7 +37,7 @@ fn created(location: &str, repo: &RepoName, digest: &Digest) -> HandlerResult {
             header::LOCATION,
             format!("{location}/v2/{repo}/blobs/{digest}"),
         )
-        .header("docker-content-digest", digest.as_str())
+        .header(response::CONTENT_DIGEST, digest.as_str())
         .body(body::empty())
         .expect("upload headers are valid"))
 }

