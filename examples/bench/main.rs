@@ -280,7 +280,10 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
     let load_start = report::loadavg();
     if o.notify_only {
         print!("{}", notify::run(&bins, o, &work)?);
-        log(&format!("load average: {load_start} at the start, {} at the end", report::loadavg()));
+        log(&format!(
+            "load average: {load_start} at the start, {} at the end",
+            report::loadavg()
+        ));
         return Ok(());
     }
     let mut r = Results::default();

@@ -152,7 +152,13 @@ pub fn run(bins: &Bins, o: &Opts, work: &Path) -> Result<String, String> {
         })
         .collect::<Result<_, _>>()?;
     for p in &servers {
-        bins.loadgen(&["push-image", &p.url, "bench/notify", "v1", &image.display().to_string()])?;
+        bins.loadgen(&[
+            "push-image",
+            &p.url,
+            "bench/notify",
+            "v1",
+            &image.display().to_string(),
+        ])?;
     }
     let digest = std::fs::read_to_string(image.join("digests"))
         .map_err(|e| e.to_string())?
@@ -173,19 +179,34 @@ pub fn run(bins: &Bins, o: &Opts, work: &Path) -> Result<String, String> {
             let t = &mut s[i];
             for k in 0..PUSHES {
                 let salt = format!("r{round}k{k}");
-                let line = bins.loadgen(&["push-blob", "--salt", &salt, &p.url, "bench/notify", &layer])?;
+                let line =
+                    bins.loadgen(&["push-blob", "--salt", &salt, &p.url, "bench/notify", &layer])?;
                 t.blob_push.push(number(&line, "seconds")?);
                 let tag = format!("r{round}k{k}");
                 let started = Instant::now();
-                bins.loadgen(&["push-image", &p.url, "bench/notify", &tag, &image.display().to_string()])?;
+                bins.loadgen(&[
+                    "push-image",
+                    &p.url,
+                    "bench/notify",
+                    &tag,
+                    &image.display().to_string(),
+                ])?;
                 t.image_push.push(started.elapsed().as_secs_f64());
             }
             let targets = [
-                (format!("{}/v2/bench/notify/manifests/v1", p.url), &mut t.manifest),
-                (format!("{}/v2/bench/notify/blobs/{digest}", p.url), &mut t.blob),
+                (
+                    format!("{}/v2/bench/notify/manifests/v1", p.url),
+                    &mut t.manifest,
+                ),
+                (
+                    format!("{}/v2/bench/notify/blobs/{digest}", p.url),
+                    &mut t.blob,
+                ),
             ];
             for (url, out) in targets {
-                let args = ["load", "-c", CONNS, "-t", "2", "-d", &secs, "-H", ACCEPT, &url];
+                let args = [
+                    "load", "-c", CONNS, "-t", "2", "-d", &secs, "-H", ACCEPT, &url,
+                ];
                 let line = bins.loadgen(&args)?;
                 t.errors += number(&line, "errors")?;
                 out[0].push(number(&line, "p50_us")?);
@@ -203,7 +224,9 @@ pub fn run(bins: &Bins, o: &Opts, work: &Path) -> Result<String, String> {
         answered.load(Ordering::Relaxed),
         stalled.load(Ordering::Relaxed),
         drops.len(),
-        drops.first().map_or_else(String::new, |l| format!(", first: {}", l.trim())),
+        drops
+            .first()
+            .map_or_else(String::new, |l| format!(", first: {}", l.trim())),
     );
     Ok(report(&s, &seen))
 }
