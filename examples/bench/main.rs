@@ -19,6 +19,7 @@
 //!                                       # push, cold, herd): their lines and targets
 //! bench large-cache                     # only the large cache scenario: prints its section
 //! bench fleet [--quick]                 # only the 3-replica concurrent misses: prints its section
+//! bench notify-stall                    # only push/pull latency with a stalled notification receiver (notify.rs)
 //! ```
 //!
 //! Options (environment variable in brackets): `--reps N` [BENCH_REPS] repetitions per
@@ -41,6 +42,7 @@ mod stats;
 
 mod fleet;
 mod idle;
+mod notify;
 mod procs;
 mod report;
 mod tls;
@@ -74,6 +76,7 @@ pub struct Opts {
     pub large_only: bool,
     /// Only the 3-replica scenario (`fleet.rs`).
     pub fleet_only: bool,
+    pub notify_only: bool,
     pub quick: bool,
     pub keep: bool,
     pub prebuilt: bool,
@@ -117,6 +120,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
         only: Vec::new(),
         large_only: false,
         fleet_only: false,
+        notify_only: false,
         quick: false,
         keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1"),
         prebuilt: std::env::var("BENCH_NO_BUILD").is_ok_and(|v| v == "1"),
@@ -146,6 +150,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
             "--prebuilt" => o.prebuilt = true,
             "large-cache" => o.large_only = true,
             "fleet" => o.fleet_only = true,
+            "notify-stall" => o.notify_only = true,
             "-h" | "--help" => return Err("see the top of examples/bench/main.rs".into()),
             _ => return Err(format!("unexpected argument {a:?}")),
         }
@@ -281,6 +286,14 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         Some(tmp)
     };
     let load_start = report::loadavg();
+    if o.notify_only {
+        print!("{}", notify::run(&bins, o, &work)?);
+        log(&format!(
+            "load average: {load_start} at the start, {} at the end",
+            report::loadavg()
+        ));
+        return Ok(());
+    }
     let mut r = Results::default();
     let b = Bench {
         o,

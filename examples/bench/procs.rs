@@ -62,6 +62,8 @@ pub struct Setup<'a> {
     pub https: bool,
     /// Keeps what `dir` holds (a restart on the same store) instead of starting empty.
     pub keep: bool,
+    /// Whole top-level YAML sections appended to config.yml (e.g. `notifications:`).
+    pub sections: String,
 }
 
 /// The same config.yml keys for both registries; `remote` makes it a mirror.
@@ -81,6 +83,7 @@ fn registry_config(dir: &Path, port: u16, setup: &Setup<'_>) -> String {
     if let Some(r) = remote {
         c.push_str(&format!("proxy: {{remoteurl: {r}}}\n"));
     }
+    c.push_str(&setup.sections);
     c
 }
 
