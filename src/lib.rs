@@ -243,10 +243,17 @@ impl App {
             .prometheus
             .enabled
             .then(|| config.http.debug.prometheus.path.clone());
+        let mut extra_headers = extra_headers(&config.http.headers);
+        // With peers, every answer names this process, so a replica finds itself among them.
+        if let Some(peers) = mirror.as_ref().and_then(|m| m.peers())
+            && let Ok(v) = ::http::HeaderValue::try_from(peers.instance())
+        {
+            extra_headers.insert(upstream::peers::INSTANCE_HEADER, v);
+        }
         Ok(App {
             access_log: !config.log.accesslog.disabled,
             prometheus_path,
-            extra_headers: extra_headers(&config.http.headers),
+            extra_headers,
             tls,
             urls: http::location::UrlBase::from_config(&config.http),
             upload_key,
@@ -399,6 +406,8 @@ fn build_mirror(
             max_backoff: p.breakermaxbackoff,
         },
         offline: offline.clone(),
+        ns: None,
+        peer: None,
         notifier: notifier.clone(),
     };
     let client = |name: &str, url: &str, user: &Option<String>, pass: &Option<Secret>| {
@@ -407,7 +416,11 @@ fn build_mirror(
             _ => None,
         };
         metrics.init_upstream(name, &upstream::operation_labels());
-        UpstreamClient::new(name, url, creds, opts(), metrics.clone())
+        let opts = ClientOptions {
+            ns: forwarded_ns(name, url),
+            ..opts()
+        };
+        UpstreamClient::new(name, url, creds, opts, metrics.clone())
             .map(Arc::new)
             .map_err(|source| StartError::Upstream {
                 name: name.to_owned(),
@@ -460,6 +473,11 @@ fn build_mirror(
             cooldown: u.cooldown.unwrap_or(p.cooldown),
         }));
     }
+    let peers = if p.peers.enabled() {
+        Some(peers(&p.peers, opts(), metrics.clone())?)
+    } else {
+        None
+    };
     Ok(Mirror::new(
         registry,
         default,
@@ -473,10 +491,60 @@ fn build_mirror(
                 audit: p.policy.mode == config::PolicyMode::Audit,
                 contact: p.policy.contact.clone(),
             },
+            peers,
             notifier,
         },
         metrics,
     ))
+}
+
+/// The `?ns=` an upstream is asked with: its name, when that names a registry host other
+/// than the URL's (a node tier's `ghcr.io` upstream served by a regional stevedore), so the
+/// mirror up the chain picks its own `ghcr.io` upstream. Never for Docker Hub itself.
+fn forwarded_ns(name: &str, url: &str) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    let host = url_host(url);
+    let hub = ["registry-1.docker.io", "index.docker.io", "docker.io"].contains(&host.as_str());
+    let registry_like = name.contains('.') || name.contains(':') || name == "localhost";
+    (registry_like && name != host && !hub).then_some(name)
+}
+
+/// `proxy.peers`: the replicas, reached with the upstream timeouts but no breaker (their
+/// liveness is tracked by probes) and a larger request cap (one request per distinct miss).
+fn peers(
+    c: &config::PeersConfig,
+    client: ClientOptions,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<upstream::peers::Peers>, StartError> {
+    let credentials = match (&c.username, &c.password) {
+        (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
+        _ => None,
+    };
+    let opts = upstream::peers::PeerOptions {
+        static_peers: c.static_peers.clone(),
+        dns: c.dns.clone(),
+        port: u16::try_from(c.port).unwrap_or(5000),
+        self_addr: c.self_addr.clone(),
+        refresh: c.refresh,
+        probe_interval: c.probeinterval,
+        probe_timeout: c.probetimeout,
+        client: ClientOptions {
+            connect_timeout: c.probetimeout,
+            max_requests: 256,
+            // A peer's failures are not the upstream's: no upstream.error events for them.
+            notifier: Arc::new(notify::Notifier::disabled()),
+            breaker: upstream::BreakerOptions {
+                threshold: 0,
+                ..upstream::BreakerOptions::default()
+            },
+            ..client
+        },
+        credentials,
+    };
+    upstream::peers::Peers::new(opts, metrics).map_err(|source| StartError::Upstream {
+        name: "proxy.peers".to_owned(),
+        source,
+    })
 }
 
 /// Runs the registry on already-bound listeners until `shutdown` resolves.
@@ -543,6 +611,9 @@ pub async fn run(
         tasks.spawn(async move {
             lifecycle::evict::run(&depot, options, move |d| mirror.fetching(d), stop).await;
         });
+    }
+    if let Some(peers) = app.mirror.as_ref().and_then(|m| m.peers()).cloned() {
+        tasks.spawn(peers.run(stopped()));
     }
     if let (Some(mirror), Some(file)) = (app.mirror.clone(), app.config.proxy.warm.file.clone()) {
         let interval = app.config.proxy.warm.interval;

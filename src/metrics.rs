@@ -107,6 +107,9 @@ pub struct Metrics {
     pub upstream_queued: IntGaugeVec,
     pub background_revalidations: IntCounterVec,
     pub proxy_offline: IntGauge,
+    pub peers: IntGaugeVec,
+    pub peer_forwards: IntCounterVec,
+    pub peer_fallbacks: IntCounter,
     pub proxy_policy_refusals: IntCounterVec,
     pub storage_bytes: IntGaugeVec,
     pub storage_blobs: IntGaugeVec,
@@ -269,6 +272,24 @@ impl Metrics {
             proxy_offline: reg!(IntGauge::new(
                 "stevedore_proxy_offline",
                 "1 while the mirror is offline (proxy.offline or the debug toggle), else 0."
+            )),
+            peers: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "stevedore_peers",
+                    "Other replicas of this mirror (proxy.peers), by state (up, down)."
+                ),
+                &["state"]
+            )),
+            peer_forwards: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_peer_forwards_total",
+                    "Upstream requests sent to the replica that owns the content instead, by kind (blob, manifest) and outcome (ok, failed)."
+                ),
+                &["kind", "outcome"]
+            )),
+            peer_fallbacks: reg!(IntCounter::new(
+                "stevedore_peer_fallbacks_total",
+                "Blob fetches that lost their owner replica mid-way and went on from another source."
             )),
             storage_bytes: reg!(IntGaugeVec::new(
                 Opts::new(

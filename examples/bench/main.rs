@@ -18,6 +18,7 @@
 //! bench --only manifest,idle,tls        # only these sections (blob, manifest, idle, tls,
 //!                                       # push, cold, herd): their lines and targets
 //! bench large-cache                     # only the large cache scenario: prints its section
+//! bench fleet [--quick]                 # only the 3-replica concurrent misses: prints its section
 //! ```
 //!
 //! Options (environment variable in brackets): `--reps N` [BENCH_REPS] repetitions per
@@ -38,6 +39,7 @@ mod tools;
 #[path = "../loadgen/stats.rs"]
 mod stats;
 
+mod fleet;
 mod idle;
 mod procs;
 mod report;
@@ -70,6 +72,8 @@ pub struct Opts {
     /// `--only`: the sections to run (all when empty).
     pub only: Vec<String>,
     pub large_only: bool,
+    /// Only the 3-replica scenario (`fleet.rs`).
+    pub fleet_only: bool,
     pub quick: bool,
     pub keep: bool,
     pub prebuilt: bool,
@@ -85,7 +89,9 @@ pub struct Opts {
 }
 
 /// The sections `--only` can name, in the order they run.
-pub const SECTIONS: [&str; 7] = ["blob", "manifest", "idle", "push", "cold", "herd", "tls"];
+pub const SECTIONS: [&str; 8] = [
+    "blob", "manifest", "idle", "push", "cold", "herd", "tls", "fleet",
+];
 
 impl Opts {
     /// Whether the section runs: every one without `--only`.
@@ -110,6 +116,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
             .map_or_else(|| root.join("BENCHMARKS.md"), PathBuf::from),
         only: Vec::new(),
         large_only: false,
+        fleet_only: false,
         quick: false,
         keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1"),
         prebuilt: std::env::var("BENCH_NO_BUILD").is_ok_and(|v| v == "1"),
@@ -138,6 +145,7 @@ fn parse_args(root: &Path) -> Result<Opts, String> {
             "--keep" => o.keep = true,
             "--prebuilt" => o.prebuilt = true,
             "large-cache" => o.large_only = true,
+            "fleet" => o.fleet_only = true,
             "-h" | "--help" => return Err("see the top of examples/bench/main.rs".into()),
             _ => return Err(format!("unexpected argument {a:?}")),
         }
@@ -281,6 +289,9 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
     };
 
     log(&format!("test data: random blobs in {}", work.display()));
+    if o.fleet_only {
+        return fleet_only(&b, &work);
+    }
     let big = work.join("big");
     b.make_image(&big, &[o.big])?;
     let big_digest = image_digest(&big, "l0")?;
@@ -326,7 +337,7 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         b.push(&refr, "ref", &big.join("l0"), &mut r)?;
     }
     let mut hwm = HashMap::from([("st", 0u64), ("ref", 0u64)]);
-    if o.wants("cold") || o.wants("herd") {
+    if o.wants("cold") || o.wants("herd") || o.wants("fleet") {
         let up = procs::registry(Kind::Reference, &bins.stevedore, &work.join("up"), None)?;
         let cp_cmd = |rate: Option<u64>| {
             let mut c = bins.example("countproxy");
@@ -348,10 +359,23 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
             b.push_image(&up, "bench/cold", &work.join("cold"))?;
             b.cold_pull(&up, &cp, &wan, &mut hwm, &mut r)?;
         }
-        if o.wants("herd") {
+        if o.wants("herd") || o.wants("fleet") {
             b.push_image(&up, "bench/herd", &work.join("herd"))?;
             let herd_digest = image_digest(&work.join("herd"), "l0")?;
-            b.herd(&cp, &cp_addrs[1], &herd_digest, &mut hwm, &mut r)?;
+            if o.wants("herd") {
+                b.herd(&cp, &cp_addrs[1], &herd_digest, &mut hwm, &mut r)?;
+            }
+            if o.wants("fleet") {
+                fleet::run(
+                    &bins,
+                    &work,
+                    &cp.url,
+                    &cp_addrs[1],
+                    &herd_digest,
+                    o.herd,
+                    &mut r,
+                )?;
+            }
         }
     }
 
@@ -380,6 +404,7 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         o.large_sizes
     ));
     let large = report::large_cache(&bins, &o.large_sizes)?;
+    let large = format!("{}\n{large}", fleet::section(&r));
     let doc = report::document(o, &rev, &load_start, &table, &targets, &large);
     std::fs::write(&o.out, doc).map_err(|e| format!("{}: {e}", o.out.display()))?;
     log(&format!("wrote {}", o.out.display()));
@@ -783,6 +808,30 @@ impl Bench<'_> {
         }
         Ok(())
     }
+}
+
+/// `bench fleet`: the herd image on a reference upstream behind countproxy, then only the
+/// fleet scenario; prints its section.
+fn fleet_only(b: &Bench<'_>, work: &Path) -> Result<(), String> {
+    let herd = work.join("herd");
+    b.make_image(&herd, &[b.o.herd])?;
+    let digest = image_digest(&herd, "l0")?;
+    let up = procs::registry(Kind::Reference, &b.bins.stevedore, &work.join("up"), None)?;
+    b.push_image(&up, "bench/herd", &herd)?;
+    let (cp, addrs) = procs::with_addresses(
+        b.bins.example("countproxy").args([
+            "127.0.0.1:0",
+            up.url.trim_start_matches("http://"),
+            "127.0.0.1:0",
+        ]),
+        2,
+        &work.join("countproxy.log"),
+    )?;
+    let mut r = Results::default();
+    fleet::run(b.bins, work, &cp.url, &addrs[1], &digest, b.o.herd, &mut r)?;
+    print!("{}", fleet::section(&r));
+    drop((cp, up));
+    Ok(())
 }
 
 /// countproxy's control line (`upstream_to_client=.. client_to_upstream=.. connections=..`).

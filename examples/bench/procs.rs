@@ -115,55 +115,115 @@ pub fn registry_with(
         if !setup.keep {
             let _ = std::fs::remove_dir_all(dir);
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let config = dir.join("config.yml");
-        std::fs::write(&config, registry_config(dir, port, setup)).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
-        let mut cmd = match kind {
-            Kind::Stevedore => Command::new(stevedore),
-            Kind::Reference => Command::new("docker-registry"),
-        };
-        cmd.arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        // Both overlay REGISTRY_* variables on their config; keep ours only.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("REGISTRY_") {
-                cmd.env_remove(k);
-            }
+        let config = registry_config(dir, port, setup);
+        match start(kind, stevedore, dir, &config, port, setup.https) {
+            Ok(p) => return Ok(p),
+            Err(e) => crate::log(&format!("{e} (try {attempt})")),
         }
-        let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
-        let scheme = if setup.https { "https" } else { "http" };
-        let mut p = Proc {
-            child,
-            url: format!("{scheme}://127.0.0.1:{port}"),
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let ready = || {
-            if setup.https {
-                std::net::TcpStream::connect(&addr).is_ok()
-            } else {
-                http_status(&addr, "/v2/").is_some()
-            }
-        };
-        let mut exited = false;
-        wait_until(Duration::from_secs(30), || {
-            exited = matches!(p.child.try_wait(), Ok(Some(_)));
-            exited || ready()
-        });
-        if !exited && ready() {
-            return Ok(p);
-        }
-        p.halt();
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        crate::log(&format!(
-            "{name} did not start on port {port} (try {attempt}): {}",
-            tail(&log, 3)
-        ));
     }
     Err(format!("{name} would not start"))
+}
+
+/// Starts a registry on `config` (which listens on `port`) in `dir` and waits until `/v2/`
+/// answers (with `https`, until its port accepts connections).
+fn start(
+    kind: Kind,
+    stevedore: &Path,
+    dir: &Path,
+    config: &str,
+    port: u16,
+    https: bool,
+) -> Result<Proc, String> {
+    let name = match kind {
+        Kind::Stevedore => "stevedore",
+        Kind::Reference => "reference",
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("config.yml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+    let mut cmd = match kind {
+        Kind::Stevedore => Command::new(stevedore),
+        Kind::Reference => Command::new("docker-registry"),
+    };
+    cmd.arg("serve")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // Both overlay REGISTRY_* variables on their config; keep ours only.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("REGISTRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+    let scheme = if https { "https" } else { "http" };
+    let mut p = Proc {
+        child,
+        url: format!("{scheme}://127.0.0.1:{port}"),
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let ready = || {
+        if https {
+            std::net::TcpStream::connect(&addr).is_ok()
+        } else {
+            http_status(&addr, "/v2/").is_some()
+        }
+    };
+    let mut exited = false;
+    wait_until(Duration::from_secs(30), || {
+        exited = matches!(p.child.try_wait(), Ok(Some(_)));
+        exited || ready()
+    });
+    if !exited && ready() {
+        return Ok(p);
+    }
+    p.halt();
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    Err(format!(
+        "{name} did not start on port {port}: {}",
+        tail(&log, 3)
+    ))
+}
+
+/// `n` stevedore replicas mirroring `remote`, each with its own store under `dir`; with
+/// `peers`, they name each other in `proxy.peers` (and serve a debug listener, whose
+/// `/debug/peers` says when they see each other). Returns them with their debug addresses.
+pub fn replicas(
+    stevedore: &Path,
+    dir: &Path,
+    remote: &str,
+    n: usize,
+    peers: bool,
+) -> Result<Vec<(Proc, String)>, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let list: Vec<String> = ports
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
+    let mut out = Vec::new();
+    for (i, (port, debug)) in ports.iter().enumerate() {
+        let d = dir.join(format!("r{i}"));
+        let setup = Setup {
+            http: format!("debug: {{addr: 127.0.0.1:{debug}}}"),
+            ..Setup::default()
+        };
+        let mut config = registry_config(&d, *port, &setup);
+        config.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
+        if peers {
+            config.push_str(&format!(
+                "  peers: {{static: [{}], probeinterval: 100ms}}\n",
+                list.join(", ")
+            ));
+        }
+        out.push((
+            start(Kind::Stevedore, stevedore, &d, &config, *port, false)?,
+            format!("127.0.0.1:{debug}"),
+        ));
+    }
+    Ok(out)
 }
 
 /// Starts a program that prints its bound addresses on stdout, one a line (hello,

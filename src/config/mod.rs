@@ -907,6 +907,69 @@ pub struct ProxyConfig {
     /// zero = off (default). The default for `upstreams[].cooldown`.
     #[serde(deserialize_with = "de::duration")]
     pub cooldown: Duration,
+    /// *Stevedore extension*: the other replicas of this mirror, so that each blob (and
+    /// each tag revalidation) is fetched upstream by one replica only.
+    pub peers: PeersConfig,
+}
+
+/// `proxy.peers` (*stevedore extension*): replicas that share upstream fetches. The owner of
+/// a blob (by digest) or a tag (by repository and tag) is chosen by rendezvous hashing over
+/// the live replicas; the others fetch through it. Empty (default) = no peers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PeersConfig {
+    /// `host:port` of every replica's main listener, this one included.
+    #[serde(rename = "static", deserialize_with = "de::strings")]
+    pub static_peers: Vec<String>,
+    /// A DNS name whose A/AAAA records are the replicas (a Kubernetes headless Service),
+    /// resolved every `refresh`; each address is asked on `port`.
+    #[serde(deserialize_with = "de::opt_text")]
+    pub dns: Option<String>,
+    /// The main listener's port on replicas found by `dns`; default 5000.
+    #[serde(deserialize_with = "de::uint")]
+    pub port: u64,
+    /// This replica's `host:port` as its peers name it; unset = recognised by the instance
+    /// id its own probe answers with.
+    #[serde(rename = "self", deserialize_with = "de::opt_text")]
+    pub self_addr: Option<String>,
+    /// How often `dns` is resolved again; default 10s.
+    #[serde(deserialize_with = "de::duration")]
+    pub refresh: Duration,
+    /// How often each peer is probed (`GET /v2/`); default 2s.
+    #[serde(deserialize_with = "de::duration")]
+    pub probeinterval: Duration,
+    /// A probe (and a forwarded request's connect + headers) fails after this long;
+    /// default 1s.
+    #[serde(deserialize_with = "de::duration")]
+    pub probetimeout: Duration,
+    /// Credentials for requests to peers, when their `auth` asks for them.
+    #[serde(deserialize_with = "de::secret_plain")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "de::secret")]
+    pub password: Option<Secret>,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            static_peers: Vec::new(),
+            dns: None,
+            port: 5000,
+            self_addr: None,
+            refresh: Duration::from_secs(10),
+            probeinterval: Duration::from_secs(2),
+            probetimeout: Duration::from_secs(1),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+impl PeersConfig {
+    /// Whether any peer source is configured.
+    pub fn enabled(&self) -> bool {
+        !self.static_peers.is_empty() || self.dns.is_some()
+    }
 }
 
 /// `proxy.warm` (*stevedore extension*).
@@ -967,6 +1030,7 @@ impl Default for ProxyConfig {
             upstreams: Vec::new(),
             warm: WarmConfig::default(),
             cooldown: Duration::ZERO,
+            peers: PeersConfig::default(),
         }
     }
 }

@@ -1588,6 +1588,44 @@ fn s3_storage_is_checked() {
 }
 
 #[test]
+fn peers_keys_read_from_yaml_and_env_and_are_checked() {
+    let c = Config::from_yaml_str(
+        "proxy:\n  remoteurl: https://registry-1.docker.io\n  peers:\n    static: [\"10.0.0.1:5000\", \"10.0.0.2:5000\"]\n    self: 10.0.0.1:5000\n    probeinterval: 500ms\n",
+    )
+    .expect("parse");
+    let p = &c.proxy.peers;
+    assert_eq!(p.static_peers, vec!["10.0.0.1:5000", "10.0.0.2:5000"]);
+    assert_eq!(p.self_addr.as_deref(), Some("10.0.0.1:5000"));
+    assert_eq!(p.probeinterval, Duration::from_millis(500));
+    assert_eq!(p.port, 5000);
+    assert!(p.enabled());
+    assert!(!Config::default().proxy.peers.enabled());
+    let c = load_env(
+        "proxy:\n  remoteurl: https://r.example\n",
+        &[
+            ("REGISTRY_PROXY_PEERS_DNS", "stevedore-peers.registry.svc"),
+            ("REGISTRY_PROXY_PEERS_PORT", "5001"),
+            ("REGISTRY_PROXY_PEERS_SELF", "10.1.2.3:5001"),
+        ],
+    )
+    .expect("env");
+    assert_eq!(
+        c.proxy.peers.dns.as_deref(),
+        Some("stevedore-peers.registry.svc")
+    );
+    assert_eq!(c.proxy.peers.port, 5001);
+    assert_eq!(c.proxy.peers.self_addr.as_deref(), Some("10.1.2.3:5001"));
+    let err = Config::from_yaml_str("proxy:\n  peers:\n    static: [\"no-port\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("proxy.peers.static[0]"), "{err}");
+    let err = Config::from_yaml_str("proxy:\n  peers:\n    probeinterval: 0s\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("proxy.peers.probeinterval"), "{err}");
+}
+
+#[test]
 fn notifications_read_distribution_keys_and_extensions() {
     let c = Config::from_yaml_str(
         r#"

@@ -607,7 +607,39 @@ fn proxy(c: &Config) -> Result<(), ConfigError> {
             }
         }
     }
-    Ok(())
+    peers(&p.peers)
+}
+
+/// `proxy.peers`: `host:port` addresses, a port, positive intervals.
+fn peers(p: &super::PeersConfig) -> Result<(), ConfigError> {
+    for (i, a) in p.static_peers.iter().enumerate() {
+        units::parse_host_port(a).map_err(|r| {
+            ConfigError::value(format!("proxy.peers.static[{i}]"), format!("{a:?}"), r)
+        })?;
+    }
+    if let Some(a) = &p.self_addr {
+        units::parse_host_port(a)
+            .map_err(|r| ConfigError::value("proxy.peers.self", format!("{a:?}"), r))?;
+    }
+    if p.dns.as_deref().is_some_and(|d| d.trim().is_empty()) {
+        return Err(ConfigError::invalid("proxy.peers.dns", "must not be empty"));
+    }
+    if p.port == 0 || p.port > u64::from(u16::MAX) {
+        return Err(ConfigError::invalid(
+            "proxy.peers.port",
+            "must be between 1 and 65535",
+        ));
+    }
+    for (key, d) in [
+        ("proxy.peers.refresh", p.refresh),
+        ("proxy.peers.probeinterval", p.probeinterval),
+        ("proxy.peers.probetimeout", p.probetimeout),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError::invalid(key, "must be greater than zero"));
+        }
+    }
+    credentials("proxy.peers", &p.username, &p.password)
 }
 
 /// `proxy.pin`: `REPO_GLOB[:TAG_GLOB]`, the repository part as `allow`/`deny`, the tag part

@@ -162,8 +162,28 @@ async fn answer(app: &App, req: Request<Incoming>, loopback: bool) -> Response<B
                 serde_json::json!({ "storage": e }).to_string(),
             ),
         },
+        "/debug/peers" => peers(app, req.uri().query()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `GET /debug/peers[?key=sha256:…|repo:tag]`: the replicas `proxy.peers` found, which are
+/// up, and (with `key`) which one owns that key now.
+fn peers(app: &App, query: Option<&str>) -> Response<Body> {
+    let Some(peers) = app.mirror.as_ref().and_then(|m| m.peers()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "proxy.peers is not configured\n",
+        );
+    };
+    let q = super::handlers::parse_query(query);
+    let key = q.iter().find(|(k, _)| k == "key").map(|(_, v)| v.as_str());
+    text(
+        StatusCode::OK,
+        "application/json",
+        peers.view(key).to_string(),
+    )
 }
 
 /// `POST /debug/notifications/test?action=push&repository=…&tag=…&digest=…&mediatype=…&size=…`:

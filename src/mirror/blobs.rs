@@ -1,6 +1,7 @@
 //! Proxied blobs: cache hit, single-flight miss, and HEAD without a download.
 
 use super::fetch::{self, FetchJob};
+use super::peering::{BlobSource, Peering};
 use super::{BlobContent, Mirror, ProxyRepo};
 use crate::error::RegistryError;
 use crate::index::Origin;
@@ -120,10 +121,10 @@ impl Mirror {
         if let Some(f) = fetches.get(digest) {
             return (f.clone(), Outcome::Coalesced);
         }
+        let peering = Peering::for_repo(self.peering.as_ref(), p);
         let job = FetchJob {
             digest: digest.clone(),
-            repo: p.remote.clone(),
-            upstream: p.upstream.client.clone(),
+            source: BlobSource::new(p, digest, peering),
             metrics: self.metrics.clone(),
             notifier: self.options.notifier.clone(),
         };

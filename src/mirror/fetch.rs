@@ -8,13 +8,14 @@
 //! byte short of the announced size; the last byte is released only once the digest has been
 //! verified and the blob committed. A failed fetch ends every reader's stream with an error.
 
+use super::peering::BlobSource;
 use crate::index::Origin;
 use crate::metrics::Metrics;
 use crate::notify::{Action, Event, Notifier, Target};
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
 use crate::storage::{GrowingFile, StoreError, read_at};
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -76,8 +77,8 @@ impl Fetch {
 /// What a fetch task needs.
 pub struct FetchJob {
     pub digest: Digest,
-    pub repo: String,
-    pub upstream: Arc<UpstreamClient>,
+    /// The upstream, or the replica that owns the blob (see `peering`).
+    pub source: BlobSource,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
 }
@@ -107,38 +108,41 @@ pub fn start(
             fetches: fetches.clone(),
             digest: job.digest.clone(),
         };
+        let upstream = job.source.name().to_owned();
+        let digest = job.digest.clone();
+        let notifier = job.notifier.clone();
         let gauge = job
             .metrics
             .upstream_fetches_in_flight
-            .with_label_values(&[job.upstream.name()]);
+            .with_label_values(&[&upstream]);
         gauge.inc();
-        let mut outcome = run(&job, &registry, &tx).await;
+        let mut outcome = run(job, &registry, &tx).await;
         gauge.dec();
         if let Ok(size) = outcome
             && let Err(e) = registry
-                .adopt_blob(&local, &job.digest, size, Origin::Proxy)
+                .adopt_blob(&local, &digest, size, Origin::Proxy)
                 .await
         {
             outcome = Err(FetchError::Store(e.to_string()));
         }
         match &outcome {
             Ok(size) => {
-                tracing::info!(digest = %job.digest, size, upstream = job.upstream.name(), "blob fetched and cached");
-                if job.notifier.wants(Action::CacheFill) {
-                    job.notifier.publish(Event::cache(
+                tracing::info!(%digest, size, upstream, "blob fetched and cached");
+                if notifier.wants(Action::CacheFill) {
+                    notifier.publish(Event::cache(
                         Action::CacheFill,
                         Target::cached(
-                            job.upstream.name(),
+                            &upstream,
                             local.as_str(),
                             crate::notify::BLOB_MEDIA_TYPE,
-                            Some(job.digest.clone()),
+                            Some(digest.clone()),
                             *size,
                         ),
                     ));
                 }
             }
             Err(e) => {
-                tracing::warn!(digest = %job.digest, upstream = job.upstream.name(), error = %e, "blob fetch failed; nothing cached")
+                tracing::warn!(%digest, upstream, error = %e, "blob fetch failed; nothing cached")
             }
         }
         let _ = tx.send(match outcome {
@@ -164,17 +168,13 @@ impl Drop for Leave {
 }
 
 async fn run(
-    job: &FetchJob,
+    job: FetchJob,
     registry: &Registry,
     tx: &watch::Sender<FetchState>,
 ) -> Result<u64, FetchError> {
     let upstream_err = FetchError::Upstream;
     let store_err = |e: StoreError| FetchError::Store(e.to_string());
-    let resp = job
-        .upstream
-        .get_blob(&job.repo, job.digest.as_str())
-        .await
-        .map_err(upstream_err)?;
+    let resp = job.source.get().await.map_err(upstream_err)?;
     let size = resp.len;
     let mut writer = registry
         .blob_writer(job.digest.algorithm())

@@ -2,6 +2,7 @@
 //! serving (counted by reason).
 
 use super::cooldown;
+use super::peering;
 use super::revalidate::{self, Revalidated};
 use super::{Mirror, ProxyRepo};
 use crate::clock::now_secs;
@@ -122,6 +123,7 @@ impl Mirror {
             revalidate::Job {
                 registry: self.registry.clone(),
                 metrics: self.metrics.clone(),
+                peering: self.peering.clone(),
                 notifier: self.options.notifier.clone(),
                 p: p.clone(),
                 tag: tag.clone(),
@@ -264,12 +266,8 @@ impl Mirror {
                 Err(e) => return Err(e.into()),
             }
         }
-        let fetched = match p
-            .upstream
-            .client
-            .get_manifest(&p.remote, reference.as_str(), ACCEPT)
-            .await
-        {
+        let peering = self.peering.as_ref();
+        let fetched = match peering::get_manifest(peering, p, reference.as_str(), ACCEPT).await {
             Ok(f) => f,
             Err(UpstreamError::NotFound) => return Err(RegistryError::manifest_unknown(reference)),
             Err(e) => return Err(e.into()),

@@ -13,6 +13,8 @@
 //!   mirror offline), cached content is served, stale tags included; what is not cached fails
 //!   promptly with the upstream's error.
 //! - Blob misses are single-flight (see `fetch`).
+//! - With `proxy.peers`, a miss (blob, manifest, tag revalidation) is asked of the replica
+//!   that owns it, which asks the upstream once for the fleet (see `peering`).
 //! - `proxy.allow`/`deny` rules refuse repositories before any upstream contact, cached or
 //!   not (see `policy`).
 //! - Referrers of a proxied manifest are the upstream's (its referrers API, else the
@@ -38,6 +40,7 @@ mod cooldown;
 mod fetch;
 mod lists;
 mod manifests;
+mod peering;
 pub mod pins;
 mod policy;
 mod referrers;
@@ -56,6 +59,7 @@ use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::registry::Registry;
 use crate::upstream::UpstreamClient;
+use crate::upstream::peers::Peers;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +89,8 @@ pub struct MirrorOptions {
     pub offline: Arc<AtomicBool>,
     /// How allow/deny refusals are applied.
     pub policy: PolicyOptions,
+    /// The other replicas (`proxy.peers`): misses are fetched through the owner.
+    pub peers: Option<Arc<Peers>>,
     /// Where the cache events (`cache.fill`, `stale.served`) go.
     pub notifier: Arc<crate::notify::Notifier>,
 }
@@ -96,6 +102,8 @@ pub struct Mirror {
     upstreams: Vec<Arc<Upstream>>,
     options: MirrorOptions,
     metrics: Arc<Metrics>,
+    /// Set with `proxy.peers`.
+    peering: Option<peering::Peering>,
     blob_fetches: fetch::Fetches,
     manifest_locks: KeyedLocks,
     tag_lists: tags::TagLists,
@@ -116,12 +124,17 @@ impl Mirror {
         metrics
             .proxy_offline
             .set(i64::from(options.offline.load(Ordering::Relaxed)));
+        let peering = options.peers.clone().map(|peers| peering::Peering {
+            peers,
+            metrics: metrics.clone(),
+        });
         Mirror {
             registry,
             default,
             upstreams,
             options,
             metrics,
+            peering,
             blob_fetches: Default::default(),
             manifest_locks: KeyedLocks::default(),
             tag_lists: Default::default(),
@@ -151,6 +164,11 @@ impl Mirror {
 
     pub fn offline(&self) -> bool {
         self.options.offline.load(Ordering::Relaxed)
+    }
+
+    /// The other replicas, when `proxy.peers` is set.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.options.peers.as_ref()
     }
 
     /// Whether any blob fetch is under way (used by eviction and GC to spare such blobs).

@@ -8,6 +8,7 @@
 use super::ProxyRepo;
 use super::cooldown::{self, Verdict};
 use super::manifests::{ACCEPT, store_fetched};
+use super::peering::{self, Peering};
 use crate::clock::now_secs;
 use crate::error::RegistryError;
 use crate::metrics::Metrics;
@@ -77,6 +78,8 @@ pub type Checks = Arc<Mutex<HashMap<String, Arc<Check>>>>;
 pub struct Job {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// With `proxy.peers`: the tag's owner replica is asked instead of the upstream.
+    pub peering: Option<Peering>,
     pub notifier: Arc<crate::notify::Notifier>,
     pub p: ProxyRepo,
     pub tag: Tag,
@@ -131,11 +134,9 @@ impl Drop for Leave {
 
 async fn run(job: &Job) -> Revalidated {
     let p = &job.p;
-    let client = &p.upstream.client;
+    let peering = job.peering.as_ref();
     let up = p.upstream.name.as_str();
-    let head = client
-        .head_manifest(&p.remote, job.tag.as_str(), ACCEPT)
-        .await;
+    let head = peering::head_manifest(peering, p, job.tag.as_str(), ACCEPT).await;
     let named = head
         .as_ref()
         .ok()
@@ -144,10 +145,7 @@ async fn run(job: &Job) -> Revalidated {
     match head {
         Ok(_) if named.as_ref() == Some(&job.ours) => confirm(job, Revalidated::Current),
         Ok(_) if named.as_ref().is_some_and(|d| held(job, d)) => confirm(job, Revalidated::Held),
-        Ok(_) => match client
-            .get_manifest(&p.remote, job.tag.as_str(), ACCEPT)
-            .await
-        {
+        Ok(_) => match peering::get_manifest(peering, p, job.tag.as_str(), ACCEPT).await {
             // The GET may name another digest than the HEAD did (the tag moved in between):
             // only that one is put to the cooldown again.
             Ok(fetched)

@@ -12,6 +12,12 @@ pub struct ProxyRepo {
     pub remote: String,
     /// The name the cache stores it under (unique across upstreams).
     pub local: RepoName,
+    /// The name and `?ns=` the client asked with: what a peer replica is asked with, so that
+    /// it picks this same upstream.
+    pub asked: (RepoName, Option<String>),
+    /// The request came from a peer replica: it is answered from the cache or the upstream,
+    /// never forwarded to another replica.
+    pub forwarded: bool,
 }
 
 /// How a request for a repository is served.
@@ -51,6 +57,7 @@ impl Mirror {
         {
             return Some(Scope::Local(name.clone()));
         }
+        let asked = (name.clone(), ns.map(str::to_ascii_lowercase));
         for up in &self.upstreams {
             if let Some(prefix) = &up.prefix
                 && let Some(rest) = n.strip_prefix(prefix.as_str())
@@ -60,17 +67,19 @@ impl Mirror {
                     upstream: up.clone(),
                     remote: rest.to_owned(),
                     local: name.clone(),
+                    asked,
+                    forwarded: false,
                 }));
             }
         }
-        let ns = ns.map(str::to_ascii_lowercase);
+        let ns = asked.1.clone();
         let hub = ns.as_deref().is_none_or(|ns| ns == DOCKER_HUB);
         if hub {
             if let Some(up) = self.upstreams.iter().find(|u| u.name == DOCKER_HUB) {
-                return Some(named(up, name));
+                return Some(named(up, &asked));
             }
             match (&self.default, &ns) {
-                (Some(d), _) => return Some(proxied(d, name, name.clone())),
+                (Some(d), _) => return Some(proxied(d, &asked, name.clone())),
                 (None, None) => return Some(Scope::Local(name.clone())),
                 // `ns=docker.io` with nothing mirroring Docker Hub: not ours.
                 (None, Some(_)) => return None,
@@ -79,12 +88,12 @@ impl Mirror {
         let ns = ns.unwrap_or_default();
         let selects = |u: &Upstream| u.name == ns || u.aliases.contains(&ns);
         if let Some(d) = self.default.as_ref().filter(|d| selects(d)) {
-            return Some(proxied(d, name, name.clone()));
+            return Some(proxied(d, &asked, name.clone()));
         }
         self.upstreams
             .iter()
             .find(|u| selects(u))
-            .map(|up| named(up, name))
+            .map(|up| named(up, &asked))
     }
 }
 
@@ -93,16 +102,19 @@ const DOCKER_HUB: &str = "docker.io";
 
 /// `name` on a non-default upstream, cached under "<registry>/<name>" so that e.g. quay.io's
 /// foo/bar and Docker Hub's foo/bar never share tags.
-fn named(up: &Arc<Upstream>, name: &RepoName) -> Scope {
+fn named(up: &Arc<Upstream>, asked: &(RepoName, Option<String>)) -> Scope {
+    let name = &asked.0;
     let local =
         RepoName::parse(&format!("{}/{}", up.name, name.as_str())).unwrap_or_else(|_| name.clone());
-    proxied(up, name, local)
+    proxied(up, asked, local)
 }
 
-fn proxied(up: &Arc<Upstream>, name: &RepoName, local: RepoName) -> Scope {
+fn proxied(up: &Arc<Upstream>, asked: &(RepoName, Option<String>), local: RepoName) -> Scope {
     Scope::Proxy(ProxyRepo {
         upstream: up.clone(),
-        remote: name.as_str().to_owned(),
+        remote: asked.0.as_str().to_owned(),
         local,
+        asked: asked.clone(),
+        forwarded: false,
     })
 }

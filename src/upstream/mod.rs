@@ -12,6 +12,8 @@
 //! - `tls`: the HTTPS connector and its root certificates;
 //! - `names`: name, reference and URL checks, scopes, redirect targets, same-origin rule;
 //! - `tags`: a whole tag list, following `Link` pagination;
+//! - `peers`: the other replicas of a mirror (static list or DNS), their liveness, and the
+//!   owner of a key by rendezvous hashing; a peer is reached as an upstream of its own;
 //! - `referrers`: the referrers index of a manifest;
 //! - `breaker`: the circuit breaker that stops asking a failing upstream;
 //! - `slots`: the cap on concurrent requests, with a queue;
@@ -27,6 +29,7 @@ mod body;
 mod breaker;
 mod error;
 mod names;
+pub mod peers;
 mod referrers;
 mod slots;
 mod tags;
@@ -90,6 +93,12 @@ pub struct ClientOptions {
     pub breaker: BreakerOptions,
     /// While set, nothing is sent (`Offline`). Shared by every upstream of a mirror.
     pub offline: Arc<AtomicBool>,
+    /// containerd's `?ns=` sent with every manifest, blob and tag list request: set when the
+    /// upstream is itself a mirror (a regional stevedore) serving the registry named so.
+    pub ns: Option<String>,
+    /// Sent as the [`peers::PEER_HEADER`] of every request: the upstream is a peer replica,
+    /// which must answer from its own cache or upstream, never forward again.
+    pub peer: Option<String>,
     /// Where `upstream.error` and `upstream.ratelimited` events go.
     pub notifier: Arc<crate::notify::Notifier>,
 }
@@ -104,6 +113,8 @@ impl Default for ClientOptions {
             max_requests: 16,
             breaker: BreakerOptions::default(),
             offline: Arc::new(AtomicBool::new(false)),
+            ns: None,
+            peer: None,
             notifier: Arc::new(crate::notify::Notifier::disabled()),
         }
     }
@@ -157,6 +168,7 @@ enum Op {
     Tags,
     Token,
     Referrers,
+    Probe,
 }
 
 /// The `operation` label values of the upstream metrics (for series that exist from start-up).
@@ -185,6 +197,7 @@ impl Op {
             Op::Tags => "tags",
             Op::Token => "token",
             Op::Referrers => "referrers",
+            Op::Probe => "probe",
         }
     }
 }
@@ -290,7 +303,20 @@ impl UpstreamClient {
         reference: &str,
         accept: &[&str],
     ) -> Result<ManifestHead, UpstreamError> {
-        let call = self.manifest_call(Op::ManifestHead, Method::HEAD, repo, reference, accept)?;
+        self.head_manifest_in(self.default_ns(), repo, reference, accept)
+            .await
+    }
+
+    /// [`head_manifest`](Self::head_manifest) with `?ns=` set to `ns` (to a peer or a mirror).
+    pub async fn head_manifest_in(
+        &self,
+        ns: Option<&str>,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<ManifestHead, UpstreamError> {
+        let call =
+            self.manifest_call(Op::ManifestHead, Method::HEAD, ns, repo, reference, accept)?;
         let resp = self.inner.send(&call).await?;
         let headers = resp.headers();
         Ok(ManifestHead {
@@ -307,7 +333,19 @@ impl UpstreamClient {
         reference: &str,
         accept: &[&str],
     ) -> Result<FetchedManifest, UpstreamError> {
-        let call = self.manifest_call(Op::ManifestGet, Method::GET, repo, reference, accept)?;
+        self.get_manifest_in(self.default_ns(), repo, reference, accept)
+            .await
+    }
+
+    /// [`get_manifest`](Self::get_manifest) with `?ns=` set to `ns` (to a peer or a mirror).
+    pub async fn get_manifest_in(
+        &self,
+        ns: Option<&str>,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let call = self.manifest_call(Op::ManifestGet, Method::GET, ns, repo, reference, accept)?;
         let resp = self.inner.send(&call).await?;
         let media_type = header_string(resp.headers(), header::CONTENT_TYPE.as_str());
         let digest = header_string(resp.headers(), "docker-content-digest");
@@ -322,7 +360,17 @@ impl UpstreamClient {
     /// GET of a blob, following redirects (Authorization only to the upstream's own origin).
     /// Returns once the headers are in; see [`BlobResponse`] for the body.
     pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<BlobResponse, UpstreamError> {
-        let call = self.blob_call(Op::BlobGet, Method::GET, repo, digest)?;
+        self.get_blob_in(self.default_ns(), repo, digest).await
+    }
+
+    /// [`get_blob`](Self::get_blob) with `?ns=` set to `ns` (to a peer or a mirror).
+    pub async fn get_blob_in(
+        &self,
+        ns: Option<&str>,
+        repo: &str,
+        digest: &str,
+    ) -> Result<BlobResponse, UpstreamError> {
+        let call = self.blob_call(Op::BlobGet, Method::GET, ns, repo, digest)?;
         let mut resp = self.inner.send(&call).await?;
         let len = content_length(resp.headers());
         let counter = self.inner.bytes_counter();
@@ -350,7 +398,7 @@ impl UpstreamClient {
     /// HEAD of a blob: `Ok(Some(size))` if present, `Ok(None)` if present without
     /// Content-Length, `Err(NotFound)` if absent.
     pub async fn head_blob(&self, repo: &str, digest: &str) -> Result<Option<u64>, UpstreamError> {
-        let call = self.blob_call(Op::BlobHead, Method::HEAD, repo, digest)?;
+        let call = self.blob_call(Op::BlobHead, Method::HEAD, self.default_ns(), repo, digest)?;
         let resp = self.inner.send(&call).await?;
         Ok(content_length(resp.headers()))
     }
@@ -369,6 +417,7 @@ impl UpstreamClient {
             path.push('?');
             path.push_str(query);
         }
+        push_ns(&mut path, self.default_ns())?;
         let call = Call {
             op: Op::Tags,
             method: Method::GET,
@@ -386,16 +435,19 @@ impl UpstreamClient {
         &self,
         op: Op,
         method: Method,
+        ns: Option<&str>,
         repo: &'a str,
         reference: &str,
         accept: &[&str],
     ) -> Result<Call<'a>, UpstreamError> {
         check_reference(reference)?;
         let upstream_repo = self.upstream_repo(repo)?;
+        let mut path = format!("/v2/{upstream_repo}/manifests/{reference}");
+        push_ns(&mut path, ns)?;
         Ok(Call {
             op,
             method,
-            path: format!("/v2/{upstream_repo}/manifests/{reference}"),
+            path,
             accept: accept_header(accept)?,
             repo,
         })
@@ -405,6 +457,7 @@ impl UpstreamClient {
         &self,
         op: Op,
         method: Method,
+        ns: Option<&str>,
         repo: &'a str,
         digest: &str,
     ) -> Result<Call<'a>, UpstreamError> {
@@ -413,13 +466,20 @@ impl UpstreamClient {
             return Err(UpstreamError::Invalid(format!("bad digest {digest:?}")));
         }
         let upstream_repo = self.upstream_repo(repo)?;
+        let mut path = format!("/v2/{upstream_repo}/blobs/{digest}");
+        push_ns(&mut path, ns)?;
         Ok(Call {
             op,
             method,
-            path: format!("/v2/{upstream_repo}/blobs/{digest}"),
+            path,
             accept: None,
             repo,
         })
+    }
+
+    /// The `ns` this client sends unless told otherwise (`ClientOptions::ns`).
+    fn default_ns(&self) -> Option<&str> {
+        self.inner.opts.ns.as_deref()
     }
 
     /// The repository name as the upstream knows it: checked, and on Docker Hub with
@@ -435,6 +495,24 @@ impl UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// Asks `GET /v2/` and returns the [`peers::INSTANCE_HEADER`] of any answer short of a
+    /// 5xx (a 401 is an answer: the registry is up). No authentication, no retry, no
+    /// breaker; counted under the `probe` operation.
+    pub async fn probe(&self) -> Result<Option<String>, UpstreamError> {
+        let url = parse_url(&format!("{}/v2/", self.inner.base))?;
+        let resp = self
+            .inner
+            .exchange(Op::Probe, &Method::GET, &url, None, None)
+            .await?;
+        let instance = header_string(resp.headers(), peers::INSTANCE_HEADER);
+        let status = resp.status();
+        self.inner.discard(resp).await;
+        if status.is_server_error() {
+            return Err(UpstreamError::Status(status.as_u16(), String::new()));
+        }
+        Ok(instance)
+    }
+
     /// Whether the upstream may be asked now (not offline, breaker not open).
     pub fn check_available(&self) -> Result<(), UpstreamError> {
         if self.inner.opts.offline.load(Ordering::Relaxed) {
@@ -642,7 +720,12 @@ impl Inner {
         accept: Option<&HeaderValue>,
         auth: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let req = build_request(method, url, accept, auth)?;
+        let mut req = build_request(method, url, accept, auth)?;
+        if let Some(peer) = &self.opts.peer {
+            let v = HeaderValue::try_from(peer.as_str())
+                .map_err(|_| UpstreamError::Invalid("bad peer address".into()))?;
+            req.headers_mut().insert(peers::PEER_HEADER, v);
+        }
         let started = Instant::now();
         let result = tokio::time::timeout(self.opts.timeout, self.http.request(req)).await;
         let took = started.elapsed();
@@ -804,6 +887,22 @@ fn accept_header(accept: &[&str]) -> Result<Option<HeaderValue>, UpstreamError> 
     HeaderValue::try_from(accept.join(", "))
         .map(Some)
         .map_err(|_| UpstreamError::Invalid("bad Accept media type".into()))
+}
+
+/// Appends `ns=<ns>` to a path (which may have a query already).
+fn push_ns(path: &mut String, ns: Option<&str>) -> Result<(), UpstreamError> {
+    let Some(ns) = ns else { return Ok(()) };
+    if ns.is_empty()
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:_[]".contains(&b))
+    {
+        return Err(UpstreamError::Invalid(format!("bad ns {ns:?}")));
+    }
+    path.push(if path.contains('?') { '&' } else { '?' });
+    path.push_str("ns=");
+    path.push_str(ns);
+    Ok(())
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {

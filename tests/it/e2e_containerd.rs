@@ -10,25 +10,10 @@
 
 use crate::common::containerd::{Containerd, require_daemon, write_hosts_toml};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
-use crate::common::oci_layout::{Image, Layout, read_blob};
 use crate::common::tools::free_port;
 use crate::common::*;
-use bytes::Bytes;
 
-/// Builds a one-layer image (a real gzip'd tar) and stores it in `up` as `repo:tag`.
-fn seed(up: &FakeUpstream, dir: &std::path::Path, repo: &str, tag: &str, seed: u64) -> Image {
-    let layout = Layout::create(&dir.join(format!("layout-{seed}")));
-    let layer = layout.add_layer(seed, 3, 20_000);
-    let image = layout.add_image("amd64", &[layer]);
-    let blob = |d: &str| Bytes::from(read_blob(&layout.dir, d));
-    up.add_blob(repo, blob(&image.config.digest));
-    for l in &image.layers {
-        up.add_blob(repo, blob(&l.desc.digest));
-    }
-    let d = up.add_manifest(repo, Some(tag), OCI_MANIFEST, blob(&image.manifest.digest));
-    assert_eq!(d, image.manifest.digest);
-    image
-}
+use crate::common::oci_layout::{Image, seed_upstream as seed};
 
 /// Docker Hub's stand-in serving `library/app:v1`, ghcr.io's serving `owner/tool:2.0`, and a
 /// mirror of the first whose upstream named `ghcr.io` is the second.

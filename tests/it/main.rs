@@ -22,6 +22,7 @@ mod digest_sha512;
 mod e2e_containerd;
 mod e2e_docker;
 mod e2e_skopeo;
+mod fleet;
 mod full_disk;
 mod fuzz_smoke;
 mod hostile;

@@ -71,10 +71,18 @@ fn scope(app: &App, name: &str, req: &Req) -> Result<Scope, RegistryError> {
     let ns = req.query("ns");
     match &app.mirror {
         Some(m) => {
-            let scope = m
+            let mut scope = m
                 .scope(&r, ns)
                 .ok_or_else(|| m.unknown_registry(ns.unwrap_or_default()))?;
             m.check_policy(&scope)?;
+            // Sent by a peer replica: answered here, never forwarded again.
+            if let Scope::Proxy(p) = &mut scope
+                && req
+                    .headers
+                    .contains_key(crate::upstream::peers::PEER_HEADER)
+            {
+                p.forwarded = true;
+            }
             Ok(scope)
         }
         None => Ok(Scope::Local(r)),

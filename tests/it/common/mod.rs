@@ -223,6 +223,19 @@ impl Server {
             .unwrap();
         metric_value(&text, name, labels)
     }
+
+    /// Waits (up to 10 s) until the metric reaches `min`: a counter follows the event it
+    /// counts, a moment later. False if it never does.
+    pub async fn metric_reaches(&self, name: &str, labels: &[(&str, &str)], min: f64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric(name, labels).await < min {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 impl Drop for Server {

@@ -242,3 +242,25 @@ pub fn add_to_fake(
         read_blob(dir, &img.manifest.digest).into(),
     )
 }
+
+/// Builds a one-layer image (a real gzip'd tar) in a layout under `dir` and stores it in the
+/// fake upstream `up` as `repo:tag`.
+pub fn seed_upstream(
+    up: &super::fake_upstream::FakeUpstream,
+    dir: &Path,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> Image {
+    let layout = Layout::create(&dir.join(format!("layout-{seed}")));
+    let layer = layout.add_layer(seed, 3, 20_000);
+    let image = layout.add_image("amd64", &[layer]);
+    let blob = |d: &str| bytes::Bytes::from(read_blob(&layout.dir, d));
+    up.add_blob(repo, blob(&image.config.digest));
+    for l in &image.layers {
+        up.add_blob(repo, blob(&l.desc.digest));
+    }
+    let d = up.add_manifest(repo, Some(tag), OCI_MANIFEST, blob(&image.manifest.digest));
+    assert_eq!(d, image.manifest.digest);
+    image
+}
