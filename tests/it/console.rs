@@ -1,7 +1,8 @@
 //! The web console (`/ui/`, issue 15): login and logout with htpasswd users and the session
-//! cookie's attributes, CSRF refusal, who sees what (anonymous, viewer, admin), the security
-//! headers, no outside URL in any page, English and Simplified Chinese, and the pages over
-//! content pushed through the API.
+//! cookie's attributes, CSRF refusal, who sees what (anonymous, viewer, admin; htpasswd users
+//! and `auth.builtin` roles), the security headers, no outside URL in any page, English and
+//! Simplified Chinese, the pages over content pushed through the API, and the issue's whole
+//! flow with builtin users in headless Chromium.
 
 use crate::auth_htpasswd::htpasswd_file;
 use crate::common::api;
@@ -735,12 +736,12 @@ fn skopeo(tmp: &Path, args: &[&str]) {
     );
 }
 
-/// The whole flow in headless Chromium with JavaScript off: log in as the administrator,
-/// push with `skopeo login` + `skopeo copy` as a user, see the image, its tags and manifest,
-/// the dashboard and maintenance pages, delete a tag and see it gone, switch to Chinese, log
-/// out. A screenshot of each page is saved (the directory is printed).
-///
-/// Users and roles pages (h3) are not in this branch yet: the pushing user is an htpasswd user.
+/// The whole flow in headless Chromium with JavaScript off, with `auth.builtin` and the first
+/// admin's password from `REGISTRY_AUTH_BUILTIN_FIRSTADMIN_PASSWORD`: log in as that admin,
+/// create a `write-all` user on the users page, push with `skopeo login` + `skopeo copy` as
+/// that user, see the image, its tags and manifest, the dashboard and maintenance pages,
+/// delete a tag and see it gone, switch to Chinese, log out. A screenshot of each page is
+/// saved (the directory is printed).
 #[tokio::test]
 async fn browser_flow_in_headless_chromium_without_javascript() {
     use crate::common::oci_layout::Layout;
@@ -748,16 +749,52 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
     require("skopeo", "skopeo");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let file = htpasswd_file(t, &[("admin", "admin-pw"), ("dev", "dev-pw")]);
     let s = Server::start_with(Options {
-        extra_yaml: format!(
-            "storage:\n  delete:\n    enabled: true\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n  policy:\n    rules:\n      - repository: \"*\"\n        delete: [admin]\n",
-            file.display()
-        ),
+        extra_yaml:
+            "storage:\n  delete:\n    enabled: true\nauth:\n  builtin:\n    expiration: 1h\n".into(),
+        env: vec![(
+            "REGISTRY_AUTH_BUILTIN_FIRSTADMIN_PASSWORD".into(),
+            FIRST_ADMIN_PW.into(),
+        )],
         ..Options::default()
     });
     let host = s.host().to_owned();
-    // dev pushes two tags with skopeo.
+
+    let shots = screenshot_dir();
+    println!("console screenshots: {}", shots.display());
+    let d = Driver::start(false).await;
+    let base = s.url("");
+    d.goto(&format!("{base}/ui/")).await;
+    assert!(
+        d.url().await.contains("/ui/login"),
+        "sent to the login form"
+    );
+    d.screenshot(&shots.join("01-login.png")).await;
+    d.type_into("#user", "admin").await;
+    d.type_into("#password", FIRST_ADMIN_PW).await;
+    d.click("button[type=submit]").await;
+    d.url_with("/ui/repos").await;
+    let src = d.source_with("Logged in as").await;
+    assert!(src.contains("administrator"), "{src}");
+
+    // The admin creates `dev` with the write-all role on the users page.
+    d.click("a[href='/ui/users']").await;
+    d.source_with("name=\"op\" value=\"user-add\"").await;
+    d.type_into("form.card input[name='name']", "dev").await;
+    d.type_into("form.card input[name='password']", "dev-password-1")
+        .await;
+    d.click("form.card input[name='role'][value='write-all']")
+        .await;
+    d.screenshot(&shots.join("02-add-user.png")).await;
+    d.click("form.card button[type=submit]").await;
+    let src = d.source_with("<td>dev</td>").await;
+    assert!(
+        src.contains("<span class=\"badge\">write-all</span>"),
+        "{src}"
+    );
+    d.screenshot(&shots.join("03-users.png")).await;
+
+    // dev logs in with skopeo and pushes two tags.
     let dir = t.join("layout");
     let mut l = Layout::create(&dir);
     let layers: Vec<_> = (0..2).map(|i| l.add_layer(40 + i, 2, 30_000)).collect();
@@ -771,7 +808,7 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
             "-u",
             "dev",
             "-p",
-            "dev-pw",
+            "dev-password-1",
             &host,
         ],
     );
@@ -787,40 +824,27 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
         );
     }
 
-    let shots = screenshot_dir();
-    println!("console screenshots: {}", shots.display());
-    let d = Driver::start(false).await;
-    let base = s.url("");
-    d.goto(&format!("{base}/ui/")).await;
-    assert!(
-        d.url().await.contains("/ui/login"),
-        "sent to the login form"
-    );
-    d.screenshot(&shots.join("01-login.png")).await;
-    d.type_into("#user", "admin").await;
-    d.type_into("#password", "admin-pw").await;
-    d.click("button[type=submit]").await;
-    d.url_with("/ui/repos").await;
-    let src = d.source_with("Logged in as").await;
-    assert!(src.contains("team/web") && src.contains("admin"), "{src}");
-    d.screenshot(&shots.join("02-repositories.png")).await;
+    d.click("a[href='/ui/repos']").await;
+    let src = d.source_with("team/web").await;
+    assert!(src.contains("team/web"), "{src}");
+    d.screenshot(&shots.join("04-repositories.png")).await;
 
     d.click("a[href='/ui/repo?name=team%2Fweb']").await;
     let src = d.source_with("<strong>latest</strong>").await;
     assert!(src.contains("<strong>1.0</strong>") && src.contains("<strong>latest</strong>"));
     assert!(src.contains("linux/amd64"), "{src}");
-    d.screenshot(&shots.join("03-tags.png")).await;
+    d.screenshot(&shots.join("05-tags.png")).await;
     d.click("td.mono a").await;
     let src = d.source_with("Layers").await;
     assert!(src.contains("Layers") && src.contains("tar+gzip"), "{src}");
-    d.screenshot(&shots.join("04-manifest.png")).await;
+    d.screenshot(&shots.join("06-manifest.png")).await;
 
     d.goto(&format!("{base}/ui/dashboard")).await;
-    d.screenshot(&shots.join("05-dashboard.png")).await;
+    d.screenshot(&shots.join("07-dashboard.png")).await;
     d.goto(&format!("{base}/ui/maintenance")).await;
     d.click("form[action='/ui/actions/gc'] button").await;
     d.source_with("Would free").await;
-    d.screenshot(&shots.join("06-gc-dry-run.png")).await;
+    d.screenshot(&shots.join("08-gc-dry-run.png")).await;
 
     // Delete the tag `latest` (the first delete button is 1.0's; pick latest's form).
     d.goto(&format!("{base}/ui/repo?name=team%2Fweb")).await;
@@ -830,10 +854,10 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
     assert!(src.contains("Deleted."), "{src}");
     assert!(!src.contains("<strong>latest</strong>"));
     assert!(src.contains("<strong>1.0</strong>"));
-    d.screenshot(&shots.join("07-tag-deleted.png")).await;
+    d.screenshot(&shots.join("09-tag-deleted.png")).await;
     let r = client()
         .get(s.url("/v2/team/web/manifests/latest"))
-        .basic_auth("dev", Some("dev-pw"))
+        .basic_auth("dev", Some("dev-password-1"))
         .header("accept", OCI_MANIFEST)
         .send()
         .await
@@ -847,7 +871,7 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
         src.contains("lang=\"zh-CN\"") && src.contains("删除标签"),
         "{src}"
     );
-    d.screenshot(&shots.join("08-chinese.png")).await;
+    d.screenshot(&shots.join("10-chinese.png")).await;
     d.click("form[action='/ui/logout'] button").await;
     d.url_with("/ui/login").await;
     d.goto(&format!("{base}/ui/repos")).await;
@@ -892,7 +916,166 @@ async fn browser_flow_in_headless_chromium_without_javascript() {
         src.contains("<svg") && src.contains("library/nginx"),
         "{src}"
     );
-    d.screenshot(&shots.join("09-mirror-dashboard.png")).await;
+    d.screenshot(&shots.join("11-mirror-dashboard.png")).await;
     d.quit().await;
     up.stop().await;
+}
+
+/// The first administrator's password in the builtin tests.
+const FIRST_ADMIN_PW: &str = "first-admin-pw-1";
+
+/// `auth.builtin` with the first admin `admin` (password [`FIRST_ADMIN_PW`] from the YAML).
+fn builtin_yaml() -> String {
+    format!(
+        "auth:\n  builtin:\n    expiration: 1h\n    firstadmin:\n      password: {FIRST_ADMIN_PW}\n"
+    )
+}
+
+/// Adds `name` with `role` through the users page as the logged-in administrator `admin`.
+async fn add_user_in_console(admin: &mut Browser, name: &str, password: &str, role: &str) {
+    let csrf = admin.get("/ui/users").await.csrf();
+    let r = admin
+        .post(
+            "/ui/accounts",
+            &[
+                ("csrf", &csrf),
+                ("op", "user-add"),
+                ("name", name),
+                ("password", password),
+                ("role", role),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "add {name}: {}", r.body);
+}
+
+/// GET of a manifest through the API as `who`: its status.
+async fn manifest_status(s: &Server, repo: &str, reference: &str, who: (&str, &str)) -> u16 {
+    client()
+        .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .basic_auth(who.0, Some(who.1))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn builtin_roles_read_all_browses_admin_manages_csrf_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, digests) = seeded_tags(tmp.path(), &["team/app"], &["v1", "v2"], &builtin_yaml()).await;
+    let v1 = &digests[0];
+    let reader = ("reader", "reader-pw-1");
+
+    // The first admin reaches the users and roles pages and adds a read-all user there.
+    let mut admin = Browser::new(&s);
+    admin.login("admin", FIRST_ADMIN_PW).await;
+    let repos = page_ok(&mut admin, "/ui/repos").await;
+    assert!(repos.body.contains("administrator"), "{}", repos.body);
+    for link in ["/ui/users", "/ui/roles", "/ui/maintenance"] {
+        assert!(repos.body.contains(&format!("href=\"{link}\"")), "{link}");
+    }
+    let users = page_ok(&mut admin, "/ui/users").await;
+    assert!(users.body.contains("write-all") && users.body.contains("read-all"));
+    let roles = page_ok(&mut admin, "/ui/roles").await;
+    assert!(roles.body.contains("anonymous"), "{}", roles.body);
+    add_user_in_console(&mut admin, reader.0, reader.1, "read-all").await;
+    assert!(admin.get("/ui/users").await.body.contains(">reader<"));
+
+    // CSRF on the accounts form: no token, a wrong one, another browser's: refused, nothing added.
+    let token = admin.get("/ui/users").await.csrf();
+    let mut other = Browser::new(&s);
+    other.login(reader.0, reader.1).await;
+    let others_token = other.get("/ui/repos").await.csrf();
+    for csrf in [None, Some("0000"), Some(others_token.as_str())] {
+        let mut f = vec![
+            ("op", "user-add"),
+            ("name", "mallory"),
+            ("password", "mallory-pw-1"),
+            ("role", "admin"),
+        ];
+        if let Some(c) = csrf {
+            f.push(("csrf", c));
+        }
+        let r = admin.post("/ui/accounts", &f).await;
+        assert_eq!(r.status, 403, "csrf {csrf:?}: {}", r.body);
+    }
+    assert!(!admin.get("/ui/users").await.body.contains("mallory"));
+    // CSRF on a delete too, even for the admin.
+    let r = admin
+        .post(
+            "/ui/actions/delete-tag",
+            &[("name", "team/app"), ("tag", "v2")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(manifest_status(&s, "team/app", "v2", reader).await, 200);
+
+    // read-all sees every browse page, without a delete button or the admin links.
+    let mut viewer = Browser::new(&s);
+    viewer.login(reader.0, reader.1).await;
+    let repos = page_ok(&mut viewer, "/ui/repos").await;
+    assert!(repos.body.contains("team/app") && repos.body.contains("viewer"));
+    for link in ["/ui/users", "/ui/roles", "/ui/maintenance"] {
+        assert!(!repos.body.contains(&format!("href=\"{link}\"")), "{link}");
+    }
+    let repo = page_ok(&mut viewer, "/ui/repo?name=team%2Fapp").await;
+    assert!(repo.body.contains("<strong>v2</strong>"), "{}", repo.body);
+    assert!(!repo.body.contains("delete-tag"), "no delete for read-all");
+    page_ok(
+        &mut viewer,
+        &format!("/ui/manifest?name=team%2Fapp&digest={v1}"),
+    )
+    .await;
+    page_ok(&mut viewer, "/ui/dashboard").await;
+
+    // ... and 403 on the admin pages and on every delete or GC action, with a valid token.
+    for path in ["/ui/users", "/ui/roles", "/ui/maintenance"] {
+        assert_eq!(viewer.get(path).await.status, 403, "{path}");
+    }
+    let token_r = repo.csrf();
+    for (action, form) in [
+        ("delete-tag", vec![("name", "team/app"), ("tag", "v2")]),
+        (
+            "delete-manifest",
+            vec![("name", "team/app"), ("digest", v1)],
+        ),
+        ("gc", vec![("untagged", "1"), ("run", "1")]),
+    ] {
+        let mut f = vec![("csrf", token_r.as_str())];
+        f.extend(form);
+        let r = viewer.post(&format!("/ui/actions/{action}"), &f).await;
+        assert_eq!(r.status, 403, "{action}: {}", r.body);
+    }
+    let r = viewer
+        .post(
+            "/ui/accounts",
+            &[
+                ("csrf", &token_r),
+                ("op", "user-grant"),
+                ("name", "reader"),
+                ("role", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "read-all grants itself admin: {}", r.body);
+    assert_eq!(manifest_status(&s, "team/app", "v2", reader).await, 200);
+    assert_eq!(manifest_status(&s, "team/app", v1, reader).await, 200);
+    assert_eq!(
+        viewer.get("/ui/users").await.status,
+        403,
+        "still not an admin"
+    );
+
+    // The admin's delete, with the token, goes through.
+    let r = admin
+        .post(
+            "/ui/actions/delete-tag",
+            &[("csrf", &token), ("name", "team/app"), ("tag", "v2")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(manifest_status(&s, "team/app", "v2", reader).await, 404);
 }
