@@ -7,8 +7,8 @@
 //! rounds; starting stevedore is `procs.rs`'s, the client side is `loadgen`'s (`push-blob`,
 //! `push-image`, `load`). It must not write BENCHMARKS.md (the full run owns that file).
 //!
-//! The three servers run at the same time and every round measures them one after the other
-//! (none, accept, stall, then again), so whatever else runs on the machine weighs on all three.
+//! The three servers run at the same time and every round measures them one after the other,
+//! the order rotating each round, so whatever else runs on the machine weighs on all three.
 
 use crate::procs::{self, Kind, Proc, Setup};
 use crate::stats::{fixed, median, number};
@@ -175,8 +175,10 @@ pub fn run(bins: &Bins, o: &Opts, work: &Path) -> Result<String, String> {
         o.reps
     ));
     for round in 0..o.reps {
-        for (i, p) in servers.iter().enumerate() {
-            let t = &mut s[i];
+        // The order rotates each round, so no setup is always measured last.
+        for j in 0..servers.len() {
+            let i = (round + j) % servers.len();
+            let (p, t) = (&servers[i], &mut s[i]);
             for k in 0..PUSHES {
                 let salt = format!("r{round}k{k}");
                 let line =
