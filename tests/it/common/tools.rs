@@ -131,3 +131,24 @@ pub fn skopeo(tmp: &Path, args: &[&str]) -> Output {
 pub fn skopeo_ok(tmp: &Path, args: &[&str]) -> String {
     run_ok(&mut skopeo_command(tmp, args))
 }
+
+/// Whether `child` prints a line containing `ready` on its stdout (which must be piped) within
+/// `timeout`. The rest of its output is drained in the background, so it never blocks on a
+/// full pipe.
+pub fn stdout_says(child: &mut Child, ready: &'static str, timeout: Duration) -> bool {
+    use std::io::{BufRead, BufReader};
+    let out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(ready)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).is_ok()
+}
