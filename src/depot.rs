@@ -31,6 +31,9 @@ pub struct Depot {
     growth: Notify,
     /// Manifest pulls not yet written to the index: (repo, digest) → (count, last ms).
     pulls: Mutex<HashMap<(RepoName, Digest), (u64, u64)>>,
+    /// With a shared bucket: last accesses not yet in this replica's access record (S3 has
+    /// no atime; the bucket's maintenance job evicts by these records).
+    shared_access: Option<Mutex<HashMap<Digest, u64>>>,
 }
 
 impl Depot {
@@ -41,7 +44,6 @@ impl Depot {
         metrics: Arc<Metrics>,
     ) -> Depot {
         Depot {
-            store,
             index,
             cache,
             metrics,
@@ -49,6 +51,8 @@ impl Depot {
             access: Mutex::default(),
             growth: Notify::new(),
             pulls: Mutex::default(),
+            shared_access: store.bucket().map(|_| Mutex::default()),
+            store,
         }
     }
 
@@ -66,10 +70,37 @@ impl Depot {
     /// Notes that a blob was used now. Kept in memory; `flush_access` writes it to the index,
     /// so the hot path does no index write.
     pub fn touch(&self, digest: &Digest) {
+        let now = crate::clock::now_ms();
         self.access
             .lock()
             .expect("access map poisoned")
-            .insert(digest.clone(), crate::clock::now_ms());
+            .insert(digest.clone(), now);
+        if let Some(shared) = &self.shared_access {
+            shared
+                .lock()
+                .expect("access map poisoned")
+                .insert(digest.clone(), now);
+        }
+    }
+
+    /// The accesses gathered for the bucket's access record since the last call (empty
+    /// without a shared bucket).
+    pub fn take_shared_access(&self) -> HashMap<Digest, u64> {
+        self.shared_access
+            .as_ref()
+            .map(|m| std::mem::take(&mut *m.lock().expect("access map poisoned")))
+            .unwrap_or_default()
+    }
+
+    /// Puts back accesses whose record could not be written (newer ones win).
+    pub fn restore_shared_access(&self, accesses: HashMap<Digest, u64>) {
+        if let Some(shared) = &self.shared_access {
+            let mut map = shared.lock().expect("access map poisoned");
+            for (d, t) in accesses {
+                let e = map.entry(d).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
     }
 
     /// The last access of `digest` known in memory, if newer than the index's.

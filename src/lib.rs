@@ -52,6 +52,7 @@ pub mod index;
 pub mod keyfile;
 pub mod lifecycle;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod mirror;
 pub mod notify;
@@ -611,6 +612,31 @@ pub async fn run(
         tasks.spawn(async move {
             lifecycle::evict::run(&depot, options, move |d| mirror.fetching(d), stop).await;
         });
+    }
+    if app.depot.store.bucket().is_some() {
+        // The shared bucket: this replica's access records, and its turn at the job.
+        let gc = &app.config.storage.maintenance.gc;
+        let interval = gc.accessinterval.max(std::time::Duration::from_secs(1));
+        tasks.spawn(maintenance::record_access(
+            app.depot.clone(),
+            interval,
+            stopped(),
+        ));
+        if !gc.interval.is_zero() && !app.config.storage.maintenance.readonly.enabled {
+            let options = maintenance::options(
+                &app.config,
+                maintenance::Job::Gc,
+                false,
+                None,
+                maintenance::holder(&app.depot.store),
+            );
+            tasks.spawn(maintenance::periodic(
+                app.depot.clone(),
+                options,
+                gc.interval,
+                stopped(),
+            ));
+        }
     }
     if let Some(peers) = app.mirror.as_ref().and_then(|m| m.peers()).cloned() {
         tasks.spawn(peers.run(stopped()));

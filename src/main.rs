@@ -49,6 +49,12 @@ enum Command {
     /// Delete pushed blobs that no manifest references any more (as distribution's
     /// garbage-collect). Safe while the server runs: it then asks the server (through
     /// http.debug.addr) to collect, sparing uploads in progress and blobs being read.
+    /// With storage.s3 it works on the shared bucket while the replicas serve, holding the
+    /// bucket's lease (exit status 75 when another run holds it): unreferenced pushed blobs
+    /// go two-phase (recorded at one run, deleted at a later one after
+    /// storage.maintenance.gc.grace), and cached content over proxy.maxsize / proxy.ttl
+    /// least recently used first, by the replicas' access records.
+    #[command(alias = "garbage-collect")]
     Gc {
         /// Report what would be deleted, delete nothing.
         #[arg(long)]
@@ -57,9 +63,19 @@ enum Command {
         #[arg(long, short = 'm')]
         delete_untagged: bool,
         /// Keep blobs created or used more recently than this (default 10m when the server
-        /// is running, 0s when it is not).
+        /// is running, 0s when it is not; with storage.s3, storage.maintenance.gc.grace).
         #[arg(long)]
         grace: Option<String>,
+        config: PathBuf,
+    },
+    /// With storage.s3: evict cached content of the shared bucket over proxy.maxsize (and
+    /// unused for proxy.ttl), least recently used first by the replicas' access records,
+    /// holding the bucket's lease (exit status 75 when another run holds it). Pushed
+    /// content is never touched. (A filesystem store's server evicts by itself.)
+    Evict {
+        /// Report what would be evicted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
         config: PathBuf,
     },
     /// Fetch the images of a warm list into a running server's cache now (through
@@ -232,6 +248,12 @@ fn main() -> ExitCode {
             grace,
             config,
         } => gc(config, dry_run, delete_untagged, grace),
+        Command::Evict { dry_run, config } => bucket_job(
+            config,
+            stevedore::maintenance::Job::Evict,
+            dry_run,
+            None,
+        ),
         Command::Verify { quarantine, config } => verify(config, quarantine),
         Command::User { command } => user(command),
         Command::Role { command } => role(command),
@@ -328,22 +350,86 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the async runtime starts")
 }
 
-fn gc(config: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<String>) -> ExitCode {
+/// `--grace`, parsed; exit status 2 when it does not parse.
+fn parse_grace(grace: Option<&str>) -> Result<Option<std::time::Duration>, ExitCode> {
+    match grace.map(stevedore::config::units::parse_duration) {
+        None => Ok(None),
+        Some(Ok(d)) => Ok(Some(d)),
+        Some(Err(e)) => {
+            eprintln!("stevedore gc: --grace: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `stevedore gc` / `evict` on a shared bucket: one run of the job, its JSON report on
+/// stdout. Exit status 75 (EX_TEMPFAIL) when another run holds the bucket's lease.
+fn bucket_job(
+    config: PathBuf,
+    job: stevedore::maintenance::Job,
+    dry_run: bool,
+    grace: Option<String>,
+) -> ExitCode {
+    let name = match job {
+        stevedore::maintenance::Job::Gc => "gc",
+        stevedore::maintenance::Job::Evict => "evict",
+    };
     let config = match load(&config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging(&config);
-    let grace = match grace
-        .as_deref()
-        .map(stevedore::config::units::parse_duration)
-    {
-        None => None,
-        Some(Ok(d)) => Some(d),
-        Some(Err(e)) => {
-            eprintln!("stevedore gc: --grace: {e}");
+    let grace = match parse_grace(grace.as_deref()) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    if config.storage.s3.is_none() {
+        eprintln!(
+            "stevedore {name}: storage.s3 is not configured (a filesystem store's server evicts by itself; `stevedore gc` collects it)"
+        );
+        return ExitCode::from(2);
+    }
+    let result = runtime().block_on(stevedore::maintenance::run_command(
+        &config, job, dry_run, grace,
+    ));
+    match result {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("report serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.lease_held() => {
+            eprintln!("stevedore {name}: {e}");
+            ExitCode::from(75)
+        }
+        Err(e) => {
+            eprintln!("stevedore {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gc(path: PathBuf, dry_run: bool, delete_untagged: bool, grace: Option<String>) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.storage.s3.is_some() {
+        if delete_untagged {
+            eprintln!(
+                "stevedore gc: --delete-untagged is not supported on storage.s3 yet (delete manifests through the API)"
+            );
             return ExitCode::from(2);
         }
+        drop(config);
+        return bucket_job(path, stevedore::maintenance::Job::Gc, dry_run, grace);
+    }
+    init_logging(&config);
+    let grace = match parse_grace(grace.as_deref()) {
+        Ok(g) => g,
+        Err(code) => return code,
     };
     let debug_addr = config.http.debug.addr;
     let token = config.http.debug.token.clone();

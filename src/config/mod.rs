@@ -354,6 +354,43 @@ pub struct DeleteConfig {
 pub struct MaintenanceConfig {
     pub uploadpurging: UploadPurging,
     pub readonly: ReadOnly,
+    /// *stevedore extension*: garbage collection and eviction on a shared bucket.
+    pub gc: SharedGc,
+}
+
+/// `storage.maintenance.gc` (*stevedore extension*): the one maintenance job on a
+/// `storage.s3` bucket (`stevedore gc` as a CronJob, or the replicas themselves), and the
+/// access records the replicas write for its eviction. Unused without `storage.s3`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SharedGc {
+    /// An unreferenced pushed blob is deleted only by a run at least this long after the
+    /// run that first found it unreferenced (and after its last write or use); default 1h.
+    #[serde(deserialize_with = "de::duration")]
+    pub grace: Duration,
+    /// How often each replica tries to run the job itself (taking the bucket's lease); 0
+    /// (the default) leaves it to `stevedore gc` (a CronJob).
+    #[serde(deserialize_with = "de::duration")]
+    pub interval: Duration,
+    /// How long the bucket's lease lasts unless its holder renews it (every third of it), so
+    /// a crashed run's lease lapses; default 60s.
+    #[serde(deserialize_with = "de::duration")]
+    pub leasettl: Duration,
+    /// How often each replica writes the blobs it served to the bucket (S3 has no atime;
+    /// eviction of cached content goes by these records); default 60s.
+    #[serde(deserialize_with = "de::duration")]
+    pub accessinterval: Duration,
+}
+
+impl Default for SharedGc {
+    fn default() -> Self {
+        SharedGc {
+            grace: Duration::from_secs(HOUR),
+            interval: Duration::ZERO,
+            leasettl: Duration::from_secs(60),
+            accessinterval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `storage.maintenance.uploadpurging`: removal of abandoned uploads.

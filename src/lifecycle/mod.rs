@@ -3,12 +3,14 @@
 //! Runs beside request handling; never blocks it, and never removes a blob that is pinned
 //! (being read) or still being fetched.
 
+pub mod bucket;
 pub mod evict;
 pub mod gc;
 pub mod pinned;
 pub mod recover;
 pub mod verify;
 
+pub use bucket::{BucketGcOptions, BucketGcReport};
 pub use evict::EvictOptions;
 pub use gc::{GcOptions, GcReport};
 pub use recover::RecoveryReport;

@@ -108,6 +108,14 @@ impl BlobStore {
         }
     }
 
+    /// The shared bucket, when committed blobs live in one: what the maintenance job works on.
+    pub fn bucket(&self) -> Option<&S3Backend> {
+        match &self.backend {
+            Backend::Fs(_) => None,
+            Backend::S3(s3) => Some(s3),
+        }
+    }
+
     /// The size of a committed blob, if present.
     pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         backend!(self.stat(digest))

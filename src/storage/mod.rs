@@ -36,6 +36,6 @@ pub use error::StoreError;
 pub use fs::FsBackend;
 pub use read::{CHUNK_SIZE, FileChunks, read_at};
 pub use reads::{OpenReads, ReadLease};
-pub use s3::S3Backend;
+pub use s3::{BucketBlob, BucketKey, Lease, LeaseError, Link, LinkKind, S3Backend};
 pub use staging::{BlobWriter, GrowingFile, Staging, Verified};
 pub use uploads::{AppendError, UploadInfo, UploadSession, Uploads};

@@ -8,6 +8,9 @@
 //!                                                                          under way
 //! ```
 //!
+//! `shared.rs` adds what the one maintenance job (garbage collection and eviction on the
+//! shared bucket) reads and writes: its lease, links, markers, candidates, access records.
+//!
 //! The only module that talks to the object store (the `object_store` crate stays in here).
 //! A commit uploads the staged, verified blob: one PUT below `chunksize`, else a multipart
 //! upload in `chunksize` parts, completed only once every part is in and aborted on any
@@ -19,6 +22,9 @@
 //! per upload), or know about the registry's metadata.
 
 mod http;
+mod shared;
+
+pub use shared::{BucketBlob, BucketKey, Lease, LeaseError, Link, LinkKind};
 
 use super::{BlobBackend, BlobRead, RangeSource, StoreError, Verified};
 use crate::config::S3Config;
