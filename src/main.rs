@@ -248,12 +248,9 @@ fn main() -> ExitCode {
             grace,
             config,
         } => gc(config, dry_run, delete_untagged, grace),
-        Command::Evict { dry_run, config } => bucket_job(
-            config,
-            stevedore::maintenance::Job::Evict,
-            dry_run,
-            None,
-        ),
+        Command::Evict { dry_run, config } => {
+            bucket_job(config, stevedore::maintenance::Job::Evict, dry_run, None)
+        }
         Command::Verify { quarantine, config } => verify(config, quarantine),
         Command::User { command } => user(command),
         Command::Role { command } => role(command),

@@ -26,7 +26,9 @@ use super::evict::Pinned;
 use crate::clock::now_ms;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, ParsedManifest, RepoName, Tag};
-use crate::storage::{BlobStore, BucketKey, Lease, LeaseError, Link, LinkKind, S3Backend, StoreError};
+use crate::storage::{
+    BlobStore, BucketKey, Lease, LeaseError, Link, LinkKind, S3Backend, StoreError,
+};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -160,7 +162,11 @@ struct References {
 
 impl References {
     /// Reads `roots` and their child manifests (those not read yet).
-    async fn read(&mut self, store: &BlobStore, roots: impl IntoIterator<Item = Digest>) -> Result<()> {
+    async fn read(
+        &mut self,
+        store: &BlobStore,
+        roots: impl IntoIterator<Item = Digest>,
+    ) -> Result<()> {
         let mut todo: Vec<Digest> = roots.into_iter().collect();
         while let Some(d) = todo.pop() {
             if self.of.contains_key(&d) {
@@ -273,7 +279,11 @@ pub async fn run(store: &BlobStore, options: &BucketGcOptions) -> Result<BucketG
     let lease = if options.dry_run {
         None
     } else {
-        Some(bucket.acquire_lease(&options.holder, options.lease_ttl).await?)
+        Some(
+            bucket
+                .acquire_lease(&options.holder, options.lease_ttl)
+                .await?,
+        )
     };
     let mut keeper = Keeper {
         bucket,
@@ -349,7 +359,8 @@ async fn work(
         bump(d, *modified);
     }
     let now = now_ms();
-    let aged = |since: u64, limit: Duration| u128::from(now.saturating_sub(since)) >= limit.as_millis();
+    let aged =
+        |since: u64, limit: Duration| u128::from(now.saturating_sub(since)) >= limit.as_millis();
     let mut going: Vec<Going> = Vec::new();
     // Pushed content: two-phase.
     if options.collect {
@@ -389,7 +400,11 @@ async fn work(
     let mut cached: Vec<(Digest, u64, u64)> = snap
         .cached
         .keys()
-        .filter_map(|d| snap.blobs.get(d).map(|(size, _)| (d.clone(), *size, active[d])))
+        .filter_map(|d| {
+            snap.blobs
+                .get(d)
+                .map(|(size, _)| (d.clone(), *size, active[d]))
+        })
         .collect();
     report.cached_blobs = cached.len();
     report.cached_bytes = cached.iter().map(|(_, s, _)| s).sum();

@@ -100,7 +100,8 @@ impl Bucket {
         )
         .await;
         for d in blobs {
-            self.ensure(&format!("{r}/_layers/{}/link", path(d)), d).await;
+            self.ensure(&format!("{r}/_layers/{}/link", path(d)), d)
+                .await;
         }
     }
 
@@ -121,8 +122,10 @@ fn blob_object(root: &str, d: &str) -> String {
 }
 
 fn in_bucket(weed: &SeaweedFs, root: &str, d: &str) -> bool {
-    weed.filer_tree(&format!("/buckets/{BUCKET}/{root}/docker/registry/v2/blobs/"))
-        .contains(&blob_object(root, d))
+    weed.filer_tree(&format!(
+        "/buckets/{BUCKET}/{root}/docker/registry/v2/blobs/"
+    ))
+    .contains(&blob_object(root, d))
 }
 
 /// The config, layers and manifest of a small image the fake upstream serves as
@@ -171,7 +174,10 @@ async fn pull(base: &str, repo: &str, tag: &str) -> Result<(), String> {
         if r.status() != 200 {
             return Err(format!("{repo} blob {d}: {}", r.status()));
         }
-        let got = r.bytes().await.map_err(|e| format!("{repo} blob {d}: {e}"))?;
+        let got = r
+            .bytes()
+            .await
+            .map_err(|e| format!("{repo} blob {d}: {e}"))?;
         if digest(&got) != d {
             return Err(format!("{repo} blob {d}: wrong bytes"));
         }
@@ -186,7 +192,10 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     let bucket = Bucket::new(&weed, root).await;
     let up = FakeUpstream::start(FakeOptions::default()).await;
     let (cached_md, cached_blobs) = upstream_image(&up, "library/cached", "latest", 7);
-    let proxy = format!("proxy:\n  remoteurl: {}\n  localprefixes: [\"local/\"]\n", up.url());
+    let proxy = format!(
+        "proxy:\n  remoteurl: {}\n  localprefixes: [\"local/\"]\n",
+        up.url()
+    );
     let (dir_a, dir_b, dir_gc) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
@@ -250,7 +259,9 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     assert!(in_bucket(&weed, root, &orphan), "deleted at its first run");
     assert!(
         !weed
-            .filer_tree(&format!("/buckets/{BUCKET}/{root}/stevedore/gc/candidates/"))
+            .filer_tree(&format!(
+                "/buckets/{BUCKET}/{root}/stevedore/gc/candidates/"
+            ))
             .is_empty(),
         "no candidate recorded"
     );
@@ -260,11 +271,19 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     let inflight = push_blob(&a.url(""), "local/app", &random_bytes(4096, 100)).await;
     let second = run_ok(&["gc", "--grace", &grace], &gc_config).await;
     assert_eq!(second["blobs_deleted"], 1, "{second}");
-    assert!(!in_bucket(&weed, root, &orphan), "the orphan outlived the grace");
-    assert!(in_bucket(&weed, root, &inflight), "a push in flight lost its blob");
+    assert!(
+        !in_bucket(&weed, root, &orphan),
+        "the orphan outlived the grace"
+    );
+    assert!(
+        in_bucket(&weed, root, &inflight),
+        "a push in flight lost its blob"
+    );
     assert!(
         !weed
-            .filer_tree(&format!("/buckets/{BUCKET}/{root}/docker/registry/v2/repositories/local/app/_layers/"))
+            .filer_tree(&format!(
+                "/buckets/{BUCKET}/{root}/docker/registry/v2/repositories/local/app/_layers/"
+            ))
             .iter()
             .any(|k| k.contains(orphan.strip_prefix("sha256:").unwrap())),
         "the orphan's link outlived it"
@@ -273,7 +292,9 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     // The loop kept pulling throughout, and every referenced blob is still in the bucket.
     let before = pulls.load(Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(30), || pulls.load(Ordering::Relaxed) > before + 2).await,
+        eventually(Duration::from_secs(30), || pulls.load(Ordering::Relaxed)
+            > before + 2)
+        .await,
         "the pull loop stalled"
     );
     stop.store(true, Ordering::Relaxed);
@@ -300,12 +321,13 @@ async fn one_run_holds_the_bucket_lease_and_a_crashed_holders_lease_lapses() {
     let s3 = weed.config(root);
 
     // Two takers at once: exactly one gets it.
-    let (x, y) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let bx = stevedore::storage::S3Backend::open(&s3, x.path()).await.unwrap();
-    let by = stevedore::storage::S3Backend::open(&s3, y.path()).await.unwrap();
+    let (x, y) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bx = stevedore::storage::S3Backend::open(&s3, x.path())
+        .await
+        .unwrap();
+    let by = stevedore::storage::S3Backend::open(&s3, y.path())
+        .await
+        .unwrap();
     let ttl = Duration::from_secs(30);
     let (rx, ry) = tokio::join!(bx.acquire_lease("x", ttl), by.acquire_lease("y", ttl));
     assert!(rx.is_ok() != ry.is_ok(), "{rx:?} {ry:?}");
@@ -317,7 +339,10 @@ async fn one_run_holds_the_bucket_lease_and_a_crashed_holders_lease_lapses() {
     // gc beside a held lease: exit status 75, naming the holder; nothing done.
     let (code, out, err) = cli(&["gc"], &config).await;
     assert_eq!(code, 75, "{out}\n{err}");
-    assert!(err.contains(&format!("held by {}", lease.holder())), "{err}");
+    assert!(
+        err.contains(&format!("held by {}", lease.holder())),
+        "{err}"
+    );
     winner.release_lease(lease).await.unwrap();
     run_ok(&["gc"], &config).await;
 
@@ -333,13 +358,18 @@ async fn one_run_holds_the_bucket_lease_and_a_crashed_holders_lease_lapses() {
     assert_eq!(code, 75, "{err}");
     let lapsed = lease.expires();
     assert!(
-        eventually(Duration::from_secs(10), || stevedore::clock::now_ms() > lapsed).await
+        eventually(Duration::from_secs(10), || stevedore::clock::now_ms()
+            > lapsed)
+        .await
     );
     run_ok(&["evict"], &config).await;
     // The crashed holder finds it lost the lease when it tries to renew.
     let mut lease = lease;
     assert!(
-        crashed.renew_lease(&mut lease, Duration::from_secs(2)).await.is_err(),
+        crashed
+            .renew_lease(&mut lease, Duration::from_secs(2))
+            .await
+            .is_err(),
         "a lapsed lease was renewed over the new holder"
     );
 }
@@ -402,15 +432,25 @@ async fn cached_content_over_the_size_limit_goes_least_recently_used_first() {
         &format!("{proxy}  maxsize: {}\n", 2 * size + size / 2),
     );
     // Used in the last two access intervals (400ms) is spared whatever the size.
-    assert!(eventually(Duration::from_secs(5), || last_of_1.elapsed() > Duration::from_secs(1)).await);
+    assert!(
+        eventually(Duration::from_secs(5), || last_of_1.elapsed()
+            > Duration::from_secs(1))
+        .await
+    );
     let dry = run_ok(&["evict", "--dry-run"], &gc_config).await;
     assert_eq!(dry["evicted"], 1, "{dry}");
     assert!(in_bucket(&weed, root, &digests[1]));
     let report = run_ok(&["evict"], &gc_config).await;
     assert_eq!(report["evicted"], 1, "{report}");
     assert_eq!(report["cached_bytes"], 3 * size as u64, "{report}");
-    assert!(!in_bucket(&weed, root, &digests[1]), "the least recently used stayed");
-    assert!(in_bucket(&weed, root, &digests[0]), "the most recently used went");
+    assert!(
+        !in_bucket(&weed, root, &digests[1]),
+        "the least recently used stayed"
+    );
+    assert!(
+        in_bucket(&weed, root, &digests[0]),
+        "the most recently used went"
+    );
     assert!(in_bucket(&weed, root, &digests[2]));
     // Its marker went with it; the access records were merged into the summary.
     let markers = weed.filer_tree(&format!("/buckets/{BUCKET}/{root}/stevedore/cached/"));

@@ -240,7 +240,9 @@ impl S3Backend {
                     let held = self.get_small(LEASE).await?;
                     let old = held.and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok());
                     Err(LeaseError::Held {
-                        holder: old.as_ref().map_or("another run".into(), |o| o.holder.clone()),
+                        holder: old
+                            .as_ref()
+                            .map_or("another run".into(), |o| o.holder.clone()),
                         until: old.map_or(0, |o| o.expires),
                     })
                 }
@@ -303,7 +305,9 @@ impl S3Backend {
     pub async fn links(&self) -> Result<Vec<Link>, StoreError> {
         let mut out = Vec::new();
         for (rel, _, modified) in self.objects(REPOSITORIES).await? {
-            let Some(rest) = rel.strip_prefix(REPOSITORIES).and_then(|r| r.strip_prefix('/'))
+            let Some(rest) = rel
+                .strip_prefix(REPOSITORIES)
+                .and_then(|r| r.strip_prefix('/'))
             else {
                 continue;
             };
@@ -393,7 +397,12 @@ impl S3Backend {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.inner.store.put_opts(&self.key(rest), body.into(), opts).await {
+        match self
+            .inner
+            .store
+            .put_opts(&self.key(rest), body.into(), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(s3_err(e)),
@@ -411,7 +420,10 @@ impl S3Backend {
 
     /// Writes this node's access record: the last access (ms) of each digest served since
     /// its previous one.
-    pub async fn put_access_record(&self, accesses: &HashMap<Digest, u64>) -> Result<(), StoreError> {
+    pub async fn put_access_record(
+        &self,
+        accesses: &HashMap<Digest, u64>,
+    ) -> Result<(), StoreError> {
         let body: HashMap<&str, u64> = accesses.iter().map(|(d, t)| (d.as_str(), *t)).collect();
         let key = format!(
             "{ACCESS}/{}/{}-{}",
