@@ -533,6 +533,50 @@ impl Report {
         );
     }
 
+    /// Issue 16: concurrent misses across 3 replicas, upstream bytes ÷ blob.
+    fn fleet_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::fleet::GETS;
+        self.row([
+            &format!(
+                "{n} concurrent cold GETs of {} MiB over 3 replicas: upstream bytes ÷ blob",
+                o.herd / MIB
+            ),
+            &format!("{}×", fixed(g("fleet.peers"), 3)),
+            &format!("{}×", fixed(g("fleet.ref"), 3)),
+            "1.000×",
+            &format!(
+                "stevedore without `proxy.peers`: {}×; {}/{n} and {}/{n} whole; {} s / {} s",
+                fixed(g("fleet.nopeers"), 3),
+                g("fleetok.peers"),
+                g("fleetok.ref"),
+                fixed(g("fleettime.peers"), 2),
+                fixed(g("fleettime.ref"), 2)
+            ),
+            better(false, g("fleet.peers"), g("fleet.ref")),
+        ]);
+    }
+
+    fn fleet_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::fleet::GETS;
+        self.target(
+            fixed(g("fleet.peers"), 2) == "1.00" && g("fleetok.peers") == n as f64,
+            &format!(
+                "exactly 1.0× upstream bytes for {n} concurrent misses across 3 replicas, every body whole (issue 16): {}×, {}/{n}",
+                fixed(g("fleet.peers"), 3),
+                g("fleetok.peers")
+            ),
+        );
+    }
+
+    /// Issue 16: S3-backed warm and cold lines, the filesystem's beside them (`s3.rs`).
+    fn s3_rows(&mut self, o: &Opts, r: &Results) {
+        for row in crate::s3::rows(o, r) {
+            self.row(row.each_ref().map(String::as_str));
+        }
+    }
+
     fn memory_targets(&mut self, r: &Results) {
         let g = |k: &str| r.get(k);
         self.target(
@@ -577,6 +621,8 @@ pub fn results(o: &Opts, r: &Results) -> (String, String) {
     rep.push_rows(o, r);
     rep.memory_rows(r);
     rep.tls_rows(o, r);
+    rep.fleet_rows(o, r);
+    rep.s3_rows(o, r);
     rep.every_line();
     rep.manifest_targets(r);
     rep.blob_targets(r);
@@ -585,6 +631,7 @@ pub fn results(o: &Opts, r: &Results) -> (String, String) {
     rep.memory_targets(r);
     rep.idle_targets(r);
     rep.tls_targets(r);
+    rep.fleet_targets(r);
     (rep.table(), rep.targets.join("\n"))
 }
 
@@ -614,10 +661,15 @@ pub fn partial(o: &Opts, r: &Results, rev: &str, load_start: &str) -> String {
                 rep.herd_rows(o, r);
                 rep.herd_targets(r);
             }
-            _ => {
+            "tls" => {
                 rep.tls_rows(o, r);
                 rep.tls_targets(r);
             }
+            "fleet" => {
+                rep.fleet_rows(o, r);
+                rep.fleet_targets(r);
+            }
+            _ => rep.s3_rows(o, r),
         }
     }
     format!(
