@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Replicas in the scenario, and GETs sent to each.
 const REPLICAS: usize = 3;
-const PER_REPLICA: usize = 11;
+pub const PER_REPLICA: usize = 11;
 /// GETs in all.
 pub const GETS: usize = REPLICAS * PER_REPLICA;
 
