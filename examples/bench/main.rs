@@ -313,7 +313,7 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
     if o.wants("cold") || o.wants("s3") {
         b.make_image(&work.join("cold"), &o.layers)?;
     }
-    if o.wants("herd") {
+    if o.wants("herd") || o.wants("fleet") {
         b.make_image(&work.join("herd"), &[o.herd])?;
     }
 

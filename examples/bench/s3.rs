@@ -21,13 +21,8 @@ const ACCESS_KEY: &str = "stevedore-bench";
 const SECRET_KEY: &str = "stevedore-bench-secret";
 const REGION: &str = "us-east-1";
 
-/// The servers of the warm GETs: key, what the report calls it.
-const WARM: [(&str, &str); 4] = [
-    ("stfs", "stevedore, filesystem"),
-    ("sts3", "stevedore, S3"),
-    ("reffs", "reference, filesystem"),
-    ("refs3", "reference, S3"),
-];
+/// The registries compared: stevedore and the reference, each on the filesystem and on S3.
+const STORES: [&str; 4] = ["stfs", "sts3", "reffs", "refs3"];
 
 /// `storage` keys for one registry on the bucket under `root`; `redirect` false streams blob
 /// GETs through the registry.
@@ -61,17 +56,18 @@ pub fn run(
     let dir = b.work.join("s3");
     log("6. S3: starting SeaweedFS (weed mini)");
     let weed = procs::weed(&dir.join("weed"), BUCKET, ACCESS_KEY, SECRET_KEY)?;
-    let start = |kind, name: &str, redirect: bool, remote: Option<&str>| {
+    // `keep`: a restart on the same local directory and bucket prefix.
+    let start = |kind, name: &str, redirect: bool, keep: bool| {
         let d = dir.join(name);
         let setup = Setup {
             storage: storage(kind, &weed.url, &format!("/{name}"), &d, redirect),
-            remote,
+            keep,
             ..Setup::default()
         };
         procs::registry_with(kind, &b.bins.stevedore, &d, &setup)
     };
-    let sts3 = start(Kind::Stevedore, "sts3", false, None)?;
-    let refs3 = start(Kind::Reference, "refs3", false, None)?;
+    let sts3 = start(Kind::Stevedore, "sts3", false, false)?;
+    let refs3 = start(Kind::Reference, "refs3", false, false)?;
     log(&format!(
         "   pushing the {} MiB blob to both through S3",
         o.big / MIB
@@ -87,20 +83,25 @@ pub fn run(
         ("refs3", &refs3),
     ];
     warm(b, &servers, &path, r)?;
-    // Redirects: two more registries on the bucket with storage.redirect on (a stevedore's
-    // local cache directory is its own: two cannot share one).
-    let stredir = start(Kind::Stevedore, "sts3r", true, None)?;
-    let refredir = start(Kind::Reference, "refs3r", true, None)?;
-    for p in [&stredir, &refredir] {
-        b.push_image(p, "bench/big", big)?;
+    // Redirects: two more registries on the bucket, pushed to with redirects off (a push
+    // checks its blob with HEAD, which a redirecting registry answers 307), then restarted on
+    // the same stores with storage.redirect on (a stevedore's local cache directory is its
+    // own: two cannot share one).
+    let mut redirecting = Vec::new();
+    for (kind, name) in [(Kind::Stevedore, "sts3r"), (Kind::Reference, "refs3r")] {
+        let p = start(kind, name, false, false)?;
+        b.push_image(&p, "bench/big", big)?;
+        p.stop();
+        redirecting.push(start(kind, name, true, true)?);
     }
+    let (stredir, refredir) = (&redirecting[0], &redirecting[1]);
     let curl_servers: [(&str, &Proc); 3] = [
         ("sts3", &sts3),
-        ("sts3r", &stredir),
-        ("refs3r", &refredir),
+        ("sts3r", stredir),
+        ("refs3r", refredir),
     ];
     redirects(b, &curl_servers, &path, r)?;
-    drop((sts3, refs3, stredir, refredir));
+    drop((sts3, refs3, redirecting));
     cold(b, &weed.url, remote, r)?;
     weed.stop();
     Ok(())
@@ -259,7 +260,7 @@ fn cold(b: &Bench<'_>, endpoint: &str, remote: &str, r: &mut Results) -> Result<
     let mut t: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     for rep in 0..reps {
         t.entry("up").or_default().push(pull(remote)?);
-        for (s, _) in WARM {
+        for s in STORES {
             let kind = if s.starts_with("st") {
                 Kind::Stevedore
             } else {
