@@ -95,11 +95,8 @@ pub fn run(
         redirecting.push(start(kind, name, true, true)?);
     }
     let (stredir, refredir) = (&redirecting[0], &redirecting[1]);
-    let curl_servers: [(&str, &Proc); 3] = [
-        ("sts3", &sts3),
-        ("sts3r", stredir),
-        ("refs3r", refredir),
-    ];
+    let curl_servers: [(&str, &Proc); 3] =
+        [("sts3", &sts3), ("sts3r", stredir), ("refs3r", refredir)];
     redirects(b, &curl_servers, &path, r)?;
     drop((sts3, refs3, redirecting));
     cold(b, &weed.url, remote, r)?;
@@ -109,7 +106,12 @@ pub fn run(
 
 /// Warm blob GETs, hyper loadgen: 1 connection × 4 GETs and 8 connections × 1 GET each,
 /// repetitions interleaved over the servers; sets `s3blob{1,8}.{server}` (GB/s, median).
-fn warm(b: &Bench<'_>, servers: &[(&str, &Proc)], path: &str, r: &mut Results) -> Result<(), String> {
+fn warm(
+    b: &Bench<'_>,
+    servers: &[(&str, &Proc)],
+    path: &str,
+    r: &mut Results,
+) -> Result<(), String> {
     let big = b.o.big.to_string();
     log(&format!(
         "6. S3: warm blob GET, {} MiB, hyper loadgen, 1 and 8 connections, {}×, interleaved: {:?}",
@@ -227,10 +229,7 @@ fn curl_gets(url: &str, procs: usize, gets: usize, size: u64) -> Result<f64, Str
     for child in children {
         let out = child.wait_with_output().map_err(|e| format!("curl: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let ok = text
-            .lines()
-            .filter(|l| *l == format!("200 {size}"))
-            .count();
+        let ok = text.lines().filter(|l| *l == format!("200 {size}")).count();
         if !out.status.success() || ok != gets {
             return Err(format!(
                 "curl -L {url}: {text} {}",
