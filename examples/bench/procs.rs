@@ -2,7 +2,7 @@
 //! nginx, `examples/hello`, `examples/countproxy`) and what it reads from /proc about them.
 //! Each is stopped (SIGTERM, then SIGKILL) when its [`Proc`] is dropped.
 
-use crate::tools::{free_port, http_status, stdout_says, tail, terminate, wait_until};
+use crate::tools::{free_port, http_status, stdout_says, tail, terminate, wait_until, weed_mini};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -279,34 +279,11 @@ pub fn with_addresses(
 pub fn weed(dir: &Path, bucket: &str, access: &str, secret: &str) -> Result<Proc, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (s3, filer) = (free_port(), free_port());
-    let mut cmd = Command::new("weed");
-    cmd.arg("mini")
-        .arg(format!("-dir={}", dir.display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-        .args(["-webdav=false", "-admin.ui=false"])
-        .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-        .arg("-master.volumeSizeLimitMB=1024")
-        .arg(format!("-bucket={bucket}"))
-        .arg(format!("-s3.port={s3}"))
-        .arg(format!("-filer.port={filer}"));
-    for flag in [
-        "master.port",
-        "master.port.grpc",
-        "volume.port",
-        "volume.port.grpc",
-        "filer.port.grpc",
-        "s3.port.grpc",
-        "admin.port",
-        "admin.port.grpc",
-        "debug.port",
-    ] {
-        cmd.arg(format!("-{flag}={}", free_port()));
-    }
+    let mut cmd = weed_mini(dir, bucket, s3, filer, 1024);
     let log = std::fs::File::create(dir.join("weed.log")).map_err(|e| e.to_string())?;
     let child = cmd
         .env("AWS_ACCESS_KEY_ID", access)
         .env("AWS_SECRET_ACCESS_KEY", secret)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -297,11 +297,7 @@ pub fn rows(o: &Opts, r: &Results) -> Vec<[String; 6]> {
     let mut rows = Vec::new();
     for n in [1, 8] {
         let k = |s: &str| g(&format!("s3blob{n}.{s}"));
-        let conns = if n == 1 {
-            "1 connection".to_owned()
-        } else {
-            format!("{n} connections")
-        };
+        let conns = connections(n);
         rows.push([
             format!(
                 "S3 (SeaweedFS): warm blob GET, {} MiB, hyper loadgen, {conns}, streamed through (GB/s)",
@@ -321,11 +317,7 @@ pub fn rows(o: &Opts, r: &Results) -> Vec<[String; 6]> {
     }
     for n in [1, 8] {
         let k = |s: &str| g(&format!("s3curl{n}.{s}"));
-        let conns = if n == 1 {
-            "1 connection".to_owned()
-        } else {
-            format!("{n} connections")
-        };
+        let conns = connections(n);
         rows.push([
             format!(
                 "S3 (SeaweedFS): blob GET, {} MiB, curl -L, {conns}, redirect to a presigned URL (GB/s)",
@@ -357,4 +349,12 @@ pub fn rows(o: &Opts, r: &Results) -> Vec<[String; 6]> {
         better(false, k("sts3"), k("refs3")),
     ]);
     rows
+}
+
+fn connections(n: u64) -> String {
+    if n == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{n} connections")
+    }
 }
