@@ -338,7 +338,8 @@ async fn work(
     report.blobs = snap.blobs.len();
     report.manifests = refs.of.len();
     report.referenced = referenced.len();
-    // The last sign of life of each blob: its write, a link to it, a recorded access.
+    // The last sign of life of each blob: its write, a link to it, a recorded access (a
+    // cached marker is written with its blob, so says nothing more).
     let mut active: HashMap<Digest, u64> = HashMap::new();
     let mut bump = |d: &Digest, t: u64| {
         let e = active.entry(d.clone()).or_insert(t);
@@ -354,9 +355,6 @@ async fn work(
     }
     for (d, t) in &access {
         bump(d, *t);
-    }
-    for (d, (_, modified)) in &snap.cached {
-        bump(d, *modified);
     }
     let now = now_ms();
     let aged =
