@@ -4,7 +4,8 @@
 //! blob survives the first run and goes after the grace, a blob uploaded without its manifest
 //! survives within the grace; the bucket's lease lets one run work at a time (a second gets
 //! exit status 75 naming the holder; a crashed holder's lease lapses); cached content over
-//! `proxy.maxsize` goes least recently used first, by the access records the replicas wrote.
+//! `proxy.maxsize` goes least recently used first, by the access records the replicas wrote;
+//! a replica with `storage.maintenance.gc.interval` runs the job itself.
 
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::s3::{BUCKET, SeaweedFs};
@@ -452,4 +453,41 @@ async fn cached_content_over_the_size_limit_goes_least_recently_used_first() {
     // Under the limit now: the next run evicts nothing.
     let again = run_ok(&["evict"], &gc_config).await;
     assert_eq!(again["evicted"], 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_replica_with_an_interval_runs_the_job_itself() {
+    let weed = SeaweedFs::start();
+    let root = "gcinterval";
+    let bucket = Bucket::new(&weed, root).await;
+    // A replica with its own turn at the job every second, and a 2s grace.
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(&weed, root, dir.path(), "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "      leasettl: 30s\n",
+        "      leasettl: 30s\n      interval: 1s\n      grace: 2s\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let a = Server::spawn(&path, &[], dir.path().join("data"));
+    let (md, body) = push_image(&a.url(""), "team/app", "v1", 1, 21).await;
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut kept: Vec<String> = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
+    kept.extend(
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned()),
+    );
+    bucket.link_image("team/app", "v1", &md, &kept).await;
+    let orphan = push_blob(&a.url(""), "team/app", &random_bytes(1500, 77)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || !in_bucket(&weed, root, &orphan)).await,
+        "the replica's own runs never collected the orphan"
+    );
+    kept.push(md);
+    for d in &kept {
+        assert!(in_bucket(&weed, root, d), "{d} was lost");
+    }
+    assert!(a.logged("bucket maintenance done").await);
 }
