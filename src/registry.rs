@@ -392,6 +392,9 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        if self.uploads.in_bucket() {
+            return self.put_whole(repo, digest, body).await;
+        }
         let status = self.start_upload(repo, digest.algorithm()).await?;
         let mut s = self.session(repo, &status.id).await?;
         if let Err(e) = self.append(&mut s, body).await {
@@ -399,6 +402,31 @@ impl Registry {
             return Err(e);
         }
         self.commit_session(repo, s, digest).await
+    }
+
+    /// [`Registry::upload_whole`] with sessions in the bucket: a single request needs no
+    /// session another replica could continue.
+    async fn put_whole<S, E>(&self, repo: &RepoName, digest: &Digest, body: S) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        self.writable()?;
+        let _pushing = self.depot.pushing().await;
+        let size = match self.uploads.put_whole(digest, body).await {
+            Ok(size) => size,
+            Err(AppendError::Body(e, offset)) => return Err(body_failed(e, offset)),
+            Err(AppendError::Store(e)) => {
+                if matches!(e, StoreError::DigestMismatch { .. }) {
+                    self.depot.metrics.verify_failures.inc();
+                }
+                return Err(e.into());
+            }
+        };
+        self.depot.metrics.upload_bytes.inc_by(size);
+        self.adopt_blob(repo, digest, size, Origin::Local).await?;
+        self.depot.index.flush().await?;
+        Ok(size)
     }
 
     /// Removes upload sessions started more than `age` ago (a dry run only counts them); how many.
