@@ -371,17 +371,26 @@ impl Registry {
         digest: &Digest,
     ) -> Result<u64> {
         let _pushing = self.depot.pushing().await;
-        let size = match self.uploads.finish(s, digest).await {
-            Ok(size) => size,
-            Err(e) => {
-                if matches!(e, StoreError::DigestMismatch { .. }) {
-                    self.depot.metrics.verify_failures.inc();
-                }
-                return Err(e.into());
-            }
-        };
+        let size = self
+            .uploads
+            .finish(s, digest)
+            .await
+            .map_err(|e| self.push_failed(e))?;
+        self.pushed(repo, digest, size).await
+    }
+
+    /// A store failure of a push, counted when it is a digest mismatch.
+    fn push_failed(&self, e: StoreError) -> RegistryError {
+        if matches!(e, StoreError::DigestMismatch { .. }) {
+            self.depot.metrics.verify_failures.inc();
+        }
+        e.into()
+    }
+
+    /// Records a pushed blob in `repo`; a push is acknowledged only once its records are
+    /// durable.
+    async fn pushed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<u64> {
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
-        // A push is acknowledged only once its records are durable.
         self.depot.index.flush().await?;
         Ok(size)
     }
@@ -416,17 +425,10 @@ impl Registry {
         let size = match self.uploads.put_whole(digest, body).await {
             Ok(size) => size,
             Err(AppendError::Body(e, offset)) => return Err(body_failed(e, offset)),
-            Err(AppendError::Store(e)) => {
-                if matches!(e, StoreError::DigestMismatch { .. }) {
-                    self.depot.metrics.verify_failures.inc();
-                }
-                return Err(e.into());
-            }
+            Err(AppendError::Store(e)) => return Err(self.push_failed(e)),
         };
         self.depot.metrics.upload_bytes.inc_by(size);
-        self.adopt_blob(repo, digest, size, Origin::Local).await?;
-        self.depot.index.flush().await?;
-        Ok(size)
+        self.pushed(repo, digest, size).await
     }
 
     /// Removes upload sessions started more than `age` ago (a dry run only counts them); how many.

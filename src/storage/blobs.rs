@@ -108,6 +108,15 @@ impl BlobStore {
         }
     }
 
+    /// The upload-URL signing key shared by every replica on the bucket (see
+    /// `S3Backend::shared_secret`); `None` on the filesystem.
+    pub async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Fs(_) => Ok(None),
+            Backend::S3(s3) => s3.shared_secret().await.map(Some),
+        }
+    }
+
     /// A short-lived URL a client may GET the blob from directly, when the backend has one
     /// (an object store); `None` for local files.
     pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {

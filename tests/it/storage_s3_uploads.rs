@@ -1,5 +1,6 @@
 //! Upload sessions in the bucket (`storage.s3`): two replicas on one bucket (separate local
-//! directories, one `http.secret`) continue each other's chunked pushes — also after the one
+//! directories, no `http.secret`: they share the upload-URL key the bucket keeps) continue
+//! each other's chunked pushes — also after the one
 //! that started it was `kill -9`ed, in the middle of a request — a wrong digest at the final
 //! PUT aborts the multipart upload, and a chunk at the wrong offset is a 416 on either replica.
 //! The blob is pulled through the replica that finished the push: which repository holds a
@@ -15,9 +16,19 @@ const PART: usize = 5 << 20;
 
 /// A replica on the bucket under `root`, its local directory `cache`.
 fn replica(weed: &SeaweedFs, root: &str, cache: &Path) -> (Server, tempfile::TempDir) {
+    replica_with(weed, root, cache, "")
+}
+
+/// [`replica`] with more `storage:` keys (indented by two spaces).
+fn replica_with(
+    weed: &SeaweedFs,
+    root: &str,
+    cache: &Path,
+    storage_extra: &str,
+) -> (Server, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let config = format!(
-        "version: 0.1\nlog:\n  level: debug\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\n  secret: one-secret-for-every-replica-of-this-test\n  debug:\n    addr: 127.0.0.1:0\n{}    chunksize: 5MiB\n    cachedirectory: {}\n  redirect:\n    disable: true\n",
+        "version: 0.1\nlog:\n  level: debug\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\n  debug:\n    addr: 127.0.0.1:0\n{}    chunksize: 5MiB\n    cachedirectory: {}\n  redirect:\n    disable: true\n{storage_extra}",
         weed.storage_yaml(root, ""),
         cache.display()
     );
@@ -299,4 +310,63 @@ async fn a_wrong_digest_at_the_final_put_aborts_the_multipart_upload() {
         pending_multipart(&weed)
     );
     assert_eq!(status(&p.a, &path).await.status(), 404);
+}
+
+#[tokio::test]
+async fn two_replicas_racing_on_one_session_leave_it_whole() {
+    let weed = SeaweedFs::start();
+    let p = pair(&weed, "race");
+    let path = start_upload(&p.a, "app").await;
+    // Both replicas get a different first chunk at offset 0 at once: one is kept, the
+    // other is refused with a 416 (it lost the conditional write, or came second).
+    let (one, two) = (random_bytes(PART + 4321, 21), random_bytes(PART + 4321, 22));
+    let (ra, rb) = tokio::join!(patch(&p.a, &path, 0, &one), patch(&p.b, &path, 0, &two));
+    let (sa, sb) = (ra.status().as_u16(), rb.status().as_u16());
+    let winner = match (sa, sb) {
+        (202, 416) => &one,
+        (416, 202) => &two,
+        other => panic!("expected one 202 and one 416, got {other:?}"),
+    };
+    let next = session_path(if sa == 202 { &ra } else { &rb });
+    let d = digest(winner);
+    let r = client()
+        .put(p.a.url(&with_digest(&next, &d)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert!(pull(&p.a, "app", &d).await == *winner, "the winner's bytes, whole");
+    assert!(session_objects(&weed, "race").is_empty());
+    assert!(pending_multipart(&weed).is_empty());
+}
+
+#[tokio::test]
+async fn upload_purging_aborts_stale_sessions_in_the_bucket() {
+    let weed = SeaweedFs::start();
+    let cache = tempfile::tempdir().unwrap();
+    let (a, _cfg) = replica(&weed, "purged", cache.path());
+    let path = start_upload(&a, "app").await;
+    patch_ok(&a, &path, 0, &random_bytes(PART + 10, 23)).await;
+    assert!(!pending_multipart(&weed).is_empty());
+    assert!(!session_objects(&weed, "purged").is_empty());
+    // Another replica with upload purging (age 1s) aborts and removes it.
+    let other = tempfile::tempdir().unwrap();
+    let (_c, _cfg) = replica_with(
+        &weed,
+        "purged",
+        other.path(),
+        "  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1s\n      interval: 1s\n",
+    );
+    assert!(
+        crate::common::eventually(Duration::from_secs(30), || session_objects(
+            &weed, "purged"
+        )
+        .is_empty()
+            && pending_multipart(&weed).is_empty())
+        .await,
+        "left: {:?} {:?}",
+        session_objects(&weed, "purged"),
+        pending_multipart(&weed)
+    );
+    assert_eq!(status(&a, &path).await.status(), 404);
 }
