@@ -14,7 +14,9 @@ pub enum StoreError {
     TooLarge(u64),
     /// Another request wrote to the upload session since this one read it (a race between
     /// replicas): this request's bytes were not kept.
-    #[error("upload session {0} was written by another request meanwhile; ask where it stands and resume")]
+    #[error(
+        "upload session {0} was written by another request meanwhile; ask where it stands and resume"
+    )]
     UploadMoved(String),
     #[error("storage is read-only")]
     ReadOnly,

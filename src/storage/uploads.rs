@@ -296,7 +296,9 @@ impl Uploads {
             (Place::Disk(dir), _) => dir.join("data"),
             (Place::Bucket(_), Some(bucket)) => {
                 let id = session.id.clone();
-                let Place::Bucket(s) = std::mem::replace(&mut session.place, Place::Disk(PathBuf::new())) else {
+                let Place::Bucket(s) =
+                    std::mem::replace(&mut session.place, Place::Disk(PathBuf::new()))
+                else {
                     unreachable!("matched above")
                 };
                 let result = bucket.finish(s, digest).await;

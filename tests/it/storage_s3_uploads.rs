@@ -127,10 +127,12 @@ fn blob_object(root: &str, d: &str) -> String {
 
 /// Objects of upload sessions left under `root`.
 fn session_objects(weed: &SeaweedFs, root: &str) -> Vec<String> {
-    weed.filer_tree(&format!("/buckets/{BUCKET}/{root}/docker/registry/v2/repositories/"))
-        .into_iter()
-        .filter(|p| p.contains("/_uploads/"))
-        .collect()
+    weed.filer_tree(&format!(
+        "/buckets/{BUCKET}/{root}/docker/registry/v2/repositories/"
+    ))
+    .into_iter()
+    .filter(|p| p.contains("/_uploads/"))
+    .collect()
 }
 
 /// Multipart uploads SeaweedFS still holds (it keeps them under the bucket's `.uploads/`).
@@ -252,7 +254,10 @@ async fn a_session_survives_a_kill_9_of_the_replica_that_started_it() {
     // Wait until A sent a part of this chunk (its second part of the session).
     assert!(
         crate::common::eventually(Duration::from_secs(30), || {
-            p.a.log_text().matches("upload part sent to the bucket").count() >= 2
+            p.a.log_text()
+                .matches("upload part sent to the bucket")
+                .count()
+                >= 2
         })
         .await,
         "A never sent the part: {}",
@@ -302,7 +307,10 @@ async fn a_wrong_digest_at_the_final_put_aborts_the_multipart_upload() {
     assert!(r.text().await.unwrap().contains("DIGEST_INVALID"));
     let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/wrong/"));
     assert!(!tree.contains(&blob_object("wrong", &wrong)), "{tree:?}");
-    assert!(!tree.contains(&blob_object("wrong", &digest(&data))), "{tree:?}");
+    assert!(
+        !tree.contains(&blob_object("wrong", &digest(&data))),
+        "{tree:?}"
+    );
     assert!(session_objects(&weed, "wrong").is_empty(), "{tree:?}");
     assert!(
         pending_multipart(&weed).is_empty(),
@@ -335,7 +343,10 @@ async fn two_replicas_racing_on_one_session_leave_it_whole() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    assert!(pull(&p.a, "app", &d).await == *winner, "the winner's bytes, whole");
+    assert!(
+        pull(&p.a, "app", &d).await == *winner,
+        "the winner's bytes, whole"
+    );
     assert!(session_objects(&weed, "race").is_empty());
     assert!(pending_multipart(&weed).is_empty());
 }
@@ -358,10 +369,8 @@ async fn upload_purging_aborts_stale_sessions_in_the_bucket() {
         "  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 1s\n      interval: 1s\n",
     );
     assert!(
-        crate::common::eventually(Duration::from_secs(30), || session_objects(
-            &weed, "purged"
-        )
-        .is_empty()
+        crate::common::eventually(Duration::from_secs(30), || session_objects(&weed, "purged")
+            .is_empty()
             && pending_multipart(&weed).is_empty())
         .await,
         "left: {:?} {:?}",

@@ -202,8 +202,7 @@ impl BucketUploads {
             version: got.meta.version.clone(),
         };
         let body = got.bytes().await.map_err(s3_err)?;
-        let record: Record =
-            serde_json::from_slice(&body).map_err(|e| corrupt(&e.to_string()))?;
+        let record: Record = serde_json::from_slice(&body).map_err(|e| corrupt(&e.to_string()))?;
         Ok(Some(BucketSession {
             repo: repo.to_owned(),
             id: id.to_owned(),
@@ -234,9 +233,9 @@ impl BucketUploads {
                 s.record = record;
                 Ok(())
             }
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
-                Err(StoreError::UploadMoved(s.id.clone()))
-            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Err(StoreError::UploadMoved(s.id.clone())),
             Err(e) => Err(s3_err(e)),
         }
     }
@@ -293,11 +292,7 @@ impl BucketUploads {
     /// Appends a body to the session: whole parts go up as they fill, the rest becomes the new
     /// tail, and the record is rewritten at the end. A body that breaks off keeps what arrived;
     /// a failure of the bucket keeps nothing of this request (the session stays where it was).
-    pub async fn append<S, E>(
-        &self,
-        s: &mut BucketSession,
-        body: S,
-    ) -> Result<u64, AppendError<E>>
+    pub async fn append<S, E>(&self, s: &mut BucketSession, body: S) -> Result<u64, AppendError<E>>
     where
         S: Stream<Item = Result<Bytes, E>>,
     {
@@ -581,7 +576,12 @@ impl S3Backend {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.inner.store.put_opts(&key, fresh.clone().into(), opts).await {
+        match self
+            .inner
+            .store
+            .put_opts(&key, fresh.clone().into(), opts)
+            .await
+        {
             Ok(_) => return Ok(fresh),
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(s3_err(e)),
