@@ -8,6 +8,7 @@
 
 use crate::common::s3::{BUCKET, SeaweedFs};
 use crate::common::{Server, client, digest, random_bytes};
+use crate::storage_s3::blob_object;
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,15 +27,8 @@ fn replica_with(
     cache: &Path,
     storage_extra: &str,
 ) -> (Server, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: debug\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\n  debug:\n    addr: 127.0.0.1:0\n{}    chunksize: 5MiB\n    cachedirectory: {}\n  redirect:\n    disable: true\n{storage_extra}",
-        weed.storage_yaml(root, ""),
-        cache.display()
-    );
-    let path = tmp.path().join("config.yml");
-    std::fs::write(&path, config).unwrap();
-    (Server::spawn(&path, &[], cache.to_path_buf()), tmp)
+    let extra = format!("  redirect:\n    disable: true\n{storage_extra}");
+    crate::storage_s3::start(weed, root, cache, &extra)
 }
 
 /// Two replicas on one bucket prefix.
@@ -103,6 +97,16 @@ fn with_digest(path: &str, d: &str) -> String {
     format!("{path}{sep}digest={d}")
 }
 
+/// An empty final PUT naming digest `d`, which must commit the blob.
+async fn finish_ok(server: &Server, path: &str, d: &str) {
+    let r = client()
+        .put(server.url(&with_digest(path, d)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
 async fn status(server: &Server, path: &str) -> reqwest::Response {
     client().get(server.url(path)).send().await.unwrap()
 }
@@ -115,14 +119,6 @@ async fn pull(server: &Server, repo: &str, d: &str) -> Vec<u8> {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap().to_vec()
-}
-
-fn blob_object(root: &str, d: &str) -> String {
-    let hex = d.strip_prefix("sha256:").unwrap();
-    format!(
-        "/buckets/{BUCKET}/{root}/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    )
 }
 
 /// Objects of upload sessions left under `root`.
@@ -177,12 +173,7 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
     }
     // B finishes with an empty PUT and serves it. (Repository links are still in each
     // replica's own index until they move to the bucket: B, which committed, serves it.)
-    let r = client()
-        .put(p.b.url(&with_digest(&path, &d)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    finish_ok(&p.b, &path, &d).await;
     let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/pair/"));
     assert!(tree.contains(&blob_object("pair", &d)), "{tree:?}");
     assert!(pull(&p.b, "team/app", &d).await == data, "pulled through B");
@@ -275,12 +266,7 @@ async fn a_session_survives_a_kill_9_of_the_replica_that_started_it() {
     );
     // B continues from there and finishes; the blob is whole.
     let path = patch_ok(&p.b, &path, first, &data[first..]).await;
-    let r = client()
-        .put(p.b.url(&with_digest(&path, &d)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    finish_ok(&p.b, &path, &d).await;
     assert!(pull(&p.b, "app", &d).await == data);
     assert!(session_objects(&weed, "killed").is_empty());
     assert!(pending_multipart(&weed).is_empty());
@@ -337,12 +323,7 @@ async fn two_replicas_racing_on_one_session_leave_it_whole() {
     };
     let next = session_path(if sa == 202 { &ra } else { &rb });
     let d = digest(winner);
-    let r = client()
-        .put(p.a.url(&with_digest(&next, &d)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    finish_ok(&p.a, &next, &d).await;
     assert!(
         pull(&p.a, "app", &d).await == *winner,
         "the winner's bytes, whole"
