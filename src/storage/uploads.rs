@@ -48,7 +48,7 @@ enum Place {
     /// `uploads/<id>/` on the local disk.
     Disk(PathBuf),
     /// In the bucket, with the record this process read.
-    Bucket(BucketSession),
+    Bucket(Box<BucketSession>),
 }
 
 /// Every upload session of the store.
@@ -154,7 +154,7 @@ impl Uploads {
                     started: session.started(),
                 },
                 offset: session.offset(),
-                place: Place::Bucket(session),
+                place: Place::Bucket(Box::new(session)),
                 state,
             }));
         }
@@ -301,7 +301,7 @@ impl Uploads {
                 else {
                     unreachable!("matched above")
                 };
-                let result = bucket.finish(s, digest).await;
+                let result = bucket.finish(*s, digest).await;
                 drop(session);
                 self.forget(&id);
                 return result;
