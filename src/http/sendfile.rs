@@ -42,12 +42,12 @@
 //! its `sendfile`. Not the wake-up path: 25-40 futex wake-ups and ≤ 7 task migrations per GB,
 //! one worker thread instead of two changed nothing; a blocking Python `sendfile` server with
 //! the same 128 KiB mark starved curl as often (3,700-5,600 sleeps per GB). A 1 MiB mark,
-//! measured the same way: curl sleeps 30-1,500 times per GB, server CPU 0.09-0.26 s per GB,
-//! curl 1.28-1.59 GB/s against 1.15-1.41 GB/s with 128 KiB (nginx 0.92-1.39 in the same
-//! rounds); the Go-style reader 1.28-1.45 against 0.72-1.17. The client takes back part of the
-//! transmit work (0.29-0.61 s of CPU per GB against 0.20-0.35; nginx's 0.54-0.78), which it
-//! can afford now that it no longer waits. 512 KiB still starved curl on some rounds (120-2,200
-//! sleeps per GB); 2 MiB and no mark at all were no faster. Waiting for the
+//! measured the same way: curl sleeps 30-1,500 times per GB, the Go-style reader 1,000-2,900
+//! (nginx: up to 840), server CPU 0.09-0.26 s per GB. The client takes back part of the
+//! transmit work (0.29-0.61 s of CPU per GB against 0.20-0.35; nginx's 0.54-0.78), which it can
+//! afford now that it waits less. Rates at that load were too noisy to rank the marks (nginx
+//! itself ranged 0.9-1.6 GB/s between rounds). 512 KiB still starved curl on some rounds
+//! (120-2,200 sleeps per GB); 2 MiB and no mark at all were no faster. Waiting for the
 //! writability edge after a short send changed nothing measurable.
 
 use bytes::Bytes;
