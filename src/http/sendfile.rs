@@ -35,9 +35,9 @@
 //! look): whatever the client has not yet received must be in its receive queue or in our
 //! untransmitted queue, or it sleeps. With a 128 KiB mark (the writer is woken below half of
 //! it) the pipe ran dry between our wake-ups: curl slept about 4,400-4,700 times per GB on
-//! stevedore against 15-650 on nginx (perf `context-switches` of the client, 256 MiB × 4 GETs,
+//! stevedore against 15-810 on nginx (perf `context-switches` of the client, 256 MiB × 4 GETs,
 //! one connection, 2 cores at load average 7-9), so it read at 1.1-1.3 GB/s while using only
-//! 0.23-0.35 s of CPU per GB; and the server paid 0.42-0.47 s of CPU per GB (nginx 0.06-0.09),
+//! 0.23-0.35 s of CPU per GB; and the server paid 0.42-0.58 s of CPU per GB (nginx 0.06-0.09),
 //! most of it loopback receive processing (`tcp_data_queue`, `sock_def_readable`) run inside
 //! its `sendfile`. Not the wake-up path: 25-40 futex wake-ups and ≤ 7 task migrations per GB,
 //! one worker thread instead of two changed nothing; a blocking Python `sendfile` server with
