@@ -15,10 +15,13 @@
 //! by a marker object while it runs; a node that was killed mid-upload aborts its own
 //! leftovers at its next start (`abort_stale_uploads`), and any node those of others older
 //! than a day. Reads are ranged GETs; `presign` hands out short-lived GET URLs for redirects.
+//! Repository metadata (links, tags, markers) is written and read here as small objects
+//! (`meta.rs`); its layout is `storage::SharedMeta`'s.
 //! Must not: hash (only `Verified` blobs arrive), keep a whole blob in memory (a part at most
-//! per upload), or know about the registry's metadata.
+//! per upload), or know what the registry's metadata means.
 
 mod http;
+mod meta;
 
 use super::{BlobBackend, BlobRead, RangeSource, StoreError, Verified};
 use crate::config::S3Config;
