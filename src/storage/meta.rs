@@ -190,9 +190,17 @@ impl SharedMeta {
         Ok(had)
     }
 
-    /// The tags of `repo`, sorted; `None` when the bucket has no such repository.
+    /// The tags of `repo`, sorted; `None` when the bucket has no such repository. A tag is
+    /// one with a `current` link (one listing of the tags' objects: a store that keeps
+    /// empty directories, or a delete half done, shows no tag that is not there).
     pub async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>, StoreError> {
-        let (mut tags, _) = self.list_dir(&tags_dir(repo)).await?;
+        let objects = self.counted("list", self.s3.list_below(&tags_dir(repo)).await)?;
+        let mut tags: Vec<String> = objects
+            .iter()
+            .filter_map(|k| k.strip_suffix("/current/link"))
+            .filter(|t| !t.contains('/'))
+            .map(str::to_owned)
+            .collect();
         if tags.is_empty() {
             let (dirs, files) = self.list_dir(&format!("{REPOS}/{repo}")).await?;
             if dirs.is_empty() && files.is_empty() {
