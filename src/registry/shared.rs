@@ -69,7 +69,10 @@ impl Registry {
                 }
             }
             Some((d, written)) if local.as_ref().map(|r| &r.digest) != Some(&d) => {
-                if !self.read_manifest_through(repo, &d, Some((tag, written))).await? {
+                if !self
+                    .read_manifest_through(repo, &d, Some((tag, written)))
+                    .await?
+                {
                     tracing::warn!(%repo, %tag, digest = %d, "the bucket's tag names a manifest it does not hold; not served");
                     if local.is_some() {
                         self.depot.index.delete_tag(repo, tag)?;
@@ -136,8 +139,15 @@ impl Registry {
                 return Ok(false);
             }
         };
-        self.record_manifest(repo, d, &parsed, bytes, origin, tag.as_ref().map(|(t, r)| (*t, r)))
-            .await?;
+        self.record_manifest(
+            repo,
+            d,
+            &parsed,
+            bytes,
+            origin,
+            tag.as_ref().map(|(t, r)| (*t, r)),
+        )
+        .await?;
         if origin == Origin::Proxy {
             // As the mirror does when it fetches one: its blobs may be served to this
             // repository once they are here.
@@ -151,7 +161,11 @@ impl Registry {
 
     /// Records that blob `d` is visible in `repo` when the bucket says so (a blob link, or a
     /// manifest revision: manifests are blobs too); its size, or `None`.
-    pub(super) async fn read_link_through(&self, repo: &RepoName, d: &Digest) -> Result<Option<u64>> {
+    pub(super) async fn read_link_through(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<u64>> {
         let Some(meta) = self.meta() else {
             return Ok(None);
         };

@@ -40,7 +40,10 @@ fn layer_link(repo: &RepoName, d: &Digest) -> String {
 }
 
 fn revision_link(repo: &RepoName, d: &Digest) -> String {
-    format!("{REPOS}/{repo}/_manifests/revisions/{}/link", digest_path(d))
+    format!(
+        "{REPOS}/{repo}/_manifests/revisions/{}/link",
+        digest_path(d)
+    )
 }
 
 fn tags_dir(repo: &RepoName) -> String {
@@ -162,7 +165,11 @@ impl SharedMeta {
 
     /// What `tag` of `repo` points at, with when it was last pointed (seconds since the
     /// epoch); `None` when there is no such tag.
-    pub async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, u64)>, StoreError> {
+    pub async fn tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, u64)>, StoreError> {
         self.read_link(&format!("{}/current/link", tag_dir(repo, tag)))
             .await
     }

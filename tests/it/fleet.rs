@@ -404,7 +404,11 @@ async fn containerd_pulls_through_node_and_regional_tiers_and_the_image_leaves_t
     // The regional tier keeps what it fetched in its bucket.
     // (Blobs are committed a moment after their last byte went down the chain.)
     let (hub_digests, ghcr_digests) = (digests(&hub_image), digests(&ghcr_image));
-    for d in hub_digests.iter().skip(1).chain(ghcr_digests.iter().skip(1)) {
+    for d in hub_digests
+        .iter()
+        .skip(1)
+        .chain(ghcr_digests.iter().skip(1))
+    {
         assert!(regional.fetched_and_cached(d).await, "{d} not cached");
     }
     let blobs = weed.filer_tree(&format!(

@@ -111,7 +111,15 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
     // for a loaded machine but not for "never").
     let (d2, _) = push_image(&a.url(""), "team/app", "v1", 1, 4).await;
     assert_ne!(d1, d2);
-    let took = until_served(&b, "team/app", "v1", 200, Some(&d2), Duration::from_secs(15)).await;
+    let took = until_served(
+        &b,
+        "team/app",
+        "v1",
+        200,
+        Some(&d2),
+        Duration::from_secs(15),
+    )
+    .await;
     assert!(took < Duration::from_secs(8), "moved tag took {took:?}");
     pull_ok(&b, "team/app", "v1", &d2).await;
     // The old manifest is still there by digest (only the tag moved).
@@ -147,7 +155,9 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
         "/buckets/{BUCKET}/replicas/docker/registry/v2/repositories/team/app/_manifests/"
     ));
     assert!(
-        !tree.iter().any(|k| k.contains(&d3[7..]) || k.contains("/tags/v3/")),
+        !tree
+            .iter()
+            .any(|k| k.contains(&d3[7..]) || k.contains("/tags/v3/")),
         "{tree:?}"
     );
 
@@ -199,7 +209,10 @@ async fn a_replica_with_an_empty_disk_serves_pushed_and_cached_images_from_the_b
     // A proxied blob is marked as cache content in the bucket; a pushed one is not.
     let markers = weed.filer_tree(&format!("/buckets/{BUCKET}/emptydisk/stevedore/cached/"));
     for b in blobs_of(&body) {
-        assert!(markers.iter().any(|m| m.ends_with(&b[7..])), "{b}: {markers:?}");
+        assert!(
+            markers.iter().any(|m| m.ends_with(&b[7..])),
+            "{b}: {markers:?}"
+        );
     }
     assert!(!markers.iter().any(|m| m.ends_with(&pushed[7..])));
 

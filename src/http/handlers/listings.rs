@@ -58,7 +58,11 @@ pub async fn tags(app: &App, scope: &Scope, req: &Req) -> HandlerResult {
             let page = m.list_tags(p, last.as_deref(), n + 1).await?;
             (page.tags, page.local_only)
         }
-        _ => match app.registry.list_tags(local, last.as_deref(), n + 1).await? {
+        _ => match app
+            .registry
+            .list_tags(local, last.as_deref(), n + 1)
+            .await?
+        {
             Some(t) => (t, false),
             None => return Err(RegistryError::name_unknown(local)),
         },

@@ -79,7 +79,11 @@ impl S3Backend {
         let last = |k: &Key| k.filename().map(str::to_owned);
         Ok((
             listed.common_prefixes.iter().filter_map(last).collect(),
-            listed.objects.iter().filter_map(|o| last(&o.location)).collect(),
+            listed
+                .objects
+                .iter()
+                .filter_map(|o| last(&o.location))
+                .collect(),
         ))
     }
 
