@@ -473,6 +473,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Manifest>> {
+        self.sync_manifest(repo, digest).await?;
         let rec = match self.depot.index.manifest(repo, digest)? {
             Some(rec) => rec,
             None if self.read_manifest_through(repo, digest, None).await? => {
@@ -613,7 +614,7 @@ impl Registry {
             if let Some(meta) = self.meta() {
                 meta.set_tag(repo, t, &digest).await?;
             }
-            self.checked.note(repo, t);
+            self.checked.note(repo, t.as_str());
             self.depot.index.set_tag(
                 repo,
                 t,
@@ -679,8 +680,9 @@ impl Registry {
             tag_record.as_ref().map(|(t, r)| (*t, r)),
         )
         .await?;
+        self.checked.note(repo, digest.as_str());
         if let Some(t) = tag {
-            self.checked.note(repo, t);
+            self.checked.note(repo, t.as_str());
         }
         Ok(())
     }
@@ -795,7 +797,7 @@ impl Registry {
         };
         let removed = match reference {
             Reference::Tag(t) => {
-                self.checked.note(repo, t);
+                self.checked.note(repo, t.as_str());
                 self.depot
                     .index
                     .delete_tag(repo, t)?
@@ -819,7 +821,10 @@ impl Registry {
             return Err(RegistryError::manifest_unknown(reference));
         };
         for t in &tags {
-            self.checked.note(repo, t);
+            self.checked.note(repo, t.as_str());
+        }
+        if let Reference::Digest(d) = reference {
+            self.checked.note(repo, d.as_str());
         }
         self.depot.index.flush().await?;
         Ok(tags)

@@ -17,30 +17,32 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Tags checked in the bucket at most this many at once are remembered; when full, every
-/// tag is checked again (a GET each) and the map starts over.
+/// References checked in the bucket at most this many at once are remembered; when full,
+/// each is checked again (a request each) and the map starts over.
 const CAPACITY: usize = 65_536;
 
-/// When each tag was last brought up to date with the bucket.
+/// When each reference (a tag, or a manifest digest: a tag has no `:`, so the two never
+/// meet) was last brought up to date with the bucket.
 #[derive(Default)]
 pub(super) struct Checked {
-    at: Mutex<HashMap<(RepoName, Tag), Instant>>,
+    at: Mutex<HashMap<(RepoName, String), Instant>>,
 }
 
 impl Checked {
-    fn recent(&self, repo: &RepoName, tag: &Tag, bound: std::time::Duration) -> bool {
-        let at = self.at.lock().expect("checked tags poisoned");
-        at.get(&(repo.clone(), tag.clone()))
+    fn recent(&self, repo: &RepoName, reference: &str, bound: std::time::Duration) -> bool {
+        let at = self.at.lock().expect("checked references poisoned");
+        at.get(&(repo.clone(), reference.to_owned()))
             .is_some_and(|t| t.elapsed() < bound)
     }
 
-    /// Notes that `tag` is as the bucket has it now (checked, or written here).
-    pub(super) fn note(&self, repo: &RepoName, tag: &Tag) {
-        let mut at = self.at.lock().expect("checked tags poisoned");
+    /// Notes that `reference` of `repo` is as the bucket has it now (checked, or written
+    /// here).
+    pub(super) fn note(&self, repo: &RepoName, reference: &str) {
+        let mut at = self.at.lock().expect("checked references poisoned");
         if at.len() >= CAPACITY {
             at.clear();
         }
-        at.insert((repo.clone(), tag.clone()), Instant::now());
+        at.insert((repo.clone(), reference.to_owned()), Instant::now());
     }
 }
 
@@ -57,7 +59,10 @@ impl Registry {
         let Some(meta) = self.meta() else {
             return Ok(());
         };
-        if self.checked.recent(repo, tag, self.options.tag_refresh) {
+        if self
+            .checked
+            .recent(repo, tag.as_str(), self.options.tag_refresh)
+        {
             return Ok(());
         }
         let local = self.depot.index.tag(repo, tag)?;
@@ -81,7 +86,27 @@ impl Registry {
             }
             Some(_) => {}
         }
-        self.checked.note(repo, tag);
+        self.checked.note(repo, tag.as_str());
+        Ok(())
+    }
+
+    /// Drops this replica's record of manifest `d` of `repo` when the bucket no longer has
+    /// it (deleted through another replica), unless checked within `storage.s3.tagrefresh`.
+    pub(super) async fn sync_manifest(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        let Some(meta) = self.meta() else {
+            return Ok(());
+        };
+        if self
+            .checked
+            .recent(repo, d.as_str(), self.options.tag_refresh)
+        {
+            return Ok(());
+        }
+        if self.depot.index.manifest(repo, d)?.is_some() && !meta.has_revision(repo, d).await? {
+            tracing::debug!(%repo, digest = %d, "manifest gone from the bucket; dropped here");
+            self.depot.index.delete_manifest(repo, d)?;
+        }
+        self.checked.note(repo, d.as_str());
         Ok(())
     }
 

@@ -121,6 +121,7 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
     )
     .await;
     assert!(took < Duration::from_secs(8), "moved tag took {took:?}");
+    eprintln!("tag moved on A, served by B after {took:?} (tagrefresh 1s)");
     pull_ok(&b, "team/app", "v1", &d2).await;
     // The old manifest is still there by digest (only the tag moved).
     assert_eq!(manifest(&b, "team/app", &d1).await.0, 200);
@@ -135,6 +136,7 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
     assert_eq!(manifest(&a, "team/app", "v1").await.0, 404, "A at once");
     let took = until_served(&b, "team/app", "v1", 404, None, Duration::from_secs(15)).await;
     assert!(took < Duration::from_secs(8), "deleted tag took {took:?}");
+    eprintln!("tag deleted on A, 404 on B after {took:?} (tagrefresh 1s)");
     let tags = json(b.url("/v2/team/app/tags/list")).await;
     assert_eq!(tags["tags"], serde_json::json!(["v2"]));
 
@@ -151,6 +153,7 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
         .unwrap();
     assert_eq!(r.status(), 202);
     until_served(&a, "team/app", "v3", 404, None, Duration::from_secs(15)).await;
+    until_served(&a, "team/app", &d3, 404, None, Duration::from_secs(15)).await;
     let tree = weed.filer_tree(&format!(
         "/buckets/{BUCKET}/replicas/docker/registry/v2/repositories/team/app/_manifests/"
     ));
@@ -222,6 +225,12 @@ async fn a_replica_with_an_empty_disk_serves_pushed_and_cached_images_from_the_b
     let b = mirror(empty.path());
     pull_ok(&b, "team/app", "v1", &pushed).await;
     pull_ok(&b, "library/app", "v1", &cached).await;
+    for op in ["read", "list"] {
+        let n = b
+            .metric("stevedore_bucket_metadata_operations_total", &[("op", op)])
+            .await;
+        eprintln!("empty-disk replica, two image pulls (tag, digest, blobs): {n} metadata {op}s");
+    }
     assert_eq!(
         up.request_log().len(),
         asked,
