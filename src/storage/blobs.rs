@@ -191,10 +191,7 @@ impl BlobStore {
         writer: BlobWriter,
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
-        let blob = writer.finish(expected).await?;
-        let done = (blob.digest().clone(), blob.len());
-        self.commit_verified(blob).await?;
-        Ok(done)
+        self.finish_and_commit(writer, expected, false).await
     }
 
     /// [`BlobStore::commit`] for a blob fetched from an upstream: on a shared bucket, a blob
@@ -206,9 +203,19 @@ impl BlobStore {
         writer: BlobWriter,
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
+        self.finish_and_commit(writer, expected, true).await
+    }
+
+    async fn finish_and_commit(
+        &self,
+        writer: BlobWriter,
+        expected: Option<&Digest>,
+        cached: bool,
+    ) -> Result<(Digest, u64), StoreError> {
         let blob = writer.finish(expected).await?;
         let done = (blob.digest().clone(), blob.len());
-        if let Some(meta) = &self.meta
+        if cached
+            && let Some(meta) = &self.meta
             && self.stat(&done.0).await?.is_none()
         {
             meta.mark_cached(&done.0).await?;

@@ -247,6 +247,11 @@ async fn a_replica_with_an_empty_disk_serves_pushed_and_cached_images_from_the_b
     pull_ok(&c, "library/app", "v1", &cached).await;
 }
 
+/// Whether `request` was answered 201 (not when the server was killed under it).
+async fn created(request: reqwest::RequestBuilder) -> bool {
+    request.send().await.is_ok_and(|r| r.status() == 201)
+}
+
 /// Pushes images to `repo` until one fails (the server was killed); the tags acknowledged.
 async fn push_until_killed(base: String, repo: &'static str, round: u64) -> Vec<(String, String)> {
     let mut acked = Vec::new();
@@ -257,16 +262,11 @@ async fn push_until_killed(base: String, repo: &'static str, round: u64) -> Vec<
         let mut ds = Vec::new();
         for data in [&config, &layer] {
             let d = digest(data);
-            let Ok(r) = client()
+            let post = client()
                 .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
                 .header("content-type", "application/octet-stream")
-                .body(data.clone())
-                .send()
-                .await
-            else {
-                return acked;
-            };
-            if r.status() != 201 {
+                .body(data.clone());
+            if !created(post).await {
                 return acked;
             }
             ds.push(d);
@@ -277,16 +277,11 @@ async fn push_until_killed(base: String, repo: &'static str, round: u64) -> Vec<
             &[(&ds[1], layer.len())],
         );
         let tag = format!("r{round}-{i}");
-        let Ok(r) = client()
+        let put = client()
             .put(format!("{base}/v2/{repo}/manifests/{tag}"))
             .header("content-type", OCI_MANIFEST)
-            .body(body.clone())
-            .send()
-            .await
-        else {
-            return acked;
-        };
-        if r.status() != 201 {
+            .body(body.clone());
+        if !created(put).await {
             return acked;
         }
         acked.push((tag, digest(&body)));
