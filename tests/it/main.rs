@@ -37,6 +37,7 @@ mod notifications_delivery;
 mod notifications_events;
 mod observability;
 mod retention;
+mod s3_replicas;
 mod seed_configs;
 mod smoke;
 mod storage_s3;
