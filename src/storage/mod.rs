@@ -42,5 +42,5 @@ pub use meta::SharedMeta;
 pub use read::{CHUNK_SIZE, FileChunks, read_at};
 pub use reads::{OpenReads, ReadLease};
 pub use s3::S3Backend;
-pub use staging::{BlobWriter, GrowingFile, Staging, Verified};
+pub use staging::{BlobWriter, GrowingFile, Lander, Staging, Verified};
 pub use uploads::{AppendError, UploadInfo, UploadSession, Uploads};
