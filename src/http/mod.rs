@@ -204,10 +204,7 @@ pub async fn serve(
     tracing::info!("shutting down: draining open connections");
     stop_tx.send_replace(true);
     drop(stop_rx);
-    if tokio::time::timeout(drain, stop_tx.closed())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
 }

@@ -32,7 +32,11 @@ async fn read_one(c: &mut TcpStream, rest: &mut Vec<u8>) -> (u16, Vec<u8>) {
             .await
             .expect("no response within 10 s")
             .unwrap();
-        assert!(n > 0, "closed before a response head: {:?}", String::from_utf8_lossy(rest));
+        assert!(
+            n > 0,
+            "closed before a response head: {:?}",
+            String::from_utf8_lossy(rest)
+        );
         rest.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
@@ -72,7 +76,11 @@ async fn a_parked_connection_serves_its_next_requests_pipelined_or_not() {
     // A zero-copy blob answer, then the connection goes idle and is parked.
     c.write_all(&get(&blob)).await.unwrap();
     assert_eq!(read_one(&mut c, &mut rest).await, (200, data.clone()));
-    assert_eq!(gauge_becomes(&s, 1.0).await, 1.0, "the idle connection was not parked");
+    assert_eq!(
+        gauge_becomes(&s, 1.0).await,
+        1.0,
+        "the idle connection was not parked"
+    );
 
     // Woken by its next request, on the same socket.
     c.write_all(&get("/v2/")).await.unwrap();
@@ -88,7 +96,10 @@ async fn a_parked_connection_serves_its_next_requests_pipelined_or_not() {
     assert_eq!(read_one(&mut c, &mut rest).await.0, 200);
     c.write_all(b"Host: x\r\n\r\n").await.unwrap();
     let (status, body) = read_one(&mut c, &mut rest).await;
-    assert_eq!((status, &body[..]), (200, &br#"{"name":"park/me","tags":[]}"#[..]));
+    assert_eq!(
+        (status, &body[..]),
+        (200, &br#"{"name":"park/me","tags":[]}"#[..])
+    );
     assert!(rest.is_empty());
 
     // A request sent the moment an answer arrives.
@@ -100,7 +111,11 @@ async fn a_parked_connection_serves_its_next_requests_pipelined_or_not() {
 
     // A client closing its parked connection frees it.
     drop(c);
-    assert_eq!(gauge_becomes(&s, 0.0).await, 0.0, "a closed parked connection stayed");
+    assert_eq!(
+        gauge_becomes(&s, 0.0).await,
+        0.0,
+        "a closed parked connection stayed"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +136,10 @@ async fn parked_connections_close_on_the_idle_timeout() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     let took = answered.elapsed();
-    assert!(took >= Duration::from_millis(900), "closed after {took:?}, before the idle timeout");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed after {took:?}, before the idle timeout"
+    );
     assert_eq!(gauge_becomes(&s, 0.0).await, 0.0);
 }
 
@@ -144,7 +162,10 @@ async fn graceful_shutdown_closes_parked_connections_promptly() {
     let stopping = Instant::now();
     s.stop(); // SIGTERM, waits for the exit
     let took = stopping.elapsed();
-    assert!(took < Duration::from_secs(5), "the server took {took:?} to stop");
+    assert!(
+        took < Duration::from_secs(5),
+        "the server took {took:?} to stop"
+    );
     assert!(
         s.child.try_wait().unwrap().is_some_and(|st| st.success()),
         "not a clean exit"
