@@ -1,6 +1,7 @@
 //! Connection I/O adapters of the accept loop: the header and idle deadlines of a connection's
 //! reads, and a lingering close so that refused clients can read their answer.
 
+use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -288,13 +289,41 @@ const LINGER_TIME: Duration = Duration::from_secs(3);
 /// Closing at once would make the kernel answer the unread bytes with a reset, and a client
 /// that writes its whole body before reading (Python's `http.client`, curl without
 /// `Expect: 100-continue`) would see a broken pipe instead of the answer already sent.
+///
+/// It is also the connection as each hyper connection on it sees it: bytes already read from
+/// the socket (what a parked hyper connection had read ahead, or the bytes that told HTTP/1
+/// from HTTP/2) are put back in front of it (`unread`).
 pub struct Lingering<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<I>,
+    front: Bytes,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<I> {
     pub fn new(io: I) -> Self {
-        Lingering { io: Some(io) }
+        Lingering {
+            io: Some(io),
+            front: Bytes::new(),
+        }
+    }
+
+    /// Puts `bytes` in front of what is still to be read.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.front = if self.front.is_empty() {
+            bytes
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes.len() + self.front.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.front);
+            joined.freeze()
+        };
+    }
+
+    /// Whether bytes put back are still to be read.
+    pub fn has_unread(&self) -> bool {
+        !self.front.is_empty()
     }
 
     pub fn get_ref(&self) -> &I {
@@ -339,7 +368,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Lingering
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().io().poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.front.is_empty() {
+            return this.io().poll_read(cx, buf);
+        }
+        let n = this.front.len().min(buf.remaining());
+        buf.put_slice(&this.front[..n]);
+        this.front.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -265,7 +265,7 @@ impl Shared {
     {
         let state = Arc::new(io::ConnState::default());
         let io = io::Deadlines::new(io, state.clone(), self.header_timeout, self.idle_timeout);
-        let mut io = park::Prefixed::new(io::Lingering::new(io));
+        let mut io = io::Lingering::new(io);
         if refused {
             let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
                 let e = RegistryError::new(
