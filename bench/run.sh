@@ -8,7 +8,7 @@
 #   bash bench/run.sh --quick --out /tmp/b.md  # a quick check of the bench itself
 #   bash bench/run.sh --only blob              # warm blob GETs only
 #   bash bench/run.sh --only manifest,idle,tls # only these sections (blob, manifest, idle,
-#                                              # push, cold, herd, tls, fleet)
+#                                              # push, cold, herd, tls, fleet, s3)
 #   bash bench/run.sh large-cache              # the large cache scenario only
 #
 # BENCH_NO_BUILD=1 uses the binaries already in target/release. The runner also reads

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Replicas in the scenario, and GETs sent to each.
 const REPLICAS: usize = 3;
-const PER_REPLICA: usize = 11;
+pub const PER_REPLICA: usize = 11;
+/// GETs in all.
+pub const GETS: usize = REPLICAS * PER_REPLICA;
 
 /// Runs the scenario; sets `fleet.{peers,nopeers,ref}` (upstream bytes ÷ blob),
 /// `fleetok.*` (whole bodies) and `fleettime.*` (seconds).
@@ -121,7 +123,7 @@ pub fn run(
 fn wait_peers_up(debug: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = get_text(debug, "/debug/peers").unwrap_or_default();
+        let text = procs::get_text(debug, "/debug/peers", "*/*").unwrap_or_default();
         if text.matches("\"up\":true").count() == REPLICAS {
             return Ok(());
         }
@@ -130,21 +132,6 @@ fn wait_peers_up(debug: &str) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The body of `GET path` on `addr` (HTTP/1.1, connection closed after).
-fn get_text(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
 /// The section printed by `bench fleet`.

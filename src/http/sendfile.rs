@@ -29,13 +29,26 @@
 //! `write`s never fill the buffer. So plain connections set `TCP_NOTSENT_LOWAT`
 //! (`NOTSENT_LOWAT`): the socket counts as writable only while less than that is queued
 //! untransmitted, each `sendfile` stops there, and the server's core transmits what the window
-//! allows from inside its own `sendfile`. Measured (2 cores at load average 15, 256 MiB × 4 GETs
-//! on one connection, interleaved; client CPU by `perf stat`, server CPU from /proc), client
-//! CPU per GiB before → after: 32 KiB reader 325-370 → 139-242 ms, curl 408-461 → 194-283 ms
-//! (reference 210-273 and 308-372, nginx 395-482 and 457-535); server CPU per GiB 15-27 → 42-55
-//! ms (reference 112-177); per GiB with the 32 KiB reader, `sendfile` calls 603 → 516 and
-//! `epoll_wait` wake-ups 112 → 91. A 32 KiB mark did as well as 128 KiB, 512 KiB half as well;
-//! waiting for the writability edge after a short send changed nothing measurable.
+//! allows from inside its own `sendfile`.
+//!
+//! How low that mark may go is bounded by the other half of the trade (issue 13, second
+//! look): whatever the client has not yet received must be in its receive queue or in our
+//! untransmitted queue, or it sleeps. With a 128 KiB mark (the writer is woken below half of
+//! it) the pipe ran dry between our wake-ups: curl slept about 4,400-4,700 times per GB on
+//! stevedore against 15-810 on nginx (perf `context-switches` of the client, 256 MiB × 4 GETs,
+//! one connection, 2 cores at load average 7-9), so it read at 1.1-1.3 GB/s while using only
+//! 0.23-0.35 s of CPU per GB; and the server paid 0.42-0.58 s of CPU per GB (nginx 0.06-0.09),
+//! most of it loopback receive processing (`tcp_data_queue`, `sock_def_readable`) run inside
+//! its `sendfile`. Not the wake-up path: 25-40 futex wake-ups and ≤ 7 task migrations per GB,
+//! one worker thread instead of two changed nothing; a blocking Python `sendfile` server with
+//! the same 128 KiB mark starved curl as often (3,700-5,600 sleeps per GB). A 1 MiB mark,
+//! measured the same way: curl sleeps 30-1,500 times per GB, the Go-style reader 1,000-2,900
+//! (nginx: up to 840), server CPU 0.09-0.26 s per GB. The client takes back part of the
+//! transmit work (0.29-0.61 s of CPU per GB against 0.20-0.35; nginx's 0.54-0.78), which it can
+//! afford now that it waits less. Rates at that load were too noisy to rank the marks (nginx
+//! itself ranged 0.9-1.6 GB/s between rounds). 512 KiB still starved curl on some rounds
+//! (120-2,200 sleeps per GB); 2 MiB and no mark at all were no faster. Waiting for the
+//! writability edge after a short send changed nothing measurable.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -56,7 +69,7 @@ const PLACEHOLDER_LEN: usize = 4 * 1024 * 1024;
 
 /// How much data not yet transmitted a plain connection's socket may queue before it stops
 /// counting as writable (`TCP_NOTSENT_LOWAT`; see the module doc).
-const NOTSENT_LOWAT: u32 = 128 * 1024;
+const NOTSENT_LOWAT: u32 = 1024 * 1024;
 
 fn is_placeholder(buf: &[u8]) -> bool {
     !buf.is_empty() && PLACEHOLDER.as_ptr_range().contains(&buf.as_ptr())

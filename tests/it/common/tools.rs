@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests that drive external programs (skopeo, dockerd, the reference
 //! registry): finding them on PATH, running them with their output captured, picking a free
-//! port, polling with a deadline, and stopping a child politely (SIGTERM, then SIGKILL).
+//! port, polling with a deadline, and stopping a child politely (SIGTERM, then SIGKILL); and
+//! the `weed mini` command line (shared with the bench, which includes this file).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -151,4 +152,37 @@ pub fn stdout_says(child: &mut Child, ready: &'static str, timeout: Duration) ->
         }
     });
     rx.recv_timeout(timeout).is_ok()
+}
+
+/// `weed mini` (SeaweedFS: master, volume, filer and S3 gateway in one process) on 127.0.0.1
+/// with its data in `dir`: S3 on port `s3`, the filer on `filer`, every other port its own free
+/// port, `bucket` created at start (asynchronously: wait for the filer to list it), volumes of
+/// `volume_mb` MB. The caller sets the credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`) and waits for "components are running and ready" on stdout.
+pub fn weed_mini(dir: &Path, bucket: &str, s3: u16, filer: u16, volume_mb: u64) -> Command {
+    let mut cmd = Command::new("weed");
+    cmd.arg("mini")
+        .arg(format!("-dir={}", dir.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .args(["-webdav=false", "-admin.ui=false"])
+        .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .arg(format!("-master.volumeSizeLimitMB={volume_mb}"))
+        .arg(format!("-bucket={bucket}"))
+        .arg(format!("-s3.port={s3}"))
+        .arg(format!("-filer.port={filer}"));
+    for flag in [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port.grpc",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+        "debug.port",
+    ] {
+        cmd.arg(format!("-{flag}={}", free_port()));
+    }
+    cmd.current_dir(dir);
+    cmd
 }
