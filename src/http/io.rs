@@ -350,15 +350,8 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(LINGER_TIME, async {
         let _ = io.shutdown().await;
-        // Most clients just close (idle connections closed together, by the idle timeout or a
-        // shutdown, would otherwise each take 16 KiB at once): a large buffer only once
-        // something arrives.
-        let mut first = [0u8; 512];
-        let mut discarded = match io.read(&mut first).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n as u64,
-        };
         let mut buf = vec![0u8; 16 * 1024];
+        let mut discarded = 0u64;
         while discarded < LINGER_BYTES {
             match io.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
