@@ -285,6 +285,9 @@ impl From<StoreError> for RegistryError {
                 format!("content is larger than the limit of {limit} bytes"),
             )
             .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            StoreError::UploadMoved(_) => {
+                RegistryError::new(ErrorCode::RangeInvalid, e.to_string())
+            }
             StoreError::ReadOnly => RegistryError::unsupported(
                 "the registry is in read-only mode (storage.maintenance.readonly)",
             ),

@@ -193,7 +193,11 @@ impl App {
         let uploads = storage::Uploads::open(&root, store.clone())
             .await
             .map_err(storage_err)?;
-        let upload_key = upload_key(&config.http, &root)?;
+        let upload_key = match (&config.http.secret, store.shared_secret().await) {
+            (None, Ok(Some(shared))) => http::location::UploadKey::new(&shared),
+            (None, Err(e)) => return Err(storage_err(e)),
+            _ => upload_key(&config.http, &root)?,
+        };
         let cache = cache::LayerCache::with_redis(
             config.storage.cache.blobdescriptorsize,
             layer_info_redis(&config)?,
@@ -332,7 +336,8 @@ fn layer_info_redis(config: &Config) -> Result<Option<cache::RedisLayerInfo>, St
 }
 
 /// `http.secret`, or a random key generated once and kept in `<root>/http-secret`, so that
-/// upload URLs survive a restart.
+/// upload URLs survive a restart. (With `storage.s3` and no `http.secret`, the key is kept in
+/// the bucket instead, shared by every replica: `BlobStore::shared_secret`.)
 fn upload_key(
     http: &config::HttpConfig,
     root: &std::path::Path,

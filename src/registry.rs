@@ -371,17 +371,26 @@ impl Registry {
         digest: &Digest,
     ) -> Result<u64> {
         let _pushing = self.depot.pushing().await;
-        let size = match self.uploads.finish(s, digest).await {
-            Ok(size) => size,
-            Err(e) => {
-                if matches!(e, StoreError::DigestMismatch { .. }) {
-                    self.depot.metrics.verify_failures.inc();
-                }
-                return Err(e.into());
-            }
-        };
+        let size = self
+            .uploads
+            .finish(s, digest)
+            .await
+            .map_err(|e| self.push_failed(e))?;
+        self.pushed(repo, digest, size).await
+    }
+
+    /// A store failure of a push, counted when it is a digest mismatch.
+    fn push_failed(&self, e: StoreError) -> RegistryError {
+        if matches!(e, StoreError::DigestMismatch { .. }) {
+            self.depot.metrics.verify_failures.inc();
+        }
+        e.into()
+    }
+
+    /// Records a pushed blob in `repo`; a push is acknowledged only once its records are
+    /// durable.
+    async fn pushed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<u64> {
         self.adopt_blob(repo, digest, size, Origin::Local).await?;
-        // A push is acknowledged only once its records are durable.
         self.depot.index.flush().await?;
         Ok(size)
     }
@@ -392,6 +401,9 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        if self.uploads.in_bucket() {
+            return self.put_whole(repo, digest, body).await;
+        }
         let status = self.start_upload(repo, digest.algorithm()).await?;
         let mut s = self.session(repo, &status.id).await?;
         if let Err(e) = self.append(&mut s, body).await {
@@ -399,6 +411,24 @@ impl Registry {
             return Err(e);
         }
         self.commit_session(repo, s, digest).await
+    }
+
+    /// [`Registry::upload_whole`] with sessions in the bucket: a single request needs no
+    /// session another replica could continue.
+    async fn put_whole<S, E>(&self, repo: &RepoName, digest: &Digest, body: S) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        self.writable()?;
+        let _pushing = self.depot.pushing().await;
+        let size = match self.uploads.put_whole(digest, body).await {
+            Ok(size) => size,
+            Err(AppendError::Body(e, offset)) => return Err(body_failed(e, offset)),
+            Err(AppendError::Store(e)) => return Err(self.push_failed(e)),
+        };
+        self.depot.metrics.upload_bytes.inc_by(size);
+        self.pushed(repo, digest, size).await
     }
 
     /// Removes upload sessions started more than `age` ago (a dry run only counts them); how many.

@@ -204,6 +204,30 @@ impl DigestHasher {
         }
     }
 
+    /// The running state, to be carried to another process (an upload session continued on
+    /// another replica). Restored by [`DigestHasher::restore`].
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            DigestHasher::Sha256(h) => h.serialize().to_vec(),
+            DigestHasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher continued from a [`DigestHasher::save`]d state; `None` when `state` is not one
+    /// of `algorithm`.
+    pub fn restore(algorithm: Algorithm, state: &[u8]) -> Option<DigestHasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        Some(match algorithm {
+            Algorithm::Sha256 => {
+                DigestHasher::Sha256(Sha256::deserialize(state.try_into().ok()?).ok()?)
+            }
+            Algorithm::Sha512 => {
+                DigestHasher::Sha512(Sha512::deserialize(state.try_into().ok()?).ok()?)
+            }
+        })
+    }
+
     pub fn finish(self) -> Digest {
         match self {
             DigestHasher::Sha256(h) => Digest::from_sum(Algorithm::Sha256, &h.finalize()),
@@ -215,6 +239,23 @@ impl DigestHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_hash_continues_where_it_stopped() {
+        for algorithm in Algorithm::ALL {
+            let mut h = DigestHasher::new(algorithm);
+            h.update(&[7u8; 1000]);
+            let state = h.save();
+            let mut continued = DigestHasher::restore(algorithm, &state).unwrap();
+            continued.update(b"tail");
+            let mut whole = vec![7u8; 1000];
+            whole.extend_from_slice(b"tail");
+            assert_eq!(continued.finish(), Digest::of_with(algorithm, &whole));
+            assert!(DigestHasher::restore(algorithm, &state[1..]).is_none());
+        }
+        let sha256 = DigestHasher::new(Algorithm::Sha256).save();
+        assert!(DigestHasher::restore(Algorithm::Sha512, &sha256).is_none());
+    }
 
     #[test]
     fn parses_and_hashes() {

@@ -99,6 +99,24 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Upload sessions in the bucket, when committed blobs live in one (so that any replica
+    /// can continue a session); `None` on the filesystem, where sessions stay local.
+    pub(super) fn bucket_uploads(&self) -> Option<super::s3::BucketUploads> {
+        match &self.backend {
+            Backend::Fs(_) => None,
+            Backend::S3(s3) => Some(super::s3::BucketUploads::new(s3.clone())),
+        }
+    }
+
+    /// The upload-URL signing key shared by every replica on the bucket (see
+    /// `S3Backend::shared_secret`); `None` on the filesystem.
+    pub async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Fs(_) => Ok(None),
+            Backend::S3(s3) => s3.shared_secret().await.map(Some),
+        }
+    }
+
     /// A short-lived URL a client may GET the blob from directly, when the backend has one
     /// (an object store); `None` for local files.
     pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>, StoreError> {

@@ -12,6 +12,12 @@ pub enum StoreError {
     Full,
     #[error("content exceeds {0} bytes")]
     TooLarge(u64),
+    /// Another request wrote to the upload session since this one read it (a race between
+    /// replicas): this request's bytes were not kept.
+    #[error(
+        "upload session {0} was written by another request meanwhile; ask where it stands and resume"
+    )]
+    UploadMoved(String),
     #[error("storage is read-only")]
     ReadOnly,
     #[error("{0}")]

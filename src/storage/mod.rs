@@ -9,7 +9,8 @@
 //! blobs/sha512/<2 hex>/<128 hex>  the same for sha512 digests (each algorithm apart)
 //! quarantine/<hex>                blobs `stevedore verify` found not to match their name
 //! tmp/                            blobs being written (fetched from upstream, or small puts)
-//! uploads/<id>/data, info.json    push upload sessions
+//! uploads/<id>/data, info.json    push upload sessions (with `storage.s3` they live in the
+//!                                 bucket instead: `s3/uploads.rs`)
 //! ```
 //!
 //! Invariant: a committed blob always hashes to its name. Writes are staged in `tmp/` behind a

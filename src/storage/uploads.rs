@@ -2,8 +2,11 @@
 //! repository started it and when. The hash state (sha256, or the algorithm the client asked for
 //! with `?digest-algorithm=`) is kept in memory while the server runs so that finishing an upload
 //! needs no second read; after a restart, or when the final digest is of another algorithm, the
-//! data is re-hashed instead.
+//! data is re-hashed instead. With `storage.s3` the sessions live in the bucket instead
+//! (`s3::BucketUploads`), so that any replica can continue one; this module then only
+//! serializes the requests of this process on a session and dispatches.
 
+use super::s3::{BucketSession, BucketUploads};
 use super::{BlobStore, StoreError};
 use crate::clock::now_secs;
 use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
@@ -36,8 +39,16 @@ pub struct UploadSession {
     pub id: String,
     pub info: UploadInfo,
     pub offset: u64,
-    dir: PathBuf,
+    place: Place,
     state: tokio::sync::OwnedMutexGuard<State>,
+}
+
+/// Where a session's bytes are kept.
+enum Place {
+    /// `uploads/<id>/` on the local disk.
+    Disk(PathBuf),
+    /// In the bucket, with the record this process read.
+    Bucket(Box<BucketSession>),
 }
 
 /// Every upload session of the store.
@@ -45,6 +56,8 @@ pub struct UploadSession {
 pub struct Uploads {
     dir: PathBuf,
     store: BlobStore,
+    /// Set with `storage.s3`: sessions are kept in the bucket.
+    bucket: Option<BucketUploads>,
     live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<State>>>>,
 }
 
@@ -62,6 +75,7 @@ impl Uploads {
         tokio::fs::create_dir_all(&dir).await?;
         Ok(Uploads {
             dir,
+            bucket: store.bucket_uploads(),
             store,
             live: Mutex::new(HashMap::new()),
         })
@@ -83,6 +97,10 @@ impl Uploads {
         algorithm: Algorithm,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        if let Some(bucket) = &self.bucket {
+            bucket.create(repo.as_str(), &id, algorithm).await?;
+            return Ok(id);
+        }
         let dir = self.dir.join(&id);
         // Held until the session is whole, so that `purge` never sees it half-made (a directory
         // without its info.json looks like an abandoned one).
@@ -123,6 +141,23 @@ impl Uploads {
             return Ok(None);
         };
         let state = self.state(&id).lock_owned().await;
+        if let Some(bucket) = &self.bucket {
+            let Some(session) = bucket.load(repo.as_str(), &id).await? else {
+                drop(state);
+                self.forget(&id);
+                return Ok(None);
+            };
+            return Ok(Some(UploadSession {
+                id,
+                info: UploadInfo {
+                    repo: repo.as_str().to_owned(),
+                    started: session.started(),
+                },
+                offset: session.offset(),
+                place: Place::Bucket(Box::new(session)),
+                state,
+            }));
+        }
         let dir = self.dir.join(&id);
         let info: UploadInfo = match tokio::fs::read(dir.join("info.json")).await {
             Ok(b) => match serde_json::from_slice(&b) {
@@ -148,7 +183,7 @@ impl Uploads {
             id,
             info,
             offset,
-            dir,
+            place: Place::Disk(dir),
             state,
         }))
     }
@@ -156,7 +191,16 @@ impl Uploads {
     /// Removes a session and its data.
     pub async fn remove(&self, session: UploadSession) -> Result<(), StoreError> {
         let id = session.id.clone();
-        let dir = session.dir.clone();
+        let dir = match (&session.place, &self.bucket) {
+            (Place::Disk(dir), _) => dir.clone(),
+            (Place::Bucket(s), Some(bucket)) => {
+                let result = bucket.remove(s).await;
+                drop(session);
+                self.forget(&id);
+                return result;
+            }
+            (Place::Bucket(_), None) => unreachable!("bucket sessions come from a bucket"),
+        };
         let result = tokio::fs::remove_dir_all(&dir).await;
         drop(session);
         self.forget(&id);
@@ -181,7 +225,15 @@ impl Uploads {
     where
         S: Stream<Item = Result<Bytes, E>>,
     {
-        let path = session.dir.join("data");
+        let path = match (&mut session.place, &self.bucket) {
+            (Place::Disk(dir), _) => dir.join("data"),
+            (Place::Bucket(s), Some(bucket)) => {
+                let result = bucket.append(s, body).await;
+                session.offset = s.offset();
+                return result;
+            }
+            (Place::Bucket(_), None) => unreachable!("bucket sessions come from a bucket"),
+        };
         let file = tokio::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -240,7 +292,22 @@ impl Uploads {
         mut session: UploadSession,
         digest: &Digest,
     ) -> Result<u64, StoreError> {
-        let data = session.dir.join("data");
+        let data = match (&session.place, &self.bucket) {
+            (Place::Disk(dir), _) => dir.join("data"),
+            (Place::Bucket(_), Some(bucket)) => {
+                let id = session.id.clone();
+                let Place::Bucket(s) =
+                    std::mem::replace(&mut session.place, Place::Disk(PathBuf::new()))
+                else {
+                    unreachable!("matched above")
+                };
+                let result = bucket.finish(*s, digest).await;
+                drop(session);
+                self.forget(&id);
+                return result;
+            }
+            (Place::Bucket(_), None) => unreachable!("bucket sessions come from a bucket"),
+        };
         let actual = match session.state.hasher.take() {
             Some(h)
                 if session.state.hashed_len == session.offset
@@ -264,8 +331,43 @@ impl Uploads {
         result.map(|()| size)
     }
 
+    /// Whether sessions live in the bucket (`storage.s3`) rather than on this node's disk.
+    pub fn in_bucket(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    /// A whole blob in one request whose digest is known up front (`POST ?digest=`): there is
+    /// no session for another replica to continue, so it is staged on the local disk, hashed
+    /// as it arrives, and committed under `digest` only if it matches (on an object store, in
+    /// parts to the digest's own key: nothing is copied). Returns the size.
+    pub async fn put_whole<S, E>(&self, digest: &Digest, body: S) -> Result<u64, AppendError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+    {
+        let mut writer = self
+            .store
+            .writer_for(digest.algorithm())
+            .await
+            .map_err(AppendError::Store)?;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => writer.write(&c).await.map_err(AppendError::Store)?,
+                Err(e) => return Err(AppendError::Body(e, writer.len())),
+            }
+        }
+        self.store
+            .commit(writer, Some(digest))
+            .await
+            .map(|(_, size)| size)
+            .map_err(AppendError::Store)
+    }
+
     /// Removes sessions started more than `age` ago; returns how many.
     pub async fn purge(&self, age: Duration, dry_run: bool) -> Result<usize, StoreError> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.purge(age, dry_run).await;
+        }
         let cutoff = now_secs().saturating_sub(age.as_secs());
         let mut removed = 0;
         let mut dir = tokio::fs::read_dir(&self.dir).await?;

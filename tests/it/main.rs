@@ -41,5 +41,6 @@ mod retention;
 mod seed_configs;
 mod smoke;
 mod storage_s3;
+mod storage_s3_uploads;
 mod tls;
 mod upstream_client;

@@ -24,7 +24,12 @@ async fn backend_keeps_the_contract_on_seaweedfs() {
 }
 
 /// A stevedore on the bucket under `root`, its local cache in `cache`.
-fn start(weed: &SeaweedFs, root: &str, cache: &Path, extra: &str) -> (Server, tempfile::TempDir) {
+pub(crate) fn start(
+    weed: &SeaweedFs,
+    root: &str,
+    cache: &Path,
+    extra: &str,
+) -> (Server, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let config = format!(
         "version: 0.1\nlog:\n  level: debug\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\n  debug:\n    addr: 127.0.0.1:0\n{}    chunksize: 5MiB\n    cachedirectory: {}\n  delete:\n    enabled: true\n{extra}",
@@ -36,7 +41,7 @@ fn start(weed: &SeaweedFs, root: &str, cache: &Path, extra: &str) -> (Server, te
     (Server::spawn(&path, &[], cache.to_path_buf()), tmp)
 }
 
-fn blob_object(root: &str, d: &str) -> String {
+pub(crate) fn blob_object(root: &str, d: &str) -> String {
     let hex = d.strip_prefix("sha256:").unwrap();
     format!(
         "/buckets/{BUCKET}/{root}/docker/registry/v2/blobs/sha256/{}/{hex}/data",

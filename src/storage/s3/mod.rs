@@ -15,10 +15,14 @@
 //! by a marker object while it runs; a node that was killed mid-upload aborts its own
 //! leftovers at its next start (`abort_stale_uploads`), and any node those of others older
 //! than a day. Reads are ranged GETs; `presign` hands out short-lived GET URLs for redirects.
-//! Must not: hash (only `Verified` blobs arrive), keep a whole blob in memory (a part at most
-//! per upload), or know about the registry's metadata.
+//! Push upload sessions live in the bucket too (`uploads.rs`), so any replica can continue one.
+//! Must not: hash (only `Verified` blobs arrive; `uploads.rs` hashes what clients push), keep a
+//! whole blob in memory (a few parts at most per upload), or know about the registry's metadata.
 
 mod http;
+mod uploads;
+
+pub use uploads::{BucketSession, BucketUploads};
 
 use super::{BlobBackend, BlobRead, RangeSource, StoreError, Verified};
 use crate::config::S3Config;
