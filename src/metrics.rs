@@ -93,6 +93,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub http_in_flight: IntGauge,
+    pub http_parked: IntGauge,
     pub cache_lookups: IntCounterVec,
     pub served_bytes: IntCounterVec,
     pub cache_served_bytes: IntCounterVec,
@@ -172,6 +173,10 @@ impl Metrics {
             http_in_flight: reg!(IntGauge::new(
                 "stevedore_http_requests_in_flight",
                 "HTTP requests being handled now."
+            )),
+            http_parked: reg!(IntGauge::new(
+                "stevedore_http_connections_parked",
+                "Idle HTTP/1 keep-alive connections parked outside hyper, holding no buffers."
             )),
             cache_lookups: reg!(IntCounterVec::new(
                 Opts::new(

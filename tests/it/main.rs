@@ -26,6 +26,7 @@ mod fleet;
 mod full_disk;
 mod fuzz_smoke;
 mod hostile;
+mod keepalive;
 mod lifecycle;
 mod logging;
 mod maintenance;
