@@ -203,6 +203,9 @@ impl App {
             config.storage.cache.blobdescriptorsize,
             layer_info_redis(&config)?,
         );
+        if let Some(meta) = store.shared_meta() {
+            meta.count_in(metrics.bucket_metadata_ops.clone());
+        }
         let depot = Arc::new(Depot::new(store, index, cache, metrics.clone()));
         let registry = Arc::new(Registry::new(
             depot.clone(),
@@ -210,6 +213,11 @@ impl App {
             registry::Options {
                 delete_enabled: config.storage.delete.enabled,
                 read_only: config.storage.maintenance.readonly.enabled,
+                tag_refresh: config
+                    .storage
+                    .s3
+                    .as_ref()
+                    .map_or(std::time::Duration::ZERO, |s3| s3.tagrefresh),
             },
         ));
         let started = std::time::Instant::now();

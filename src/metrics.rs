@@ -93,6 +93,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub http_in_flight: IntGauge,
+    pub http_parked: IntGauge,
     pub cache_lookups: IntCounterVec,
     pub served_bytes: IntCounterVec,
     pub cache_served_bytes: IntCounterVec,
@@ -120,6 +121,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub layer_info_lookups: IntCounterVec,
+    /// Requests for repository metadata (links, tags, cached markers) to a shared bucket.
+    pub bucket_metadata_ops: IntCounterVec,
     pub verify_failures: IntCounter,
     pub startup_duration: Histogram,
     pub warm_runs: IntCounterVec,
@@ -170,6 +173,10 @@ impl Metrics {
             http_in_flight: reg!(IntGauge::new(
                 "stevedore_http_requests_in_flight",
                 "HTTP requests being handled now."
+            )),
+            http_parked: reg!(IntGauge::new(
+                "stevedore_http_connections_parked",
+                "Idle HTTP/1 keep-alive connections parked outside hyper, holding no buffers."
             )),
             cache_lookups: reg!(IntCounterVec::new(
                 Opts::new(
@@ -338,6 +345,13 @@ impl Metrics {
                 ),
                 &["version"]
             )),
+            bucket_metadata_ops: reg!(IntCounterVec::new(
+                Opts::new(
+                    "stevedore_bucket_metadata_operations_total",
+                    "Requests for repository metadata (tags, manifest and blob links, cached markers) to the storage.s3 bucket, by op (read, write, delete, list) and outcome (ok, error)."
+                ),
+                &["op", "outcome"]
+            )),
             layer_info_lookups: reg!(IntCounterVec::new(
                 Opts::new(
                     "stevedore_layer_info_lookups_total",
@@ -480,6 +494,11 @@ impl Metrics {
         }
         for outcome in ["memory", "index", "absent"] {
             self.layer_info_lookups.with_label_values(&[outcome]);
+        }
+        for op in ["read", "write", "delete", "list"] {
+            for outcome in ["ok", "error"] {
+                self.bucket_metadata_ops.with_label_values(&[op, outcome]);
+            }
         }
         for code in crate::error::ErrorCode::ALL {
             self.errors.with_label_values(&[code.as_str()]);

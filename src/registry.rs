@@ -3,6 +3,11 @@
 //! private: the mirror and `App` get operations, never the layers below. Knows nothing of HTTP,
 //! of upstreams or of `lifecycle/` (which works on the depot beside it); a failure that HTTP
 //! states in headers is carried as a fact on `RegistryError` (`UploadPosition`).
+//!
+//! With a shared bucket (`storage.s3`) the bucket is the source of truth: every push, tag and
+//! delete is written to it before the index and before it is acknowledged, and what the
+//! index lacks is read through from it (`shared`). Without one the index is the only truth
+//! and nothing of that runs.
 
 use crate::cache::CachedManifest;
 use crate::clock::{now_ms, now_secs};
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 mod hot;
 mod images;
+mod shared;
 pub use images::PurgeReport;
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -51,6 +57,9 @@ pub struct UploadStatus {
 pub struct Options {
     pub delete_enabled: bool,
     pub read_only: bool,
+    /// With a shared bucket: how old a tag's local copy may be before it is checked in the
+    /// bucket again (`storage.s3.tagrefresh`).
+    pub tag_refresh: Duration,
 }
 
 pub struct Registry {
@@ -61,6 +70,8 @@ pub struct Registry {
     options: Options,
     /// Tags resolved lately, while the index says the same (`get_manifest` by tag).
     hot: hot::HotTags,
+    /// With a shared bucket: when each tag was last checked there.
+    checked: shared::Checked,
 }
 
 fn body_failed<E: std::fmt::Display>(e: E, offset: u64) -> RegistryError {
@@ -77,6 +88,7 @@ impl Registry {
             uploads,
             options,
             hot: hot::HotTags::default(),
+            checked: shared::Checked::default(),
         }
     }
 
@@ -121,6 +133,10 @@ impl Registry {
             return Ok(Some(size));
         }
         if !self.depot.index.is_linked(repo, digest)? {
+            if let Some(size) = self.read_link_through(repo, digest).await? {
+                self.depot.cache.insert_blob(repo, digest, size).await;
+                return Ok(Some(size));
+            }
             self.depot
                 .metrics
                 .layer_info_lookups
@@ -170,7 +186,8 @@ impl Registry {
         Ok(self.depot.store.presigned_url(digest).await?)
     }
 
-    /// Records a committed blob and makes it visible to `repo`.
+    /// Records a committed blob and makes it visible to `repo` (in a shared bucket first: a
+    /// pushed blob loses its cached marker there, and `repo` gets its link).
     pub async fn adopt_blob(
         &self,
         repo: &RepoName,
@@ -178,6 +195,12 @@ impl Registry {
         size: u64,
         origin: Origin,
     ) -> Result<()> {
+        if let Some(meta) = self.meta() {
+            if origin == Origin::Local {
+                meta.mark_pushed(digest).await?;
+            }
+            meta.link_layer(repo, digest).await?;
+        }
         self.depot
             .index
             .record_blob(repo, digest, &blob_record(size, origin))?;
@@ -211,7 +234,11 @@ impl Registry {
     /// Unlinks a blob from `repo`; the file itself goes at the next garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.deletable()?;
-        if !self.depot.index.unlink(repo, digest)? {
+        let in_bucket = match self.meta() {
+            Some(meta) => meta.unlink_layer(repo, digest).await?,
+            None => false,
+        };
+        if !self.depot.index.unlink(repo, digest)? && !in_bucket {
             return Err(RegistryError::blob_unknown(digest));
         }
         self.depot.cache.forget_link(repo, digest).await;
@@ -247,14 +274,15 @@ impl Registry {
         self.depot.store.writer_for(algorithm).await
     }
 
-    /// Ends a `blob_writer` write and commits the blob, only if it matches `expected` (when
-    /// given); the digest and size committed. `adopt_blob` then records it.
+    /// Ends a `blob_writer` write of a blob fetched from an upstream and commits it (marked
+    /// as cached content in a shared bucket), only if it matches `expected` (when given); the
+    /// digest and size committed. `adopt_blob` then records it.
     pub async fn commit_blob(
         &self,
         writer: BlobWriter,
         expected: Option<&Digest>,
     ) -> std::result::Result<(Digest, u64), StoreError> {
-        self.depot.store.commit(writer, expected).await
+        self.depot.store.commit_cached(writer, expected).await
     }
 
     // ---- uploads
@@ -449,14 +477,14 @@ impl Registry {
     // ---- manifests
 
     /// The digest a reference names in `repo`, with the tag record when it is a tag.
-    pub fn resolve(
+    pub async fn resolve(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<(Digest, Option<TagRecord>)>> {
         match reference {
             Reference::Digest(d) => Ok(Some((d.clone(), None))),
-            Reference::Tag(t) => match self.depot.index.tag(repo, t)? {
+            Reference::Tag(t) => match self.tag_record(repo, t).await? {
                 None => Ok(None),
                 Some(rec) => Ok(Some((rec.digest.clone(), Some(rec)))),
             },
@@ -464,7 +492,8 @@ impl Registry {
     }
 
     /// What `tag` of `repo` points at, whether pushed or cached, and when it was last checked.
-    pub fn tag_record(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
+    pub async fn tag_record(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
+        self.sync_tag(repo, tag).await?;
         Ok(self.depot.index.tag(repo, tag)?)
     }
 
@@ -474,8 +503,16 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Manifest>> {
-        let Some(rec) = self.depot.index.manifest(repo, digest)? else {
-            return Ok(None);
+        self.sync_manifest(repo, digest).await?;
+        let rec = match self.depot.index.manifest(repo, digest)? {
+            Some(rec) => rec,
+            None if self.read_manifest_through(repo, digest, None).await? => {
+                match self.depot.index.manifest(repo, digest)? {
+                    Some(rec) => rec,
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
         };
         self.depot.touch(digest);
         if let Some(m) = self.depot.cache.manifest(digest).await {
@@ -520,11 +557,14 @@ impl Registry {
         reference: &Reference,
     ) -> Result<Option<Manifest>> {
         let Reference::Tag(tag) = reference else {
-            return match self.resolve(repo, reference)? {
+            return match self.resolve(repo, reference).await? {
                 None => Ok(None),
                 Some((d, _)) => self.manifest_by_digest(repo, &d).await,
             };
         };
+        // With a shared bucket, at most one small GET per `storage.s3.tagrefresh`; a change
+        // it finds bumps the generation below.
+        self.sync_tag(repo, tag).await?;
         let generation = self.depot.index.tags_generation();
         if let Some((m, touch)) = self.hot.get(repo, tag, generation) {
             if touch {
@@ -532,7 +572,7 @@ impl Registry {
             }
             return Ok(Some(m));
         }
-        let Some((d, _)) = self.resolve(repo, reference)? else {
+        let Some((d, _)) = self.resolve(repo, reference).await? else {
             return Ok(None);
         };
         let found = self.manifest_by_digest(repo, &d).await?;
@@ -583,7 +623,9 @@ impl Registry {
             }
         }
         for m in &parsed.manifests {
-            if self.depot.index.manifest(repo, m)?.is_none() {
+            if self.depot.index.manifest(repo, m)?.is_none()
+                && !self.read_manifest_through(repo, m, None).await?
+            {
                 return Err(RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
                     "index references a manifest unknown to this repository",
@@ -599,6 +641,10 @@ impl Registry {
         self.store_manifest(repo, &digest, &parsed, bytes, Origin::Local, tag, checked)
             .await?;
         for t in tags {
+            if let Some(meta) = self.meta() {
+                meta.set_tag(repo, t, &digest).await?;
+            }
+            self.checked.note(repo, t.as_str());
             self.depot.index.set_tag(
                 repo,
                 t,
@@ -617,7 +663,8 @@ impl Registry {
         })
     }
 
-    /// Writes manifest bytes and their index records (pushed, or fetched by the mirror).
+    /// Writes manifest bytes and their records (pushed, or fetched by the mirror): in a
+    /// shared bucket first (bytes, revision link, tag), then in the index.
     #[allow(clippy::too_many_arguments)]
     pub async fn store_manifest(
         &self,
@@ -632,9 +679,55 @@ impl Registry {
         let stored = self
             .depot
             .store
-            .put_bytes(digest.algorithm(), &bytes)
+            .put_bytes(digest.algorithm(), &bytes, origin == Origin::Proxy)
             .await?;
         debug_assert_eq!(&stored, digest);
+        if let Some(meta) = self.meta() {
+            if origin == Origin::Local {
+                meta.mark_pushed(digest).await?;
+            }
+            meta.add_revision(repo, digest).await?;
+            if let Some(t) = tag {
+                meta.set_tag(repo, t, digest).await?;
+            }
+        }
+        let tag_record = tag.map(|t| {
+            (
+                t,
+                TagRecord {
+                    digest: digest.clone(),
+                    origin,
+                    checked,
+                },
+            )
+        });
+        self.record_manifest(
+            repo,
+            digest,
+            parsed,
+            bytes,
+            origin,
+            tag_record.as_ref().map(|(t, r)| (*t, r)),
+        )
+        .await?;
+        self.checked.note(repo, digest.as_str());
+        if let Some(t) = tag {
+            self.checked.note(repo, t.as_str());
+        }
+        Ok(())
+    }
+
+    /// Records a stored manifest in the index (blob record, link, manifest record, referrer,
+    /// tag) and keeps its bytes in memory.
+    async fn record_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        parsed: &ParsedManifest,
+        bytes: Bytes,
+        origin: Origin,
+        tag: Option<(&Tag, &TagRecord)>,
+    ) -> Result<()> {
         let size = bytes.len() as u64;
         let referrer = parsed.subject.as_ref().map(|_| Descriptor {
             media_type: parsed.media_type.clone(),
@@ -645,11 +738,6 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             platform: None,
         });
-        let tag_record = TagRecord {
-            digest: digest.clone(),
-            origin,
-            checked,
-        };
         // Manifests are blobs too (distribution serves them from the blob endpoint): the blob
         // record, link, manifest record, referrer entry and tag are written together.
         self.depot.index.put_manifest(
@@ -663,7 +751,7 @@ impl Registry {
                 subject: parsed.subject.clone(),
             },
             referrer.as_ref(),
-            tag.map(|t| (t, &tag_record)),
+            tag,
         )?;
         self.depot.cache.insert_blob(repo, digest, size).await;
         if origin == Origin::Proxy {
@@ -683,6 +771,8 @@ impl Registry {
     }
 
     /// Records that the upstream still points cached tag `tag` of `repo` at `digest`, as of now.
+    /// Index only: the digest is the one the bucket already names (a moved tag is stored
+    /// with its manifest, by `store_manifest`).
     pub fn confirm_cached_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         let rec = TagRecord {
             digest: digest.clone(),
@@ -716,36 +806,84 @@ impl Registry {
         reference: &Reference,
     ) -> Result<Vec<Tag>> {
         self.deletable()?;
+        // In a shared bucket first: what it had counts as there even if this replica had
+        // not read it yet.
+        let in_bucket = match self.meta() {
+            None => None,
+            Some(meta) => Some(match reference {
+                Reference::Tag(t) => meta.remove_tag(repo, t).await?.then(|| vec![t.clone()]),
+                Reference::Digest(d) => {
+                    let mut tags = Vec::new();
+                    for name in meta.tags(repo).await?.unwrap_or_default() {
+                        let Ok(t) = Tag::parse(&name) else { continue };
+                        if meta.tag(repo, &t).await?.is_some_and(|(at, _)| at == *d) {
+                            meta.remove_tag(repo, &t).await?;
+                            tags.push(t);
+                        }
+                    }
+                    meta.remove_revision(repo, d).await?.then_some(tags)
+                }
+            }),
+        };
         let removed = match reference {
-            Reference::Tag(t) => self
-                .depot
-                .index
-                .delete_tag(repo, t)?
-                .then(|| vec![t.clone()]),
+            Reference::Tag(t) => {
+                self.checked.note(repo, t.as_str());
+                self.depot
+                    .index
+                    .delete_tag(repo, t)?
+                    .then(|| vec![t.clone()])
+            }
             Reference::Digest(d) => self.depot.index.delete_manifest_and_tags(repo, d)?,
+        };
+        let removed = match (removed, in_bucket.flatten()) {
+            (Some(mut here), Some(there)) => {
+                for t in there {
+                    if !here.contains(&t) {
+                        here.push(t);
+                    }
+                }
+                here.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                Some(here)
+            }
+            (here, there) => here.or(there),
         };
         let Some(tags) = removed else {
             return Err(RegistryError::manifest_unknown(reference));
         };
+        for t in &tags {
+            self.checked.note(repo, t.as_str());
+        }
+        if let Reference::Digest(d) = reference {
+            self.checked.note(repo, d.as_str());
+        }
         self.depot.index.flush().await?;
         Ok(tags)
     }
 
     // ---- listings
 
-    pub fn list_tags(
+    /// Up to `n` tags of `repo` after `last`; `None` when there is no such repository. With a
+    /// shared bucket, its listing (every replica's tags, none this one alone has).
+    pub async fn list_tags(
         &self,
         repo: &RepoName,
         last: Option<&str>,
         n: usize,
     ) -> Result<Option<Vec<String>>> {
+        if let Some(meta) = self.meta() {
+            return Ok(meta.tags(repo).await?.map(|tags| page(tags, last, n)));
+        }
         if !self.depot.index.repo_exists(repo)? {
             return Ok(None);
         }
         Ok(Some(self.depot.index.list_tags(repo, last, n)?))
     }
 
-    pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+    /// Up to `n` repository names after `last`. With a shared bucket, from its listing.
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        if let Some(meta) = self.meta() {
+            return Ok(page(meta.repositories().await?, last, n));
+        }
         Ok(self.depot.index.list_repos(last, n)?)
     }
 
@@ -762,6 +900,15 @@ impl Registry {
         }
         Ok(all)
     }
+}
+
+/// Up to `n` of sorted `names` after `last`.
+fn page(names: Vec<String>, last: Option<&str>, n: usize) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|x| last.is_none_or(|l| x.as_str() > l))
+        .take(n)
+        .collect()
 }
 
 /// A new blob record, created and used now.

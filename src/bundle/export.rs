@@ -261,7 +261,8 @@ pub async fn export(
     for entry in &options.images {
         let name = entry.image.name();
         let (digest, _) = registry
-            .resolve(&entry.image.repo, &entry.image.reference)?
+            .resolve(&entry.image.repo, &entry.image.reference)
+            .await?
             .ok_or_else(|| not_held(name.clone()))?;
         let (media_type, size) = plan.add(&registry, entry, &digest, true).await?;
         let mut desc = descriptor(&media_type, &digest, size, &entry.image.repo);

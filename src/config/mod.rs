@@ -296,6 +296,12 @@ pub struct S3Config {
     /// sessions (a rebuildable cache in front of the bucket); default `./data`.
     #[serde(deserialize_with = "de::path")]
     pub cachedirectory: PathBuf,
+    /// *stevedore extension*: how stale a replica's copy of a tag may be. A tag read more
+    /// than this long after this replica last checked it in the bucket is checked again (one
+    /// small GET), so a push or delete through another replica shows within this bound; a
+    /// write through this replica shows at once. Default 5s; 0 checks on every read.
+    #[serde(deserialize_with = "de::duration")]
+    pub tagrefresh: Duration,
 }
 
 /// Default part size of multipart uploads (distribution's).
@@ -325,6 +331,7 @@ impl Default for S3Config {
             useragent: None,
             objectacl: "private".to_owned(),
             cachedirectory: PathBuf::from("./data"),
+            tagrefresh: Duration::from_secs(5),
         }
     }
 }

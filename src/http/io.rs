@@ -1,6 +1,7 @@
 //! Connection I/O adapters of the accept loop: the header and idle deadlines of a connection's
 //! reads, and a lingering close so that refused clients can read their answer.
 
+use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -20,6 +21,12 @@ pub struct ConnState {
     requests: AtomicU32,
     /// Bytes were read while a request was answered (its body, or the next request's head).
     read_while_busy: AtomicBool,
+    /// The current request came with no body: once answered, hyper has nothing left to read.
+    bodiless: AtomicBool,
+    /// hyper dropped the current request's response body: the answer is all handed over.
+    answer_sent: AtomicBool,
+    /// Bytes were written since the last completed flush (hyper may hold more in its buffer).
+    unflushed: AtomicBool,
 }
 
 /// Waiting for (the rest of) a request head: the header timeout runs. Where a connection starts.
@@ -34,14 +41,16 @@ const IDLE: u8 = 2;
 const OFF: u8 = 3;
 
 impl ConnState {
-    /// The service was handed a request (its head has been read).
-    pub fn request_started(&self, version: http::Version) {
+    /// The service was handed a request (its head has been read); `bodiless`: it has no body.
+    pub fn request_started(&self, version: http::Version, bodiless: bool) {
         let next = if version >= http::Version::HTTP_2 {
             OFF
         } else {
             BUSY
         };
         self.read_while_busy.store(false, Ordering::Relaxed);
+        self.bodiless.store(bodiless, Ordering::Relaxed);
+        self.answer_sent.store(false, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.phase.store(next, Ordering::Relaxed);
     }
@@ -57,6 +66,23 @@ impl ConnState {
         let _ = self
             .phase
             .compare_exchange(BUSY, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// hyper dropped the response body: every byte of the answer is in its write buffer or sent.
+    pub fn answer_sent(&self) {
+        self.answer_sent.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an HTTP/1 connection whose hyper connection just went pending is idle: a bodiless
+    /// request (nothing of it left to read), its whole answer handed over and flushed (hyper's
+    /// write buffer is then empty), no bytes read meanwhile (its read buffer is then empty, or
+    /// holds only what `into_parts` hands back), and no request since. hyper is then waiting
+    /// for the next request head, the only time `park` takes a connection out of it.
+    pub fn parkable(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == IDLE
+            && self.bodiless.load(Ordering::Relaxed)
+            && self.answer_sent.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
     }
 }
 
@@ -103,6 +129,15 @@ impl<I> Deadlines<I> {
             armed_for: 0,
             active: now,
         }
+    }
+
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+
+    /// When a connection idle since its last read or write is closed (`None`: never).
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        (!self.idle.is_zero()).then(|| self.active + self.idle)
     }
 
     /// Sets the timer to the deadline that applies now (if it changed) and polls it, so that
@@ -190,6 +225,7 @@ impl<I: AsyncWrite + Unpin> Deadlines<I> {
             && *n > 0
         {
             self.active = Instant::now();
+            self.state.unflushed.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -209,6 +245,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.state.unflushed.store(false, Ordering::Relaxed);
+        }
         // An answer ends with a flush, and hyper may be parked on a read it began before: arm
         // the deadline that now applies, and have the task polled (that read fails) once it
         // has passed.
@@ -250,13 +289,45 @@ const LINGER_TIME: Duration = Duration::from_secs(3);
 /// Closing at once would make the kernel answer the unread bytes with a reset, and a client
 /// that writes its whole body before reading (Python's `http.client`, curl without
 /// `Expect: 100-continue`) would see a broken pipe instead of the answer already sent.
+///
+/// It is also the connection as each hyper connection on it sees it: bytes already read from
+/// the socket (what a parked hyper connection had read ahead, or the bytes that told HTTP/1
+/// from HTTP/2) are put back in front of it (`unread`).
 pub struct Lingering<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<I>,
+    front: Bytes,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<I> {
     pub fn new(io: I) -> Self {
-        Lingering { io: Some(io) }
+        Lingering {
+            io: Some(io),
+            front: Bytes::new(),
+        }
+    }
+
+    /// Puts `bytes` in front of what is still to be read.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.front = if self.front.is_empty() {
+            bytes
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes.len() + self.front.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.front);
+            joined.freeze()
+        };
+    }
+
+    /// Whether bytes put back are still to be read.
+    pub fn has_unread(&self) -> bool {
+        !self.front.is_empty()
+    }
+
+    pub fn get_ref(&self) -> &I {
+        self.io.as_ref().expect("connection used after drop")
     }
 
     fn io(&mut self) -> Pin<&mut I> {
@@ -297,7 +368,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Lingering
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().io().poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.front.is_empty() {
+            return this.io().poll_read(cx, buf);
+        }
+        let n = this.front.len().min(buf.remaining());
+        buf.put_slice(&this.front[..n]);
+        this.front.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 

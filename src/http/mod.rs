@@ -14,6 +14,7 @@ pub(crate) mod handlers;
 mod io;
 pub mod limits;
 pub mod location;
+mod park;
 pub mod range;
 pub mod response;
 pub mod route;
@@ -41,27 +42,39 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long a connection refused for its client's connection limit may take to hear its 429.
 const REFUSAL_TIME: Duration = Duration::from_secs(5);
 
-/// The connection builders: auto-detected HTTP/1 or HTTP/2 (plain), and one protocol each
-/// (after TLS, whose ALPN said which).
+/// The connection builders: auto-detected HTTP/1 or HTTP/2 (refused connections), HTTP/1 (the
+/// parking loop's), and HTTP/2 (after TLS whose ALPN said so, or a plain connection that began
+/// with the h2c preface).
 struct Builders {
     auto: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
     http2: auto::Builder<TokioExecutor>,
+    /// `http.http2.disabled`: plain connections are HTTP/1 whatever they send.
+    h2c: bool,
 }
 
-impl Builders {
-    fn new(http: &crate::config::HttpConfig) -> Builders {
-        let l = &http.limits;
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
+/// The HTTP/1 settings, on hyper's builder or hyper-util's.
+macro_rules! http1_settings {
+    ($b:expr, $l:expr) => {
+        $b
             // Body chunks are queued, never copied into hyper's buffer: `sendfile` relies on it.
             .writev(true)
             .timer(TokioTimer::new())
             // `io::Deadlines` times request heads instead: hyper's would close idle
             // keep-alive connections.
             .header_read_timeout(None)
-            .max_buf_size(usize::try_from(l.maxheaderbytes).unwrap_or(usize::MAX))
-            .max_headers(usize::try_from(l.maxheaders).unwrap_or(usize::MAX));
+            .max_buf_size(usize::try_from($l.maxheaderbytes).unwrap_or(usize::MAX))
+            .max_headers(usize::try_from($l.maxheaders).unwrap_or(usize::MAX))
+    };
+}
+
+impl Builders {
+    fn new(http: &crate::config::HttpConfig) -> Builders {
+        let l = &http.limits;
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        http1_settings!(b.http1(), l);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1_settings!(http1, l);
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(l.maxheaderbytes).unwrap_or(u32::MAX))
@@ -70,8 +83,9 @@ impl Builders {
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
         Builders {
-            http1: b.clone().http1_only(),
+            http1,
             http2: b.clone().http2_only(),
+            h2c: !http.http2.disabled,
             auto: if http.http2.disabled {
                 b.http1_only()
             } else {
@@ -134,7 +148,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection holds a receiver: the drain waits for all of them to be dropped.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         limits: Arc::new(Limits::new(&app.config.http.limits)),
         builders: Builders::new(&app.config.http),
@@ -180,20 +195,25 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let watcher = graceful.watcher();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
-            shared.connection(stream, peer, refused, watcher).await;
+            shared.connection(stream, peer, refused, stop).await;
             drop(guard);
         });
     }
     tracing::info!("shutting down: draining open connections");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    stop_tx.send_replace(true);
+    drop(stop_rx);
+    if tokio::time::timeout(drain, stop_tx.closed()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
 }
+
+/// A request's answer as the connection's service gives it to hyper: boxed, so that the HTTP/1
+/// parking loop can poll the connection (`poll_without_shutdown` needs an `Unpin` future).
+type Answer = std::pin::Pin<
+    Box<dyn Future<Output = Result<Response<park::Tracked>, Infallible>> + Send + 'static>,
+>;
 
 impl Shared {
     /// Serves one accepted connection: TLS handshake (if any) and HTTP. The handshake and then
@@ -203,17 +223,19 @@ impl Shared {
         stream: TcpStream,
         peer: SocketAddr,
         refused: bool,
-        watcher: hyper_util::server::graceful::Watcher,
+        stop: park::Stop,
     ) {
+        // The futures below are boxed so that a parked connection's task is no larger than
+        // what it holds while parked.
         let Some(acceptor) = &self.tls else {
             let (stream, slot) = sendfile::SendfileStream::new(stream);
-            let builder = &self.builders.auto;
-            return self
-                .http(builder, stream, peer, refused, watcher, Some(slot))
-                .await;
+            return Box::pin(self.http(stream, peer, refused, None, stop, Some(slot))).await;
         };
-        let stream = match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await
-        {
+        let handshake = Box::pin(tokio::time::timeout(
+            self.header_timeout,
+            acceptor.accept(stream),
+        ));
+        let stream = match handshake.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -224,28 +246,26 @@ impl Shared {
                 return;
             }
         };
-        let builder = match stream.get_ref().1.alpn_protocol() {
-            Some(b"h2") => &self.builders.http2,
-            _ => &self.builders.http1,
-        };
-        self.http(builder, stream, peer, refused, watcher, None)
-            .await
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Box::pin(self.http(stream, peer, refused, Some(h2), stop, None)).await
     }
 
+    /// Serves HTTP on a connection. `tls_h2`: what TLS's ALPN chose (HTTP/2 or not); `None` on
+    /// a plain connection, whose first bytes tell (h2c) unless HTTP/2 is disabled.
     async fn http<I>(
         self: &Arc<Self>,
-        builder: &auto::Builder<TokioExecutor>,
         io: I,
         peer: SocketAddr,
         refused: bool,
-        watcher: hyper_util::server::graceful::Watcher,
+        tls_h2: Option<bool>,
+        mut stop: park::Stop,
         sendfile: Option<sendfile::SendfileSlot>,
     ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + park::Readiness + Unpin + Send + 'static,
     {
         let state = Arc::new(io::ConnState::default());
         let io = io::Deadlines::new(io, state.clone(), self.header_timeout, self.idle_timeout);
-        let io = TokioIo::new(io::Lingering::new(io));
+        let mut io = io::Lingering::new(io);
         if refused {
             let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
                 let e = RegistryError::new(
@@ -256,31 +276,62 @@ impl Shared {
                 .with_header(http::header::CONNECTION, "close");
                 Ok::<_, Infallible>(response::error(&e))
             });
-            let conn = builder.serve_connection(io, service);
+            let builder = match tls_h2 {
+                Some(true) => &self.builders.http2,
+                _ => &self.builders.auto,
+            };
+            let conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
             let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
             return;
         }
+        let h2 = match tls_h2 {
+            Some(h2) => h2,
+            None if self.builders.h2c => match park::is_h2(&mut io).await {
+                Some(h2) => h2,
+                None => return,
+            },
+            None => false,
+        };
         let shared = self.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn_state = state.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| -> Answer {
             let shared = shared.clone();
-            let state = state.clone();
-            state.request_started(req.version());
+            let state = conn_state.clone();
+            state.request_started(req.version(), hyper::body::Body::is_end_stream(req.body()));
             // Zero-copy blob bodies need HTTP/1's plain byte stream on a plain socket.
             let slot = sendfile
                 .as_ref()
                 .filter(|_| req.version() <= http::Version::HTTP_11)
                 .cloned();
-            async move {
+            Box::pin(async move {
                 let resp = match shared.limits.request(peer.ip()) {
                     Err(wait) => too_many_requests(&shared.app, &req, wait),
                     Ok(()) => handle(&shared.app, req, slot, Some(peer)).await,
                 };
                 state.request_answered();
-                Ok::<_, Infallible>(resp)
-            }
+                Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, state)))
+            })
         });
-        let conn = builder.serve_connection(io, service).into_owned();
-        if let Err(e) = watcher.watch(conn).await {
+        let ended = if h2 {
+            let mut conn = Box::pin(
+                self.builders
+                    .http2
+                    .serve_connection(TokioIo::new(io), service),
+            );
+            tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = park::stopping(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        } else {
+            let parked = &self.app.metrics.http_parked;
+            park::serve_http1(&self.builders.http1, io, service, &state, &mut stop, parked)
+                .await
+                .map_err(Into::into)
+        };
+        if let Err(e) = ended {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }

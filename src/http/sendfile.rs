@@ -222,6 +222,12 @@ impl SendfileStream {
     }
 }
 
+impl super::park::Readiness for SendfileStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp.poll_read_ready(cx)
+    }
+}
+
 impl AsyncRead for SendfileStream {
     fn poll_read(
         self: Pin<&mut Self>,

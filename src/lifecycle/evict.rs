@@ -34,6 +34,13 @@ pub async fn run(
     busy: impl Fn(&Digest) -> bool + Send + Sync,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    if depot.store.shared_meta().is_some() {
+        // Replicas share the bucket: one node's LRU must not delete what others serve.
+        tracing::info!(
+            "storage.s3: this node evicts nothing (proxy.maxsize and proxy.ttl apply to the shared bucket through the maintenance job, not per replica)"
+        );
+        return;
+    }
     let mut stop = std::pin::pin!(stop);
     loop {
         if let Err(e) = pass(depot, &options, &busy).await {

@@ -60,6 +60,13 @@ pub async fn collect(
     options: &GcOptions,
     busy: &(impl Fn(&Digest) -> bool + ?Sized),
 ) -> Result<GcReport> {
+    if depot.store.shared_meta().is_some() {
+        // This node's index is a cache of the bucket: a blob another replica pushed would
+        // look unreferenced here.
+        return Err(crate::error::RegistryError::unsupported(
+            "garbage collection of a shared storage.s3 bucket is not run by a replica (its index does not see other replicas' pushes); no blob was deleted",
+        ));
+    }
     let mut report = GcReport {
         dry_run: options.dry_run,
         ..GcReport::default()

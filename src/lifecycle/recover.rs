@@ -3,6 +3,12 @@
 //! index records whose files are missing are dropped, and committed files the index does not
 //! know are adopted. Files under `blobs/` are only ever created by a verified rename, so an
 //! unknown one is a complete blob whose index record was lost.
+//!
+//! On a shared bucket (`storage.s3`) only the local leftovers go: the bucket is the truth and
+//! other replicas write to it, so a blob this node does not know is not its to adopt (it
+//! would take another node's push for cache content) and nothing in it is deleted; what the
+//! index lacks is read through from the bucket when asked for, and a record whose blob is
+//! gone is dropped when a read finds it so.
 
 use crate::clock::now_ms;
 use crate::depot::Depot;
@@ -23,6 +29,12 @@ pub async fn recover(depot: &Depot) -> Result<RecoveryReport, crate::error::Regi
         removed_temporary_files: depot.store.remove_temporary_files().await?,
         ..RecoveryReport::default()
     };
+    if depot.store.shared_meta().is_some() {
+        if report != RecoveryReport::default() {
+            tracing::info!(?report, "recovered the local cache after an unclean stop");
+        }
+        return Ok(report);
+    }
     let files = depot.store.list().await?;
     let on_disk: HashSet<&Digest> = files.iter().map(|(d, _)| d).collect();
     let records = depot.index.blobs()?;

@@ -14,13 +14,13 @@ use crate::metrics::Metrics;
 use crate::notify::{Action, Event, Notifier, Target};
 use crate::oci::{Digest, RepoName};
 use crate::registry::Registry;
-use crate::storage::{GrowingFile, StoreError, read_at};
+use crate::storage::{GrowingFile, Lander, StoreError, read_at};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Where a fetch stands.
 #[derive(Debug, Clone)]
@@ -100,6 +100,7 @@ pub fn start(
     fetches: Fetches,
 ) -> Arc<Fetch> {
     let (tx, rx) = watch::channel(FetchState::Starting);
+    let tx = Arc::new(tx);
     let fetch = Arc::new(Fetch { state: rx });
     tokio::spawn(async move {
         // Leaves the map however the task ends, a panic included: later requests then start
@@ -170,12 +171,13 @@ impl Drop for Leave {
 async fn run(
     job: FetchJob,
     registry: &Registry,
-    tx: &watch::Sender<FetchState>,
+    tx: &Arc<watch::Sender<FetchState>>,
 ) -> Result<u64, FetchError> {
     let upstream_err = FetchError::Upstream;
     let store_err = |e: StoreError| FetchError::Store(e.to_string());
     let resp = job.source.get().await.map_err(upstream_err)?;
     let size = resp.len;
+    tracing::debug!(digest = %job.digest, size, "upstream blob head");
     let mut writer = registry
         .blob_writer(job.digest.algorithm())
         .await
@@ -186,28 +188,23 @@ async fn run(
         size,
         written: 0,
     });
-    // Whatever chunks are ready are written together, then published to readers.
-    let mut body = resp.body.ready_chunks(64);
-    while let Some(batch) = body.next().await {
-        for chunk in batch {
-            let chunk = chunk.map_err(upstream_err)?;
-            if let Some(size) = size
-                && writer.len() + chunk.len() as u64 > size
-            {
-                return Err(upstream_err(UpstreamError::Body(format!(
-                    "upstream sent more than the {size} bytes it announced"
-                ))));
-            }
-            writer.write(&chunk).await.map_err(store_err)?;
-        }
-        writer.flush().await.map_err(store_err)?;
-        let written = writer.len();
-        tx.send_modify(|s| {
-            if let FetchState::Streaming { written: w, .. } = s {
-                *w = written;
-            }
-        });
-    }
+    // The bytes land (written, published to readers, hashed) on a blocking thread while this
+    // task goes on receiving: the network side never waits for the disk or the hash, and the
+    // async workers, which also serve the readers, do neither.
+    let lander = writer.lander().await.map_err(store_err)?;
+    let (chunks, queue) = mpsc::channel(LANDING_QUEUE);
+    let landing = tokio::task::spawn_blocking({
+        let tx = tx.clone();
+        move || land(lander, queue, &tx)
+    });
+    let received = receive(resp.body, size, &job.digest, chunks).await;
+    let landed = landing
+        .await
+        .map_err(|e| FetchError::Store(format!("landing thread: {e}")))?;
+    // A receiving failure explains a landing that stopped short; a landing failure stops
+    // the receiving.
+    received.map_err(upstream_err)?;
+    writer.landed(landed.map_err(|e| store_err(e.into()))?);
     if let Some(size) = size
         && writer.len() != size
     {
@@ -232,11 +229,77 @@ async fn run(
             *verified = true;
         }
     });
+    tracing::debug!(digest = %job.digest, "blob verified");
     let (_, len) = registry
         .commit_blob(writer, None)
         .await
         .map_err(store_err)?;
     Ok(len)
+}
+
+/// Chunks received but not landed yet, at most (hyper's chunks are up to ~400 KiB each).
+const LANDING_QUEUE: usize = 16;
+/// Bytes landed together at most: one write-and-publish step for readers.
+const LANDING_BATCH: usize = 1024 * 1024;
+
+/// Passes the upstream body to the landing thread chunk by chunk; stops early (`Ok`) when
+/// the landing thread has gone (it failed: its error is the one to report).
+async fn receive(
+    body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+    size: Option<u64>,
+    digest: &Digest,
+    chunks: mpsc::Sender<Bytes>,
+) -> Result<(), UpstreamError> {
+    let mut body = body;
+    let mut received = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if received == 0 {
+            tracing::debug!(%digest, "first upstream body byte");
+        }
+        received += chunk.len() as u64;
+        if let Some(size) = size
+            && received > size
+        {
+            return Err(UpstreamError::Body(format!(
+                "upstream sent more than the {size} bytes it announced"
+            )));
+        }
+        if chunks.send(chunk).await.is_err() {
+            return Ok(());
+        }
+    }
+    tracing::debug!(%digest, received, "last upstream body byte");
+    Ok(())
+}
+
+/// The landing thread: appends what is queued (up to `LANDING_BATCH` at a time), publishes
+/// the new length to readers, hashes it; ends when the queue is closed and empty.
+fn land(
+    mut lander: Lander,
+    mut queue: mpsc::Receiver<Bytes>,
+    tx: &watch::Sender<FetchState>,
+) -> std::io::Result<Lander> {
+    let mut batch = Vec::with_capacity(LANDING_QUEUE);
+    while let Some(first) = queue.blocking_recv() {
+        let mut bytes = first.len();
+        batch.push(first);
+        while bytes < LANDING_BATCH
+            && let Ok(more) = queue.try_recv()
+        {
+            bytes += more.len();
+            batch.push(more);
+        }
+        lander.append(&batch, |written| {
+            tx.send_modify(|s| {
+                if let FetchState::Streaming { written: w, .. } = s {
+                    *w = written;
+                }
+            })
+        })?;
+        batch.clear();
+    }
+    Ok(lander)
 }
 
 /// Waits until the fetch has an answer from the upstream: `Ok(Some(file, size))` while

@@ -84,7 +84,7 @@ impl Mirror {
                 Ok(Some((m, Source::Cache)))
             }
             Reference::Tag(t) => {
-                let Some(rec) = reg.tag_record(&p.local, t)? else {
+                let Some(rec) = reg.tag_record(&p.local, t).await? else {
                     return Ok(None);
                 };
                 let fresh = now_secs().saturating_sub(rec.checked) < self.options.tag_ttl.as_secs();

@@ -28,7 +28,8 @@ impl Mirror {
     pub async fn list_tags(&self, p: &ProxyRepo, last: Option<&str>, n: usize) -> Result<TagPage> {
         let local = self
             .registry
-            .list_tags(&p.local, None, usize::MAX)?
+            .list_tags(&p.local, None, usize::MAX)
+            .await?
             .unwrap_or_default();
         let (upstream, local_only) = match self.upstream_tags(p).await {
             Ok(list) => (list, false),

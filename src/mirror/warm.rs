@@ -221,7 +221,7 @@ impl Mirror {
         tag: &Tag,
         r: &mut ImageReport,
     ) -> Result<Digest, RegistryError> {
-        let ours = self.registry.tag_record(&p.local, tag)?;
+        let ours = self.registry.tag_record(&p.local, tag).await?;
         if let Some(rec) = ours.as_ref().filter(|t| t.origin == Origin::Local) {
             return Ok(rec.digest.clone());
         }

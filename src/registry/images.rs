@@ -124,6 +124,11 @@ impl Registry {
             repository: repo.to_string(),
             ..PurgeReport::default()
         };
+        if self.meta().is_some() {
+            return Err(RegistryError::unsupported(
+                "purge is not available with a shared storage.s3 bucket: its content is shared by every replica; nothing was deleted",
+            ));
+        }
         let purgeable = |origin: Origin| origin == Origin::Proxy || pushed_too;
         // Exclusive: no push may come to rely on a blob while it goes, nor eviction race us.
         let _exclusive = self.depot.removing().await;

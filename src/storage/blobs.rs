@@ -4,8 +4,8 @@
 //! write-then-commit path, re-hashing for verification.
 
 use super::{
-    BlobBackend, BlobRead, BlobWriter, FsBackend, OpenReads, ReadLease, S3Backend, Staging,
-    StoreError, Verified,
+    BlobBackend, BlobRead, BlobWriter, FsBackend, OpenReads, ReadLease, S3Backend, SharedMeta,
+    Staging, StoreError, Verified,
 };
 use crate::config::S3Config;
 use crate::oci::{Algorithm, Digest, DigestHasher};
@@ -47,6 +47,8 @@ pub struct BlobStore {
     backend: Backend,
     staging: Staging,
     reads: OpenReads,
+    /// The repository metadata of a shared bucket; `None` on the filesystem.
+    meta: Option<SharedMeta>,
 }
 
 impl BlobStore {
@@ -68,10 +70,15 @@ impl BlobStore {
     }
 
     async fn over(backend: Backend, root: &Path) -> Result<BlobStore, StoreError> {
+        let meta = match &backend {
+            Backend::Fs(_) => None,
+            Backend::S3(s3) => Some(SharedMeta::new(s3.clone())),
+        };
         let store = BlobStore {
             backend,
             staging: Staging::at(root.join("tmp")),
             reads: OpenReads::default(),
+            meta,
         };
         store.staging.create().await?;
         Ok(store)
@@ -85,6 +92,7 @@ impl BlobStore {
             backend: Backend::Fs(fs),
             staging: Staging::at(root.join("tmp")),
             reads: OpenReads::default(),
+            meta: None,
         })
     }
 
@@ -115,6 +123,13 @@ impl BlobStore {
             Backend::Fs(_) => Ok(None),
             Backend::S3(s3) => s3.shared_secret().await.map(Some),
         }
+    }
+
+    /// The repository metadata kept beside the blobs when the backend is shared by replicas
+    /// (a bucket): the source of truth the index caches. `None` on the filesystem, whose
+    /// index is the only truth.
+    pub fn shared_meta(&self) -> Option<&SharedMeta> {
+        self.meta.as_ref()
     }
 
     /// A short-lived URL a client may GET the blob from directly, when the backend has one
@@ -202,8 +217,35 @@ impl BlobStore {
         writer: BlobWriter,
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
+        self.finish_and_commit(writer, expected, false).await
+    }
+
+    /// [`BlobStore::commit`] for a blob fetched from an upstream: on a shared bucket, a blob
+    /// not there before is marked as cached content (the marker first, so no cached blob is
+    /// ever taken for pushed content; a marker whose commit failed names nothing and is
+    /// harmless). A blob already there keeps what it was.
+    pub async fn commit_cached(
+        &self,
+        writer: BlobWriter,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        self.finish_and_commit(writer, expected, true).await
+    }
+
+    async fn finish_and_commit(
+        &self,
+        writer: BlobWriter,
+        expected: Option<&Digest>,
+        cached: bool,
+    ) -> Result<(Digest, u64), StoreError> {
         let blob = writer.finish(expected).await?;
         let done = (blob.digest().clone(), blob.len());
+        if cached
+            && let Some(meta) = &self.meta
+            && self.stat(&done.0).await?.is_none()
+        {
+            meta.mark_cached(&done.0).await?;
+        }
         self.commit_verified(blob).await?;
         Ok(done)
     }
@@ -212,11 +254,22 @@ impl BlobStore {
         backend!(self.commit(blob))
     }
 
-    /// Stores `data` (small: a manifest) under its digest in `algorithm`.
-    pub async fn put_bytes(&self, algorithm: Algorithm, data: &[u8]) -> Result<Digest, StoreError> {
+    /// Stores `data` (small: a manifest) under its digest in `algorithm`; `cached` when it
+    /// came from an upstream (see [`BlobStore::commit_cached`]).
+    pub async fn put_bytes(
+        &self,
+        algorithm: Algorithm,
+        data: &[u8],
+        cached: bool,
+    ) -> Result<Digest, StoreError> {
         let mut w = self.writer_for(algorithm).await?;
         w.write(data).await?;
-        Ok(self.commit(w, None).await?.0)
+        let (d, _) = if cached {
+            self.commit_cached(w, None).await?
+        } else {
+            self.commit(w, None).await?
+        };
+        Ok(d)
     }
 
     /// Digests of every committed blob, for recovery and garbage collection.

@@ -226,7 +226,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = BlobStore::open(root.path()).await.unwrap();
         let d = store
-            .put_bytes(Algorithm::Sha256, b"{\"schemaVersion\":2}")
+            .put_bytes(Algorithm::Sha256, b"{\"schemaVersion\":2}", false)
             .await
             .unwrap();
         assert_eq!(

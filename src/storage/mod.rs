@@ -16,6 +16,8 @@
 //! Invariant: a committed blob always hashes to its name. Writes are staged in `tmp/` behind a
 //! delete-on-drop guard, the digest is computed while streaming, and only a `Verified` blob
 //! reaches the backend, which makes it durable (files: fsync, rename, fsync the directory).
+//! With `storage.s3`, the bucket also holds the repository metadata (`SharedMeta`: links,
+//! tags, cached markers), which the registry writes through and reads through.
 //! Nothing outside this module sees a path: reads hand out a `BlobRead` (a local file, or a
 //! stream of byte ranges), writes a `BlobWriter`, blobs still arriving a `GrowingFile`.
 
@@ -25,6 +27,7 @@ mod blobs;
 pub mod contract;
 mod error;
 mod fs;
+mod meta;
 mod read;
 mod reads;
 mod s3;
@@ -35,8 +38,9 @@ pub use backend::{BlobBackend, BlobRead, RangeSource};
 pub use blobs::{BlobStore, OpenBlob};
 pub use error::StoreError;
 pub use fs::FsBackend;
+pub use meta::SharedMeta;
 pub use read::{CHUNK_SIZE, FileChunks, read_at};
 pub use reads::{OpenReads, ReadLease};
 pub use s3::{BucketBlob, BucketKey, Lease, LeaseError, Link, LinkKind, S3Backend};
-pub use staging::{BlobWriter, GrowingFile, Staging, Verified};
+pub use staging::{BlobWriter, GrowingFile, Lander, Staging, Verified};
 pub use uploads::{AppendError, UploadInfo, UploadSession, Uploads};

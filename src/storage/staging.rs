@@ -5,6 +5,7 @@
 
 use super::StoreError;
 use crate::oci::{Algorithm, Digest, DigestHasher};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -108,6 +109,25 @@ impl BlobWriter {
         self.growing.clone()
     }
 
+    /// Lends the file and the hasher to a blocking thread (see [`Lander`]); give them back
+    /// with [`landed`](Self::landed) before anything else is done with this writer.
+    pub async fn lander(&mut self) -> Result<Lander, StoreError> {
+        self.flush().await?;
+        let path = self.guard.0.as_deref().expect("armed until finished");
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        Ok(Lander {
+            file,
+            hasher: std::mem::take(&mut self.hasher),
+            len: self.len,
+        })
+    }
+
+    /// Takes back what [`lander`](Self::lander) lent, with everything it wrote and hashed.
+    pub fn landed(&mut self, lander: Lander) {
+        self.hasher = lander.hasher;
+        self.len = lander.len;
+    }
+
     /// Checks the bytes written so far against `expected`, so that readers of the staged file
     /// may be given the last byte before the blob is committed. On a mismatch the writer is
     /// spent; dropping it removes the file.
@@ -135,6 +155,46 @@ impl BlobWriter {
             len: self.len,
             guard: self.guard,
         })
+    }
+}
+
+/// A [`BlobWriter`]'s file and hasher on a blocking thread: appends chunks with plain
+/// positional writes (no copy into a buffer, no task hop per chunk) and hashes them there,
+/// away from the tasks that move bytes over the network.
+#[derive(Debug)]
+pub struct Lander {
+    file: std::fs::File,
+    hasher: DigestHasher,
+    len: u64,
+}
+
+impl Lander {
+    /// Appends `chunks`, tells `written` the new length (the bytes are readable in the file
+    /// now), then hashes them. Blocking.
+    pub fn append(
+        &mut self,
+        chunks: &[bytes::Bytes],
+        written: impl FnOnce(u64),
+    ) -> std::io::Result<()> {
+        let mut at = self.len;
+        for c in chunks {
+            self.file.write_all_at(c, at)?;
+            at += c.len() as u64;
+        }
+        self.len = at;
+        written(at);
+        for c in chunks {
+            self.hasher.update(c);
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

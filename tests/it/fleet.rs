@@ -5,11 +5,13 @@
 //! counting fake upstream. A miss anywhere is fetched upstream once for the fleet: by the
 //! owner of the digest (or of repository:tag), which the others stream from. Killing the
 //! owner mid-blob costs at most one more fetch and never a wrong body. The tier test chains
-//! node → regional → fake hubs and pulls through the node with a private containerd.
+//! node (disk) → regional (on an S3 bucket, SeaweedFS) → fake hubs and pulls through the node
+//! with a private containerd.
 
 use crate::common::containerd::{Containerd, require_daemon, write_hosts_toml};
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream, Fault};
 use crate::common::oci_layout::Image;
+use crate::common::s3::{BUCKET, SeaweedFs};
 use crate::common::tools::free_port;
 use crate::common::*;
 use bytes::Bytes;
@@ -334,11 +336,15 @@ async fn containerd_pulls_through_node_and_regional_tiers_and_the_image_leaves_t
     let ghcr = FakeUpstream::start(FakeOptions::default()).await;
     let hub_image = seed(&hub, tmp.path(), "library/app", "v1", 21);
     let ghcr_image = seed(&ghcr, tmp.path(), "owner/tool", "2.0", 22);
-    // The regional tier mirrors the hub (default) and ghcr.io (by ns).
-    let mut regional = Server::mirror(
-        &hub.url(),
+    // The regional tier, on an S3 bucket, mirrors the hub (default) and ghcr.io (by ns).
+    let weed = SeaweedFs::start();
+    let regional_cache = tempfile::tempdir().unwrap();
+    let mut regional = weed.server(
+        "regional",
+        regional_cache.path(),
         &format!(
-            "  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
+            "proxy:\n  remoteurl: {}\n  upstreams:\n    - name: ghcr.io\n      remoteurl: {}\n",
+            hub.url(),
             ghcr.url()
         ),
     );
@@ -395,6 +401,25 @@ async fn containerd_pulls_through_node_and_regional_tiers_and_the_image_leaves_t
     assert_eq!(ghcr.requests("", "library/app"), 0);
     // (ghcr's image came from ghcr: the regional tier routed it by the ns the node forwarded;
     // without it, it would have asked the hub.)
+    // The regional tier keeps what it fetched in its bucket.
+    // (Blobs are committed a moment after their last byte went down the chain.)
+    let (hub_digests, ghcr_digests) = (digests(&hub_image), digests(&ghcr_image));
+    for d in hub_digests
+        .iter()
+        .skip(1)
+        .chain(ghcr_digests.iter().skip(1))
+    {
+        assert!(regional.fetched_and_cached(d).await, "{d} not cached");
+    }
+    let blobs = weed.filer_tree(&format!(
+        "/buckets/{BUCKET}/regional/docker/registry/v2/blobs/"
+    ));
+    for d in digests(&hub_image).iter().chain(&digests(&ghcr_image)) {
+        assert!(
+            blobs.iter().any(|k| k.contains(&d[7..])),
+            "{d} not in the bucket"
+        );
+    }
 
     // The regional tier goes away: the node serves what it has, the tags stale.
     regional.kill9();

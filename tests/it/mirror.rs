@@ -184,6 +184,59 @@ async fn concurrent_misses_fetch_once() {
     );
 }
 
+/// A cold pull as a client makes it (the manifest, then the config and every layer at once)
+/// costs the upstream exactly one GET per object: no HEAD before a GET, no probe, no second
+/// fetch; every body is whole and right, and every blob lands in the cache.
+#[tokio::test]
+async fn a_cold_pull_asks_the_upstream_once_per_object() {
+    let up = FakeUpstream::start(FakeOptions::default()).await;
+    // Layers of several landing batches each, and a small one.
+    let (md, mbody, layers) = seed_image(
+        &up,
+        "cold",
+        &[5 * 1024 * 1024 + 7, 3 * 1024 * 1024, 1000],
+        13,
+    );
+    let s = Server::mirror(&up.url(), "");
+    let r = get(&s.url(&format!("/v2/{REPO}/manifests/cold"))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), mbody);
+    let manifest: serde_json::Value = serde_json::from_slice(&mbody).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let mut wanted = vec![config.clone()];
+    wanted.extend(layers.iter().map(|l| digest(l)));
+    let pulls = wanted.iter().map(|d| {
+        let url = s.url(&format!("/v2/{REPO}/blobs/{d}"));
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            digest(&r.bytes().await.unwrap())
+        }
+    });
+    assert_eq!(join_all(pulls).await, wanted, "every body whole and right");
+    let log: Vec<String> = up
+        .request_log()
+        .iter()
+        .map(|l| format!("{} {}", l.method, l.path))
+        .collect();
+    assert_eq!(up.requests("GET", "/manifests/cold"), 1, "{log:?}");
+    for d in &wanted {
+        assert_eq!(
+            up.requests("GET", &format!("/blobs/{d}")),
+            1,
+            "{d}: {log:?}"
+        );
+    }
+    assert_eq!(log.len(), 1 + wanted.len(), "nothing else asked: {log:?}");
+    assert_eq!(up.requests("GET", &format!("/manifests/{md}")), 0);
+    for d in &wanted {
+        assert!(
+            eventually(Duration::from_secs(10), || blob_file(&s, d).exists()).await,
+            "{d} cached"
+        );
+    }
+}
+
 /// A fault in the blob body: the client's request fails (never a complete bad body), nothing
 /// is cached, and the next request fetches again and succeeds.
 async fn body_fault_leaves_nothing(fault: Fault, proxy_extra: &str) {

@@ -33,9 +33,9 @@ fn with_link(
     resp
 }
 
-pub fn catalog(app: &App, req: &Req) -> HandlerResult {
+pub async fn catalog(app: &App, req: &Req) -> HandlerResult {
     let (n, last) = pagination(req, CATALOG_PAGE, MAX_PAGE)?;
-    let mut repos = app.registry.catalog(last.as_deref(), n + 1)?;
+    let mut repos = app.registry.catalog(last.as_deref(), n + 1).await?;
     let more = repos.len() > n;
     repos.truncate(n);
     let next = more.then(|| repos.last().cloned()).flatten();
@@ -58,7 +58,11 @@ pub async fn tags(app: &App, scope: &Scope, req: &Req) -> HandlerResult {
             let page = m.list_tags(p, last.as_deref(), n + 1).await?;
             (page.tags, page.local_only)
         }
-        _ => match app.registry.list_tags(local, last.as_deref(), n + 1)? {
+        _ => match app
+            .registry
+            .list_tags(local, last.as_deref(), n + 1)
+            .await?
+        {
             Some(t) => (t, false),
             None => return Err(RegistryError::name_unknown(local)),
         },

@@ -96,7 +96,7 @@ pub async fn dispatch(app: &App, endpoint: Endpoint, req: Req) -> HandlerResult 
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(super::body::empty())
             .expect("static headers are valid")),
-        Catalog => listings::catalog(app, &req),
+        Catalog => listings::catalog(app, &req).await,
         ListTags { name } => listings::tags(app, &scope(app, &name, &req)?, &req).await,
         GetReferrers { name, digest } => {
             listings::referrers(app, &scope(app, &name, &req)?, &digest, &req).await

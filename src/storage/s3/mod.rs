@@ -18,11 +18,15 @@
 //! by a marker object while it runs; a node that was killed mid-upload aborts its own
 //! leftovers at its next start (`abort_stale_uploads`), and any node those of others older
 //! than a day. Reads are ranged GETs; `presign` hands out short-lived GET URLs for redirects.
-//! Push upload sessions live in the bucket too (`uploads.rs`), so any replica can continue one.
+//! Push upload sessions live in the bucket too (`uploads.rs`), so any replica can continue one;
+//! repository metadata (links, tags, markers) is written and read here as small objects
+//! (`meta.rs`), in `storage::SharedMeta`'s layout.
 //! Must not: hash (only `Verified` blobs arrive; `uploads.rs` hashes what clients push), keep a
-//! whole blob in memory (a few parts at most per upload), or know about the registry's metadata.
+//! whole blob in memory (a few parts at most per upload), or know what the registry's metadata
+//! means.
 
 mod http;
+mod meta;
 mod shared;
 mod uploads;
 

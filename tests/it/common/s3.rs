@@ -117,6 +117,24 @@ impl SeaweedFs {
         )
     }
 
+    /// A stevedore (the binary) on this store under `root`, its local cache in `cache` (the
+    /// caller's, so a restart may reuse it or start empty), deletes on, blob GETs streamed,
+    /// Prometheus on the debug listener; `extra` YAML is merged over that (a `proxy:`
+    /// section, `storage.s3.tagrefresh`, …).
+    pub fn server(&self, root: &str, cache: &std::path::Path, extra: &str) -> super::Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = format!(
+            "version: 0.1\nlog:\n  level: debug\n  formatter: json\nhttp:\n  addr: 127.0.0.1:0\n  debug:\n    addr: 127.0.0.1:0\n    prometheus:\n      enabled: true\n{}    chunksize: 5MiB\n    cachedirectory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n",
+            self.storage_yaml(root, ""),
+            cache.display()
+        );
+        let path = tmp.path().join("config.yml");
+        std::fs::write(&path, super::merge_yaml(&base, extra)).expect("write config");
+        let mut s = super::Server::spawn(&path, &[], cache.to_path_buf());
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// A `storage.s3` configuration for this store, under `rootdirectory`.
     pub fn config(&self, rootdirectory: &str) -> stevedore::config::S3Config {
         stevedore::config::S3Config {
