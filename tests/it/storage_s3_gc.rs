@@ -60,60 +60,6 @@ async fn run_ok(args: &[&str], config: &Path) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-/// Objects of the bucket under `root`, written directly (what the replicas write of the
-/// layout: links and cached markers).
-struct Bucket {
-    s3: stevedore::storage::S3Backend,
-    _local: tempfile::TempDir,
-}
-
-impl Bucket {
-    async fn new(weed: &SeaweedFs, root: &str) -> Bucket {
-        let local = tempfile::tempdir().unwrap();
-        let s3 = stevedore::storage::S3Backend::open(&weed.config(root), local.path())
-            .await
-            .unwrap();
-        Bucket { s3, _local: local }
-    }
-
-    /// Writes `rest` unless it is there (a replica may have written it already).
-    async fn ensure(&self, rest: &str, body: &str) {
-        self.s3
-            .put_if_absent(rest, Bytes::from(body.to_owned()))
-            .await
-            .unwrap_or_else(|e| panic!("writing {rest}: {e}"));
-    }
-
-    /// The links of an image in `repo` under `tag`, as distribution lays them out.
-    async fn link_image(&self, repo: &str, tag: &str, manifest: &str, blobs: &[String]) {
-        let r = format!("docker/registry/v2/repositories/{repo}");
-        let path = |d: &str| d.replacen(':', "/", 1);
-        self.ensure(
-            &format!("{r}/_manifests/revisions/{}/link", path(manifest)),
-            manifest,
-        )
-        .await;
-        self.ensure(&format!("{r}/_manifests/tags/{tag}/current/link"), manifest)
-            .await;
-        self.ensure(
-            &format!("{r}/_manifests/tags/{tag}/index/{}/link", path(manifest)),
-            manifest,
-        )
-        .await;
-        for d in blobs {
-            self.ensure(&format!("{r}/_layers/{}/link", path(d)), d)
-                .await;
-        }
-    }
-
-    async fn mark_cached(&self, digests: &[String]) {
-        for d in digests {
-            self.ensure(&format!("stevedore/cached/{}", d.replacen(':', "/", 1)), "")
-                .await;
-        }
-    }
-}
-
 fn blob_object(root: &str, d: &str) -> String {
     let hex = d.strip_prefix("sha256:").unwrap();
     format!(
@@ -190,7 +136,6 @@ async fn pull(base: &str, repo: &str, tag: &str) -> Result<(), String> {
 async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenced() {
     let weed = SeaweedFs::start();
     let root = "gcserve";
-    let bucket = Bucket::new(&weed, root).await;
     let up = FakeUpstream::start(FakeOptions::default()).await;
     let (cached_md, cached_blobs) = upstream_image(&up, "library/cached", "latest", 7);
     let proxy = format!(
@@ -213,27 +158,13 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     for l in m["layers"].as_array().unwrap() {
         pushed.push(l["digest"].as_str().unwrap().to_owned());
     }
-    bucket.link_image("local/app", "v1", &md, &pushed).await;
     let orphan = push_blob(&a.url(""), "local/app", &random_bytes(2048, 99)).await;
-    bucket
-        .ensure(
-            &format!(
-                "docker/registry/v2/repositories/local/app/_layers/{}/link",
-                orphan.replacen(':', "/", 1)
-            ),
-            &orphan,
-        )
-        .await;
     // Cached through both replicas.
     for s in [&a, &b] {
         pull(&s.url(""), "library/cached", "latest").await.unwrap();
     }
-    bucket
-        .link_image("library/cached", "latest", &cached_md, &cached_blobs)
-        .await;
     let mut cached_all = cached_blobs.clone();
     cached_all.push(cached_md.clone());
-    bucket.mark_cached(&cached_all).await;
 
     // The replicas serve both images in a loop while gc runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -371,7 +302,6 @@ async fn one_run_holds_the_bucket_lease_and_a_crashed_holders_lease_lapses() {
 async fn cached_content_over_the_size_limit_goes_least_recently_used_first() {
     let weed = SeaweedFs::start();
     let root = "gcevict";
-    let bucket = Bucket::new(&weed, root).await;
     let up = FakeUpstream::start(FakeOptions::default()).await;
     let size = 10_000usize;
     let blobs: Vec<(String, Vec<u8>)> = (0..3u64)
@@ -391,9 +321,7 @@ async fn cached_content_over_the_size_limit_goes_least_recently_used_first() {
             r.bytes().await.unwrap()
         }
     };
-    // Cached content is marked as it is fetched (the replicas write the markers).
     let digests: Vec<String> = blobs.iter().map(|(d, _)| d.clone()).collect();
-    bucket.mark_cached(&digests).await;
     // Filled; then read as cache hits 0, 1, 2, and 0 once more: 1 is the least recently used.
     for (d, _) in &blobs {
         get(&a, d).await;
@@ -456,7 +384,6 @@ async fn cached_content_over_the_size_limit_goes_least_recently_used_first() {
 async fn a_replica_with_an_interval_runs_the_job_itself() {
     let weed = SeaweedFs::start();
     let root = "gcinterval";
-    let bucket = Bucket::new(&weed, root).await;
     // A replica with its own turn at the job every second, and a 2s grace.
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(&weed, root, dir.path(), "");
@@ -476,7 +403,6 @@ async fn a_replica_with_an_interval_runs_the_job_itself() {
             .iter()
             .map(|l| l["digest"].as_str().unwrap().to_owned()),
     );
-    bucket.link_image("team/app", "v1", &md, &kept).await;
     let orphan = push_blob(&a.url(""), "team/app", &random_bytes(1500, 77)).await;
     assert!(
         eventually(Duration::from_secs(30), || !in_bucket(&weed, root, &orphan)).await,

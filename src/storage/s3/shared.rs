@@ -389,26 +389,6 @@ impl S3Backend {
         self.remove(&BucketKey(Self::candidate_key(d))).await
     }
 
-    /// Writes `rest` (under the root) unless it exists; whether it wrote. For tests that lay
-    /// out what other nodes write (links, markers).
-    #[doc(hidden)]
-    pub async fn put_if_absent(&self, rest: &str, body: Bytes) -> Result<bool, StoreError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .store
-            .put_opts(&self.key(rest), body.into(), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(s3_err(e)),
-        }
-    }
-
     /// Deletes one object (a link, a marker); absent is fine.
     pub async fn remove(&self, key: &BucketKey) -> Result<(), StoreError> {
         match self.inner.store.delete(&self.key(&key.0)).await {
