@@ -840,7 +840,7 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   {l0} MiB blob (its request to its response head); median of {cold_reps}.
   Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
   straight from the upstream over the same link. Two links: loopback (the upstream is faster
-  than the mirror's disk; the mirrors reach it through countproxy), and a simulated
+  than the mirror's disk; the mirrors reach it directly, as the direct pull does), and a simulated
   {wan} MB/s link (countproxy pacing everything the upstream sends, all connections
   together; the direct pull goes through it too).
 - Concurrent misses: a fresh mirror, 32 GETs (`loadgen load -c 32 -n 32`) of one uncached
