@@ -312,9 +312,20 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
             up_tags.iter().rev().cloned().collect(),
         ));
         // A pseudo-random moment between 50 and 650 ms into the work (the kill's timing is what
-        // the test varies; there is no event to wait for).
+        // the test varies; there is no event to wait for), but never before this round has
+        // acknowledged a push and a tag move: on a loaded machine the first requests can take
+        // longer than the delay, and a round killed before any work proves nothing.
+        let (acked_before, moves_before) =
+            (acked.lock().unwrap().len(), moves.load(Ordering::Relaxed));
         let delay = 50 + (round * 7919 % 600);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while (acked.lock().unwrap().len() == acked_before
+            || moves.load(Ordering::Relaxed) == moves_before)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         s.kill9();
         tasks.shutdown().await;
 

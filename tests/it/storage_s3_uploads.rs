@@ -171,12 +171,13 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
         let r = patch(server, &path, 5, b"late").await;
         assert_eq!(r.status(), 416, "{}", r.text().await.unwrap());
     }
-    // B finishes with an empty PUT and serves it. (Repository links are still in each
-    // replica's own index until they move to the bucket: B, which committed, serves it.)
+    // B finishes with an empty PUT; both serve it (A learns the repository link from the
+    // bucket).
     finish_ok(&p.b, &path, &d).await;
     let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/pair/"));
     assert!(tree.contains(&blob_object("pair", &d)), "{tree:?}");
     assert!(pull(&p.b, "team/app", &d).await == data, "pulled through B");
+    assert!(pull(&p.a, "team/app", &d).await == data, "pulled through A");
     assert!(
         session_objects(&weed, "pair").is_empty(),
         "{:?}",
