@@ -297,7 +297,9 @@ impl Shared {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| -> Answer {
             let shared = shared.clone();
             let state = conn_state.clone();
-            state.request_started(req.version(), hyper::body::Body::is_end_stream(req.body()));
+            let bodiless = hyper::body::Body::is_end_stream(req.body());
+            let http1 = req.version() <= http::Version::HTTP_11;
+            state.request_started(req.version(), bodiless);
             // Zero-copy blob bodies need HTTP/1's plain byte stream on a plain socket.
             let slot = sendfile
                 .as_ref()
@@ -308,6 +310,19 @@ impl Shared {
                     Err(wait) => too_many_requests(&shared.app, &req, wait),
                     Ok(()) => handle(&shared.app, req, slot, Some(peer)).await,
                 };
+                let mut resp = resp;
+                if http1
+                    && !bodiless
+                    && (resp.status().is_client_error() || resp.status().is_server_error())
+                {
+                    // A refusal may leave the body unread, and then hyper closes the
+                    // connection after the answer: say so, or a keep-alive client sends its
+                    // next request into a closed connection (a PUT or PATCH it cannot retry).
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 state.request_answered();
                 Ok::<_, Infallible>(resp.map(|body| park::Tracked::new(body, state)))
             })

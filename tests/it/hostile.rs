@@ -545,6 +545,44 @@ async fn absurd_parameters_and_bodies_are_refused() {
 }
 
 #[tokio::test]
+async fn a_refusal_that_leaves_the_body_unread_says_it_closes() {
+    // Keep-alive clients (Go's, Python's, reqwest's pools) reuse a connection unless told
+    // otherwise; a PUT or PATCH sent into one the server closed is not retried.
+    let s = Server::start();
+    let body = vec![b'a'; 5 << 20];
+    let mut head = format!(
+        "PUT /v2/p/q/manifests/big HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body);
+    let r = exchange(&s.addr, &head, Duration::from_secs(10)).await;
+    assert_eq!(r.status, Some(413), "{}", r.text);
+    let head_end = r.text.find("\r\n\r\n").unwrap_or(r.text.len());
+    assert!(
+        r.text[..head_end]
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{}",
+        r.text
+    );
+    assert!(r.closed, "the connection stayed open: {r:?}");
+    // A body-less request on a kept-alive connection is not told to close.
+    let r = exchange(
+        &s.addr,
+        b"GET /v2/p/q/manifests/none HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(r.status, Some(404), "{}", r.text);
+    assert!(
+        !r.text.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
 async fn requests_over_the_rate_get_429() {
     // Default timeouts: a 1 s header timeout would race the client's pooled connections.
     let s = Server::start_with(Options {
