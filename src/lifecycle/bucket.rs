@@ -18,7 +18,8 @@
 //!
 //! Before deleting, the links are listed once more and manifests that appeared meanwhile are
 //! marked too. A deleted blob's links (layer, revision, tag index, a tag whose current
-//! manifest it was), marker and candidate record go with it. Replicas forget a deleted blob
+//! manifest it was), marker and candidate record go with it; objects of chunked pushes that
+//! no blob name points at (`S3Backend::orphans`) go once older than the grace. Replicas forget a deleted blob
 //! when they next find it gone from the bucket (`Registry::open_blob`). Must not: touch any
 //! node's local index, or delete anything in a dry run.
 
@@ -73,6 +74,8 @@ pub struct BucketGcReport {
     pub evicted: usize,
     pub evicted_bytes: u64,
     pub links_deleted: usize,
+    /// Objects of chunked pushes that no name points at, older than the grace.
+    pub orphans_deleted: usize,
     pub access_records_merged: usize,
 }
 
@@ -513,6 +516,19 @@ async fn work(
         if !snap.blobs.contains_key(d) && aged(*modified, options.grace) && !options.dry_run {
             keeper.check().await?;
             bucket.remove(marker).await?;
+        }
+    }
+    // Objects of chunked pushes never named (a crash between completing and naming one), or
+    // whose name went first in a delete that was cut off.
+    for (object, modified) in bucket.orphans().await? {
+        if !aged(modified, options.grace) {
+            continue;
+        }
+        report.orphans_deleted += 1;
+        if !options.dry_run {
+            keeper.check().await?;
+            bucket.remove(&object).await?;
+            tracing::info!(%object, "removed an object no blob name points at");
         }
     }
     // The access records read are merged into the summary (of blobs still there).

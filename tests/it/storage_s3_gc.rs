@@ -2,7 +2,9 @@
 //! `stevedore gc` runs twice against the bucket two replicas serve from while a loop pulls a
 //! pushed and a cached image through both — nothing referenced is lost, an unreferenced pushed
 //! blob survives the first run and goes after the grace, a blob uploaded without its manifest
-//! survives within the grace; the bucket's lease lets one run work at a time (a second gets
+//! survives within the grace, a blob pushed in parts (kept under `stevedore/objects/`, named
+//! for its digest) goes with its object, and an object no name points at goes after the
+//! grace; the bucket's lease lets one run work at a time (a second gets
 //! exit status 75 naming the holder; a crashed holder's lease lapses); cached content over
 //! `proxy.maxsize` goes least recently used first, by the access records the replicas wrote;
 //! a replica with `storage.maintenance.gc.interval` runs the job itself.
@@ -10,8 +12,8 @@
 use crate::common::fake_upstream::{FakeOptions, FakeUpstream};
 use crate::common::s3::{BUCKET, SeaweedFs};
 use crate::common::{
-    BIN, OCI_MANIFEST, Server, client, digest, eventually, image_manifest, push_blob, push_image,
-    random_bytes,
+    BIN, OCI_MANIFEST, Server, client, digest, eventually, image_manifest, push_blob,
+    push_blob_streamed, push_image, random_bytes,
 };
 use bytes::Bytes;
 use std::path::Path;
@@ -73,6 +75,20 @@ fn in_bucket(weed: &SeaweedFs, root: &str, d: &str) -> bool {
         "/buckets/{BUCKET}/{root}/docker/registry/v2/blobs/"
     ))
     .contains(&blob_object(root, d))
+}
+
+/// The objects of blobs pushed in parts (`stevedore/objects/<session>`).
+fn pushed_objects(weed: &SeaweedFs, root: &str) -> Vec<String> {
+    weed.filer_entries(&format!("/buckets/{BUCKET}/{root}/stevedore/objects/"))
+}
+
+/// The names under `stevedore/blobs/` that say which object holds `d`.
+fn names_of(weed: &SeaweedFs, root: &str, d: &str) -> Vec<String> {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    weed.filer_entries(&format!(
+        "/buckets/{BUCKET}/{root}/stevedore/blobs/sha256/{}/{hex}/",
+        &hex[..2]
+    ))
 }
 
 /// The config, layers and manifest of a small image the fake upstream serves as
@@ -159,6 +175,16 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
         pushed.push(l["digest"].as_str().unwrap().to_owned());
     }
     let orphan = push_blob(&a.url(""), "local/app", &random_bytes(2048, 99)).await;
+    // Pushed the way dockerd pushes, over `chunksize`: a named object, also never referenced.
+    let parted = push_blob_streamed(&a.url(""), "local/app", &random_bytes(6 << 20, 98)).await;
+    let parted_object = pushed_objects(&weed, root);
+    assert_eq!(parted_object.len(), 1, "{parted_object:?}");
+    assert_eq!(names_of(&weed, root, &parted), parted_object);
+    // An object no name points at, as a crash between completing and naming one leaves it.
+    weed.put_file(
+        &format!("/buckets/{BUCKET}/{root}/stevedore/objects/crashed"),
+        b"leftover".to_vec(),
+    );
     // Cached through both replicas.
     for s in [&a, &b] {
         pull(&s.url(""), "library/cached", "latest").await.unwrap();
@@ -199,10 +225,16 @@ async fn gc_on_the_shared_bucket_while_two_replicas_serve_loses_nothing_referenc
     tokio::time::sleep(GRACE).await;
     let inflight = push_blob(&a.url(""), "local/app", &random_bytes(4096, 100)).await;
     let second = run_ok(&["gc", "--grace", &grace], &gc_config).await;
-    assert_eq!(second["blobs_deleted"], 1, "{second}");
+    assert_eq!(second["blobs_deleted"], 2, "{second}");
+    assert_eq!(second["orphans_deleted"], 1, "{second}");
     assert!(
         !in_bucket(&weed, root, &orphan),
         "the orphan outlived the grace"
+    );
+    assert!(
+        names_of(&weed, root, &parted).is_empty() && pushed_objects(&weed, root).is_empty(),
+        "the blob pushed in parts, or the unnamed object, outlived the grace: {:?}",
+        pushed_objects(&weed, root)
     );
     assert!(
         in_bucket(&weed, root, &inflight),

@@ -131,6 +131,15 @@ fn session_objects(weed: &SeaweedFs, root: &str) -> Vec<String> {
     .collect()
 }
 
+/// The name that says the object of session `id` holds blob `d`.
+pub(crate) fn blob_name(root: &str, d: &str, id: &str) -> String {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    format!(
+        "/buckets/{BUCKET}/{root}/stevedore/blobs/sha256/{}/{hex}/{id}",
+        &hex[..2]
+    )
+}
+
 /// Multipart uploads SeaweedFS still holds (it keeps them under the bucket's `.uploads/`).
 fn pending_multipart(weed: &SeaweedFs) -> Vec<String> {
     weed.filer_entries(&format!("/buckets/{BUCKET}/.uploads/"))
@@ -174,8 +183,16 @@ async fn a_chunked_push_started_on_one_replica_is_finished_on_another() {
     // B finishes with an empty PUT; both serve it (A learns the repository link from the
     // bucket).
     finish_ok(&p.b, &path, &d).await;
+    // The completed multipart upload stays where its parts went, named for its digest:
+    // nothing was copied to distribution's key.
     let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/pair/"));
-    assert!(tree.contains(&blob_object("pair", &d)), "{tree:?}");
+    assert!(!tree.contains(&blob_object("pair", &d)), "{tree:?}");
+    let objects = weed.filer_entries(&format!("/buckets/{BUCKET}/pair/stevedore/objects/"));
+    assert_eq!(objects.len(), 1, "{tree:?}");
+    assert!(
+        tree.contains(&blob_name("pair", &d, &objects[0])),
+        "{tree:?}"
+    );
     assert!(pull(&p.b, "team/app", &d).await == data, "pulled through B");
     assert!(pull(&p.a, "team/app", &d).await == data, "pulled through A");
     assert!(
@@ -299,6 +316,11 @@ async fn a_wrong_digest_at_the_final_put_aborts_the_multipart_upload() {
         "{tree:?}"
     );
     assert!(session_objects(&weed, "wrong").is_empty(), "{tree:?}");
+    assert!(
+        weed.filer_entries(&format!("/buckets/{BUCKET}/wrong/stevedore/objects/"))
+            .is_empty(),
+        "{tree:?}"
+    );
     assert!(
         pending_multipart(&weed).is_empty(),
         "{:?}",

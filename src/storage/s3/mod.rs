@@ -3,10 +3,22 @@
 //!
 //! ```text
 //! <rootdirectory>/docker/registry/v2/blobs/<algorithm>/<2 hex>/<hex>/data   a committed blob
+//! <rootdirectory>/stevedore/objects/<uuid>                                 a blob pushed in parts
+//! <rootdirectory>/stevedore/blobs/<algorithm>/<2 hex>/<hex>/<uuid>         names its digest
 //! <rootdirectory>/stevedore/quarantine/<algorithm>/<hex>                   set aside by verify
 //! <rootdirectory>/stevedore/multipart/<node>/<uuid>                        a multipart upload
 //!                                                                          under way
 //! ```
+//!
+//! A blob whose digest is known before its bytes go up (a mirror fill, a monolithic push, a
+//! blob of one part) is written at distribution's key. A chunked push learns its digest only
+//! at its final PUT, after its parts went up to a multipart upload whose key was named when it
+//! started: that upload completes at `stevedore/objects/<session>` and stays there (S3 has no
+//! rename, and a server-side copy would write every byte again), named by an empty object
+//! `stevedore/blobs/<alg>/<2 hex>/<hex>/<session>` written after it. Lookups try distribution's
+//! key first, then the names (one LIST, remembered). Deleting removes the name before the
+//! object, so a name never points at nothing for long; an object no name points at (a crash
+//! between the two writes) is swept by the maintenance job after its grace (`orphans`).
 //!
 //! `shared.rs` adds what the one maintenance job (garbage collection and eviction on the
 //! shared bucket) reads and writes: its lease, links, markers, candidates, access records.
@@ -30,6 +42,7 @@ mod meta;
 mod shared;
 mod uploads;
 
+use shared::modified_ms;
 pub use shared::{BucketBlob, BucketKey, Lease, LeaseError, Link, LinkKind};
 pub use uploads::{BucketSession, BucketUploads};
 
@@ -49,6 +62,10 @@ use object_store::{
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where chunked pushes' blobs stay (`<uuid>`), and their names (`<alg>/<2 hex>/<hex>/<uuid>`).
+const OBJECTS: &str = "stevedore/objects";
+const NAMES: &str = "stevedore/blobs";
 
 /// Parts of one multipart upload sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -72,6 +89,9 @@ struct Inner {
     attributes: Attributes,
     /// This node's name in multipart markers (kept in its local cache directory).
     node: String,
+    /// Digest → the named object holding it, as found (a blob never changes its object;
+    /// one deleted is forgotten when found gone).
+    named: moka::future::Cache<Digest, Key>,
 }
 
 fn s3_err(e: object_store::Error) -> StoreError {
@@ -147,6 +167,7 @@ impl S3Backend {
                 chunk_size: config.chunksize,
                 attributes,
                 node: node_name(local).await?,
+                named: moka::future::Cache::new(65_536),
             }),
         })
     }
@@ -172,6 +193,174 @@ impl S3Backend {
         ))
     }
 
+    /// Where a blob pushed in parts by session `id` lives.
+    fn object_key(&self, id: &str) -> Key {
+        self.key(&format!("{OBJECTS}/{id}"))
+    }
+
+    /// The directory of the names of `digest`'s objects.
+    fn names_prefix(&self, digest: &Digest) -> Key {
+        let hex = digest.hex();
+        self.key(&format!(
+            "{NAMES}/{}/{}/{hex}",
+            digest.algorithm().name(),
+            &hex[..2]
+        ))
+    }
+
+    /// The object holding `digest`'s bytes and its size: distribution's key, else an object
+    /// named for it; `None` when the blob is absent.
+    async fn locate(&self, digest: &Digest) -> Result<Option<(Key, u64)>, StoreError> {
+        if let Some(named) = self.inner.named.get(digest).await {
+            match self.inner.store.head(&named).await {
+                Ok(meta) => return Ok(Some((named, meta.size))),
+                Err(e) if not_found(&e) => self.inner.named.invalidate(digest).await,
+                Err(e) => return Err(s3_err(e)),
+            }
+        }
+        let key = self.blob_key(digest);
+        match self.inner.store.head(&key).await {
+            Ok(meta) => return Ok(Some((key, meta.size))),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(s3_err(e)),
+        }
+        for id in self.names(digest).await? {
+            let object = self.object_key(&id);
+            match self.inner.store.head(&object).await {
+                Ok(meta) => {
+                    self.inner
+                        .named
+                        .insert(digest.clone(), object.clone())
+                        .await;
+                    return Ok(Some((object, meta.size)));
+                }
+                // Being deleted, or its object was never completed: try the next name.
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(s3_err(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The sessions whose objects are named for `digest` (usually none or one; two replicas
+    /// finishing pushes of the same bytes at once may leave two, both whole).
+    async fn names(&self, digest: &Digest) -> Result<Vec<String>, StoreError> {
+        let prefix = self.names_prefix(digest);
+        let listed: Vec<_> = self
+            .inner
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(s3_err)?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .collect())
+    }
+
+    /// Makes the completed, verified object of session `id` the blob `digest`: names it, or
+    /// deletes it when the blob is there already (the same bytes).
+    pub(super) async fn adopt(&self, id: &str, digest: &Digest) -> Result<(), StoreError> {
+        let object = self.object_key(id);
+        if self.locate(digest).await?.is_some() {
+            self.remove_object(&object).await?;
+            return Ok(());
+        }
+        let name = Key::from(format!("{}/{id}", self.names_prefix(digest)));
+        self.inner
+            .store
+            .put(&name, PutPayload::default())
+            .await
+            .map_err(s3_err)?;
+        self.inner.named.insert(digest.clone(), object).await;
+        Ok(())
+    }
+
+    async fn remove_object(&self, key: &Key) -> Result<(), StoreError> {
+        match self.inner.store.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+
+    /// Blobs kept as named objects: digest, size, and when the name was written (ms).
+    pub(super) async fn named_blobs(&self) -> Result<Vec<(Digest, u64, u64)>, StoreError> {
+        let (names, objects) = self.names_and_objects().await?;
+        Ok(names
+            .into_iter()
+            .filter_map(|(digest, id, modified)| {
+                let (size, _) = objects.get(&id)?;
+                Some((digest, *size, modified))
+            })
+            .collect())
+    }
+
+    /// Objects of pushed blobs that no name points at, with when they were written (ms): a
+    /// crash between completing one and naming it, or a delete cut off between the two.
+    pub async fn orphans(&self) -> Result<Vec<(BucketKey, u64)>, StoreError> {
+        let (names, objects) = self.names_and_objects().await?;
+        let named: std::collections::HashSet<String> =
+            names.into_iter().map(|(_, id, _)| id).collect();
+        Ok(objects
+            .into_iter()
+            .filter(|(id, _)| !named.contains(id))
+            .map(|(id, (_, modified))| (BucketKey::new(format!("{OBJECTS}/{id}")), modified))
+            .collect())
+    }
+
+    /// Every name (digest, session, written ms), and every object (session → size, written
+    /// ms). Objects are listed after names, so an object adopted meanwhile is not an orphan
+    /// of this listing only when its name was listed; the grace covers the rest.
+    async fn names_and_objects(
+        &self,
+    ) -> Result<
+        (
+            Vec<(Digest, String, u64)>,
+            std::collections::HashMap<String, (u64, u64)>,
+        ),
+        StoreError,
+    > {
+        let mut names = Vec::new();
+        let prefix = self.key(NAMES);
+        let listed: Vec<_> = self
+            .inner
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(s3_err)?;
+        for meta in listed {
+            let Some(rest) = meta.location.prefix_match(&prefix) else {
+                continue;
+            };
+            let parts: Vec<String> = rest.map(|p| p.as_ref().to_owned()).collect();
+            // <algorithm>/<2 hex>/<hex>/<session>
+            if let [algorithm, _, hex, id] = parts.as_slice()
+                && Algorithm::ALL.iter().any(|a| a.name() == algorithm)
+                && let Ok(d) = Digest::parse(&format!("{algorithm}:{hex}"))
+            {
+                names.push((d, id.clone(), modified_ms(&meta)));
+            }
+        }
+        let mut objects = std::collections::HashMap::new();
+        let prefix = self.key(OBJECTS);
+        let listed: Vec<_> = self
+            .inner
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(s3_err)?;
+        for meta in listed {
+            if let Some(id) = meta.location.filename() {
+                objects.insert(id.to_owned(), (meta.size, modified_ms(&meta)));
+            }
+        }
+        Ok((names, objects))
+    }
+
     fn markers(&self) -> Key {
         self.key("stevedore/multipart")
     }
@@ -187,10 +376,14 @@ impl S3Backend {
 
     /// A URL that lets its holder GET the blob for `ttl`, without credentials.
     pub async fn presign(&self, digest: &Digest, ttl: Duration) -> Result<String, StoreError> {
+        let key = match self.locate(digest).await? {
+            Some((key, _)) => key,
+            None => self.blob_key(digest),
+        };
         let url = self
             .inner
             .store
-            .signed_url(::http::Method::GET, &self.blob_key(digest), ttl)
+            .signed_url(::http::Method::GET, &key, ttl)
             .await
             .map_err(s3_err)?;
         Ok(url.to_string())
@@ -415,16 +608,11 @@ fn exactly(
 
 impl BlobBackend for S3Backend {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        match self.inner.store.head(&self.blob_key(digest)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(s3_err(e)),
-        }
+        Ok(self.locate(digest).await?.map(|(_, size)| size))
     }
 
     async fn open(&self, digest: &Digest) -> Result<Option<(BlobRead, u64)>, StoreError> {
-        let key = self.blob_key(digest);
-        let Some(size) = self.stat(digest).await? else {
+        let Some((key, size)) = self.locate(digest).await? else {
             return Ok(None);
         };
         let source = ObjectRanges {
@@ -468,14 +656,26 @@ impl BlobBackend for S3Backend {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
-        if self.stat(digest).await?.is_none() {
-            return Ok(false);
+        let mut deleted = false;
+        let key = self.blob_key(digest);
+        match self.inner.store.head(&key).await {
+            Ok(_) => {
+                self.remove_object(&key).await?;
+                deleted = true;
+            }
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(s3_err(e)),
         }
-        match self.inner.store.delete(&self.blob_key(digest)).await {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(s3_err(e)),
+        // Each name before its object: a crash in between leaves an orphan, never a name
+        // pointing at nothing.
+        self.inner.named.invalidate(digest).await;
+        for id in self.names(digest).await? {
+            let name = Key::from(format!("{}/{id}", self.names_prefix(digest)));
+            self.remove_object(&name).await?;
+            self.remove_object(&self.object_key(&id)).await?;
+            deleted = true;
         }
+        Ok(deleted)
     }
 
     async fn list(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
@@ -497,25 +697,32 @@ impl BlobBackend for S3Backend {
                 out.push((d, meta.size));
             }
         }
+        let at_layout: std::collections::HashSet<Digest> =
+            out.iter().map(|(d, _)| d.clone()).collect();
+        for (d, size, _) in self.named_blobs().await? {
+            if !at_layout.contains(&d) {
+                out.push((d, size));
+            }
+        }
         Ok(out)
     }
 
     async fn quarantine(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let from = self.blob_key(digest);
+        let Some((from, _)) = self.locate(digest).await? else {
+            return Ok(false);
+        };
         let to = self.key(&format!(
             "stevedore/quarantine/{}/{}",
             digest.algorithm().name(),
             digest.hex()
         ));
+        // Bytes that do not match their name are rare: kept for an operator as a copy.
         match self.inner.store.copy(&from, &to).await {
             Ok(()) => {}
             Err(e) if not_found(&e) => return Ok(false),
             Err(e) => return Err(s3_err(e)),
         }
-        match self.inner.store.delete(&from).await {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(true),
-            Err(e) => Err(s3_err(e)),
-        }
+        self.delete(digest).await?;
+        Ok(true)
     }
 }

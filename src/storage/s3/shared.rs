@@ -36,6 +36,12 @@ const CACHED: &str = "stevedore/cached";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BucketKey(String);
 
+impl BucketKey {
+    pub(super) fn new(rel: String) -> BucketKey {
+        BucketKey(rel)
+    }
+}
+
 impl std::fmt::Display for BucketKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -121,7 +127,7 @@ fn lease_err(e: object_store::Error) -> LeaseError {
     }
 }
 
-fn modified_ms(meta: &object_store::ObjectMeta) -> u64 {
+pub(super) fn modified_ms(meta: &object_store::ObjectMeta) -> u64 {
     u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0)
 }
 
@@ -291,6 +297,17 @@ impl S3Backend {
             if let [_, _, _, _, alg, _, hex, "data"] = parts.as_slice()
                 && let Some(digest) = digest_of(alg, hex)
             {
+                out.push(BucketBlob {
+                    digest,
+                    size,
+                    modified,
+                });
+            }
+        }
+        let at_layout: std::collections::HashSet<Digest> =
+            out.iter().map(|b| b.digest.clone()).collect();
+        for (digest, size, modified) in self.named_blobs().await? {
+            if !at_layout.contains(&digest) {
                 out.push(BucketBlob {
                     digest,
                     size,

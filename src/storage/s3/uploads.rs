@@ -6,7 +6,7 @@
 //! <root>/docker/registry/v2/repositories/<name>/_uploads/<uuid>/startedat     RFC 3339 start time
 //!                                                               /state         stevedore's record
 //!                                                               /tail/<nonce>  bytes after the last part
-//!                                                               /data          the multipart upload's key
+//! <root>/stevedore/objects/<uuid>                                the multipart upload's key
 //! ```
 //!
 //! The `state` record is the session: offset, the S3 multipart upload id and the ETags of its
@@ -22,12 +22,13 @@
 //! part, so a stale writer learns it lost before it sends a part whose number a newer one uses.
 //!
 //! The final PUT completes the multipart upload only when the running hash matches the digest
-//! (aborted otherwise), at the session's `data` key (an S3 multipart upload names its key when it
-//! starts, before the digest is known), then copies it server-side to the blob's key and removes
-//! the session. A blob no longer than one part never uses a multipart upload: it is put once,
-//! under its digest, after the check. Sessions older than `uploadpurging.age` are aborted and
+//! (aborted otherwise), at `stevedore/objects/<uuid>` (an S3 multipart upload names its key when
+//! it starts, before the digest is known), where the blob then stays: the backend names it for
+//! its digest (`S3Backend::adopt`), nothing is copied, and the session is removed. A blob no
+//! longer than one part never uses a multipart upload: it is put once, under its digest, after
+//! the check. Sessions older than `uploadpurging.age` are aborted and
 //! removed by `purge`. Must not: hold more than a few parts of a session in memory, or touch
-//! anything outside `_uploads/` but the blob key it commits.
+//! anything outside `_uploads/` but its own object and the blob it commits.
 
 use super::{S3Backend, not_found, s3_err};
 use crate::clock::{now_secs, rfc3339};
@@ -271,7 +272,7 @@ impl BucketUploads {
                 attributes: self.s3.inner.attributes.clone(),
                 ..Default::default()
             };
-            let key = self.key(&s.repo, &s.id, "data");
+            let key = self.s3.object_key(&s.id);
             let id = self
                 .store()
                 .create_multipart_opts(&key, opts)
@@ -339,7 +340,7 @@ impl BucketUploads {
                     }
                 }
                 let data = buf.split_to(part_size as usize).freeze();
-                let (store, key) = (self.store().clone(), self.key(&s.repo, &s.id, "data"));
+                let (store, key) = (self.store().clone(), self.s3.object_key(&s.id));
                 let upload = record.multipart.clone().expect("claimed above");
                 let (index, id) = (next, s.id.clone());
                 next += 1;
@@ -440,7 +441,7 @@ impl BucketUploads {
         {
             return Err(mismatch(actual));
         }
-        let data = self.key(&s.repo, &s.id, "data");
+        let data = self.s3.object_key(&s.id);
         let mut parts: Vec<PartId> = record
             .parts
             .iter()
@@ -460,21 +461,29 @@ impl BucketUploads {
             .complete_multipart(&data, upload, parts)
             .await
             .map_err(s3_err)?;
-        let stored = self.store().head(&data).await.map_err(s3_err)?.size;
-        if stored != size {
-            return Err(StoreError::SizeMismatch {
-                expected: size,
-                actual: stored,
-            });
-        }
-        if known.is_none() {
-            let actual = self.s3.rehash_key(&data, digest.algorithm(), size).await?;
-            if actual != *digest {
-                return Err(mismatch(actual));
+        // Completed: the object is no longer a session's to abort. Whatever fails from here
+        // removes it (the bytes are the client's to send again).
+        let adopted = async {
+            let stored = self.store().head(&data).await.map_err(s3_err)?.size;
+            if stored != size {
+                return Err(StoreError::SizeMismatch {
+                    expected: size,
+                    actual: stored,
+                });
             }
+            if known.is_none() {
+                let actual = self.s3.rehash_key(&data, digest.algorithm(), size).await?;
+                if actual != *digest {
+                    return Err(mismatch(actual));
+                }
+            }
+            self.s3.adopt(&s.id, digest).await
         }
-        self.s3.copy_to_blob(&data, digest).await?;
-        Ok(size)
+        .await;
+        if adopted.is_err() {
+            self.delete(&data).await;
+        }
+        adopted.map(|()| size)
     }
 
     /// Removes a session: its multipart upload is aborted, its record goes first (so no
@@ -492,7 +501,7 @@ impl BucketUploads {
         if let Some(upload) = record.and_then(|r| r.multipart.as_ref()) {
             match self
                 .store()
-                .abort_multipart(&self.key(repo, id, "data"), upload)
+                .abort_multipart(&self.s3.object_key(id), upload)
                 .await
             {
                 Ok(()) => {}
@@ -612,20 +621,6 @@ impl S3Backend {
             .await
             .map_err(s3_err)?;
         Ok(())
-    }
-
-    /// Copies a verified object (a completed session) to the key of its digest, server-side,
-    /// unless the blob is there already.
-    async fn copy_to_blob(&self, from: &Key, digest: &Digest) -> Result<(), StoreError> {
-        use super::BlobBackend;
-        if self.stat(digest).await?.is_some() {
-            return Ok(());
-        }
-        self.inner
-            .store
-            .copy(from, &self.blob_key(digest))
-            .await
-            .map_err(s3_err)
     }
 
     /// The digest in `algorithm` of the object at `key`, streamed.

@@ -373,6 +373,53 @@ pub async fn push_blob512(base: &str, repo: &str, data: &[u8]) -> String {
     push_blob_as(base, repo, data, digest512(data)).await
 }
 
+/// Pushes `data` the way dockerd does: POST, one PATCH with the whole body (no
+/// Content-Range), then an empty `PUT ?digest=`; returns the digest.
+pub async fn push_blob_streamed(base: &str, repo: &str, data: &[u8]) -> String {
+    let d = digest(data);
+    let absolute = |location: &str| {
+        if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location.to_owned()
+        }
+    };
+    let location = |r: &reqwest::Response| {
+        r.headers()["location"]
+            .to_str()
+            .expect("an ASCII Location")
+            .to_owned()
+    };
+    let r = client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "start upload: {}", r.text().await.unwrap());
+    let url = absolute(&location(&r));
+    let r = api::send_typed(
+        client().patch(url),
+        "application/octet-stream",
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 202, "patch: {}", r.text().await.unwrap());
+    let url = absolute(&location(&r));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = client()
+        .put(format!("{url}{sep}digest={d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "finish upload: {}",
+        r.text().await.unwrap()
+    );
+    d
+}
+
 /// Pushes `data` with a monolithic POST under digest `d`; returns `d`.
 async fn push_blob_as(base: &str, repo: &str, data: &[u8], d: String) -> String {
     let r = api::send_typed(

@@ -87,6 +87,15 @@ impl SeaweedFs {
             .unwrap_or_default()
     }
 
+    /// Writes a file into the filer (an object of the bucket when under `/buckets/<bucket>/`),
+    /// as something other than stevedore would.
+    pub fn put_file(&self, path: &str, body: Vec<u8>) {
+        let url = format!("{}{path}", self.filer);
+        if let Err(e) = reqwest::blocking_put(&url, body) {
+            panic!("filer PUT {path}: {e}");
+        }
+    }
+
     /// Everything under `dir` in the filer, recursively, as full paths.
     pub fn filer_tree(&self, dir: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -160,6 +169,31 @@ impl Drop for SeaweedFs {
 /// A blocking GET of a JSON document (the filer's listing), on its own thread so that async
 /// tests may call it.
 mod reqwest {
+    /// A blocking PUT of `body` to `url`; an error unless it succeeded.
+    pub fn blocking_put(url: &str, body: Vec<u8>) -> Result<(), String> {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let resp = ::reqwest::Client::new()
+                    .put(&url)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match resp.status().is_success() {
+                    true => Ok(()),
+                    false => Err(resp.status().to_string()),
+                }
+            })
+        })
+        .join()
+        .map_err(|_| "the PUT thread panicked".to_owned())?
+    }
+
     pub fn blocking_get_json(url: &str) -> Result<serde_json::Value, String> {
         let url = url.to_owned();
         std::thread::spawn(move || {
