@@ -112,6 +112,7 @@ impl Registry {
 
     /// The size of `digest` if `repo` may see it. Answered from memory when hot.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        self.sync_link(repo, digest).await?;
         if let Some(size) = self.depot.cache.blob_size(repo, digest).await {
             self.depot
                 .metrics
@@ -687,6 +688,9 @@ impl Registry {
                 meta.mark_pushed(digest).await?;
             }
             meta.add_revision(repo, digest).await?;
+            if let Some(subject) = &parsed.subject {
+                meta.add_referrer(repo, subject, digest).await?;
+            }
             if let Some(t) = tag {
                 meta.set_tag(repo, t, digest).await?;
             }
@@ -821,6 +825,9 @@ impl Registry {
                             tags.push(t);
                         }
                     }
+                    if let Some(subject) = self.subject_of(d).await? {
+                        meta.remove_referrer(repo, &subject, d).await?;
+                    }
                     meta.remove_revision(repo, d).await?.then_some(tags)
                 }
             }),
@@ -888,12 +895,13 @@ impl Registry {
     }
 
     /// Referrers of `subject` in `repo`, optionally only those of one artifact type.
-    pub fn referrers(
+    pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>> {
+        self.sync_referrers(repo, subject).await?;
         let mut all = self.depot.index.referrers(repo, subject)?;
         if let Some(t) = artifact_type {
             all.retain(|d| d.artifact_type.as_deref() == Some(t));

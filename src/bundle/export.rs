@@ -143,7 +143,7 @@ impl Plan {
             }
         }
         if referrers {
-            for r in registry.referrers(repo, digest, None)? {
+            for r in registry.referrers(repo, digest, None).await? {
                 let Ok(d) = Digest::parse(&r.digest) else {
                     continue;
                 };

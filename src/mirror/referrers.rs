@@ -34,7 +34,7 @@ impl Mirror {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Referrers> {
-        let local = self.registry.referrers(&p.local, subject, None)?;
+        let local = self.registry.referrers(&p.local, subject, None).await?;
         let (upstream, local_only) = match self.upstream_referrers(p, subject).await {
             Ok(list) => (list, false),
             Err(e) if !local.is_empty() => {

@@ -2,7 +2,8 @@
 //! replica does not know yet is looked up in the bucket and recorded (read-through), and a
 //! tag is checked again in the bucket once its local copy is older than
 //! `storage.s3.tagrefresh`, so pushes and deletes through other replicas show within that
-//! bound. Writes go to the bucket first (see `Registry`'s push paths), so a record in the
+//! bound; so are a manifest by digest, the referrers of a subject, and the link of a pushed
+//! blob to a repository. Writes go to the bucket first (see `Registry`'s push paths), so a record in the
 //! index always has its bucket objects behind it. Without a shared bucket nothing here runs.
 //! Origin (pushed or cached) comes from the bucket's cached marker; a cached tag's check
 //! time is when its link was last written.
@@ -108,6 +109,78 @@ impl Registry {
         }
         self.checked.note(repo, d.as_str());
         Ok(())
+    }
+
+    /// Drops this replica's link of pushed blob `d` to `repo` when the bucket no longer has
+    /// it (unlinked through another replica), unless checked within `storage.s3.tagrefresh`.
+    /// Cached content is left alone: clients do not unlink it, and the maintenance job's
+    /// removals are found when the blob is found gone.
+    pub(super) async fn sync_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        let Some(meta) = self.meta() else {
+            return Ok(());
+        };
+        // A `@` is in no tag, and this key is not a bare digest: it never meets theirs.
+        let key = format!("@{d}");
+        if self.checked.recent(repo, &key, self.options.tag_refresh) {
+            return Ok(());
+        }
+        let pushed = self
+            .depot
+            .index
+            .blob(d)?
+            .is_some_and(|rec| rec.origin == Origin::Local);
+        if pushed
+            && self.depot.index.is_linked(repo, d)?
+            && !meta.layer_linked(repo, d).await?
+            && !meta.has_revision(repo, d).await?
+        {
+            tracing::debug!(%repo, digest = %d, "blob unlinked in the bucket; unlinked here");
+            self.depot.index.unlink(repo, d)?;
+            self.depot.cache.forget_link(repo, d).await;
+        }
+        self.checked.note(repo, &key);
+        Ok(())
+    }
+
+    /// Brings this replica's referrers of `subject` in `repo` up to date with the bucket,
+    /// unless checked within `storage.s3.tagrefresh`: referrers pushed through other
+    /// replicas are read through, those deleted there are dropped here.
+    pub(super) async fn sync_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<()> {
+        let Some(meta) = self.meta() else {
+            return Ok(());
+        };
+        // A space is in no tag and no digest: this key never meets theirs.
+        let key = format!("referrers {subject}");
+        if self.checked.recent(repo, &key, self.options.tag_refresh) {
+            return Ok(());
+        }
+        for d in meta.referrers(repo, subject).await? {
+            if self.depot.index.manifest(repo, &d)?.is_none() {
+                self.read_manifest_through(repo, &d, None).await?;
+            }
+        }
+        for r in self.depot.index.referrers(repo, subject)? {
+            if let Ok(d) = Digest::parse(&r.digest) {
+                self.sync_manifest(repo, &d).await?;
+            }
+        }
+        self.checked.note(repo, &key);
+        Ok(())
+    }
+
+    /// The subject a stored manifest names, if any (for removing its bucket record).
+    pub(super) async fn subject_of(&self, d: &Digest) -> Result<Option<Digest>> {
+        let Some(bytes) = self
+            .depot
+            .store
+            .read_small(d, MAX_MANIFEST_BYTES as u64)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(ParsedManifest::parse(&bytes, None)
+            .ok()
+            .and_then(|p| p.subject))
     }
 
     /// Records manifest `d` of `repo` from the bucket in the index (with `tag`, last written

@@ -8,6 +8,9 @@
 //! docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link    manifest of repo
 //! docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link       tag → digest
 //! docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link  tag history
+//! docker/registry/v2/repositories/<name>/_manifests/referrers/<subject alg>/<subject hex>/<alg>/<hex>/link
+//!                                  manifest <alg>:<hex> of repo names the subject (stevedore's:
+//!                                  distribution 2.8 has no referrers API)
 //! stevedore/cached/<alg>/<hex>     this blob was fetched from an upstream (cache content);
 //!                                  absent = pushed content
 //! ```
@@ -43,6 +46,13 @@ fn revision_link(repo: &RepoName, d: &Digest) -> String {
     format!(
         "{REPOS}/{repo}/_manifests/revisions/{}/link",
         digest_path(d)
+    )
+}
+
+fn referrers_dir(repo: &RepoName, subject: &Digest) -> String {
+    format!(
+        "{REPOS}/{repo}/_manifests/referrers/{}",
+        digest_path(subject)
     )
 }
 
@@ -159,6 +169,50 @@ impl SharedMeta {
             self.delete(&key).await?;
         }
         Ok(had)
+    }
+
+    // ---- referrers
+
+    /// Records that manifest `d` of `repo` names `subject`.
+    pub async fn add_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        d: &Digest,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}/{}/link", referrers_dir(repo, subject), digest_path(d));
+        self.write_link(&key, d).await
+    }
+
+    /// Removes the record that manifest `d` of `repo` names `subject`.
+    pub async fn remove_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        d: &Digest,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}/{}/link", referrers_dir(repo, subject), digest_path(d));
+        self.delete(&key).await
+    }
+
+    /// The manifests of `repo` recorded as naming `subject` (one listing).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Digest>, StoreError> {
+        let keys = self.counted(
+            "list",
+            self.s3.list_below(&referrers_dir(repo, subject)).await,
+        )?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                let (alg, rest) = k.split_once('/')?;
+                let hex = rest.strip_suffix("/link")?;
+                Digest::parse(&format!("{alg}:{hex}")).ok()
+            })
+            .collect())
     }
 
     // ---- tags

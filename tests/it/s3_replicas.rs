@@ -1,6 +1,7 @@
 //! Replicas on one S3 bucket (issue 16): the bucket, not a node's index, holds repository
 //! links, manifests and tags, so a push through one replica pulls through another, a tag
-//! moved or deleted through one shows on the others within `storage.s3.tagrefresh`, and a
+//! moved or deleted, a blob unlinked or a referrer pushed through one shows on the others
+//! within `storage.s3.tagrefresh`, and a
 //! replica started with an empty disk serves pushed and cached images from the bucket alone
 //! (the upstream stopped). SeaweedFS on loopback, the real binary, events awaited.
 
@@ -139,6 +140,30 @@ async fn a_push_through_one_replica_pulls_through_another_and_tag_changes_show_w
     eprintln!("tag deleted on A, 404 on B after {took:?} (tagrefresh 1s)");
     let tags = json(b.url("/v2/team/app/tags/list")).await;
     assert_eq!(tags["tags"], serde_json::json!(["v2"]));
+
+    // A blob unlinked on A: B stops serving it to the repository within the bound.
+    let blob = push_blob(&a.url(""), "team/app", &random_bytes(3000, 6)).await;
+    let blob_url = |s: &Server| s.url(&format!("/v2/team/app/blobs/{blob}"));
+    let r = client().get(blob_url(&b)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().delete(blob_url(&a)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let started = Instant::now();
+    loop {
+        let status = client().get(blob_url(&b)).send().await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "B still serves the unlinked blob: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "blob unlinked on A, 404 on B after {:?} (tagrefresh 1s)",
+        started.elapsed()
+    );
 
     // A write through B shows on B at once, and on A.
     let (d3, _) = push_image(&b.url(""), "team/app", "v3", 1, 5).await;
@@ -370,4 +395,85 @@ async fn kill_9_between_bucket_and_index_writes_leaves_nothing_pointing_at_nothi
             }
         }
     }
+}
+
+/// The digests B's referrers API lists for `subject`.
+async fn referrer_digests(s: &Server, repo: &str, subject: &str) -> Vec<String> {
+    let list = json(s.url(&format!("/v2/{repo}/referrers/{subject}"))).await;
+    list["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls until `s` lists exactly `want` as referrers of `subject` (up to `limit`).
+async fn until_referrers(s: &Server, repo: &str, subject: &str, want: &[String], limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let got = referrer_digests(s, repo, subject).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{repo} referrers of {subject} on {}: {got:?}, want {want:?}",
+            s.addr
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_pushed_through_one_replica_are_listed_by_the_others() {
+    let weed = SeaweedFs::start();
+    let (ca, cb, cc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = weed.server("referrers", ca.path(), REFRESH);
+    let b = weed.server("referrers", cb.path(), REFRESH);
+    let (subject, body) = push_image(&a.url(""), "team/app", "v1", 1, 1).await;
+    // B has read the subject, and listed its referrers, before there were any.
+    assert_eq!(manifest(&b, "team/app", &subject).await.0, 200);
+    assert!(referrer_digests(&b, "team/app", &subject).await.is_empty());
+
+    // A signature-like artifact about it, pushed through A.
+    let empty = push_blob(&a.url(""), "team/app", b"{}").await;
+    let artifact = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": body.len()},
+    });
+    let artifact = serde_json::to_vec(&artifact).unwrap();
+    let ad = digest(&artifact);
+    api::put_manifest_ok(&a.url(""), "team/app", &ad, OCI_MANIFEST, &artifact).await;
+    let want = vec![ad.clone()];
+    assert_eq!(referrer_digests(&a, "team/app", &subject).await, want);
+    // B lists it within the bound, and so does a replica that starts with an empty disk.
+    until_referrers(&b, "team/app", &subject, &want, Duration::from_secs(15)).await;
+    let c = weed.server("referrers", cc.path(), REFRESH);
+    assert_eq!(referrer_digests(&c, "team/app", &subject).await, want);
+
+    // Deleted through A: B stops listing it within the bound, and the bucket's record goes.
+    let r = client()
+        .delete(a.url(&format!("/v2/team/app/manifests/{ad}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(referrer_digests(&a, "team/app", &subject).await.is_empty());
+    until_referrers(&b, "team/app", &subject, &[], Duration::from_secs(15)).await;
+    let tree = weed.filer_tree(&format!(
+        "/buckets/{BUCKET}/referrers/docker/registry/v2/repositories/team/app/_manifests/"
+    ));
+    assert!(
+        !tree.iter().any(|k| k.contains("_manifests/referrers/")),
+        "{tree:?}"
+    );
 }

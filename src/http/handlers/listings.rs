@@ -95,7 +95,9 @@ pub async fn referrers(app: &App, scope: &Scope, digest: &str, req: &Req) -> Han
             (r.manifests, r.local_only)
         }
         _ => (
-            app.registry.referrers(scope.local(), &digest, filter)?,
+            app.registry
+                .referrers(scope.local(), &digest, filter)
+                .await?,
             false,
         ),
     };
