@@ -17,11 +17,12 @@
 //!   `recent` (reads not yet recorded).
 //!
 //! Before deleting, the links are listed once more and manifests that appeared meanwhile are
-//! marked too. A deleted blob's links (layer, revision, tag index, a tag whose current
-//! manifest it was), marker and candidate record go with it; objects of chunked pushes that
-//! no blob name points at (`S3Backend::orphans`) go once older than the grace. Replicas forget a deleted blob
-//! when they next find it gone from the bucket (`Registry::open_blob`). Must not: touch any
-//! node's local index, or delete anything in a dry run.
+//! marked too. A deleted blob's links (layer, revision, tag index, referrer record, a tag
+//! whose current manifest it was), marker and candidate record go with it; objects of
+//! chunked pushes that no blob name points at (`S3Backend::orphans`) go once older than the
+//! grace. Replicas forget a deleted blob when they next find it gone from the bucket
+//! (`Registry::open_blob`). Must not: touch any node's local index, or delete anything in a
+//! dry run.
 
 use super::evict::Pinned;
 use crate::clock::now_ms;
@@ -462,7 +463,10 @@ async fn work(
         .collect();
     for l in &snap.links {
         let d = match &l.kind {
-            LinkKind::Layer(d) | LinkKind::Revision(d) | LinkKind::TagIndex(_, d) => Some(d),
+            LinkKind::Layer(d)
+            | LinkKind::Revision(d)
+            | LinkKind::TagIndex(_, d)
+            | LinkKind::Referrer(d) => Some(d),
             LinkKind::TagCurrent(_) => tag_targets.get(&l.key).copied(),
         };
         if let Some(d) = d {
@@ -500,7 +504,7 @@ async fn work(
     // Leftovers of an interrupted run, older than the grace: links and markers to nothing.
     for l in &snap.links {
         let d = match &l.kind {
-            LinkKind::Layer(d) | LinkKind::Revision(d) => d,
+            LinkKind::Layer(d) | LinkKind::Revision(d) | LinkKind::Referrer(d) => d,
             _ => continue,
         };
         if snap.blobs.contains_key(d) || deleted.contains(d) || !aged(l.modified, options.grace) {

@@ -76,6 +76,9 @@ pub enum LinkKind {
     TagCurrent(String),
     /// `_manifests/tags/<tag>/index/<alg>/<hex>/link`: the tag pointed at the digest once.
     TagIndex(String, Digest),
+    /// `_manifests/referrers/<subject alg>/<subject hex>/<alg>/<hex>/link`: manifest `<alg>:<hex>`
+    /// names the subject (goes with that manifest; references nothing).
+    Referrer(Digest),
 }
 
 /// Who holds the bucket's maintenance lease, and until when.
@@ -152,6 +155,10 @@ fn parse_link(parts: &[&str]) -> Option<(String, LinkKind)> {
         ["_manifests", "tags", tag, "current", "link"] => LinkKind::TagCurrent((*tag).to_owned()),
         ["_manifests", "tags", tag, "index", alg, hex, "link"] => {
             LinkKind::TagIndex((*tag).to_owned(), digest_of(alg, hex)?)
+        }
+        ["_manifests", "referrers", salg, shex, alg, hex, "link"] => {
+            digest_of(salg, shex)?;
+            LinkKind::Referrer(digest_of(alg, hex)?)
         }
         _ => return None,
     };
@@ -524,6 +531,10 @@ mod tests {
             (
                 format!("app/_manifests/tags/v1/index/sha256/{hex}/link"),
                 Some(("app", LinkKind::TagIndex("v1".into(), d.clone()))),
+            ),
+            (
+                format!("app/_manifests/referrers/sha256/{hex}/sha256/{hex}/link"),
+                Some(("app", LinkKind::Referrer(d.clone()))),
             ),
             (format!("app/_uploads/{hex}/startedat"), None),
             (format!("_layers/sha256/{hex}/link"), None),
