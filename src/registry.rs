@@ -270,9 +270,9 @@ impl Registry {
     /// when its digest matches; `adopt_blob` then records it.
     pub async fn blob_writer(
         &self,
-        algorithm: Algorithm,
+        digest: &Digest,
     ) -> std::result::Result<BlobWriter, StoreError> {
-        self.depot.store.writer_for(algorithm).await
+        self.depot.store.writer_expecting(digest).await
     }
 
     /// Ends a `blob_writer` write of a blob fetched from an upstream and commits it (marked

@@ -178,10 +178,7 @@ async fn run(
     let resp = job.source.get().await.map_err(upstream_err)?;
     let size = resp.len;
     tracing::debug!(digest = %job.digest, size, "upstream blob head");
-    let mut writer = registry
-        .blob_writer(job.digest.algorithm())
-        .await
-        .map_err(store_err)?;
+    let mut writer = registry.blob_writer(&job.digest).await.map_err(store_err)?;
     let _ = tx.send(FetchState::Streaming {
         verified: false,
         file: writer.growing(),

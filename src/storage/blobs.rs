@@ -210,6 +210,16 @@ impl BlobStore {
         self.staging.writer(algorithm).await
     }
 
+    /// Starts writing blob `digest`, known before its bytes arrive: on a bucket, its parts go
+    /// up while it is staged (completed at commit, only if it matches).
+    pub async fn writer_expecting(&self, digest: &Digest) -> Result<BlobWriter, StoreError> {
+        let mut writer = self.writer_for(digest.algorithm()).await?;
+        if let Backend::S3(s3) = &self.backend {
+            writer.send_early(|path| s3.early_upload(digest, path));
+        }
+        Ok(writer)
+    }
+
     /// Ends a write and commits it: only when its digest matches `expected`, when one is
     /// given. On a mismatch nothing is kept.
     pub async fn commit(

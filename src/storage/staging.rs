@@ -1,9 +1,11 @@
 //! The local tier in front of every backend: blobs being written land in `<root>/tmp`, hashed
 //! as they arrive, behind a delete-on-drop guard. A finished write is checked against its digest
 //! and only then becomes a `Verified` blob, the one thing a `BlobBackend` accepts. Readers of a
-//! blob still arriving (single-flight fetches) follow its staged file through `GrowingFile`.
+//! blob still arriving (single-flight fetches) follow its staged file through `GrowingFile`;
+//! so may a backend that sends it on as it grows (`Early`: told how far the writer got).
 
 use super::StoreError;
+use super::s3::{Early, ProgressTx};
 use crate::oci::{Algorithm, Digest, DigestHasher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,7 @@ impl Staging {
             hasher: DigestHasher::new(algorithm),
             verified: None,
             len: 0,
+            early: None,
         })
     }
 }
@@ -80,6 +83,8 @@ pub struct BlobWriter {
     /// Set by `verify`.
     verified: Option<Digest>,
     len: u64,
+    /// A backend sending the file on while it is written (told how far it got).
+    early: Option<Early>,
 }
 
 impl BlobWriter {
@@ -87,13 +92,26 @@ impl BlobWriter {
         self.hasher.update(data);
         self.len += data.len() as u64;
         self.file.write_all(data).await?;
+        if let Some(early) = &self.early {
+            early.report(self.len - self.file.buffer().len() as u64);
+        }
         Ok(())
     }
 
     /// Flushes buffered bytes so that readers of `growing` see everything written so far.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
         self.file.flush().await?;
+        if let Some(early) = &self.early {
+            early.report(self.len);
+        }
         Ok(())
+    }
+
+    /// Hands the staged file to a backend that sends it on while it is written
+    /// (`BlobStore::writer_expecting`).
+    pub(super) fn send_early(&mut self, start: impl FnOnce(PathBuf) -> Early) {
+        let path = self.guard.0.clone().expect("armed until finished");
+        self.early = Some(start(path));
     }
 
     pub fn len(&self) -> u64 {
@@ -119,6 +137,7 @@ impl BlobWriter {
             file,
             hasher: std::mem::take(&mut self.hasher),
             len: self.len,
+            progress: self.early.as_ref().map(Early::progress),
         })
     }
 
@@ -149,11 +168,12 @@ impl BlobWriter {
         if let Some(expected) = expected {
             check(expected, &actual)?;
         }
-        self.file.flush().await?;
+        self.flush().await?;
         Ok(Verified {
             digest: actual,
             len: self.len,
             guard: self.guard,
+            early: self.early,
         })
     }
 }
@@ -166,6 +186,7 @@ pub struct Lander {
     file: std::fs::File,
     hasher: DigestHasher,
     len: u64,
+    progress: Option<ProgressTx>,
 }
 
 impl Lander {
@@ -183,6 +204,9 @@ impl Lander {
         }
         self.len = at;
         written(at);
+        if let Some(p) = &self.progress {
+            p.send_modify(|p| p.written = at);
+        }
         for c in chunks {
             self.hasher.update(c);
         }
@@ -215,6 +239,7 @@ pub struct Verified {
     digest: Digest,
     len: u64,
     guard: TempGuard,
+    early: Option<Early>,
 }
 
 impl Verified {
@@ -224,7 +249,13 @@ impl Verified {
             digest,
             len,
             guard: TempGuard(Some(path)),
+            early: None,
         }
+    }
+
+    /// The upload that followed the file while it was written, if one did.
+    pub(super) fn take_early(&mut self) -> Option<Early> {
+        self.early.take()
     }
 
     pub fn digest(&self) -> &Digest {

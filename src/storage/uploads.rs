@@ -339,14 +339,15 @@ impl Uploads {
     /// A whole blob in one request whose digest is known up front (`POST ?digest=`): there is
     /// no session for another replica to continue, so it is staged on the local disk, hashed
     /// as it arrives, and committed under `digest` only if it matches (on an object store, in
-    /// parts to the digest's own key: nothing is copied). Returns the size.
+    /// parts sent to the digest's own key while it arrives: nothing is copied). Returns the
+    /// size.
     pub async fn put_whole<S, E>(&self, digest: &Digest, body: S) -> Result<u64, AppendError<E>>
     where
         S: Stream<Item = Result<Bytes, E>>,
     {
         let mut writer = self
             .store
-            .writer_for(digest.algorithm())
+            .writer_expecting(digest)
             .await
             .map_err(AppendError::Store)?;
         let mut body = std::pin::pin!(body);

@@ -202,3 +202,96 @@ async fn kill_9_during_a_multipart_upload_leaves_nothing_visible() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_blob_whose_digest_is_known_goes_up_while_it_arrives() {
+    const PART: usize = 5 << 20;
+    let weed = SeaweedFs::start();
+    let cache = tempfile::tempdir().unwrap();
+    let (server, _cfg) = start(
+        &weed,
+        "early",
+        cache.path(),
+        "  redirect:\n    disable: true\n",
+    );
+    let data = random_bytes(3 * PART + 1234, 21);
+    let d = digest(&data);
+    // `POST ?digest=` with a body that arrives in two halves.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let url = server.url(&format!("/v2/app/blobs/uploads/?digest={d}"));
+    let pushing = tokio::spawn(async move {
+        client()
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+            )))
+            .send()
+            .await
+    });
+    // (More than two parts: the writer buffers up to 256 KiB before the file has it.)
+    let half = 2 * PART + (1 << 20);
+    tx.send(Ok(data[..half].to_vec())).await.unwrap();
+    // Two whole parts are in: they are in the bucket's multipart upload before the rest
+    // of the body is sent, and the blob's key does not exist yet.
+    let uploads = format!("/buckets/{BUCKET}/.uploads/");
+    let parts = || {
+        weed.filer_tree(&uploads)
+            .into_iter()
+            .filter(|p| p.ends_with(".part"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || parts() >= 2).await,
+        "parts did not go up while the body arrived: {:?}",
+        weed.filer_tree(&uploads)
+    );
+    let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/early/"));
+    assert!(!tree.contains(&blob_object("early", &d)), "{tree:?}");
+    tx.send(Ok(data[half..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = pushing.await.unwrap().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/early/"));
+    assert!(tree.contains(&blob_object("early", &d)), "{tree:?}");
+    assert!(
+        weed.filer_entries(&uploads).is_empty(),
+        "{:?}",
+        weed.filer_tree(&uploads)
+    );
+    let r = client()
+        .get(server.url(&format!("/v2/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(got.len(), data.len(), "pulled length");
+    let first_diff = got.iter().zip(&data).position(|(a, b)| a != b);
+    assert!(
+        first_diff.is_none(),
+        "pulled body differs from byte {first_diff:?}"
+    );
+
+    // A body that does not match its digest: the upload is aborted, nothing is visible.
+    let wrong = digest(b"not these bytes");
+    let r = client()
+        .post(server.url(&format!("/v2/app/blobs/uploads/?digest={wrong}")))
+        .header("content-type", "application/octet-stream")
+        .body(random_bytes(2 * PART + 7, 22))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{}", r.text().await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(30), || weed
+            .filer_entries(&uploads)
+            .is_empty())
+        .await,
+        "the mismatched upload was not aborted: {:?}",
+        weed.filer_tree(&uploads)
+    );
+    let tree = weed.filer_tree(&format!("/buckets/{BUCKET}/early/"));
+    assert!(!tree.contains(&blob_object("early", &wrong)), "{tree:?}");
+}

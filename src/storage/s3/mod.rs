@@ -26,7 +26,9 @@
 //! The only module that talks to the object store (the `object_store` crate stays in here).
 //! A commit uploads the staged, verified blob: one PUT below `chunksize`, else a multipart
 //! upload in `chunksize` parts, completed only once every part is in and aborted on any
-//! failure, so the digest's key never names partial bytes. Each multipart upload is recorded
+//! failure, so the digest's key never names partial bytes. A blob whose digest was known
+//! before it arrived has its parts sent while it is staged (`early.rs`): the commit then only
+//! completes them. Each multipart upload is recorded
 //! by a marker object while it runs; a node that was killed mid-upload aborts its own
 //! leftovers at its next start (`abort_stale_uploads`), and any node those of others older
 //! than a day. Reads are ranged GETs; `presign` hands out short-lived GET URLs for redirects.
@@ -37,11 +39,13 @@
 //! whole blob in memory (a few parts at most per upload), or know what the registry's metadata
 //! means.
 
+mod early;
 mod http;
 mod meta;
 mod shared;
 mod uploads;
 
+pub use early::{Early, ProgressTx};
 use shared::modified_ms;
 pub use shared::{BucketBlob, BucketKey, Lease, LeaseError, Link, LinkKind};
 pub use uploads::{BucketSession, BucketUploads};
@@ -622,11 +626,22 @@ impl BlobBackend for S3Backend {
         Ok(Some((BlobRead::Remote(Box::new(source)), size)))
     }
 
-    async fn commit(&self, blob: Verified) -> Result<(), StoreError> {
+    async fn commit(&self, mut blob: Verified) -> Result<(), StoreError> {
+        // Parts sent while the blob was staged (`early.rs`): complete them.
+        let sent = match blob.take_early() {
+            Some(early) => early.finish(blob.len()).await?,
+            None => None,
+        };
         // A blob already there has these very bytes: keep it (the staged copy goes with
         // `blob`).
         if self.stat(blob.digest()).await?.is_some() {
+            if let Some(sent) = sent {
+                self.abort(&sent).await;
+            }
             return Ok(());
+        }
+        if let Some(sent) = sent {
+            return self.complete_sent(sent).await;
         }
         let key = self.blob_key(blob.digest());
         if blob.len() > self.inner.chunk_size {
