@@ -176,7 +176,7 @@ impl S3Backend {
 
     /// Starts a multipart upload at `key`, recorded by a marker first seen by
     /// `abort_stale_uploads`.
-    async fn start_multipart(&self, key: &Key) -> Result<Sent, StoreError> {
+    pub(super) async fn start_multipart(&self, key: &Key) -> Result<Sent, StoreError> {
         let store = &self.inner.store;
         let opts = PutMultipartOptions {
             attributes: self.inner.attributes.clone(),

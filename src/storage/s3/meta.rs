@@ -6,7 +6,6 @@
 use super::{S3Backend, not_found, s3_err};
 use crate::storage::StoreError;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
@@ -94,13 +93,7 @@ impl S3Backend {
         rest: &str,
     ) -> Result<Vec<String>, StoreError> {
         let prefix = self.key(rest);
-        let objects: Vec<_> = self
-            .inner
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(s3_err)?;
+        let objects = self.list_all(&prefix).await?;
         Ok(objects
             .iter()
             .filter_map(|o| {

@@ -60,9 +60,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::signer::Signer;
-use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
-};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,17 +244,21 @@ impl S3Backend {
         Ok(None)
     }
 
+    /// Every object under `prefix`.
+    async fn list_all(&self, prefix: &Key) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        self.inner
+            .store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(s3_err)
+    }
+
     /// The sessions whose objects are named for `digest` (usually none or one; two replicas
     /// finishing pushes of the same bytes at once may leave two, both whole).
     async fn names(&self, digest: &Digest) -> Result<Vec<String>, StoreError> {
         let prefix = self.names_prefix(digest);
-        let listed: Vec<_> = self
-            .inner
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(s3_err)?;
+        let listed = self.list_all(&prefix).await?;
         Ok(listed
             .iter()
             .filter_map(|m| m.location.filename().map(str::to_owned))
@@ -328,13 +330,7 @@ impl S3Backend {
     > {
         let mut names = Vec::new();
         let prefix = self.key(NAMES);
-        let listed: Vec<_> = self
-            .inner
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(s3_err)?;
+        let listed = self.list_all(&prefix).await?;
         for meta in listed {
             let Some(rest) = meta.location.prefix_match(&prefix) else {
                 continue;
@@ -350,13 +346,7 @@ impl S3Backend {
         }
         let mut objects = std::collections::HashMap::new();
         let prefix = self.key(OBJECTS);
-        let listed: Vec<_> = self
-            .inner
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(s3_err)?;
+        let listed = self.list_all(&prefix).await?;
         for meta in listed {
             if let Some(id) = meta.location.filename() {
                 objects.insert(id.to_owned(), (meta.size, modified_ms(&meta)));
@@ -397,13 +387,7 @@ impl S3Backend {
     /// older than a day; how many were aborted.
     pub async fn abort_stale_uploads(&self) -> Result<usize, StoreError> {
         let mine = Key::from(format!("{}/{}", self.markers(), self.inner.node));
-        let markers: Vec<_> = self
-            .inner
-            .store
-            .list(Some(&self.markers()))
-            .try_collect()
-            .await
-            .map_err(s3_err)?;
+        let markers = self.list_all(&self.markers()).await?;
         let now = crate::clock::now_ms();
         let mut aborted = 0;
         for m in markers {
@@ -448,45 +432,17 @@ impl S3Backend {
 
     /// Uploads the staged file of `blob` to `key` in `chunksize` parts.
     async fn upload_parts(&self, blob: &Verified, key: &Key) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        let opts = PutMultipartOptions {
-            attributes: self.inner.attributes.clone(),
-            ..Default::default()
-        };
-        let id = store
-            .create_multipart_opts(key, opts)
-            .await
-            .map_err(s3_err)?;
-        let marker = self.key(&format!(
-            "stevedore/multipart/{}/{}",
-            self.inner.node,
-            uuid::Uuid::new_v4().simple()
-        ));
-        let record = serde_json::to_vec(&Marker {
-            key: key.to_string(),
-            id: id.clone(),
-        })
-        .expect("a marker serializes");
-        let sent = match store.put(&marker, record.into()).await {
-            Ok(_) => self.send_parts(blob, key, &id).await,
-            Err(e) => Err(s3_err(e)),
-        };
-        let done = match sent {
-            Ok(parts) => store
-                .complete_multipart(key, &id, parts)
-                .await
-                .map(|_| ())
-                .map_err(s3_err),
-            Err(e) => Err(e),
-        };
-        if done.is_err()
-            && let Err(e) = store.abort_multipart(key, &id).await
-        {
-            tracing::warn!(%key, error = %e, "aborting a failed multipart upload failed; the next start-up retries");
-            return done;
+        let mut sent = self.start_multipart(key).await?;
+        match self.send_parts(blob, key, &sent.id).await {
+            Ok(parts) => {
+                sent.parts = parts;
+                self.complete_sent(sent).await
+            }
+            Err(e) => {
+                self.abort(&sent).await;
+                Err(e)
+            }
         }
-        self.forget_marker(&marker).await;
-        done
     }
 
     async fn send_parts(
