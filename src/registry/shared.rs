@@ -53,19 +53,23 @@ impl Registry {
         self.depot.store.shared_meta()
     }
 
+    /// The bucket's metadata when `reference` of `repo` is due for a check (not checked
+    /// within `storage.s3.tagrefresh`); `None` without a shared bucket or when not due.
+    fn due(&self, repo: &RepoName, reference: &str) -> Option<&SharedMeta> {
+        let meta = self.meta()?;
+        (!self
+            .checked
+            .recent(repo, reference, self.options.tag_refresh))
+        .then_some(meta)
+    }
+
     /// Brings this replica's record of `tag` up to date with the bucket, unless it was
     /// checked within `storage.s3.tagrefresh`: a tag gone from the bucket goes here too, one
     /// moved is recorded (its manifest read through).
     pub(super) async fn sync_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
-        let Some(meta) = self.meta() else {
+        let Some(meta) = self.due(repo, tag.as_str()) else {
             return Ok(());
         };
-        if self
-            .checked
-            .recent(repo, tag.as_str(), self.options.tag_refresh)
-        {
-            return Ok(());
-        }
         let local = self.depot.index.tag(repo, tag)?;
         match meta.tag(repo, tag).await? {
             None => {
@@ -94,15 +98,9 @@ impl Registry {
     /// Drops this replica's record of manifest `d` of `repo` when the bucket no longer has
     /// it (deleted through another replica), unless checked within `storage.s3.tagrefresh`.
     pub(super) async fn sync_manifest(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        let Some(meta) = self.meta() else {
+        let Some(meta) = self.due(repo, d.as_str()) else {
             return Ok(());
         };
-        if self
-            .checked
-            .recent(repo, d.as_str(), self.options.tag_refresh)
-        {
-            return Ok(());
-        }
         if self.depot.index.manifest(repo, d)?.is_some() && !meta.has_revision(repo, d).await? {
             tracing::debug!(%repo, digest = %d, "manifest gone from the bucket; dropped here");
             self.depot.index.delete_manifest(repo, d)?;
@@ -116,14 +114,14 @@ impl Registry {
     /// Cached content is left alone: clients do not unlink it, and the maintenance job's
     /// removals are found when the blob is found gone.
     pub(super) async fn sync_link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        let Some(meta) = self.meta() else {
-            return Ok(());
-        };
-        // A `@` is in no tag, and this key is not a bare digest: it never meets theirs.
-        let key = format!("@{d}");
-        if self.checked.recent(repo, &key, self.options.tag_refresh) {
+        if self.meta().is_none() {
             return Ok(());
         }
+        // A `@` is in no tag, and this key is not a bare digest: it never meets theirs.
+        let key = format!("@{d}");
+        let Some(meta) = self.due(repo, &key) else {
+            return Ok(());
+        };
         let pushed = self
             .depot
             .index
@@ -146,14 +144,14 @@ impl Registry {
     /// unless checked within `storage.s3.tagrefresh`: referrers pushed through other
     /// replicas are read through, those deleted there are dropped here.
     pub(super) async fn sync_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<()> {
-        let Some(meta) = self.meta() else {
-            return Ok(());
-        };
-        // A space is in no tag and no digest: this key never meets theirs.
-        let key = format!("referrers {subject}");
-        if self.checked.recent(repo, &key, self.options.tag_refresh) {
+        if self.meta().is_none() {
             return Ok(());
         }
+        // A space is in no tag and no digest: this key never meets theirs.
+        let key = format!("referrers {subject}");
+        let Some(meta) = self.due(repo, &key) else {
+            return Ok(());
+        };
         for d in meta.referrers(repo, subject).await? {
             if self.depot.index.manifest(repo, &d)?.is_none() {
                 self.read_manifest_through(repo, &d, None).await?;

@@ -56,6 +56,10 @@ fn referrers_dir(repo: &RepoName, subject: &Digest) -> String {
     )
 }
 
+fn referrer_link(repo: &RepoName, subject: &Digest, d: &Digest) -> String {
+    format!("{}/{}/link", referrers_dir(repo, subject), digest_path(d))
+}
+
 fn tags_dir(repo: &RepoName) -> String {
     format!("{REPOS}/{repo}/_manifests/tags")
 }
@@ -180,8 +184,7 @@ impl SharedMeta {
         subject: &Digest,
         d: &Digest,
     ) -> Result<(), StoreError> {
-        let key = format!("{}/{}/link", referrers_dir(repo, subject), digest_path(d));
-        self.write_link(&key, d).await
+        self.write_link(&referrer_link(repo, subject, d), d).await
     }
 
     /// Removes the record that manifest `d` of `repo` names `subject`.
@@ -191,8 +194,7 @@ impl SharedMeta {
         subject: &Digest,
         d: &Digest,
     ) -> Result<(), StoreError> {
-        let key = format!("{}/{}/link", referrers_dir(repo, subject), digest_path(d));
-        self.delete(&key).await
+        self.delete(&referrer_link(repo, subject, d)).await
     }
 
     /// The manifests of `repo` recorded as naming `subject` (one listing).

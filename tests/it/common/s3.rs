@@ -166,55 +166,55 @@ impl Drop for SeaweedFs {
     }
 }
 
-/// A blocking GET of a JSON document (the filer's listing), on its own thread so that async
-/// tests may call it.
+/// Blocking requests to the filer, each on its own thread (with its own runtime) so that
+/// async tests may call them.
 mod reqwest {
-    /// A blocking PUT of `body` to `url`; an error unless it succeeded.
-    pub fn blocking_put(url: &str, body: Vec<u8>) -> Result<(), String> {
-        let url = url.to_owned();
+    /// Runs `request` to completion on a thread of its own.
+    fn blocking<T: Send + 'static>(
+        request: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let resp = ::reqwest::Client::new()
-                    .put(&url)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match resp.status().is_success() {
-                    true => Ok(()),
-                    false => Err(resp.status().to_string()),
-                }
-            })
+                .map_err(|e| e.to_string())?
+                .block_on(request)
         })
         .join()
-        .map_err(|_| "the PUT thread panicked".to_owned())?
+        .map_err(|_| "the request thread panicked".to_owned())?
     }
 
+    /// A PUT of `body` to `url`; an error unless it succeeded.
+    pub fn blocking_put(url: &str, body: Vec<u8>) -> Result<(), String> {
+        let url = url.to_owned();
+        blocking(async move {
+            let resp = ::reqwest::Client::new()
+                .put(&url)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match resp.status().is_success() {
+                true => Ok(()),
+                false => Err(resp.status().to_string()),
+            }
+        })
+    }
+
+    /// A GET of a JSON document (the filer's listing).
     pub fn blocking_get_json(url: &str) -> Result<serde_json::Value, String> {
         let url = url.to_owned();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        blocking(async move {
+            let resp = ::reqwest::Client::new()
+                .get(&url)
+                .header("Accept", "application/json")
+                .send()
+                .await
                 .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let resp = ::reqwest::Client::new()
-                    .get(&url)
-                    .header("Accept", "application/json")
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !resp.status().is_success() {
-                    return Err(resp.status().to_string());
-                }
-                resp.json().await.map_err(|e| e.to_string())
-            })
+            if !resp.status().is_success() {
+                return Err(resp.status().to_string());
+            }
+            resp.json().await.map_err(|e| e.to_string())
         })
-        .join()
-        .map_err(|_| "panicked".to_owned())?
     }
 }
