@@ -262,7 +262,15 @@ impl Registry {
 
     /// Makes `digest` visible in `repo` before the blob is here: a fetched manifest's blobs,
     /// which the mirror serves to that repository once they are fetched.
-    pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.depot.index.is_linked(repo, digest)? {
+            return Ok(());
+        }
+        // In a shared bucket first, as every link is (another replica's `sync_link` keeps a
+        // link only the bucket confirms).
+        if let Some(meta) = self.meta() {
+            meta.link_layer(repo, digest).await?;
+        }
         Ok(self.depot.index.link(repo, digest)?)
     }
 

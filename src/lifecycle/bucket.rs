@@ -468,6 +468,7 @@ async fn work(
             | LinkKind::TagIndex(_, d)
             | LinkKind::Referrer(d) => Some(d),
             LinkKind::TagCurrent(_) => tag_targets.get(&l.key).copied(),
+            LinkKind::Session(_) => None,
         };
         if let Some(d) = d {
             links_of.entry(d).or_default().push(&l.key);
@@ -524,8 +525,18 @@ async fn work(
     }
     // Objects of chunked pushes never named (a crash between completing and naming one), or
     // whose name went first in a delete that was cut off.
-    for (object, modified) in bucket.orphans().await? {
-        if !aged(modified, options.grace) {
+    // An object whose session was still there when the links were listed is a push being
+    // finished (completed, not yet named): its session goes only after it is named.
+    let sessions: HashSet<&str> = snap
+        .links
+        .iter()
+        .filter_map(|l| match &l.kind {
+            LinkKind::Session(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (session, object, modified) in bucket.orphans().await? {
+        if !aged(modified, options.grace) || sessions.contains(session.as_str()) {
             continue;
         }
         report.orphans_deleted += 1;

@@ -357,7 +357,7 @@ pub(super) async fn store_fetched(
         .await?;
     // The blobs this manifest names may be served to this repository once fetched.
     for b in &parsed.blobs {
-        registry.link_blob(&p.local, b)?;
+        registry.link_blob(&p.local, b).await?;
     }
     if notifier.wants(Action::CacheFill) {
         let mut target = Target::cached(

@@ -117,21 +117,21 @@ impl Registry {
         if self.meta().is_none() {
             return Ok(());
         }
-        // A `@` is in no tag, and this key is not a bare digest: it never meets theirs.
-        let key = format!("@{d}");
-        let Some(meta) = self.due(repo, &key) else {
-            return Ok(());
-        };
+        // Only links of pushed content are checked (and remembered as checked).
         let pushed = self
             .depot
             .index
             .blob(d)?
             .is_some_and(|rec| rec.origin == Origin::Local);
-        if pushed
-            && self.depot.index.is_linked(repo, d)?
-            && !meta.layer_linked(repo, d).await?
-            && !meta.has_revision(repo, d).await?
-        {
+        if !pushed || !self.depot.index.is_linked(repo, d)? {
+            return Ok(());
+        }
+        // A `@` is in no tag, and this key is not a bare digest: it never meets theirs.
+        let key = format!("@{d}");
+        let Some(meta) = self.due(repo, &key) else {
+            return Ok(());
+        };
+        if !meta.layer_linked(repo, d).await? && !meta.has_revision(repo, d).await? {
             tracing::debug!(%repo, digest = %d, "blob unlinked in the bucket; unlinked here");
             self.depot.index.unlink(repo, d)?;
             self.depot.cache.forget_link(repo, d).await;

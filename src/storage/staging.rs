@@ -57,9 +57,14 @@ impl Staging {
             verified: None,
             len: 0,
             early: None,
+            reported: 0,
         })
     }
 }
+
+/// How many bytes a writer followed by a backend (`Early`) writes between flushes that let the
+/// backend read them.
+const REPORT_EVERY: u64 = 4 * 1024 * 1024;
 
 /// Removes its file when dropped, unless disarmed.
 #[derive(Debug)]
@@ -85,6 +90,8 @@ pub struct BlobWriter {
     len: u64,
     /// A backend sending the file on while it is written (told how far it got).
     early: Option<Early>,
+    /// What `early` was last told is in the file.
+    reported: u64,
 }
 
 impl BlobWriter {
@@ -92,8 +99,10 @@ impl BlobWriter {
         self.hasher.update(data);
         self.len += data.len() as u64;
         self.file.write_all(data).await?;
-        if let Some(early) = &self.early {
-            early.report(self.len - self.file.buffer().len() as u64);
+        // A backend following the file learns of bytes only once they are in it: tokio's
+        // file may still be writing what left the buffer, until flushed.
+        if self.early.is_some() && self.len >= self.reported + REPORT_EVERY {
+            self.flush().await?;
         }
         Ok(())
     }
@@ -103,6 +112,7 @@ impl BlobWriter {
         self.file.flush().await?;
         if let Some(early) = &self.early {
             early.report(self.len);
+            self.reported = self.len;
         }
         Ok(())
     }
@@ -145,6 +155,7 @@ impl BlobWriter {
     pub fn landed(&mut self, lander: Lander) {
         self.hasher = lander.hasher;
         self.len = lander.len;
+        self.reported = self.len;
     }
 
     /// Checks the bytes written so far against `expected`, so that readers of the staged file

@@ -214,7 +214,7 @@ async fn a_blob_whose_digest_is_known_goes_up_while_it_arrives() {
         cache.path(),
         "  redirect:\n    disable: true\n",
     );
-    let data = random_bytes(3 * PART + 1234, 21);
+    let data = random_bytes(4 * PART + 1234, 21);
     let d = digest(&data);
     // `POST ?digest=` with a body that arrives in two halves.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
@@ -230,8 +230,8 @@ async fn a_blob_whose_digest_is_known_goes_up_while_it_arrives() {
             .send()
             .await
     });
-    // (More than two parts: the writer buffers up to 256 KiB before the file has it.)
-    let half = 2 * PART + (1 << 20);
+    // (Three parts: the writer tells the follower what is in the file every 4 MiB.)
+    let half = 3 * PART;
     tx.send(Ok(data[..half].to_vec())).await.unwrap();
     // Two whole parts are in: they are in the bucket's multipart upload before the rest
     // of the body is sent, and the blob's key does not exist yet.

@@ -32,12 +32,41 @@ pub struct Progress {
 /// The writer's side: where it reports progress.
 pub type ProgressTx = Arc<watch::Sender<Progress>>;
 
-/// A multipart upload the task started and filled: completed by `commit`.
+/// Parts of one blob sent at once while it is staged.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A multipart upload started and filled: completed by `commit` (`complete_sent`) or aborted
+/// (`abort`). One dropped otherwise — a commit cancelled midway, its client gone — aborts
+/// itself, so no path leaves an upload neither completed nor aborted.
 pub(super) struct Sent {
+    pub s3: S3Backend,
     pub key: Key,
     pub id: String,
     pub marker: Key,
     pub parts: Vec<PartId>,
+    /// Completed or aborted already.
+    pub settled: bool,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let s3 = self.s3.clone();
+        let mut orphan = Sent {
+            s3: self.s3.clone(),
+            key: self.key.clone(),
+            id: self.id.clone(),
+            marker: self.marker.clone(),
+            parts: Vec::new(),
+            settled: true,
+        };
+        runtime.spawn(async move { s3.abort(&mut orphan).await });
+    }
 }
 
 /// An upload that follows a staged file; see the module doc.
@@ -113,33 +142,50 @@ impl S3Backend {
     ) -> Result<Option<Sent>, StoreError> {
         let part = self.inner.chunk_size;
         let mut started: Option<Sent> = None;
-        let result = async {
-            let mut file = None;
-            let mut next = 0u64;
-            loop {
-                // Part `next` can go once the file holds it whole and more follows it (or
-                // the end is known): a blob of exactly one part is never a multipart upload.
-                let state = *rx
-                    .wait_for(|p| p.dropped || p.end.is_some() || p.written > (next + 1) * part)
-                    .await
-                    .map_err(|_| dropped())?;
-                if state.dropped {
-                    return Err(dropped());
+        let mut sending = tokio::task::JoinSet::new();
+        let mut sent: Vec<(u64, PartId)> = Vec::new();
+        let mut file: Option<Arc<std::fs::File>> = None;
+        let mut next = 0u64;
+        loop {
+            // Part `next` can go once the file holds it whole and more follows it (or the
+            // end is known): a blob of exactly one part is never a multipart upload.
+            let state = *rx
+                .wait_for(|p| p.dropped || p.end.is_some() || p.written > (next + 1) * part)
+                .await
+                .map_err(|_| dropped())?;
+            if state.dropped {
+                return Err(dropped());
+            }
+            let start = next * part;
+            let len = match state.end {
+                Some(end) if end <= start => break,
+                Some(end) if started.is_none() && end <= part => break,
+                Some(end) => (end - start).min(part),
+                None => part,
+            };
+            if started.is_none() {
+                // Already there (the same bytes): nothing to send; the commit keeps it.
+                match self.inner.store.head(&key).await {
+                    Ok(_) => return Ok(None),
+                    Err(e) if super::not_found(&e) => {}
+                    Err(e) => return Err(s3_err(e)),
                 }
-                let start = next * part;
-                let len = match state.end {
-                    Some(end) if end <= start => return Ok(()),
-                    Some(end) if started.is_none() && end <= part => return Ok(()),
-                    Some(end) => (end - start).min(part),
-                    None => part,
-                };
-                if started.is_none() {
-                    started = Some(self.start_multipart(&key).await?);
-                }
-                let opened = match &file {
-                    Some(f) => Arc::clone(f),
-                    None => Arc::clone(file.insert(Arc::new(std::fs::File::open(&path)?))),
-                };
+                started = Some(self.start_multipart(&key).await?);
+            }
+            while sending.len() >= PARTS_IN_FLIGHT {
+                sent.push(joined(sending.join_next().await)?);
+            }
+            let opened = match &file {
+                Some(f) => Arc::clone(f),
+                None => Arc::clone(file.insert(Arc::new(std::fs::File::open(&path)?))),
+            };
+            let (store, key, id) = (
+                self.inner.store.clone(),
+                key.clone(),
+                started.as_ref().expect("started above").id.clone(),
+            );
+            let index = next;
+            sending.spawn(async move {
                 let data = tokio::task::spawn_blocking(move || {
                     crate::storage::read_at(&opened, start, len as usize)
                 })
@@ -151,27 +197,23 @@ impl S3Backend {
                         "staged blob is shorter than its writer reported",
                     )));
                 }
-                let sent = started.as_mut().expect("started above");
-                let id = self
-                    .inner
-                    .store
-                    .put_part(&key, &sent.id, next as usize, PutPayload::from(data))
+                let part = store
+                    .put_part(&key, &id, index as usize, PutPayload::from(data))
                     .await
                     .map_err(s3_err)?;
-                sent.parts.push(id);
-                next += 1;
-            }
+                Ok((index, part))
+            });
+            next += 1;
         }
-        .await;
-        match result {
-            Ok(()) => Ok(started),
-            Err(e) => {
-                if let Some(sent) = started {
-                    self.abort(&sent).await;
-                }
-                Err(e)
-            }
+        while let Some(r) = sending.join_next().await {
+            sent.push(joined(Some(r))?);
         }
+        let Some(mut done) = started else {
+            return Ok(None);
+        };
+        sent.sort_by_key(|(i, _)| *i);
+        done.parts = sent.into_iter().map(|(_, p)| p).collect();
+        Ok(Some(done))
     }
 
     /// Starts a multipart upload at `key`, recorded by a marker first seen by
@@ -201,43 +243,62 @@ impl S3Backend {
             return Err(s3_err(e));
         }
         Ok(Sent {
+            s3: self.clone(),
             key: key.clone(),
             id,
             marker,
             parts: Vec::new(),
+            settled: false,
         })
     }
 
     /// Completes what `follow` sent; aborted on failure. The marker goes either way (an
     /// abort that failed keeps it, for the next start-up).
-    pub(super) async fn complete_sent(&self, sent: Sent) -> Result<(), StoreError> {
+    pub(super) async fn complete_sent(&self, mut sent: Sent) -> Result<(), StoreError> {
         let done = self
             .inner
             .store
-            .complete_multipart(&sent.key, &sent.id, sent.parts.clone())
+            .complete_multipart(&sent.key, &sent.id, std::mem::take(&mut sent.parts))
             .await
             .map(|_| ())
             .map_err(s3_err);
         match done {
             Ok(()) => {
+                sent.settled = true;
                 self.forget_marker(&sent.marker).await;
                 Ok(())
             }
             Err(e) => {
-                self.abort(&sent).await;
+                self.abort(&mut sent).await;
                 Err(e)
             }
         }
     }
 
-    /// Aborts a started upload and forgets its marker (kept when the abort fails).
-    pub(super) async fn abort(&self, sent: &Sent) {
+    /// Aborts a started upload and forgets its marker (kept when the abort fails, for the
+    /// next start-up).
+    pub(super) async fn abort(&self, sent: &mut Sent) {
+        sent.settled = true;
         match self.inner.store.abort_multipart(&sent.key, &sent.id).await {
             Ok(()) => self.forget_marker(&sent.marker).await,
             Err(e) => {
                 tracing::warn!(key = %sent.key, error = %e, "aborting a multipart upload failed; the next start-up retries");
             }
         }
+    }
+}
+
+/// A part sent: its index and what completing the upload names it by.
+type PartSent = Result<(u64, PartId), StoreError>;
+
+/// A part's outcome from the join set.
+fn joined(r: Option<Result<PartSent, tokio::task::JoinError>>) -> PartSent {
+    match r {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(StoreError::Io(std::io::Error::other(e))),
+        None => Err(StoreError::Io(std::io::Error::other(
+            "no part was being sent",
+        ))),
     }
 }
 

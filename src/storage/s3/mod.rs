@@ -91,8 +91,8 @@ struct Inner {
     attributes: Attributes,
     /// This node's name in multipart markers (kept in its local cache directory).
     node: String,
-    /// Digest → the named object holding it, as found (a blob never changes its object;
-    /// one deleted is forgotten when found gone).
+    /// Digest → the object holding it (distribution's key or a named object), as last
+    /// found: a blob never changes its object; one deleted is forgotten when found gone.
     named: moka::future::Cache<Digest, Key>,
 }
 
@@ -222,7 +222,10 @@ impl S3Backend {
         }
         let key = self.blob_key(digest);
         match self.inner.store.head(&key).await {
-            Ok(meta) => return Ok(Some((key, meta.size))),
+            Ok(meta) => {
+                self.inner.named.insert(digest.clone(), key.clone()).await;
+                return Ok(Some((key, meta.size)));
+            }
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(s3_err(e)),
         }
@@ -269,8 +272,12 @@ impl S3Backend {
     /// deletes it when the blob is there already (the same bytes).
     pub(super) async fn adopt(&self, id: &str, digest: &Digest) -> Result<(), StoreError> {
         let object = self.object_key(id);
-        if self.locate(digest).await?.is_some() {
-            self.remove_object(&object).await?;
+        if let Some((at, _)) = self.locate(digest).await? {
+            // Another copy holds these bytes: this one goes. Unless it is this very object
+            // (a final PUT retried after its name was written).
+            if at != object {
+                self.remove_object(&object).await?;
+            }
             return Ok(());
         }
         let name = Key::from(format!("{}/{id}", self.names_prefix(digest)));
@@ -303,16 +310,20 @@ impl S3Backend {
             .collect())
     }
 
-    /// Objects of pushed blobs that no name points at, with when they were written (ms): a
-    /// crash between completing one and naming it, or a delete cut off between the two.
-    pub async fn orphans(&self) -> Result<Vec<(BucketKey, u64)>, StoreError> {
+    /// Objects of pushed blobs that no name points at, with their session and when they were
+    /// written (ms): a crash between completing one and naming it, a delete cut off between
+    /// the two — or a push being finished right now, while its session is still there.
+    pub async fn orphans(&self) -> Result<Vec<(String, BucketKey, u64)>, StoreError> {
         let (names, objects) = self.names_and_objects().await?;
         let named: std::collections::HashSet<String> =
             names.into_iter().map(|(_, id, _)| id).collect();
         Ok(objects
             .into_iter()
             .filter(|(id, _)| !named.contains(id))
-            .map(|(id, (_, modified))| (BucketKey::new(format!("{OBJECTS}/{id}")), modified))
+            .map(|(id, (_, modified))| {
+                let key = BucketKey::new(format!("{OBJECTS}/{id}"));
+                (id, key, modified)
+            })
             .collect())
     }
 
@@ -370,9 +381,14 @@ impl S3Backend {
 
     /// A URL that lets its holder GET the blob for `ttl`, without credentials.
     pub async fn presign(&self, digest: &Digest, ttl: Duration) -> Result<String, StoreError> {
-        let key = match self.locate(digest).await? {
-            Some((key, _)) => key,
-            None => self.blob_key(digest),
+        // Where the blob was found last (a request answered just before found it): signing
+        // needs no request then.
+        let key = match self.inner.named.get(digest).await {
+            Some(key) => key,
+            None => match self.locate(digest).await? {
+                Some((key, _)) => key,
+                None => self.blob_key(digest),
+            },
         };
         let url = self
             .inner
@@ -439,7 +455,7 @@ impl S3Backend {
                 self.complete_sent(sent).await
             }
             Err(e) => {
-                self.abort(&sent).await;
+                self.abort(&mut sent).await;
                 Err(e)
             }
         }
@@ -583,16 +599,26 @@ impl BlobBackend for S3Backend {
     }
 
     async fn commit(&self, mut blob: Verified) -> Result<(), StoreError> {
-        // Parts sent while the blob was staged (`early.rs`): complete them.
+        // Parts sent while the blob was staged (`early.rs`): complete them. If that upload
+        // failed, the staged file is still whole: upload it as if it had not been followed.
         let sent = match blob.take_early() {
-            Some(early) => early.finish(blob.len()).await?,
+            Some(early) => match early.finish(blob.len()).await {
+                Ok(sent) => sent,
+                Err(e) => {
+                    tracing::warn!(digest = %blob.digest(), error = %e, "the upload that followed the staged blob failed; uploading it again");
+                    None
+                }
+            },
             None => None,
         };
+        if let Some(sent) = &sent {
+            debug_assert_eq!(sent.key, self.blob_key(blob.digest()));
+        }
         // A blob already there has these very bytes: keep it (the staged copy goes with
         // `blob`).
         if self.stat(blob.digest()).await?.is_some() {
-            if let Some(sent) = sent {
-                self.abort(&sent).await;
+            if let Some(mut sent) = sent {
+                self.abort(&mut sent).await;
             }
             return Ok(());
         }

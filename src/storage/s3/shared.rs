@@ -79,6 +79,9 @@ pub enum LinkKind {
     /// `_manifests/referrers/<subject alg>/<subject hex>/<alg>/<hex>/link`: manifest `<alg>:<hex>`
     /// names the subject (goes with that manifest; references nothing).
     Referrer(Digest),
+    /// `_uploads/<uuid>/state`: a push upload session under way (its object, if completed,
+    /// is not yet named).
+    Session(String),
 }
 
 /// Who holds the bucket's maintenance lease, and until when.
@@ -144,7 +147,7 @@ fn digest_of(alg: &str, hex: &str) -> Option<Digest> {
 fn parse_link(parts: &[&str]) -> Option<(String, LinkKind)> {
     let at = parts
         .iter()
-        .position(|p| *p == "_layers" || *p == "_manifests")?;
+        .position(|p| *p == "_layers" || *p == "_manifests" || *p == "_uploads")?;
     if at == 0 {
         return None;
     }
@@ -156,6 +159,7 @@ fn parse_link(parts: &[&str]) -> Option<(String, LinkKind)> {
         ["_manifests", "tags", tag, "index", alg, hex, "link"] => {
             LinkKind::TagIndex((*tag).to_owned(), digest_of(alg, hex)?)
         }
+        ["_uploads", id, "state"] => LinkKind::Session((*id).to_owned()),
         ["_manifests", "referrers", salg, shex, alg, hex, "link"] => {
             digest_of(salg, shex)?;
             LinkKind::Referrer(digest_of(alg, hex)?)
@@ -537,6 +541,10 @@ mod tests {
                 Some(("app", LinkKind::Referrer(d.clone()))),
             ),
             (format!("app/_uploads/{hex}/startedat"), None),
+            (
+                format!("app/_uploads/{hex}/state"),
+                Some(("app", LinkKind::Session(hex.clone()))),
+            ),
             (format!("_layers/sha256/{hex}/link"), None),
             ("app/_layers/sha256/zz/link".to_owned(), None),
         ];
