@@ -78,6 +78,11 @@ impl ConnState {
     /// write buffer is then empty), no bytes read meanwhile (its read buffer is then empty, or
     /// holds only what `into_parts` hands back), and no request since. hyper is then waiting
     /// for the next request head, the only time `park` takes a connection out of it.
+    /// Requests started so far on this connection (wraps).
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     pub fn parkable(&self) -> bool {
         self.phase.load(Ordering::Relaxed) == IDLE
             && self.bodiless.load(Ordering::Relaxed)

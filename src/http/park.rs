@@ -2,9 +2,9 @@
 //! in little memory). A hyper HTTP/1 connection waiting for its next request keeps an 8 KiB
 //! read buffer reserved, its write buffer and its state: about 17 KiB each. So when a kept-alive
 //! connection goes idle (`ConnState::parkable`: its bodiless request answered and flushed,
-//! nothing read since), its hyper connection is ended without closing the socket
-//! (`graceful_shutdown` of an idle connection + `into_parts`), and the socket waits for
-//! readability with no buffer at all; the first bytes of the next request start a new hyper
+//! nothing read since) and stays so for `PARK_AFTER`, its hyper connection is ended without
+//! closing the socket (`graceful_shutdown` of an idle connection + `into_parts`), and the
+//! socket waits for readability with no buffer at all; the first bytes of the next request start a new hyper
 //! connection on it. What hyper had read ahead is put back in front of the socket
 //! (`Lingering::unread`).
 //! While parked the idle timeout (`http.limits.idletimeout`) and the server's graceful shutdown
@@ -31,6 +31,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+/// How long a kept-alive connection stays idle in hyper before it is parked. Parking and
+/// unparking cost a hyper connection's teardown and rebuild (its buffers, `into_parts`); a
+/// client sending requests back to back (a pull's manifest and blob requests, a load test)
+/// never waits this long between two, so only connections that really went quiet pay it.
+/// Short, so that a burst of connections that go idle together (a fleet's nodes after a
+/// rollout) holds hyper's buffers only briefly.
+const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The server's graceful shutdown as the connections see it: `true` once it has begun. The
 /// accept loop waits for every receiver to be dropped (every connection to end).
@@ -146,6 +154,10 @@ where
     S::Future: Unpin,
     S::Error: Into<BoxError>,
 {
+    // When the connection went idle (the request count it was armed for): it is parked once
+    // idle for `PARK_AFTER`.
+    let mut park_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut armed_for = None;
     loop {
         // Boxed: the parked connection's future then holds no room for a hyper connection.
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service.clone()));
@@ -165,9 +177,20 @@ where
                     }
                     let polled = Pin::new(&mut *conn).poll(cx);
                     if polled.is_pending() && !closing && state.parkable() {
-                        parking = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        continue;
+                        let timer = park_timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
+                        let requests = state.requests();
+                        if armed_for != Some(requests) {
+                            armed_for = Some(requests);
+                            timer
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + PARK_AFTER);
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            parking = true;
+                            Pin::new(&mut *conn).graceful_shutdown();
+                            continue;
+                        }
                     }
                     return polled;
                 }
