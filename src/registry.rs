@@ -14,7 +14,6 @@ use crate::clock::{now_ms, now_secs};
 use crate::depot::Depot;
 use crate::error::{ErrorCode, RegistryError, UploadPosition};
 use crate::index::{BlobRecord, ManifestRecord, Origin, TagNotes, TagRecord};
-use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::storage::{AppendError, BlobWriter, OpenBlob, StoreError, UploadSession, Uploads};
 use bytes::Bytes;
@@ -531,12 +530,7 @@ impl Registry {
                 bytes: m.bytes,
             }));
         }
-        let Some(bytes) = self
-            .depot
-            .store
-            .read_small(digest, MAX_MANIFEST_BYTES as u64)
-            .await?
-        else {
+        let Some(bytes) = self.stored_manifest(digest).await? else {
             tracing::warn!(%digest, repo = %repo, "manifest file missing; dropping its index entry");
             self.depot.index.delete_manifest(repo, digest)?;
             return Ok(None);

@@ -11,7 +11,6 @@
 use super::{Registry, Result, blob_record};
 use crate::clock::now_secs;
 use crate::index::{Origin, TagRecord};
-use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, ParsedManifest, RepoName, Tag};
 use crate::storage::SharedMeta;
 use std::collections::HashMap;
@@ -168,12 +167,7 @@ impl Registry {
 
     /// The subject a stored manifest names, if any (for removing its bucket record).
     pub(super) async fn subject_of(&self, d: &Digest) -> Result<Option<Digest>> {
-        let Some(bytes) = self
-            .depot
-            .store
-            .read_small(d, MAX_MANIFEST_BYTES as u64)
-            .await?
-        else {
+        let Some(bytes) = self.stored_manifest(d).await? else {
             return Ok(None);
         };
         Ok(ParsedManifest::parse(&bytes, None)
@@ -220,12 +214,7 @@ impl Registry {
         if !meta.has_revision(repo, d).await? {
             return Ok(false);
         }
-        let Some(bytes) = self
-            .depot
-            .store
-            .read_small(d, MAX_MANIFEST_BYTES as u64)
-            .await?
-        else {
+        let Some(bytes) = self.stored_manifest(d).await? else {
             return Ok(false);
         };
         let parsed = match ParsedManifest::parse(&bytes, None) {
