@@ -55,11 +55,7 @@ impl S3Backend {
 
     /// Deletes an object; deleting an absent one is no error.
     pub(in crate::storage) async fn delete_object(&self, rest: &str) -> Result<(), StoreError> {
-        match self.inner.store.delete(&self.key(rest)).await {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(s3_err(e)),
-        }
+        self.remove_object(&self.key(rest)).await
     }
 
     /// The names of the directories and of the objects right under `rest` (one delimited

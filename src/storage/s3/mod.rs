@@ -15,8 +15,8 @@
 //! at its final PUT, after its parts went up to a multipart upload whose key was named when it
 //! started: that upload completes at `stevedore/objects/<session>` and stays there (S3 has no
 //! rename, and a server-side copy would write every byte again), named by an empty object
-//! `stevedore/blobs/<alg>/<2 hex>/<hex>/<session>` written after it. Lookups try distribution's
-//! key first, then the names (one LIST, remembered). Deleting removes the name before the
+//! `stevedore/blobs/<alg>/<2 hex>/<hex>/<session>` written after it. Lookups try where the
+//! blob was last found, then distribution's key, then the names (one LIST). Deleting removes the name before the
 //! object, so a name never points at nothing for long; an object no name points at (a crash
 //! between the two writes) is swept by the maintenance job after its grace (`orphans`).
 //!
@@ -290,6 +290,7 @@ impl S3Backend {
         Ok(())
     }
 
+    /// Deletes the object at `key`; one already gone is no error.
     async fn remove_object(&self, key: &Key) -> Result<(), StoreError> {
         match self.inner.store.delete(key).await {
             Ok(()) => Ok(()),
@@ -328,8 +329,8 @@ impl S3Backend {
     }
 
     /// Every name (digest, session, written ms), and every object (session → size, written
-    /// ms). Objects are listed after names, so an object adopted meanwhile is not an orphan
-    /// of this listing only when its name was listed; the grace covers the rest.
+    /// ms). Objects are listed after names: an object completed and named in between looks
+    /// unnamed here; the maintenance job spares objects whose session is still there.
     async fn names_and_objects(
         &self,
     ) -> Result<

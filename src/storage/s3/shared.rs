@@ -419,11 +419,7 @@ impl S3Backend {
 
     /// Deletes one object (a link, a marker); absent is fine.
     pub async fn remove(&self, key: &BucketKey) -> Result<(), StoreError> {
-        match self.inner.store.delete(&self.key(&key.0)).await {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(s3_err(e)),
-        }
+        self.remove_object(&self.key(&key.0)).await
     }
 
     /// Writes this node's access record: the last access (ms) of each digest served since
