@@ -707,12 +707,23 @@ impl Bench<'_> {
         hwm: &mut HashMap<&str, u64>,
         r: &mut Results,
     ) -> Result<(), String> {
-        let pull = |base: &str| -> Result<(f64, f64), String> {
+        // Each pull also reports the CPU time the whole machine spent during it (all processes
+        // and kernel threads, in ms): on loopback a cold pull is bound by the CPUs, not a link.
+        let tick_ms = 1000.0 / procs::clock_ticks();
+        let pull = |base: &str| -> Result<(f64, f64, f64), String> {
+            let busy = procs::machine_busy_ticks();
             let line = self.bins.loadgen(&["pull", base, "bench/cold", "v1"])?;
-            Ok((number(&line, "seconds")?, number(&line, "ttfb_largest")?))
+            let cpu = (procs::machine_busy_ticks() - busy) as f64 * tick_ms;
+            Ok((
+                number(&line, "seconds")?,
+                number(&line, "ttfb_largest")?,
+                cpu,
+            ))
         };
-        let cold_reps = self.o.reps + 2;
+        r.set("coldsha256", sha256_ms(self.o.layers.iter().sum()));
         for link in ["lo", "wan"] {
+            // Loopback pulls are short and their first bytes noisy: more of them.
+            let cold_reps = cold_reps(self.o, link);
             // On loopback the mirrors reach the upstream directly, as the direct pull does (no
             // counting proxy in between: an extra copy only the mirrors would pay).
             let (direct, remote) = if link == "lo" {
@@ -727,16 +738,19 @@ impl Bench<'_> {
             pull(direct)?; // warm the upstream's page cache
             let mut t: HashMap<&str, Vec<f64>> = HashMap::new();
             let mut f: HashMap<&str, Vec<f64>> = HashMap::new();
+            let mut c: HashMap<&str, Vec<f64>> = HashMap::new();
             for _ in 0..cold_reps {
-                let (a, b) = pull(direct)?;
+                let (a, b, cpu) = pull(direct)?;
                 t.entry("up").or_default().push(a);
                 f.entry("up").or_default().push(b);
+                c.entry("up").or_default().push(cpu);
                 for (s, kind) in [("st", Kind::Stevedore), ("ref", Kind::Reference)] {
                     let dir = self.work.join(format!("mirror_{s}"));
                     let m = procs::registry(kind, &self.bins.stevedore, &dir, Some(remote))?;
-                    let (a, b) = pull(&m.url)?;
+                    let (a, b, cpu) = pull(&m.url)?;
                     t.entry(s).or_default().push(a);
                     f.entry(s).or_default().push(b);
+                    c.entry(s).or_default().push(cpu);
                     let h = hwm.get_mut(s).expect("st and ref");
                     *h = (*h).max(procs::status_kb(m.pid(), "VmHWM"));
                     m.stop();
@@ -745,9 +759,10 @@ impl Bench<'_> {
             for s in ["up", "st", "ref"] {
                 r.set(format!("coldtotal{link}.{s}"), median(&t[s]));
                 r.set(format!("coldttfb{link}.{s}"), median(&f[s]));
+                r.set(format!("coldcpu{link}.{s}"), median(&c[s]));
                 log(&format!(
-                    "   {s}: total {:.3?} s; first byte of the largest blob {:.4?} s",
-                    t[s], f[s]
+                    "   {s}: total {:.3?} s; first byte of the largest blob {:.4?} s; machine CPU {:.0?} ms",
+                    t[s], f[s], c[s]
                 ));
             }
             for s in ["st", "ref"] {
@@ -867,4 +882,34 @@ fn control_line(addr: &str) -> Result<String, String> {
         .find(|l| l.starts_with("upstream_to_client="))
         .map(str::to_owned)
         .ok_or_else(|| format!("countproxy control said {text:?}"))
+}
+
+/// Cold pulls per link: loopback pulls take a tenth of a second and their first bytes scatter
+/// over tens of ms, so they get three times the repetitions (11 at the default 3).
+pub fn cold_reps(o: &Opts, link: &str) -> usize {
+    if link == "lo" {
+        o.reps * 3 + 2
+    } else {
+        o.reps + 2
+    }
+}
+
+/// Milliseconds one core takes to SHA-256 `bytes` bytes in 1 MiB updates (best of 3): what any
+/// mirror that checks a digest before it serves the last byte spends at least on a cold pull.
+fn sha256_ms(bytes: u64) -> f64 {
+    use sha2::Digest;
+    let chunk: Vec<u8> = (0..MIB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let mut h = sha2::Sha256::new();
+            for _ in 0..bytes.div_ceil(MIB) {
+                h.update(&chunk);
+            }
+            std::hint::black_box(h.finalize());
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .fold(f64::INFINITY, f64::min)
 }

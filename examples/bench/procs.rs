@@ -404,6 +404,23 @@ pub fn cpu_ticks(pids: &[u32]) -> u64 {
         .sum()
 }
 
+/// CPU time the whole machine has spent busy (user, nice, system, irq, softirq: the first
+/// line of /proc/stat), in clock ticks: what every process and kernel thread together used.
+pub fn machine_busy_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let cpu = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            let f: Vec<u64> = cpu
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            Some(f.get(..3)?.iter().sum::<u64>() + f.get(5..7)?.iter().sum::<u64>())
+        })
+        .unwrap_or(0)
+}
+
 /// A `kB` field of /proc/PID/status (VmHWM, VmRSS); 0 when gone.
 pub fn status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

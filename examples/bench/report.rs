@@ -279,7 +279,32 @@ impl Report {
                 ),
                 better(false, k("coldttfb", "st"), k("coldttfb", "ref")),
             ]);
+            if link == "lo" && r.n.contains_key("coldcpulo.st") {
+                self.cold_cpu_row(image, r);
+            }
         }
+    }
+
+    /// What bounds a cold pull over loopback: every process on the machine shares its CPUs, so
+    /// a pull cannot take less than the CPU time the machine spent on it ÷ the CPUs.
+    fn cold_cpu_row(&mut self, image: u64, r: &Results) {
+        let g = |k: &str| r.get(k);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let (st, rf, up) = (g("coldcpulo.st"), g("coldcpulo.ref"), g("coldcpulo.up"));
+        self.row([
+            "cold pull, loopback: CPU time of the whole machine per pull (ms)",
+            &fixed(st, 0),
+            &fixed(rf, 0),
+            &format!("{} (upstream)", fixed(up, 0)),
+            &format!(
+                "÷ {cpus} CPUs: {} / {} / {} s; SHA-256 of the {image} MiB on one core: {} ms",
+                fixed(st / cpus / 1000.0, 3),
+                fixed(rf / cpus / 1000.0, 3),
+                fixed(up / cpus / 1000.0, 3),
+                fixed(g("coldsha256"), 0)
+            ),
+            better(false, st, rf),
+        ]);
     }
 
     fn herd_rows(&mut self, o: &Opts, r: &Results) {
@@ -778,7 +803,7 @@ pub fn document(
     let big = o.big / MIB;
     let tick = crate::procs::clock_ticks();
     let layers = o.layers.map(|l| (l / MIB).to_string()).join(" + ");
-    let cold_reps = o.reps + 2;
+    let (cold_reps, cold_reps_lo) = (crate::cold_reps(o, "wan"), crate::cold_reps(o, "lo"));
     let wan = fixed(o.wan_rate as f64 / 1e6, 0);
     let herd = o.herd / MIB;
     let chunk = o.chunk / MIB;
@@ -837,7 +862,12 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   wrk (1 thread, 64 connections, GET only: it hangs on HEAD) as a cross-check.
 - Cold pull (`loadgen pull`): GET the manifest, then its config and 3 layers ({layers} MiB) in
   parallel, each on its own connection; total wall time and the time to first byte of the
-  {l0} MiB blob (its request to its response head); median of {cold_reps}.
+  {l0} MiB blob (its request to its response head); median of {cold_reps_lo} on loopback, of
+  {cold_reps} over the paced link. The machine's CPU time per pull is the busy time of all
+  CPUs in /proc/stat across the pull (every process and kernel thread, the load generator's
+  start included); divided by the CPUs it is the least time a pull that keeps them all busy
+  can take. The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one
+  core of this machine (best of 3).
   Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
   straight from the upstream over the same link. Two links: loopback (the upstream is faster
   than the mirror's disk; the mirrors reach it directly, as the direct pull does), and a simulated
