@@ -410,8 +410,10 @@ pub fn machine_busy_ticks() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
-            let cpu = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
-            let f: Vec<u64> = cpu
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .strip_prefix("cpu ")?
                 .split_whitespace()
                 .map(|v| v.parse().unwrap_or(0))
                 .collect();

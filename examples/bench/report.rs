@@ -289,7 +289,7 @@ impl Report {
     /// a pull cannot take less than the CPU time the machine spent on it ÷ the CPUs.
     fn cold_cpu_row(&mut self, image: u64, r: &Results) {
         let g = |k: &str| r.get(k);
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cpus = cpus() as f64;
         let (st, rf, up) = (g("coldcpulo.st"), g("coldcpulo.ref"), g("coldcpulo.up"));
         self.row([
             "cold pull, loopback: CPU time of the whole machine per pull (ms)",
@@ -753,8 +753,13 @@ blob record once, which each scrape and each eviction pass did before. Milliseco
     ))
 }
 
+/// The CPUs this process may run on.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn machine() -> (usize, String, String) {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = cpus();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -802,6 +807,7 @@ pub fn document(
     let secs = o.secs;
     let big = o.big / MIB;
     let tick = crate::procs::clock_ticks();
+    let tick_ms = fixed(1000.0 / tick, 0);
     let layers = o.layers.map(|l| (l / MIB).to_string()).join(" + ");
     let (cold_reps, cold_reps_lo) = (crate::cold_reps(o, "wan"), crate::cold_reps(o, "lo"));
     let wan = fixed(o.wan_rate as f64 / 1e6, 0);
@@ -864,7 +870,7 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   parallel, each on its own connection; total wall time and the time to first byte of the
   {l0} MiB blob (its request to its response head); median of {cold_reps_lo} on loopback, of
   {cold_reps} over the paced link. The machine's CPU time per pull is the busy time of all
-  CPUs in /proc/stat across the pull (every process and kernel thread, the load generator's
+  CPUs in /proc/stat (in clock ticks of {tick_ms} ms) across the pull (every process and kernel thread, the load generator's
   start included); divided by the CPUs it is the least time a pull that keeps them all busy
   can take. The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one
   core of this machine (best of 3).
