@@ -870,9 +870,9 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   parallel, each on its own connection; total wall time and the time to first byte of the
   {l0} MiB blob (its request to its response head); median of {cold_reps_lo} on loopback, of
   {cold_reps} over the paced link. The machine's CPU time per pull is the busy time of all
-  CPUs in /proc/stat (in clock ticks of {tick_ms} ms) across the pull (every process and kernel thread, the load generator's
-  start included); divided by the CPUs it is the least time a pull that keeps them all busy
-  can take. The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one
+  CPUs in /proc/stat (clock ticks of {tick_ms} ms) across the pull: every process and kernel
+  thread, the load generator's start included. Divided by the CPUs it is the least time a pull
+  that keeps them all busy can take. The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one
   core of this machine (best of 3).
   Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
   straight from the upstream over the same link. Two links: loopback (the upstream is faster
