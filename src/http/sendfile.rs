@@ -14,41 +14,28 @@
 //!
 //! How much one `sendfile` may send decides how often the connection wakes (issue 13): the
 //! placeholder chunks are as large as a socket's send buffer can grow (`tcp_wmem`'s 4 MiB), and
-//! after a short send the next write tries again at once rather than waiting for the writability
-//! edge, since the client, reading on the other core, has often made room by then. On 2 cores,
-//! 256 MiB, one connection: 1 MiB pieces took about 2,050 `sendfile` calls per GB (nginx:
-//! 1,130-1,290), 4 MiB pieces 400-600.
+//! after a short send the next write tries again at once. On 2 cores, 256 MiB, one connection:
+//! 1 MiB pieces took about 2,050 `sendfile` calls per GB (nginx: 1,130-1,290), 4 MiB pieces
+//! 400-600. Waiting for the writability edge after a short send instead is not safe: a short
+//! `sendfile` does not always leave the socket short of room, and then no edge comes (tried: one
+//! GET of 8 hung until the client gave up after 300 s).
 //!
-//! What the speed with a client that reads in small steps (curl, Go's `io.Copy` in 32 KiB
-//! reads) turns on, though, is which core does the TCP work. A full send buffer holds data not
-//! yet *transmitted* (the congestion window, BBR's on loopback in particular, lets out only so
-//! much), and each ACK the client sends then transmits the next segments from inside the
-//! client's own `recv` (perf: `tcp_ack` → `__tcp_push_pending_frames` on the client's core), so
-//! the client, the bottleneck of a one-connection download, pays for our transmit path on top of
-//! its copy. nginx's `sendfile` leaves the client the same work; the reference's 32 KiB
-//! `write`s never fill the buffer. So plain connections set `TCP_NOTSENT_LOWAT`
-//! (`NOTSENT_LOWAT`): the socket counts as writable only while less than that is queued
-//! untransmitted, each `sendfile` stops there, and the server's core transmits what the window
-//! allows from inside its own `sendfile`.
-//!
-//! How low that mark may go is bounded by the other half of the trade (issue 13, second
-//! look): whatever the client has not yet received must be in its receive queue or in our
-//! untransmitted queue, or it sleeps. With a 128 KiB mark (the writer is woken below half of
-//! it) the pipe ran dry between our wake-ups: curl slept about 4,400-4,700 times per GB on
-//! stevedore against 15-810 on nginx (perf `context-switches` of the client, 256 MiB × 4 GETs,
-//! one connection, 2 cores at load average 7-9), so it read at 1.1-1.3 GB/s while using only
-//! 0.23-0.35 s of CPU per GB; and the server paid 0.42-0.58 s of CPU per GB (nginx 0.06-0.09),
-//! most of it loopback receive processing (`tcp_data_queue`, `sock_def_readable`) run inside
-//! its `sendfile`. Not the wake-up path: 25-40 futex wake-ups and ≤ 7 task migrations per GB,
-//! one worker thread instead of two changed nothing; a blocking Python `sendfile` server with
-//! the same 128 KiB mark starved curl as often (3,700-5,600 sleeps per GB). A 1 MiB mark,
-//! measured the same way: curl sleeps 30-1,500 times per GB, the Go-style reader 1,000-2,900
-//! (nginx: up to 840), server CPU 0.09-0.26 s per GB. The client takes back part of the
-//! transmit work (0.29-0.61 s of CPU per GB against 0.20-0.35; nginx's 0.54-0.78), which it can
-//! afford now that it waits less. Rates at that load were too noisy to rank the marks (nginx
-//! itself ranged 0.9-1.6 GB/s between rounds). 512 KiB still starved curl on some rounds
-//! (120-2,200 sleeps per GB); 2 MiB and no mark at all were no faster. Waiting for the
-//! writability edge after a short send changed nothing measurable.
+//! The other lever is which core does the TCP work. Once the congestion window (BBR's, on
+//! loopback) holds data back in a full send buffer, each ACK the client sends transmits the next
+//! segments from inside the client's own `recv` (`tcp_ack` → `__tcp_push_pending_frames` on its
+//! core). `TCP_NOTSENT_LOWAT` moves that work to the server: the socket then counts as writable
+//! only while less than the mark is queued untransmitted, and the server transmits from inside
+//! its `sendfile`. Plain connections set a 1 MiB mark for a while (with 1 MiB pieces, at load
+//! average 7-9, curl slept 4,400-4,700 times per GB with a 128 KiB mark, 30-1,500 with 1 MiB;
+//! 2 MiB and no mark were no faster). With 4 MiB pieces, on an idle machine, the mark costs more
+//! than it gives, so sockets keep the system's default (no mark), as nginx's do. Four
+//! `bench --only blob --reps 5` runs each, interleaved, 2 cores, without the mark against with
+//! it: server CPU per GB 0.25-0.27 s against 0.33-0.35 with the hyper load generator, 0.23-0.25
+//! against 0.27-0.29 with curl, 0.21-0.23 against 0.26-0.29 with the Go-style reader; the hyper
+//! load generator at one connection 2.03-2.39 GB/s (84-116% of nginx) against 1.79-2.11
+//! (80-110%), curl and the Go-style reader at one connection no slower. At 8 connections the
+//! mark was about a tenth faster for curl and the Go-style reader (3.15-3.41 against 2.75-2.85
+//! GB/s with curl); without it they stay at 102-135% of nginx.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -66,10 +53,6 @@ static PLACEHOLDER: [u8; PLACEHOLDER_LEN] = [0; PLACEHOLDER_LEN];
 /// The largest piece one `sendfile` is asked for: Linux's default ceiling of a TCP send buffer
 /// (`net.ipv4.tcp_wmem`), so that one call can fill it (see the module doc).
 const PLACEHOLDER_LEN: usize = 4 * 1024 * 1024;
-
-/// How much data not yet transmitted a plain connection's socket may queue before it stops
-/// counting as writable (`TCP_NOTSENT_LOWAT`; see the module doc).
-const NOTSENT_LOWAT: u32 = 1024 * 1024;
 
 fn is_placeholder(buf: &[u8]) -> bool {
     !buf.is_empty() && PLACEHOLDER.as_ptr_range().contains(&buf.as_ptr())
@@ -163,10 +146,6 @@ pub struct SendfileStream {
 
 impl SendfileStream {
     pub fn new(tcp: TcpStream) -> (SendfileStream, SendfileSlot) {
-        // Only a tuning: a socket that refuses it still serves, as before.
-        if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
-            tracing::debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
-        }
         let slot = SendfileSlot::default();
         (
             SendfileStream {
@@ -297,22 +276,5 @@ mod tests {
         assert!(!is_placeholder(&PLACEHOLDER[..0]));
         let copy = PLACEHOLDER[..10].to_vec();
         assert!(!is_placeholder(&copy), "a copy is not a placeholder");
-    }
-
-    #[tokio::test]
-    async fn plain_connections_cap_the_untransmitted_queue() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (_client, (server, _)) = (client.unwrap(), accepted.unwrap());
-        // Start from another value, whatever the system's default is.
-        socket2::SockRef::from(&server)
-            .set_tcp_notsent_lowat(4 * NOTSENT_LOWAT)
-            .unwrap();
-        let (stream, _slot) = SendfileStream::new(server);
-        let after = socket2::SockRef::from(&stream.tcp)
-            .tcp_notsent_lowat()
-            .unwrap();
-        assert_eq!(after, NOTSENT_LOWAT);
     }
 }
