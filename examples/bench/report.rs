@@ -872,8 +872,8 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   {cold_reps} over the paced link. The machine's CPU time per pull is the busy time of all
   CPUs in /proc/stat (clock ticks of {tick_ms} ms) across the pull: every process and kernel
   thread, the load generator's start included. Divided by the CPUs it is the least time a pull
-  that keeps them all busy can take. The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one
-  core of this machine (best of 3).
+  that keeps them all busy can take. The SHA-256 figure hashes as many bytes as the image has,
+  in 1 MiB steps, on one core of this machine (best of 3).
   Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
   straight from the upstream over the same link. Two links: loopback (the upstream is faster
   than the mirror's disk; the mirrors reach it directly, as the direct pull does), and a simulated
