@@ -722,8 +722,7 @@ impl Bench<'_> {
         };
         r.set("coldsha256", sha256_ms(self.o.layers.iter().sum()));
         for link in ["lo", "wan"] {
-            // Loopback pulls are short and their first bytes noisy: more of them.
-            let cold_reps = cold_reps(self.o, link);
+            let cold_reps = cold_reps(self.o);
             // On loopback the mirrors reach the upstream directly, as the direct pull does (no
             // counting proxy in between: an extra copy only the mirrors would pay).
             let (direct, remote) = if link == "lo" {
@@ -884,14 +883,10 @@ fn control_line(addr: &str) -> Result<String, String> {
         .ok_or_else(|| format!("countproxy control said {text:?}"))
 }
 
-/// Cold pulls per link: loopback pulls take a tenth of a second and their first bytes scatter
-/// over tens of ms, so they get three times the repetitions (11 at the default 3).
-pub fn cold_reps(o: &Opts, link: &str) -> usize {
-    if link == "lo" {
-        o.reps * 3 + 2
-    } else {
-        o.reps + 2
-    }
+/// Cold pulls per link: a pull's first bytes scatter over tens of ms on either link, so
+/// pulls get three times the repetitions (11 at the default 3).
+pub fn cold_reps(o: &Opts) -> usize {
+    o.reps * 3 + 2
 }
 
 /// Milliseconds one core takes to SHA-256 `bytes` bytes in 1 MiB updates (best of 3): what any

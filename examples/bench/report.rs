@@ -809,7 +809,7 @@ pub fn document(
     let tick = crate::procs::clock_ticks();
     let tick_ms = fixed(1000.0 / tick, 0);
     let layers = o.layers.map(|l| (l / MIB).to_string()).join(" + ");
-    let (cold_reps, cold_reps_lo) = (crate::cold_reps(o, "wan"), crate::cold_reps(o, "lo"));
+    let cold_reps = crate::cold_reps(o);
     let wan = fixed(o.wan_rate as f64 / 1e6, 0);
     let herd = o.herd / MIB;
     let chunk = o.chunk / MIB;
@@ -868,12 +868,12 @@ rounds interleaved; every request is made by `examples/loadgen` (its subcommands
   wrk (1 thread, 64 connections, GET only: it hangs on HEAD) as a cross-check.
 - Cold pull (`loadgen pull`): GET the manifest, then its config and 3 layers ({layers} MiB) in
   parallel, each on its own connection; total wall time and the time to first byte of the
-  {l0} MiB blob (its request to its response head); median of {cold_reps_lo} on loopback, of
-  {cold_reps} over the paced link. The machine's CPU time per pull is the busy time of all
-  CPUs in /proc/stat (clock ticks of {tick_ms} ms) across the pull: every process and kernel
-  thread, the load generator's start included. Divided by the CPUs it is the least time a pull
-  that keeps them all busy can take. The SHA-256 figure hashes as many bytes as the image has,
-  in 1 MiB steps, on one core of this machine (best of 3).
+  {l0} MiB blob (its request to its response head); median of {cold_reps} on each link. The
+  machine's CPU time per pull is the busy time of all CPUs in /proc/stat (clock ticks of
+  {tick_ms} ms) across the pull: every process and kernel thread, the load generator's start
+  included. Divided by the CPUs it is the least time a pull that keeps them all busy can take.
+  The SHA-256 figure hashes as many bytes as the image has, in 1 MiB steps, on one core of this
+  machine (best of 3).
   Each repetition starts a fresh mirror with an empty store; \"upstream\" is the same pull
   straight from the upstream over the same link. Two links: loopback (the upstream is faster
   than the mirror's disk; the mirrors reach it directly, as the direct pull does), and a simulated
