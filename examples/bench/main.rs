@@ -883,7 +883,7 @@ fn control_line(addr: &str) -> Result<String, String> {
         .ok_or_else(|| format!("countproxy control said {text:?}"))
 }
 
-/// Cold pulls per link: a pull's first bytes scatter over tens of ms on either link, so
+/// Cold pulls on each link: their first bytes scatter over tens of ms on either link, so
 /// pulls get three times the repetitions (11 at the default 3).
 pub fn cold_reps(o: &Opts) -> usize {
     o.reps * 3 + 2
